@@ -1,0 +1,32 @@
+"""Loadable checkpoints: the config plus named genomes (flat search-space vectors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from es_l2l.config import ExperimentConfig
+from es_l2l.genome import Genome, build_genome
+from es_l2l.tasks.teacher import n_inputs
+
+FORMAT = "es-l2l/checkpoint/1"
+
+
+def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, torch.Tensor], **meta) -> Path:
+    path = Path(path)
+    torch.save(
+        {"format": FORMAT, "config": cfg.model_dump(mode="json"), "genomes": {k: v.cpu() for k, v in genomes.items()}, "meta": meta},
+        path,
+    )
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[str, torch.Tensor], dict]:
+    """Returns (config, genome layout, named genome vectors, metadata)."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if blob.get("format") != FORMAT:
+        raise ValueError(f"'{path}' is not an es-l2l checkpoint (format {blob.get('format')!r}, expected {FORMAT!r})")
+    cfg = ExperimentConfig.model_validate(blob["config"])
+    genome = build_genome(cfg, n_inputs(cfg.task))
+    return cfg, genome, blob["genomes"], blob["meta"]

@@ -1,0 +1,232 @@
+"""Typed experiment configuration: the one schema that YAML files mirror one to one.
+
+``load_config(path, overrides)`` is the only loader. Every problem (unknown key, wrong type,
+out-of-range value) raises :class:`ConfigError` with one sentence naming the key and what is
+allowed, before anything (Ray, MLflow) is started.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one actionable sentence."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """The LSNN: LIF and ALIF (adaptive threshold) populations, reference defaults."""
+
+    n_lif: int = Field(32, ge=0, le=4096, description="number of LIF neurons (beta = 0)")
+    n_alif: int = Field(32, ge=0, le=4096, description="number of adaptive-threshold neurons")
+    tau_m: float = Field(20.0, gt=0, description="membrane time constant (ms)")
+    tau_a: float = Field(600.0, gt=0, description="threshold-adaptation time constant (ms)")
+    b0: float = Field(0.01, gt=0, description="baseline threshold")
+    beta: float = Field(1.7, ge=0, description="adaptation strength of ALIF neurons")
+    n_ref: int = Field(3, ge=0, le=100, description="refractory period (steps)")
+    tau_out: float = Field(20.0, gt=0, description="readout low-pass time constant (ms)")
+    gamma: float = Field(0.3, gt=0, description="pseudo-derivative dampening factor")
+    dt: float = Field(1.0, gt=0, description="simulation step (ms)")
+    w_in_scale: float = Field(1.0, gt=0, description="input weights ~ scale * N(0,1)/sqrt(n_in)")
+    w_rec_scale: float = Field(1.0, ge=0, description="recurrent weights ~ scale * N(0,1)/sqrt(N)")
+    p_in: float = Field(1.0, gt=0, le=1, description="initial input connection probability")
+    p_rec: float = Field(1.0, gt=0, le=1, description="initial recurrent connection probability")
+    rate_target_hz: float = Field(10.0, ge=0, description="firing-rate regulariser target f0")
+    rate_reg: float = Field(0.0, ge=0, description="firing-rate regulariser weight")
+
+    @model_validator(mode="after")
+    def _some_neurons(self):
+        if self.n_lif + self.n_alif < 2:
+            raise ValueError("model.n_lif + model.n_alif must be at least 2")
+        return self
+
+
+class TeacherConfig(_Strict):
+    """Learning from a teacher: targets are random 2-layer sigmoid networks G(x1, x2)."""
+
+    family: Literal["teacher"] = "teacher"
+    n_trials: int = Field(30, ge=2, le=1000, description="trials per episode")
+    trial_ms: int = Field(20, ge=2, le=1000, description="steps per trial")
+    readout_ms: int = Field(10, ge=1, description="last steps of a trial averaged into the prediction")
+    hidden_units: int = Field(8, ge=1, le=1000, description="hidden sigmoid units of G")
+    weight_range: float = Field(1.0, gt=0, description="G's weights and biases ~ U[-r, r]")
+    input_range: float = Field(3.0, gt=0, description="inputs x1, x2 ~ U[-r, r]")
+    output_scale: float = Field(0.5, gt=0, description="G is multiplied by this")
+    target_range: float = Field(2.0, gt=0, description="targets are population coded over [-r, r]")
+    neurons_per_variable: int = Field(10, ge=2, le=1000, description="input neurons per coded variable")
+    max_rate_hz: float = Field(200.0, gt=0, le=1000, description="peak Poisson rate of an input neuron")
+    batch_size: int = Field(16, ge=1, description="tasks per generation (same for every member)")
+
+    @model_validator(mode="after")
+    def _readout_fits(self):
+        if self.readout_ms > self.trial_ms:
+            raise ValueError(f"task.readout_ms ({self.readout_ms}) must be at most task.trial_ms ({self.trial_ms})")
+        return self
+
+
+BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
+
+
+class GenomeConfig(_Strict):
+    """Which parameter blocks ES searches; the others stay frozen at their initial value."""
+
+    search: list[Literal[BLOCKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta"],
+        description="searched blocks; any of " + ", ".join(BLOCKS),
+    )
+    tau_m_bounds: tuple[float, float] = Field((2.0, 200.0), description="tau_m bounds (ms)")
+    tau_a_bounds: tuple[float, float] = Field((20.0, 5000.0), description="tau_a bounds (ms)")
+    b0_bounds: tuple[float, float] = Field((1e-3, 1.0), description="b0 bounds")
+    beta_bounds: tuple[float, float] = Field((0.0, 10.0), description="beta bounds")
+    weight_bound: float = Field(10.0, gt=0, description="weights are clipped to [-w, w]")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.search)) != len(self.search):
+            raise ValueError("genome.search lists a block twice")
+        for name in ("tau_m", "tau_a", "b0"):
+            lo, hi = getattr(self, f"{name}_bounds")
+            if not 0 < lo < hi:
+                raise ValueError(f"genome.{name}_bounds must satisfy 0 < low < high, got ({lo}, {hi})")
+        lo, hi = self.beta_bounds
+        if not 0 <= lo < hi:
+            raise ValueError(f"genome.beta_bounds must satisfy 0 <= low < high, got ({lo}, {hi})")
+        return self
+
+
+ALGORITHMS = ("pgpe", "snes", "cem", "cmaes")
+
+
+class ESConfig(_Strict):
+    """Evolution strategy (evotorch). ``None`` means the algorithm's own default."""
+
+    algorithm: Literal[ALGORITHMS] = "pgpe"  # type: ignore[valid-type]
+    popsize: int = Field(64, ge=4, description="population size P (even for antithetic PGPE)")
+    stdev_init: float = Field(0.02, gt=0, description="initial search stdev (search space)")
+    center_lr: float | None = Field(None, gt=0, description="PGPE/SNES center learning rate")
+    stdev_lr: float | None = Field(None, gt=0, description="PGPE/SNES stdev learning rate")
+    optimizer: Literal["clipup", "adam", "sgd"] = Field("clipup", description="PGPE center optimizer")
+    max_speed: float | None = Field(None, gt=0, description="ClipUp max speed (default 2 * center_lr)")
+    stdev_max_change: float = Field(0.2, gt=0, description="PGPE: max relative stdev change per step")
+    parenthood_ratio: float = Field(0.25, gt=0, lt=1, description="CEM elite fraction")
+    separable: bool = Field(True, description="CMA-ES: separable (diagonal) covariance")
+    nan_policy: Literal["error", "worst"] = Field(
+        "error", description="a NaN fitness stops the run (error) or ranks last (worst)"
+    )
+
+    @model_validator(mode="after")
+    def _even(self):
+        if self.algorithm == "pgpe" and self.popsize % 2:
+            raise ValueError(f"es.popsize must be even for pgpe (antithetic pairs), got {self.popsize}")
+        return self
+
+
+class RunConfig(_Strict):
+    seed: int = Field(0, ge=0, description="run seed: every random draw derives from it")
+    generations: int = Field(200, ge=1, description="outer-loop generations")
+    max_seconds: float | None = Field(None, gt=0, description="stop after this wall time (s)")
+    workers: int = Field(2, ge=0, le=4096, description="Ray evaluation actors (0: evaluate in the driver)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each actor reserves")
+    address: str | None = Field(None, description="Ray address to attach to; None starts Ray locally")
+    validate_every: int = Field(10, ge=1, description="held-out validation every k generations")
+    validation_tasks: int = Field(128, ge=1, description="fixed held-out tasks")
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    artifact_root: str = Field("mlruns", description="artifact folder for a new local experiment")
+    experiment: str = Field("es-l2l", min_length=1, description="MLflow experiment name")
+    run_name: str | None = None
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field("teacher-es", min_length=1)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TeacherConfig = Field(default_factory=TeacherConfig)
+    genome: GenomeConfig = Field(default_factory=GenomeConfig)
+    es: ESConfig = Field(default_factory=ESConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view, e.g. for MLflow params."""
+        return flatten(self.model_dump())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _apply_override(tree: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form dotted.key=value, e.g. es.popsize=32")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
+    loc = [str(p) for p in err["loc"] if not str(p).isdigit() or err["type"] != "literal_error"]
+    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        section: Any = schema
+        for part in loc[:-1]:
+            section = section.model_fields[part].annotation
+        allowed = ", ".join(section.model_fields) if isinstance(section, type) else "?"
+        where = ".".join(loc[:-1]) or "top level"
+        return f"unknown config key '{key}'; allowed keys in {where}: {allowed}"
+    got = err.get("input")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        return f"invalid config: {msg}"
+    return f"invalid config value for '{key}': {msg} (got {got!r})"
+
+
+def build_config(tree: dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    tree = dict(tree or {})
+    for item in overrides:
+        _apply_override(tree, item)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], ExperimentConfig)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read YAML (or defaults when ``path`` is None), apply ``dotted.key=value`` overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as configs/teacher_es.yaml")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__}); fix its syntax") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of sections (model, task, es, ...)")
+    return build_config(tree, overrides)

@@ -1,0 +1,188 @@
+"""The parameter space: named blocks, bounds, transforms, batched encode/decode.
+
+A *genome* is a flat search-space vector. ``decode`` splits a (P, D) population into named
+search-space blocks ("genes", each (P, *shape)) and ``encode`` concatenates them back: a pure
+reshape, so the round trip is exact. Frozen blocks come from the genome's base values.
+``to_model`` then applies each block's transform and bounds (log space for time constants and
+the baseline threshold, clipping for weights, thresholding for connectivity logits) and returns
+the population's :class:`~es_l2l.snn.LSNNParams`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from es_l2l.config import ExperimentConfig
+from es_l2l.snn import LSNNParams, decay
+from es_l2l.tasks.base import STREAM_INIT, generator
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    shape: tuple[int, ...]  # per member
+    transform: str  # "identity" | "log" | "logit"
+    low: float  # model-space bounds
+    high: float
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def bounds_search(self) -> tuple[float, float]:
+        if self.transform == "log":
+            return math.log(self.low), math.log(self.high)
+        return self.low, self.high
+
+
+@dataclass(frozen=True)
+class Genome:
+    """Block layout plus base (initial and frozen) values, all in search space."""
+
+    blocks: tuple[Block, ...]
+    searched: tuple[str, ...]
+    base: dict[str, torch.Tensor]  # name -> (*shape) search-space values
+    n_in: int
+    n_out: int
+    n_lif: int
+    n_alif: int
+    tau_a_lif: float
+    tau_out: float
+    dt: float
+
+    @property
+    def block_map(self) -> dict[str, Block]:
+        return {b.name: b for b in self.blocks}
+
+    @property
+    def dim(self) -> int:
+        bm = self.block_map
+        return sum(bm[n].size for n in self.searched)
+
+    def slices(self) -> dict[str, slice]:
+        bm, out, start = self.block_map, {}, 0
+        for name in self.searched:
+            out[name] = slice(start, start + bm[name].size)
+            start += bm[name].size
+        return out
+
+    def initial_vector(self) -> torch.Tensor:
+        """The base values of the searched blocks as one (D,) vector."""
+        return self.encode({n: v.unsqueeze(0) for n, v in self.base.items()})[0]
+
+    def encode(self, genes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Searched blocks (P, *shape) -> (P, D)."""
+        parts = [genes[n].reshape(genes[n].shape[0], -1) for n in self.searched]
+        return torch.cat(parts, dim=1)
+
+    def decode(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(P, D) -> every block (P, *shape); frozen blocks broadcast from the base values."""
+        if vectors.dim() != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected genomes of shape (P, {self.dim}), got {tuple(vectors.shape)}")
+        pop, sl, bm = vectors.shape[0], self.slices(), self.block_map
+        genes = {}
+        for block in self.blocks:
+            if block.name in sl:
+                genes[block.name] = vectors[:, sl[block.name]].reshape(pop, *block.shape)
+            else:
+                base = self.base[block.name].to(vectors.device, vectors.dtype)
+                genes[block.name] = base.expand(pop, *bm[block.name].shape)
+        return genes
+
+    def search_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-coordinate (D,) lower and upper bounds in search space."""
+        bm, lows, highs = self.block_map, [], []
+        for name in self.searched:
+            lo, hi = bm[name].bounds_search()
+            lows.append(torch.full((bm[name].size,), lo))
+            highs.append(torch.full((bm[name].size,), hi))
+        return torch.cat(lows), torch.cat(highs)
+
+    def to_model(self, genes: dict[str, torch.Tensor]) -> LSNNParams:
+        """Search-space blocks -> model parameters of the whole population (pure, differentiable)."""
+        bm = self.block_map
+
+        def value(name: str) -> torch.Tensor:
+            block, g = bm[name], genes[name]
+            lo, hi = block.bounds_search()
+            g = g.clamp(lo, hi)
+            return torch.exp(g) if block.transform == "log" else g
+
+        w_in, w_rec = value("w_in"), value("w_rec")
+        pop, n = w_rec.shape[0], w_rec.shape[-1]
+        mask_in = (genes["mask_in"] > 0).to(w_in.dtype)
+        no_autapse = 1.0 - torch.eye(n, dtype=w_rec.dtype, device=w_rec.device)
+        mask_rec = (genes["mask_rec"] > 0).to(w_rec.dtype) * no_autapse
+        like = lambda fill, k: torch.full((pop, k), fill, dtype=w_rec.dtype, device=w_rec.device)  # noqa: E731
+        tau_a = torch.cat([like(self.tau_a_lif, self.n_lif), value("tau_a")], dim=1)
+        beta = torch.cat([like(0.0, self.n_lif), value("beta")], dim=1)
+        return LSNNParams(
+            w_in=w_in * mask_in,
+            w_rec=w_rec * mask_rec,
+            w_out=value("w_out"),
+            b_out=value("b_out"),
+            alpha=decay(value("tau_m"), self.dt),
+            rho=decay(tau_a, self.dt),
+            b0=value("b0"),
+            beta=beta,
+            kappa=like(math.exp(-self.dt / self.tau_out), 1),
+        )
+
+    def params(self, vectors: torch.Tensor) -> LSNNParams:
+        """(P, D) genomes -> model parameters."""
+        return self.to_model(self.decode(vectors))
+
+
+def build_genome(cfg: ExperimentConfig, n_in: int, n_out: int = 1) -> Genome:
+    """Blocks and reference initial values (weights ``N(0, 1) / sqrt(n_pre)``) from the config.
+
+    The initial weights are drawn from a generator derived from the run seed, so the same config
+    and seed always start from the same network.
+    """
+    m, g = cfg.model, cfg.genome
+    n = m.n_lif + m.n_alif
+    wb = g.weight_bound
+    blocks = (
+        Block("w_in", (n_in, n), "identity", -wb, wb),
+        Block("w_rec", (n, n), "identity", -wb, wb),
+        Block("w_out", (n, n_out), "identity", -wb, wb),
+        Block("b_out", (n_out,), "identity", -wb, wb),
+        Block("tau_m", (n,), "log", *g.tau_m_bounds),
+        Block("tau_a", (m.n_alif,), "log", *g.tau_a_bounds),
+        Block("b0", (n,), "log", *g.b0_bounds),
+        Block("beta", (m.n_alif,), "identity", *g.beta_bounds),
+        Block("mask_in", (n_in, n), "logit", -1.0, 1.0),
+        Block("mask_rec", (n, n), "logit", -1.0, 1.0),
+    )
+    gen = generator(cfg.run.seed, STREAM_INIT)
+    randn = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    rand = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    base = {
+        "w_in": m.w_in_scale * randn(n_in, n) / math.sqrt(n_in),
+        "w_rec": m.w_rec_scale * randn(n, n) / math.sqrt(n),
+        "w_out": randn(n, n_out) / math.sqrt(n),
+        "b_out": torch.zeros(n_out),
+        "tau_m": torch.full((n,), math.log(m.tau_m)),
+        "tau_a": torch.full((m.n_alif,), math.log(m.tau_a)),
+        "b0": torch.full((n,), math.log(m.b0)),
+        "beta": torch.full((m.n_alif,), m.beta),
+        # A connection exists where its logit is positive: p - U(0, 1) > 0 with probability p.
+        "mask_in": m.p_in - rand(n_in, n),
+        "mask_rec": m.p_rec - rand(n, n),
+    }
+    searched = tuple(b.name for b in blocks if b.name in set(g.search))
+    return Genome(
+        blocks=blocks,
+        searched=searched,
+        base=base,
+        n_in=n_in,
+        n_out=n_out,
+        n_lif=m.n_lif,
+        n_alif=m.n_alif,
+        tau_a_lif=m.tau_a,
+        tau_out=m.tau_out,
+        dt=m.dt,
+    )

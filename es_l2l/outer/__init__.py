@@ -1,0 +1,1 @@
+"""Outer loops: they tune the LSNN across tasks and emit one status dict per generation."""

@@ -1,0 +1,109 @@
+"""Evolution strategies on evotorch: the search problem and the searcher factory.
+
+The flat genome vector is the only currency between the search algorithm and the simulation.
+Fitness is minus the loss on a fresh task batch each generation, the same tasks for every
+member; PGPE uses antithetic sampling and centered-rank fitness shaping.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+with warnings.catch_warnings():  # evotorch calls torch.jit.script at import time
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from evotorch import Problem, SolutionBatch
+    from evotorch.algorithms import CEM, CMAES, PGPE, SNES
+    from evotorch.algorithms.searchalgorithm import SearchAlgorithm
+
+from es_l2l.config import ESConfig
+from es_l2l.distributed import Evaluator
+from es_l2l.fitness import TeacherEval
+
+
+class NonFiniteFitness(RuntimeError):
+    """Some members' fitness came back NaN or infinite."""
+
+
+class MetaProblem(Problem):
+    """Maximise fitness of genomes; evaluation is delegated to an :class:`Evaluator`.
+
+    ``seed_keys`` names the task batch of the current generation; the driver sets it before each
+    step, and ``last_eval`` keeps the step's full evaluation for the status dict.
+    """
+
+    def __init__(self, dim: int, evaluator: Evaluator, seed: int, nan_policy: str = "error"):
+        super().__init__("max", solution_length=dim, initial_bounds=(-1.0, 1.0), dtype=torch.float32, seed=seed)
+        self._evaluator = evaluator
+        self._nan_policy = nan_policy
+        self.seed_keys: tuple[int, ...] = ()
+        self.last_eval: TeacherEval | None = None
+
+    def _evaluate_batch(self, batch: SolutionBatch) -> None:
+        ev = self._evaluator(batch.values.detach().clone(), self.seed_keys)
+        fit = ev.fitness.clone()
+        bad = ~torch.isfinite(fit)
+        if bad.any():
+            if self._nan_policy == "error" or bad.all():
+                raise NonFiniteFitness(
+                    f"{int(bad.sum())} of {len(fit)} members returned a non-finite fitness on tasks "
+                    f"{self.seed_keys}; lower es.stdev_init or tighten genome bounds, or set "
+                    "es.nan_policy=worst to rank such members last"
+                )
+            fit[bad] = fit[~bad].min() - 1.0
+        batch.set_evals(fit)
+        self.last_eval = ev._replace(fitness=fit)
+
+
+def make_searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> SearchAlgorithm:
+    """The evotorch search algorithm named by ``cfg.algorithm``, started at ``center``."""
+    if cfg.algorithm == "pgpe":
+        lr = cfg.center_lr or 0.01
+        return PGPE(
+            problem,
+            popsize=cfg.popsize,
+            center_learning_rate=lr,
+            stdev_learning_rate=cfg.stdev_lr or 0.1,
+            stdev_init=cfg.stdev_init,
+            center_init=center,
+            optimizer=cfg.optimizer,
+            optimizer_config={"max_speed": cfg.max_speed or 2 * lr} if cfg.optimizer == "clipup" else None,
+            ranking_method="centered",
+            stdev_max_change=cfg.stdev_max_change,
+            symmetric=True,
+        )
+    if cfg.algorithm == "snes":
+        return SNES(
+            problem,
+            popsize=cfg.popsize,
+            stdev_init=cfg.stdev_init,
+            center_init=center,
+            center_learning_rate=cfg.center_lr,
+            stdev_learning_rate=cfg.stdev_lr,
+        )
+    if cfg.algorithm == "cem":
+        return CEM(
+            problem,
+            popsize=cfg.popsize,
+            parenthood_ratio=cfg.parenthood_ratio,
+            stdev_init=cfg.stdev_init,
+            center_init=center,
+            stdev_max_change=cfg.stdev_max_change,
+        )
+    if cfg.algorithm == "cmaes":
+        return CMAES(problem, popsize=cfg.popsize, stdev_init=cfg.stdev_init, center_init=center, separable=cfg.separable)
+    raise ValueError(f"unknown es.algorithm '{cfg.algorithm}'")  # unreachable: the config validates it
+
+
+def center_of(searcher: SearchAlgorithm) -> torch.Tensor:
+    """The search distribution's mean: the genome ES currently proposes."""
+    if isinstance(searcher, CMAES):
+        return searcher.m.detach().clone()
+    return searcher.status["center"].detach().clone()
+
+
+def stdev_of(searcher: SearchAlgorithm) -> float:
+    if isinstance(searcher, CMAES):
+        return float(searcher.sigma)
+    return float(searcher.status["stdev"].mean())

@@ -1,0 +1,184 @@
+"""Population-batched LSNN dynamics (Bellec et al. 2018, "Long short-term memory and
+learning-to-learn in networks of spiking neurons", NeurIPS; arXiv:1803.09574).
+
+Every parameter carries a leading population axis ``P``: one call advances ``P`` networks on
+``B`` tasks each. One step, with ``dt = 1`` ms, in the reference cell's order
+(see ``shared/DESIGN.md``):
+
+1. adaptation   ``b <- rho * b + (1 - rho) * z_prev``,  ``rho = exp(-dt / tau_a)``
+2. threshold    ``A = b0 + beta * b``          (``beta = 0``: a plain LIF neuron)
+3. spike        ``z = H((v - A) / A)`` from the membrane *before* this step's update, forced
+                to 0 while the neuron spiked within the last ``n_ref`` steps
+4. current      ``I = W_in x_t + W_rec z_prev``
+5. membrane     ``v <- alpha * v + (1 - alpha) * I - A * z_prev * dt``, ``alpha = exp(-dt/tau_m)``
+
+then the readout trace ``zf <- kappa * zf + (1 - kappa) * z`` feeds a linear readout.
+All states start at zero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from es_l2l.snn.spike import spike
+
+
+class LSNNParams(NamedTuple):
+    """Model-space parameters of ``P`` networks with ``N`` neurons."""
+
+    w_in: torch.Tensor  # (P, n_in, N)
+    w_rec: torch.Tensor  # (P, N, N), zero diagonal, connectivity mask applied
+    w_out: torch.Tensor  # (P, N, n_out)
+    b_out: torch.Tensor  # (P, n_out)
+    alpha: torch.Tensor  # (P, N)  membrane decay exp(-dt / tau_m)
+    rho: torch.Tensor  # (P, N)  adaptation decay exp(-dt / tau_a)
+    b0: torch.Tensor  # (P, N)  baseline threshold
+    beta: torch.Tensor  # (P, N)  adaptation strength (0 for LIF neurons)
+    kappa: torch.Tensor  # (P, 1)  readout trace decay exp(-dt / tau_out)
+
+    @property
+    def pop_size(self) -> int:
+        return self.w_rec.shape[0]
+
+    @property
+    def n_neurons(self) -> int:
+        return self.w_rec.shape[-1]
+
+
+class LSNNState(NamedTuple):
+    """Dynamic state, each (P, B, N)."""
+
+    v: torch.Tensor  # membrane potential
+    z: torch.Tensor  # spikes of the previous step
+    b: torch.Tensor  # threshold adaptation
+    r: torch.Tensor  # refractory steps left
+    zf: torch.Tensor  # low-pass filtered spikes (readout trace)
+
+
+class Rollout(NamedTuple):
+    y: torch.Tensor  # (P, B, K, n_out) readout at the K requested steps
+    spike_count: torch.Tensor  # (P, B, N) spikes per neuron over the rollout
+    spikes: torch.Tensor | None  # (P, B, T, N) when recorded
+    n_steps: int
+
+
+def zero_state(pop: int, batch: int, n: int, *, dtype=torch.float32, device=None) -> LSNNState:
+    zeros = lambda: torch.zeros(pop, batch, n, dtype=dtype, device=device)  # noqa: E731
+    return LSNNState(zeros(), zeros(), zeros(), zeros(), zeros())
+
+
+def lsnn_step(
+    i_in: torch.Tensor,
+    state: LSNNState,
+    params: LSNNParams,
+    *,
+    n_ref: int,
+    gamma: float = 0.3,
+    dt: float = 1.0,
+) -> tuple[torch.Tensor, LSNNState]:
+    """Advance all ``P x B`` networks one step. ``i_in``: (P, B, N) input current ``W_in x_t``.
+
+    Returns this step's spikes ``z`` (P, B, N) and the new state.
+    """
+    v, z_prev, b, r, zf = state
+    rho = params.rho.unsqueeze(1)  # (P, 1, N)
+    alpha = params.alpha.unsqueeze(1)
+    b = rho * b + (1.0 - rho) * z_prev  # 1. adaptation
+    thr = params.b0.unsqueeze(1) + params.beta.unsqueeze(1) * b  # 2. threshold A
+    z = spike((v - thr) / thr, gamma)  # 3. spike from the pre-update membrane
+    if n_ref > 0:
+        z = z * (r <= 0)
+        r = torch.where(z > 0, torch.full_like(r, float(n_ref)), (r - 1.0).clamp_(min=0.0))
+    current = torch.baddbmm(i_in, z_prev, params.w_rec)  # 4. I = W_in x + W_rec z_prev
+    v = alpha * v + (1.0 - alpha) * current - thr * z_prev * dt  # 5. membrane, reset by A
+    kappa = params.kappa.unsqueeze(1)  # (P, 1, 1)
+    zf = kappa * zf + (1.0 - kappa) * z
+    return z, LSNNState(v, z, b, r, zf)
+
+
+def input_current(x: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
+    """``W_in x`` for a chunk of steps. ``x``: (B, T, n_in) shared or (P, B, T, n_in); -> (P, B, T, N)."""
+    pop, n_in, n = w_in.shape
+    if x.dim() == 3:
+        batch, steps, _ = x.shape
+        return torch.matmul(x.reshape(batch * steps, n_in), w_in).view(pop, batch, steps, n)
+    _, batch, steps, _ = x.shape
+    return torch.bmm(x.reshape(pop, batch * steps, n_in), w_in).view(pop, batch, steps, n)
+
+
+def rollout(
+    params: LSNNParams,
+    x: torch.Tensor,
+    *,
+    n_ref: int,
+    gamma: float = 0.3,
+    dt: float = 1.0,
+    readout_steps: torch.Tensor | None = None,
+    record_spikes: bool = False,
+    chunk_bytes: int = 1 << 28,
+) -> Rollout:
+    """Simulate ``P`` networks on ``B`` input sequences for ``T`` steps from the zero state.
+
+    ``x``: (B, T, n_in), shared by the whole population, or (P, B, T, n_in).
+    ``readout_steps``: (K,) sorted step indices at which the readout ``W_out zf + b_out`` is
+    returned (all ``T`` steps when None).
+    """
+    pop, _, n = params.w_in.shape
+    batch, steps = x.shape[-3], x.shape[-2]
+    state = zero_state(pop, batch, n, dtype=params.w_in.dtype, device=params.w_in.device)
+    if readout_steps is None:
+        readout_steps = torch.arange(steps)
+    keep = torch.zeros(steps, dtype=torch.bool)
+    keep[readout_steps.cpu()] = True
+    keep = keep.tolist()
+    # W_in x for many steps in one matmul, in chunks that bound memory.
+    chunk = max(1, min(steps, chunk_bytes // max(1, pop * batch * n * x.element_size())))
+    traces, spikes, count = [], [], torch.zeros_like(state.v)
+    for t0 in range(0, steps, chunk):
+        currents = input_current(x[..., t0 : t0 + chunk, :], params.w_in)  # (P, B, c, N)
+        for k in range(currents.shape[2]):
+            z, state = lsnn_step(currents[:, :, k], state, params, n_ref=n_ref, gamma=gamma, dt=dt)
+            count = count + z
+            if record_spikes:
+                spikes.append(z)
+            if keep[t0 + k]:
+                traces.append(state.zf)
+    zf = torch.stack(traces, dim=2)  # (P, B, K, N)
+    y = torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    return Rollout(
+        y=y,
+        spike_count=count,
+        spikes=torch.stack(spikes, dim=2) if record_spikes else None,
+        n_steps=steps,
+    )
+
+
+def firing_rate_hz(spike_count: torch.Tensor, n_steps: int, dt: float = 1.0) -> torch.Tensor:
+    """Mean rate per neuron in Hz, (P, B, N) -> (P, N) averaged over the batch."""
+    return spike_count.mean(dim=1) / (n_steps * dt * 1e-3)
+
+
+def rate_regulariser(rate_hz: torch.Tensor, target_hz: float = 10.0) -> torch.Tensor:
+    """``sum_j (rate_j - f0)^2`` per member, rates in kHz as in the reference: (P, N) -> (P,)."""
+    return ((rate_hz - target_hz) * 1e-3).pow(2).sum(dim=-1)
+
+
+def decay(tau: torch.Tensor, dt: float = 1.0) -> torch.Tensor:
+    """``exp(-dt / tau)``."""
+    return torch.exp(-dt / tau)
+
+
+__all__ = [
+    "LSNNParams",
+    "LSNNState",
+    "Rollout",
+    "decay",
+    "firing_rate_hz",
+    "input_current",
+    "lsnn_step",
+    "rate_regulariser",
+    "rollout",
+    "zero_state",
+]

@@ -1,0 +1,1 @@
+"""Task families; each samples tasks from an explicit generator."""

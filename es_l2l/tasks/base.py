@@ -1,0 +1,36 @@
+"""The task-family contract: a family samples a batch of tasks from an explicit generator."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys, e.g. (run seed, stream, generation, member)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def generator(*keys: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` seeded from ``derive_seed(*keys)``."""
+    return torch.Generator(device=device).manual_seed(derive_seed(*keys))
+
+
+# Stream identifiers keep the random draws of different purposes independent.
+STREAM_INIT = 1
+STREAM_TRAIN = 2
+STREAM_VALIDATION = 3
+STREAM_SEARCH = 4
+STREAM_FAMILY_STATS = 5
+STREAM_TEST = 6
+
+
+class TaskFamily(Protocol):
+    """A distribution over tasks; ``sample`` must be a pure function of the generator state."""
+
+    n_inputs: int
+    n_outputs: int
+
+    def sample(self, gen: torch.Generator, batch: int): ...

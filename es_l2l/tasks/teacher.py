@@ -1,0 +1,94 @@
+"""Learning from a teacher (supervised learning-to-learn; Bellec et al. 2018, Fig. 2).
+
+A task is a function ``G(x1, x2) = s * (v . sigmoid(W x + c) + d)`` computed by a 2-layer network
+with ``H`` sigmoid hidden units whose weights and biases are uniform in ``[-r, r]``. Trial ``i``
+shows a new input ``x_i`` together with the target ``G(x_{i-1})`` of the preceding trial; the
+readout, averaged over the trial's last ``readout_ms`` steps, predicts ``G(x_i)``.
+
+Every variable is population coded: ``neurons_per_variable`` input neurons with Gaussian tuning
+curves over the variable's range fire Poisson spikes for the whole trial. Inputs to the network:
+x1, x2 (over ``[-input_range, input_range]``) and the previous target (over
+``[-target_range, target_range]``; silent in the first trial).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from es_l2l.config import TeacherConfig
+
+
+class TeacherTasks(NamedTuple):
+    """A batch of ``B`` episodes."""
+
+    x: torch.Tensor  # (B, n_trials, 2) inputs
+    y: torch.Tensor  # (B, n_trials) targets G(x)
+    spikes: torch.Tensor  # (B, T, n_in) input spike trains, T = n_trials * trial_ms
+    readout_steps: torch.Tensor  # (n_trials * readout_ms,) steps whose readout is averaged
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+
+class TargetNets(NamedTuple):
+    w1: torch.Tensor  # (B, H, 2)
+    c1: torch.Tensor  # (B, H)
+    v: torch.Tensor  # (B, H)
+    d: torch.Tensor  # (B,)
+
+
+def n_inputs(cfg: TeacherConfig) -> int:
+    return 3 * cfg.neurons_per_variable
+
+
+def sample_target_nets(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> TargetNets:
+    r, h = cfg.weight_range, cfg.hidden_units
+    u = lambda *shape: (torch.rand(*shape, generator=gen) * 2 - 1) * r  # noqa: E731
+    return TargetNets(w1=u(batch, h, 2), c1=u(batch, h), v=u(batch, h), d=u(batch))
+
+
+def evaluate_target(cfg: TeacherConfig, nets: TargetNets, x: torch.Tensor) -> torch.Tensor:
+    """G(x) for x: (B, K, 2) -> (B, K)."""
+    hidden = torch.sigmoid(torch.einsum("bhi,bki->bkh", nets.w1, x) + nets.c1[:, None, :])
+    return cfg.output_scale * (torch.einsum("bkh,bh->bk", hidden, nets.v) + nets.d[:, None])
+
+
+def population_code(u: torch.Tensor, lo: float, hi: float, n: int, max_rate_hz: float, dt: float = 1.0) -> torch.Tensor:
+    """Spike probability per step of ``n`` Gaussian-tuned neurons: (...,) -> (..., n)."""
+    centers = torch.linspace(lo, hi, n)
+    width = (hi - lo) / (n - 1)
+    rate = max_rate_hz * torch.exp(-0.5 * ((u.unsqueeze(-1) - centers) / width) ** 2)
+    return (rate * dt * 1e-3).clamp(max=1.0)
+
+
+def trial_probabilities(cfg: TeacherConfig, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-trial spike probabilities of all input neurons: (B, n_trials, n_in)."""
+    n = cfg.neurons_per_variable
+    px = population_code(x, -cfg.input_range, cfg.input_range, n, cfg.max_rate_hz)  # (B, K, 2, n)
+    py = population_code(y, -cfg.target_range, cfg.target_range, n, cfg.max_rate_hz)  # (B, K, n)
+    py_prev = torch.cat([torch.zeros_like(py[:, :1]), py[:, :-1]], dim=1)  # target of trial i-1
+    return torch.cat([px.flatten(2), py_prev], dim=-1)
+
+
+def readout_steps(cfg: TeacherConfig) -> torch.Tensor:
+    starts = torch.arange(cfg.n_trials) * cfg.trial_ms + (cfg.trial_ms - cfg.readout_ms)
+    return (starts[:, None] + torch.arange(cfg.readout_ms)).flatten()
+
+
+def sample_tasks(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> TeacherTasks:
+    """Sample ``batch`` episodes; a pure function of the generator's state."""
+    nets = sample_target_nets(cfg, gen, batch)
+    x = (torch.rand(batch, cfg.n_trials, 2, generator=gen) * 2 - 1) * cfg.input_range
+    y = evaluate_target(cfg, nets, x)
+    prob = trial_probabilities(cfg, x, y).repeat_interleave(cfg.trial_ms, dim=1)  # (B, T, n_in)
+    spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
+    return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(cfg))
+
+
+def predictions(cfg: TeacherConfig, y_readout: torch.Tensor) -> torch.Tensor:
+    """Average the readout over each trial's window: (P, B, n_trials * readout_ms, 1) -> (P, B, n_trials)."""
+    pop, batch = y_readout.shape[:2]
+    return y_readout[..., 0].reshape(pop, batch, cfg.n_trials, cfg.readout_ms).mean(-1)
