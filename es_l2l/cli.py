@@ -48,8 +48,6 @@ def cmd_run(args, console: Console) -> int:
         console.print(cfg.to_yaml())
         return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for noisy in ("evotorch", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
     from es_l2l.checkpoint import save_checkpoint
@@ -62,6 +60,8 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.tasks.teacher import n_inputs
     from es_l2l.tracking import MlflowRun, ui_command
 
+    for noisy in ("evotorch", "mlflow"):  # after their imports, which set their own levels
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.manual_seed(0)  # nothing should draw from it; fixes any library that does
     genome = build_genome(cfg, n_inputs(cfg.task))
     console.print(

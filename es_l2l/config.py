@@ -25,8 +25,8 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """The LSNN: LIF and ALIF (adaptive threshold) populations, reference defaults."""
 
-    n_lif: int = Field(32, ge=0, le=4096, description="number of LIF neurons (beta = 0)")
-    n_alif: int = Field(32, ge=0, le=4096, description="number of adaptive-threshold neurons")
+    n_lif: int = Field(16, ge=0, le=4096, description="number of LIF neurons (beta = 0)")
+    n_alif: int = Field(16, ge=0, le=4096, description="number of adaptive-threshold neurons")
     tau_m: float = Field(20.0, gt=0, description="membrane time constant (ms)")
     tau_a: float = Field(600.0, gt=0, description="threshold-adaptation time constant (ms)")
     b0: float = Field(0.01, gt=0, description="baseline threshold")
@@ -58,7 +58,7 @@ class TeacherConfig(_Strict):
     readout_ms: int = Field(10, ge=1, description="last steps of a trial averaged into the prediction")
     hidden_units: int = Field(8, ge=1, le=1000, description="hidden sigmoid units of G")
     weight_range: float = Field(1.0, gt=0, description="G's weights and biases ~ U[-r, r]")
-    input_range: float = Field(3.0, gt=0, description="inputs x1, x2 ~ U[-r, r]")
+    input_range: float = Field(6.0, gt=0, description="inputs x1, x2 ~ U[-r, r]")
     output_scale: float = Field(0.5, gt=0, description="G is multiplied by this")
     target_range: float = Field(2.0, gt=0, description="targets are population coded over [-r, r]")
     neurons_per_variable: int = Field(10, ge=2, le=1000, description="input neurons per coded variable")
@@ -110,8 +110,8 @@ class ESConfig(_Strict):
 
     algorithm: Literal[ALGORITHMS] = "pgpe"  # type: ignore[valid-type]
     popsize: int = Field(64, ge=4, description="population size P (even for antithetic PGPE)")
-    stdev_init: float = Field(0.02, gt=0, description="initial search stdev (search space)")
-    center_lr: float | None = Field(None, gt=0, description="PGPE/SNES center learning rate")
+    stdev_init: float = Field(0.05, gt=0, description="initial search stdev (search space)")
+    center_lr: float | None = Field(0.1, gt=0, description="PGPE/SNES center learning rate (None: SNES default)")
     stdev_lr: float | None = Field(None, gt=0, description="PGPE/SNES stdev learning rate")
     optimizer: Literal["clipup", "adam", "sgd"] = Field("clipup", description="PGPE center optimizer")
     max_speed: float | None = Field(None, gt=0, description="ClipUp max speed (default 2 * center_lr)")
@@ -131,12 +131,12 @@ class ESConfig(_Strict):
 
 class RunConfig(_Strict):
     seed: int = Field(0, ge=0, description="run seed: every random draw derives from it")
-    generations: int = Field(200, ge=1, description="outer-loop generations")
+    generations: int = Field(1000, ge=1, description="outer-loop generations")
     max_seconds: float | None = Field(None, gt=0, description="stop after this wall time (s)")
     workers: int = Field(2, ge=0, le=4096, description="Ray evaluation actors (0: evaluate in the driver)")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each actor reserves")
     address: str | None = Field(None, description="Ray address to attach to; None starts Ray locally")
-    validate_every: int = Field(10, ge=1, description="held-out validation every k generations")
+    validate_every: int = Field(50, ge=1, description="held-out validation every k generations")
     validation_tasks: int = Field(128, ge=1, description="fixed held-out tasks")
     device: Literal["cpu", "cuda"] = "cpu"
 

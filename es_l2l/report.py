@@ -60,8 +60,10 @@ def plot_curves(report: TestReport, path: str | Path, title: str = "") -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     styles = {LSNN_TRAINED: dict(color="C3", lw=2.5), LSNN_UNTRAINED: dict(color="C3", lw=1.2, ls=":")}
+    baseline_colors = iter(["C0", "C1", "C2", "C4", "C5", "C6"])
     for name, curve in report.curves.items():
-        ax.plot(range(1, len(curve) + 1), curve.numpy(), label=name, **styles.get(name, dict(lw=1.2, ls="--")))
+        style = styles.get(name) or dict(color=next(baseline_colors), lw=1.2, ls="--")
+        ax.plot(range(1, len(curve) + 1), curve.numpy(), label=name, **style)
     ax.set_xlabel("trial index within the episode")
     ax.set_ylabel(f"MSE on {report.n_tasks} held-out tasks")
     ax.set_yscale("log")

@@ -59,7 +59,7 @@ class MetaProblem(Problem):
 def make_searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> SearchAlgorithm:
     """The evotorch search algorithm named by ``cfg.algorithm``, started at ``center``."""
     if cfg.algorithm == "pgpe":
-        lr = cfg.center_lr or 0.01
+        lr = cfg.center_lr or 0.1
         return PGPE(
             problem,
             popsize=cfg.popsize,

@@ -36,11 +36,12 @@ def _features(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(x[..., :1]), x], dim=-1)  # (B, K, 3)
 
 
-def predict_online_least_squares(x: torch.Tensor, y: torch.Tensor, prior: float, ridge: float = 1e-3) -> torch.Tensor:
-    """Linear fit ``[1, x1, x2]`` on trials ``0..i-1``, slightly ridge-regularised towards the prior."""
+def predict_online_least_squares(x: torch.Tensor, y: torch.Tensor, prior: float, ridge: float = 1.0) -> torch.Tensor:
+    """Linear fit ``[1, x1, x2]`` on trials ``0..i-1``; a ridge on the slopes only, so that with
+    fewer points than parameters it predicts the running mean instead of extrapolating wildly."""
     feats = _features(x.double())
     batch, trials, d = feats.shape
-    pen = ridge * torch.eye(d, dtype=feats.dtype)
+    pen = ridge * torch.diag(torch.tensor([0.0] + [1.0] * (d - 1), dtype=feats.dtype))
     preds = torch.full((batch, trials), prior, dtype=feats.dtype)
     yc = y.double() - prior
     for i in range(1, trials):  # loop over trial index (not over members or tasks)

@@ -1,0 +1,81 @@
+"""Teacher family: reproducible sampling, trial structure, and baselines on hand-made cases."""
+
+import pytest
+import torch
+
+from es_l2l.config import TeacherConfig
+from es_l2l.tasks import teacher
+from es_l2l.tasks.base import derive_seed, generator
+from es_l2l.tasks.teacher_baselines import (
+    baseline_mse_per_trial,
+    linear_share,
+    predict_online_least_squares,
+    predict_oracle_linear,
+    predict_running_mean,
+    within_share,
+)
+
+CFG = TeacherConfig(n_trials=8, trial_ms=6, readout_ms=2, neurons_per_variable=5)
+
+
+def test_same_seed_same_tasks_other_seed_different():
+    a = teacher.sample_tasks(CFG, generator(7, 2, 3), 4)
+    b = teacher.sample_tasks(CFG, generator(7, 2, 3), 4)
+    c = teacher.sample_tasks(CFG, generator(7, 2, 4), 4)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    assert not torch.equal(a.y, c.y) and not torch.equal(a.spikes, c.spikes)
+    assert derive_seed(7, 2, 3) == derive_seed(7, 2, 3) != derive_seed(7, 3, 2)
+
+
+def test_shapes_and_trial_structure():
+    tasks = teacher.sample_tasks(CFG, generator(0), 3)
+    n_in = teacher.n_inputs(CFG)
+    assert tasks.spikes.shape == (3, CFG.n_trials * CFG.trial_ms, n_in)
+    assert tasks.readout_steps.tolist()[:4] == [4, 5, 10, 11]  # last 2 steps of each 6-step trial
+    assert tasks.x.abs().max() <= CFG.input_range
+    # The previous-target population is silent during the first trial only.
+    y_cols = slice(2 * CFG.neurons_per_variable, n_in)
+    assert tasks.spikes[:, : CFG.trial_ms, y_cols].sum() == 0
+
+
+def test_targets_follow_the_two_layer_sigmoid_network():
+    nets = teacher.sample_target_nets(CFG, generator(1), 2)
+    x = torch.tensor([[[0.5, -1.0]], [[2.0, 0.0]]])
+    got = teacher.evaluate_target(CFG, nets, x)
+    for b in range(2):
+        h = torch.sigmoid(nets.w1[b] @ x[b, 0] + nets.c1[b])
+        expected = CFG.output_scale * (nets.v[b] @ h + nets.d[b])
+        assert got[b, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert nets.w1.abs().max() <= CFG.weight_range and nets.d.abs().max() <= CFG.weight_range
+
+
+def test_population_code_peaks_at_the_value():
+    p = teacher.population_code(torch.tensor([0.0, 1.0]), -1.0, 1.0, 5, max_rate_hz=200)
+    assert p.argmax(-1).tolist() == [2, 4] and p.max().item() == pytest.approx(0.2)
+
+
+def test_running_mean_by_hand():
+    y = torch.tensor([[1.0, 3.0, 2.0, 6.0]])
+    assert predict_running_mean(y, prior=0.5).tolist() == [[0.5, 1.0, 2.0, 2.0]]
+
+
+def test_linear_baselines_recover_a_linear_function():
+    x = torch.rand(2, 10, 2, generator=generator(3)) * 2 - 1
+    y = 0.3 + 1.5 * x[..., 0] - 0.7 * x[..., 1]
+    torch.testing.assert_close(predict_oracle_linear(x, y), y)
+    online = predict_online_least_squares(x, y, prior=0.0, ridge=1e-9)
+    torch.testing.assert_close(online[:, 4:], y[:, 4:], atol=1e-4, rtol=1e-4)  # exact once 3 points are seen
+    assert online[0, 0].item() == 0.0  # the prior before any target
+
+
+def test_family_statistics_show_real_shape():
+    cfg = TeacherConfig()
+    tasks = teacher.sample_tasks(cfg, generator(0), 512)
+    # Defaults give G real shape: a good part of the variance is within tasks, not only offsets,
+    # and a linear fit does not explain all of it.
+    assert within_share(tasks) > 0.15
+    assert 0.5 < linear_share(tasks) < 0.99
+    curves = baseline_mse_per_trial(cfg, tasks, seed=0)
+    late = {k: v[cfg.n_trials // 2 :].mean().item() for k, v in curves.items()}
+    assert late["oracle linear"] < late["online least squares"] < late["running mean"] < late["family mean"]

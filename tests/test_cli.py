@@ -1,0 +1,105 @@
+"""End-to-end runs of the real ``es-l2l`` command on tiny budgets, read back through MlflowClient."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from es_l2l.checkpoint import load_checkpoint
+from es_l2l.report import LSNN_TRAINED, test_report
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def es_l2l(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "es_l2l.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def store(tmp: Path) -> list[str]:
+    return [f"--set=tracking.uri=sqlite:///{tmp / 'mlflow.db'}", f"--set=tracking.artifact_root={tmp / 'mlruns'}"]
+
+
+def runs_in(tmp: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    exps = client.search_experiments()
+    return client, client.search_runs([e.experiment_id for e in exps]) if exps else []
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    proc = es_l2l(tmp, "run", str(SMOKE), *store(tmp), "--set", "run.seed=3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return tmp, proc
+
+
+def test_run_logs_params_metrics_checkpoint_and_plot(finished_run):
+    tmp, proc = finished_run
+    client, runs = runs_in(tmp)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["es.algorithm"] == "pgpe" and run.data.params["run.seed"] == "3"
+    fitness = client.get_metric_history(run.info.run_id, "fitness_mean")
+    assert len({m.step for m in fitness}) >= 2
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mse_late")] == [0, 3, 6]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoint.pt", "mse_per_trial.png", "mse_per_trial.csv", "config.yaml"} <= names
+    for key in ("lsnn_meta_trained.test_mse_late", "running_mean.test_mse_late", "oracle_linear.test_mse_late",
+                "family_mean.test_mse_late", "online_least_squares.test_mse_late", "family_linear_fit_share"):
+        assert key in run.data.metrics, key
+    assert run.info.run_id in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    assert "beats" in proc.stdout and "running mean" in proc.stdout
+
+
+def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
+    tmp, _ = finished_run
+    client, runs = runs_in(tmp)
+    run = runs[0]
+    path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp))
+    cfg, genome, genomes, meta = load_checkpoint(path)
+    assert cfg.run.seed == 3 and set(genomes) == {"best", "final", "initial"}
+    report = test_report(cfg, genome, genomes["initial"], genomes["best"])
+    logged = run.data.metrics["lsnn_meta_trained.test_mse_late"]
+    assert report.metrics[LSNN_TRAINED]["test_mse_late"] == pytest.approx(logged, rel=1e-6)
+    png = Path(client.download_artifacts(run.info.run_id, "mse_per_trial.png", str(tmp)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_config_and_seed_give_the_same_numbers(finished_run, tmp_path):
+    tmp, _ = finished_run
+    proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), "--set", "run.seed=3", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    _, (a,) = runs_in(tmp)
+    _, (b,) = runs_in(tmp_path)
+    assert a.data.metrics["lsnn_meta_trained.test_mse_late"] == b.data.metrics["lsnn_meta_trained.test_mse_late"]
+    assert a.data.metrics["fitness_mean"] == b.data.metrics["fitness_mean"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "es.algorithm=adamw"], "'es.algorithm'"),
+        (["--set", "es.popsize=-4"], "'es.popsize'"),
+        (["--set", "model.tau_mem=20"], "unknown config key 'model.tau_mem'"),
+        (["--set", "task.n_trials=two"], "'task.n_trials'"),
+    ],
+)
+def test_bad_config_exits_2_with_one_sentence_and_no_run(tmp_path, args, message):
+    proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), *args, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unreachable_cluster_is_a_clear_error_and_creates_no_run(tmp_path):
+    proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), "--address", "127.0.0.1:9", timeout=200)
+    assert proc.returncode == 1
+    assert "cannot reach a Ray cluster at '127.0.0.1:9'" in proc.stdout
+    assert not (tmp_path / "mlflow.db").exists()
