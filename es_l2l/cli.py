@@ -42,6 +42,10 @@ def _resolve(args) -> ExperimentConfig:
     return load_config(args.config, overrides)
 
 
+def _error(message) -> None:
+    print(f"error: {message}", file=sys.stderr)  # one line, never wrapped
+
+
 def cmd_run(args, console: Console) -> int:
     cfg = _resolve(args)  # ConfigError -> exit 2 before anything starts
     if args.print_config:
@@ -56,7 +60,7 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.outer.es import NonFiniteFitness
     from es_l2l.outer.loop import run_es
     from es_l2l.progress import ProgressDisplay
-    from es_l2l.report import LSNN_TRAINED, plot_curves, summary_table, test_report, verdict
+    from es_l2l.report import LSNN_TRAINED, plot_curves, summary_table, held_out_report, verdict
     from es_l2l.tasks.teacher import n_inputs
     from es_l2l.tracking import MlflowRun, ui_command
 
@@ -73,7 +77,7 @@ def cmd_run(args, console: Console) -> int:
     try:
         evaluator = make_evaluator(cfg, genome)  # Ray errors here create no MLflow run
     except ClusterError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        _error(exc)
         return EXIT_RUNTIME
     tracker = MlflowRun(cfg)
     console.print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
@@ -82,7 +86,7 @@ def cmd_run(args, console: Console) -> int:
             result = run_es(cfg, genome, evaluator, [progress, tracker])
     except (ClusterError, NonFiniteFitness) as exc:
         tracker.end("FAILED")
-        console.print(f"[red]error:[/] {exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)")
+        _error(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)")
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         tracker.end("KILLED")
@@ -91,7 +95,7 @@ def cmd_run(args, console: Console) -> int:
     finally:
         evaluator.close()
 
-    report = test_report(cfg, genome, result.initial, result.best)
+    report = held_out_report(cfg, genome, result.initial, result.best)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(
             Path(tmp) / "checkpoint.pt",
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return bench_main(quick=args.quick, out=args.out, console=console)
     except ConfigError as exc:
-        Console(stderr=True).print(f"[red]config error:[/] {exc}", highlight=False)
+        print(f"config error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_CONFIG
     return 0
 

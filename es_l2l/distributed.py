@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Protocol
 
 import numpy as np
@@ -69,6 +70,7 @@ def init_ray(cfg: ExperimentConfig) -> None:
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     address = cfg.run.address
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
@@ -87,6 +89,23 @@ def init_ray(cfg: ExperimentConfig) -> None:
         dashboard_host="127.0.0.1",
         **quiet,
     )
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a host:port that does not answer (Ray itself retries for minutes)."""
+    if address == "auto" or "://" in address and not address.startswith("ray://"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"Ray address '{address}' is not of the form HOST:PORT or ray://HOST:PORT; fix --address")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach a Ray cluster at '{address}' ({exc.strerror or type(exc).__name__}); start one with "
+            "'ray start --head' or fix --address (e.g. ray://HEAD:10001 or HEAD:6379), "
+            "or leave it out to run on a local Ray"
+        ) from None
 
 
 class _Worker:

@@ -42,7 +42,7 @@ class TestReport:
 
 
 @torch.no_grad()
-def test_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> TestReport:
+def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> TestReport:
     tasks = task_batch(cfg, test_keys(cfg), cfg.run.validation_tasks)
     params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
     ev = evaluate_params(cfg, params, tasks)

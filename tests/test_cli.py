@@ -9,7 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from es_l2l.checkpoint import load_checkpoint
-from es_l2l.report import LSNN_TRAINED, test_report
+from es_l2l.report import LSNN_TRAINED, held_out_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -65,7 +65,7 @@ def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
     path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp))
     cfg, genome, genomes, meta = load_checkpoint(path)
     assert cfg.run.seed == 3 and set(genomes) == {"best", "final", "initial"}
-    report = test_report(cfg, genome, genomes["initial"], genomes["best"])
+    report = held_out_report(cfg, genome, genomes["initial"], genomes["best"])
     logged = run.data.metrics["lsnn_meta_trained.test_mse_late"]
     assert report.metrics[LSNN_TRAINED]["test_mse_late"] == pytest.approx(logged, rel=1e-6)
     png = Path(client.download_artifacts(run.info.run_id, "mse_per_trial.png", str(tmp)))
@@ -99,7 +99,8 @@ def test_bad_config_exits_2_with_one_sentence_and_no_run(tmp_path, args, message
 
 
 def test_unreachable_cluster_is_a_clear_error_and_creates_no_run(tmp_path):
-    proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), "--address", "127.0.0.1:9", timeout=200)
+    proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), "--address", "127.0.0.1:9", timeout=60)
     assert proc.returncode == 1
-    assert "cannot reach a Ray cluster at '127.0.0.1:9'" in proc.stdout
+    assert "cannot reach a Ray cluster at '127.0.0.1:9'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mlflow.db").exists()

@@ -58,4 +58,4 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_flat_params_cover_every_leaf():
     flat = ExperimentConfig().flat()
-    assert flat["es.algorithm"] == "pgpe" and flat["model.n_alif"] == 32 and "task.input_range" in flat
+    assert flat["es.algorithm"] == "pgpe" and flat["model.n_alif"] == 16 and "task.input_range" in flat
