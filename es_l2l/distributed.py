@@ -133,6 +133,12 @@ class RayEvaluator:
         init_ray(cfg)
         self._ray = ray
         gpus = 1.0 if cfg.run.device == "cuda" else 0.0
+        have = ray.cluster_resources().get("GPU", 0.0)
+        if gpus and have < n_workers * gpus:
+            raise ClusterError(
+                f"run.device=cuda asks for {n_workers} GPU worker(s) but the Ray cluster has {have:g} GPU(s); "
+                "add GPU nodes, lower run.workers, or set run.device=cpu"
+            )
         actor = ray.remote(max_restarts=3, max_task_retries=3)(_Worker)
         tree = cfg.model_dump(mode="json")
         self.actors = [
@@ -164,5 +170,7 @@ class RayEvaluator:
 
 def make_evaluator(cfg: ExperimentConfig, genome: Genome) -> Evaluator:
     if cfg.run.workers == 0:
+        if cfg.run.device == "cuda" and not torch.cuda.is_available():
+            raise ClusterError("run.device=cuda but this torch sees no GPU; install a CUDA build of torch or set run.device=cpu")
         return LocalEvaluator(cfg, genome)
     return RayEvaluator(cfg, cfg.run.workers)

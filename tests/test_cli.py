@@ -104,3 +104,11 @@ def test_unreachable_cluster_is_a_clear_error_and_creates_no_run(tmp_path):
     assert "cannot reach a Ray cluster at '127.0.0.1:9'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_request_without_gpus_is_a_clear_error(tmp_path):
+    proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), "--set", "run.device=cuda", timeout=120)
+    assert proc.returncode == 1
+    assert "run.device=cuda asks for 2 GPU worker(s) but the Ray cluster has 0 GPU(s)" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
