@@ -57,10 +57,13 @@ def simulation_benchmark(pop, batch, n, n_in, steps, repeats) -> dict:
     batched = lambda: rollout(params, x, n_ref=5, readout_steps=last)  # noqa: E731
     looped = lambda: [rollout(m, x, n_ref=5, readout_steps=last) for m in members]  # noqa: E731
     batched(), members and rollout(members[0], x, n_ref=5, readout_steps=last)  # warm-up
-    times = {"batched": [], "loop": []}
-    for _ in range(repeats):  # interleaved, so both see the same machine load
+    z = (torch.rand(pop, batch, n, generator=torch.Generator().manual_seed(2)) < 0.05).float()
+    bare_bmm = lambda: [torch.bmm(z, params.w_rec) for _ in range(steps)]  # noqa: E731  # W_rec z alone
+    times = {"batched": [], "loop": [], "bare_bmm": []}
+    for _ in range(repeats):  # interleaved, so all three see the same machine load
         times["batched"].append(_time(batched))
         times["loop"].append(_time(looped))
+        times["bare_bmm"].append(_time(bare_bmm))
     work = pop * batch * n * steps
     med = {k: statistics.median(v) for k, v in times.items()}
     spikes = rollout(params, x, n_ref=5, readout_steps=last).spike_count.sum().item()
@@ -71,6 +74,8 @@ def simulation_benchmark(pop, batch, n, n_in, steps, repeats) -> dict:
         "median_seconds": med,
         "neuron_steps_per_s": {k: work / v for k, v in med.items()},
         "ratio_batched_over_loop": med["loop"] / med["batched"],
+        "bare_bmm_gflops": 2 * work * n / med["bare_bmm"] / 1e9,
+        "bmm_share_of_batched": med["bare_bmm"] / med["batched"],
         "firing_rate_per_step": spikes / work,
     }
 
@@ -105,6 +110,8 @@ def main(quick: bool = False, out: str = "benchmarks/results", console=None) -> 
         f"  batched : {r['median_seconds']['batched']:.3f} s  {r['neuron_steps_per_s']['batched']:.3g} neuron-steps/s",
         f"  loop    : {r['median_seconds']['loop']:.3f} s  {r['neuron_steps_per_s']['loop']:.3g} neuron-steps/s",
         f"  ratio   : batched is {r['ratio_batched_over_loop']:.2f}x the loop over members",
+        f"  bmm     : the bare W_rec z bmm alone takes {r['median_seconds']['bare_bmm']:.3f} s "
+        f"({r['bare_bmm_gflops']:.0f} GFLOP/s), {r['bmm_share_of_batched']:.0%} of the batched simulation",
         f"  written : {path}",
     ]
     print("\n".join(lines)) if console is None else console.print("\n".join(lines), highlight=False)

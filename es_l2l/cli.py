@@ -60,7 +60,7 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.outer.es import NonFiniteFitness
     from es_l2l.outer.loop import run_es
     from es_l2l.progress import ProgressDisplay
-    from es_l2l.report import LSNN_TRAINED, plot_curves, summary_table, held_out_report, verdict
+    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, plot_curves, summary_table, held_out_report, verdict
     from es_l2l.tasks.teacher import n_inputs
     from es_l2l.tracking import MlflowRun, ui_command
 
@@ -119,10 +119,16 @@ def cmd_run(args, console: Console) -> int:
     m = report.metrics[LSNN_TRAINED]
     console.print(
         f"family: {report.within_share:.0%} of target variance lies within tasks; a linear fit explains "
-        f"{report.linear_share:.0%} of it.  best genome: generation {result.best_generation} of {result.generations}."
+        f"{report.linear_share:.0%} of it."
     )
     console.print(verdict(report))
-    console.print(f"test MSE over late trials: {m['test_mse_late']:.4f}  (generation 0: {report.metrics['LSNN generation 0']['test_mse_late']:.4f})")
+    vals = [h for h in result.history if "val_mse_late" in h]
+    console.print(
+        f"validation MSE over late trials: {vals[0]['val_mse_late']:.4f} at generation 0 -> "
+        f"{vals[-1]['val_mse_late']:.4f} at generation {vals[-1]['generation']} "
+        f"(best {min(h['val_mse_late'] for h in vals):.4f} at generation {result.best_generation}); "
+        f"test MSE over late trials: {m['test_mse_late']:.4f} (generation 0: {report.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
+    )
     console.print(f"MLflow run id: {tracker.run_id}\nbrowse it:     {ui_command(tracker.uri)}")
     return 0
 
