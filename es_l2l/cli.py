@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import warnings
@@ -54,15 +53,14 @@ def cmd_run(args, console: Console) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     import torch
 
-    from es_l2l.checkpoint import save_checkpoint
     from es_l2l.distributed import ClusterError, make_evaluator
     from es_l2l.genome import build_genome
     from es_l2l.outer.es import NonFiniteFitness
     from es_l2l.outer.loop import run_es
     from es_l2l.progress import ProgressDisplay
-    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, plot_curves, summary_table, held_out_report, verdict
+    from es_l2l.report import held_out_report
     from es_l2l.tasks.teacher import n_inputs
-    from es_l2l.tracking import MlflowRun, ui_command
+    from es_l2l.tracking import MlflowRun
 
     for noisy in ("evotorch", "mlflow"):  # after their imports, which set their own levels
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -95,42 +93,53 @@ def cmd_run(args, console: Console) -> int:
     finally:
         evaluator.close()
 
-    report = held_out_report(cfg, genome, result.initial, result.best)
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_checkpoint(
-            Path(tmp) / "checkpoint.pt",
-            cfg,
-            {"best": result.best, "final": result.final, "initial": result.initial},
-            best_generation=result.best_generation,
-            generations=result.generations,
-        )
-        tracker.log_artifact(ckpt)
-        tracker.log_artifact(plot_curves(report, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
-        lines = ["trial," + ",".join(report.curves)]
-        for i in range(len(next(iter(report.curves.values())))):
-            lines.append(f"{i + 1}," + ",".join(f"{c[i]:.6f}" for c in report.curves.values()))
-        tracker.log_text("\n".join(lines) + "\n", "mse_per_trial.csv")
-    tracker.log_metrics(report.flat_metrics(), step=result.generations)
-    beaten = report.beaten()
-    tracker.set_tags({f"beats.{k}": str(v).lower() for k, v in beaten.items()} | {"verdict": verdict(report)[:5000]})
+    try:
+        report = held_out_report(cfg, genome, result.initial, result.best)
+        _log_results(tracker, cfg, report, result)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
     tracker.end("FINISHED")
+    _print_summary(console, report, result, tracker)
+    return 0
+
+
+def _log_results(tracker, cfg: ExperimentConfig, report, result) -> None:
+    """Checkpoint, plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
+    from es_l2l.checkpoint import save_checkpoint
+    from es_l2l.report import plot_curves, verdict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        genomes = {"best": result.best, "final": result.final, "initial": result.initial}
+        meta = dict(best_generation=result.best_generation, generations=result.generations)
+        tracker.log_artifact(save_checkpoint(Path(tmp) / "checkpoint.pt", cfg, genomes, **meta))
+        tracker.log_artifact(plot_curves(report, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
+    tracker.log_text(report.to_csv(), "mse_per_trial.csv")
+    tracker.log_metrics(report.flat_metrics(), step=result.generations)
+    tags = {f"beats.{k}": str(v).lower() for k, v in report.beaten().items()}
+    tracker.set_tags(tags | {"verdict": verdict(report)[:5000]})
+
+
+def _print_summary(console: Console, report, result, tracker) -> None:
+    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, summary_table, verdict
+    from es_l2l.tracking import ui_command
 
     console.print(summary_table(report))
-    m = report.metrics[LSNN_TRAINED]
     console.print(
         f"family: {report.within_share:.0%} of target variance lies within tasks; a linear fit explains "
         f"{report.linear_share:.0%} of it."
     )
     console.print(verdict(report))
     vals = [h for h in result.history if "val_mse_late" in h]
+    test = report.metrics[LSNN_TRAINED]["test_mse_late"]
+    test0 = report.metrics[LSNN_UNTRAINED]["test_mse_late"]
     console.print(
         f"validation MSE over late trials: {vals[0]['val_mse_late']:.4f} at generation 0 -> "
         f"{vals[-1]['val_mse_late']:.4f} at generation {vals[-1]['generation']} "
         f"(best {min(h['val_mse_late'] for h in vals):.4f} at generation {result.best_generation}); "
-        f"test MSE over late trials: {m['test_mse_late']:.4f} (generation 0: {report.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
+        f"test MSE over late trials: {test:.4f} (generation 0: {test0:.4f})"
     )
     console.print(f"MLflow run id: {tracker.run_id}\nbrowse it:     {ui_command(tracker.uri)}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,13 @@ class TestReport:
         mine = self.metrics[LSNN_TRAINED]["test_mse_late"]
         return {k: mine < m["test_mse_late"] for k, m in self.metrics.items() if k != LSNN_TRAINED}
 
+    def to_csv(self) -> str:
+        """MSE per trial index, one column per predictor."""
+        lines = ["trial," + ",".join(self.curves)]
+        for i in range(len(next(iter(self.curves.values())))):
+            lines.append(f"{i + 1}," + ",".join(f"{c[i]:.6f}" for c in self.curves.values()))
+        return "\n".join(lines) + "\n"
+
     def flat_metrics(self) -> dict[str, float]:
         out = {"family_within_task_share": self.within_share, "family_linear_fit_share": self.linear_share}
         for name, m in self.metrics.items():
@@ -92,8 +99,12 @@ def verdict(report: TestReport) -> str:
         if learns
         else "Its error does not fall within an episode."
     )
-    if "running mean" in beats and not beats["running mean"]:
-        parts.append("Not beating the running mean means it tracks each task's offset, not the function's shape.")
+    if not beats.get("family mean", True):
+        parts.append("Not beating the family mean means it has not learned even each task's offset.")
+    elif not beats.get("running mean", True):
+        parts.append("Beating the family mean but not the running mean means it tracks each task's offset, not the function's shape.")
+    else:
+        parts.append("Beating the running mean means it learns more of each function than its offset.")
     return "; ".join(parts[:2]) + " " + " ".join(parts[2:])
 
 

@@ -1,0 +1,36 @@
+"""The verdict says plainly which baselines the LSNN beats."""
+
+import torch
+
+from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, TestReport, verdict
+from es_l2l.outer.loop import episode_metrics
+
+
+def report_with(lsnn: list[float]) -> TestReport:
+    curves = {
+        LSNN_TRAINED: torch.tensor(lsnn),
+        LSNN_UNTRAINED: torch.full((6,), 0.4),
+        "family mean": torch.full((6,), 0.35),
+        "running mean": torch.tensor([0.35, 0.2, 0.12, 0.1, 0.09, 0.09]),
+        "oracle linear": torch.full((6,), 0.01),
+    }
+    return TestReport(curves, {k: episode_metrics(c, "test") for k, c in curves.items()}, 0.2, 0.9, 8)
+
+
+def test_offset_tracker_verdict():
+    r = report_with([0.35, 0.3, 0.2, 0.15, 0.14, 0.13])
+    assert r.beaten() == {LSNN_UNTRAINED: True, "family mean": True, "running mean": False, "oracle linear": False}
+    text = verdict(r)
+    assert "beats: LSNN generation 0, family mean; it does not beat: running mean, oracle linear." in text
+    assert "tracks each task's offset" in text and "falls within an episode" in text
+
+
+def test_verdict_when_even_the_family_mean_wins():
+    text = verdict(report_with([0.38] * 6))
+    assert "has not learned even each task's offset" in text and "does not fall within an episode" in text
+
+
+def test_verdict_when_the_running_mean_is_beaten():
+    r = report_with([0.3, 0.1, 0.05, 0.04, 0.03, 0.03])
+    assert r.beaten()["running mean"] and "learns more of each function than its offset" in verdict(r)
+    assert r.to_csv().splitlines()[0] == "trial,LSNN meta-trained,LSNN generation 0,family mean,running mean,oracle linear"
