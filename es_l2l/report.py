@@ -21,7 +21,7 @@ LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 
 
 @dataclass
-class TestReport:
+class HeldOutReport:
     curves: dict[str, torch.Tensor]  # name -> (n_trials,) MSE per trial index
     metrics: dict[str, dict[str, float]]  # name -> {mse, mse_late, mse_first, mse_last}
     within_share: float
@@ -49,17 +49,17 @@ class TestReport:
 
 
 @torch.no_grad()
-def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> TestReport:
+def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> HeldOutReport:
     tasks = task_batch(cfg, test_keys(cfg), cfg.run.validation_tasks)
     params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
     ev = evaluate_params(cfg, params, tasks)
     curves = {LSNN_TRAINED: ev.mse_per_trial[1].cpu(), LSNN_UNTRAINED: ev.mse_per_trial[0].cpu()}
     curves.update(baseline_mse_per_trial(cfg.task, tasks, cfg.run.seed))
     metrics = {name: episode_metrics(c, "test") for name, c in curves.items()}
-    return TestReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch)
+    return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch)
 
 
-def plot_curves(report: TestReport, path: str | Path, title: str = "") -> Path:
+def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +83,7 @@ def plot_curves(report: TestReport, path: str | Path, title: str = "") -> Path:
     return Path(path)
 
 
-def verdict(report: TestReport) -> str:
+def verdict(report: HeldOutReport) -> str:
     """One plain sentence on which baselines the meta-trained LSNN beats."""
     beats = report.beaten()
     won = [k for k, v in beats.items() if v]
@@ -108,7 +108,7 @@ def verdict(report: TestReport) -> str:
     return "; ".join(parts[:2]) + " " + " ".join(parts[2:])
 
 
-def summary_table(report: TestReport, k_window: int | None = None):
+def summary_table(report: HeldOutReport, k_window: int | None = None):
     from rich.table import Table
 
     n = len(next(iter(report.curves.values())))

@@ -2,11 +2,11 @@
 
 import torch
 
-from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, TestReport, verdict
+from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, HeldOutReport, verdict
 from es_l2l.outer.loop import episode_metrics
 
 
-def report_with(lsnn: list[float]) -> TestReport:
+def report_with(lsnn: list[float]) -> HeldOutReport:
     curves = {
         LSNN_TRAINED: torch.tensor(lsnn),
         LSNN_UNTRAINED: torch.full((6,), 0.4),
@@ -14,7 +14,7 @@ def report_with(lsnn: list[float]) -> TestReport:
         "running mean": torch.tensor([0.35, 0.2, 0.12, 0.1, 0.09, 0.09]),
         "oracle linear": torch.full((6,), 0.01),
     }
-    return TestReport(curves, {k: episode_metrics(c, "test") for k, c in curves.items()}, 0.2, 0.9, 8)
+    return HeldOutReport(curves, {k: episode_metrics(c, "test") for k, c in curves.items()}, 0.2, 0.9, 8)
 
 
 def test_offset_tracker_verdict():
