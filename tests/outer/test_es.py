@@ -103,3 +103,28 @@ def test_problem_sets_evals_from_the_evaluator():
     batch = problem.generate_batch(4)
     problem.evaluate(batch)
     torch.testing.assert_close(batch.evals[:, 0], problem.last_eval.fitness)
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_the_numbers_do_not_change(ray_local):
+    import os
+    import signal
+    import threading
+
+    cfg = tiny("run.generations=8", "run.validate_every=4")
+    genome = build_genome(cfg, n_inputs(cfg.task))
+    reference = run_es(cfg, genome, LocalEvaluator(cfg, genome))
+    pool = RayEvaluator(cfg, 2)
+    victim = pool.pids()[1]
+    killed = []
+
+    def kill_soon(status):
+        if status["generation"] == 3:  # kill during the next generation's evaluation
+            threading.Timer(0.02, lambda: (os.kill(victim, signal.SIGKILL), killed.append(victim))).start()
+
+    try:
+        disturbed = run_es(cfg, genome, pool, [kill_soon])
+        assert killed and victim not in pool.pids()  # the actor really died and was restarted
+    finally:
+        pool.close()
+    assert torch.equal(disturbed.final, reference.final)
+    assert [h.get("fitness_mean") for h in disturbed.history] == [h.get("fitness_mean") for h in reference.history]
