@@ -30,3 +30,19 @@ def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[st
     cfg = ExperimentConfig.model_validate(blob["config"])
     genome = build_genome(cfg, n_inputs(cfg.task))
     return cfg, genome, blob["genomes"], blob["meta"]
+
+
+class Checkpointer:
+    """Status-dict subscriber: at each validation step, logs ``checkpoint.pt`` (current centre,
+    best genome so far, initial genome) to the run, so a run that fails keeps its latest genomes."""
+
+    def __init__(self, cfg: ExperimentConfig, tracker, folder: str | Path):
+        self.cfg, self.tracker, self.folder = cfg, tracker, Path(folder)
+
+    def __call__(self, status: dict) -> None:
+        if "genomes" not in status:
+            return
+        g = status["genomes"]
+        genomes = {"best": g["best"], "final": g["center"], "initial": g["initial"]}
+        meta = dict(best_generation=status["best_generation"], generations=status["generation"])
+        self.tracker.log_artifact(save_checkpoint(self.folder / "checkpoint.pt", self.cfg, genomes, **meta))

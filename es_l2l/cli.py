@@ -53,6 +53,7 @@ def cmd_run(args, console: Console) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     import torch
 
+    from es_l2l.checkpoint import Checkpointer
     from es_l2l.distributed import ClusterError, make_evaluator
     from es_l2l.genome import build_genome
     from es_l2l.outer.es import NonFiniteFitness
@@ -80,8 +81,8 @@ def cmd_run(args, console: Console) -> int:
     tracker = MlflowRun(cfg)
     console.print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
     try:
-        with ProgressDisplay(cfg.run.generations, console) as progress:
-            result = run_es(cfg, genome, evaluator, [progress, tracker])
+        with ProgressDisplay(cfg.run.generations, console) as progress, tempfile.TemporaryDirectory() as tmp:
+            result = run_es(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)])
     except (ClusterError, NonFiniteFitness) as exc:
         tracker.end("FAILED")
         _error(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)")
@@ -106,13 +107,9 @@ def cmd_run(args, console: Console) -> int:
 
 def _log_results(tracker, cfg: ExperimentConfig, report, result) -> None:
     """Checkpoint, plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
-    from es_l2l.checkpoint import save_checkpoint
     from es_l2l.report import plot_curves, verdict
 
     with tempfile.TemporaryDirectory() as tmp:
-        genomes = {"best": result.best, "final": result.final, "initial": result.initial}
-        meta = dict(best_generation=result.best_generation, generations=result.generations)
-        tracker.log_artifact(save_checkpoint(Path(tmp) / "checkpoint.pt", cfg, genomes, **meta))
         tracker.log_artifact(plot_curves(report, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
     tracker.log_text(report.to_csv(), "mse_per_trial.csv")
     tracker.log_metrics(report.flat_metrics(), step=result.generations)

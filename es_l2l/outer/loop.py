@@ -107,6 +107,9 @@ def run_es(
             if status["val_mse_late"] < best_val:
                 best, best_gen, best_val = center, gen, status["val_mse_late"]
             status["best_val_mse_late"] = best_val
+            # Genomes ride along for checkpoint subscribers; scalar subscribers skip them.
+            status["genomes"] = {"center": center, "best": best, "initial": initial}
+            status["best_generation"] = best_gen
         emit(status)
         history.append(status)
         if out_of_time:
