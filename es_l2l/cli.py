@@ -1,4 +1,4 @@
-"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...]``, ``es-l2l bench``."""
+"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...]``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="attach to a running Ray cluster (same as --set run.address=...)")
     run.add_argument("--workers", type=int, help="number of Ray evaluation actors (same as --set run.workers=N)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    ev = sub.add_parser("evaluate", help="score a checkpoint's genome on held-out test tasks beside the baselines")
+    ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run)")
+    ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
+    ev.add_argument("--tasks", type=int, help="number of test episodes (default: the run's run.validation_tasks)")
     bench = sub.add_parser("bench", help="time the population simulation against a loop over members")
     bench.add_argument("--quick", action="store_true", help="small shapes (seconds), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
@@ -139,6 +143,25 @@ def _print_summary(console: Console, report, result, tracker) -> None:
     console.print(f"MLflow run id: {tracker.run_id}\nbrowse it:     {ui_command(tracker.uri)}")
 
 
+def cmd_evaluate(args, console: Console) -> int:
+    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.report import LSNN_TRAINED, held_out_report, summary_table, verdict
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        _error(f"checkpoint '{path}' does not exist; download it from the run's MLflow artifacts")
+        return EXIT_RUNTIME
+    cfg, genome, genomes, meta = load_checkpoint(path)
+    if args.tasks:
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
+    report = held_out_report(cfg, genome, genomes["initial"], genomes[args.genome])
+    console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
+    console.print(summary_table(report))
+    console.print(verdict(report))
+    console.print(f"test MSE over late trials: {report.metrics[LSNN_TRAINED]['test_mse_late']:.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -147,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, console)
+        if args.command == "evaluate":
+            return cmd_evaluate(args, console)
         if args.command == "bench":
             from es_l2l.bench import main as bench_main
 

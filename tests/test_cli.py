@@ -68,6 +68,9 @@ def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
     report = held_out_report(cfg, genome, genomes["initial"], genomes["best"])
     logged = run.data.metrics["lsnn_meta_trained.test_mse_late"]
     assert report.metrics[LSNN_TRAINED]["test_mse_late"] == pytest.approx(logged, rel=1e-6)
+    proc = es_l2l(tmp, "evaluate", path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"test MSE over late trials: {logged:.4f}" in proc.stdout and "running mean" in proc.stdout
     png = Path(client.download_artifacts(run.info.run_id, "mse_per_trial.png", str(tmp)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
