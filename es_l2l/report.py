@@ -14,7 +14,7 @@ import torch
 from es_l2l.config import ExperimentConfig
 from es_l2l.fitness import evaluate_params, task_batch
 from es_l2l.genome import Genome
-from es_l2l.outer.loop import episode_metrics, test_keys, window
+from es_l2l.outer.loop import episode_metrics, held_out_test_keys, window
 from es_l2l.tasks.teacher_baselines import baseline_mse_per_trial, linear_share, within_share
 
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
@@ -50,7 +50,7 @@ class HeldOutReport:
 
 @torch.no_grad()
 def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> HeldOutReport:
-    tasks = task_batch(cfg, test_keys(cfg), cfg.run.validation_tasks)
+    tasks = task_batch(cfg, held_out_test_keys(cfg), cfg.run.validation_tasks)
     params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
     ev = evaluate_params(cfg, params, tasks)
     curves = {LSNN_TRAINED: ev.mse_per_trial[1].cpu(), LSNN_UNTRAINED: ev.mse_per_trial[0].cpu()}

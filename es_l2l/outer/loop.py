@@ -44,7 +44,7 @@ def held_out(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, stream
     return evaluate(cfg, genome, vector.unsqueeze(0), keys, batch=cfg.run.validation_tasks, device=cfg.run.device)
 
 
-def test_keys(cfg: ExperimentConfig) -> tuple[int, int]:
+def held_out_test_keys(cfg: ExperimentConfig) -> tuple[int, int]:
     return (cfg.run.seed, STREAM_TEST)
 
 
