@@ -56,7 +56,8 @@ def simulation_benchmark(pop, batch, n, n_in, steps, repeats) -> dict:
     members = [LSNNParams(*[t[p : p + 1] for t in params]) for p in range(pop)]
     batched = lambda: rollout(params, x, n_ref=5, readout_steps=last)  # noqa: E731
     looped = lambda: [rollout(m, x, n_ref=5, readout_steps=last) for m in members]  # noqa: E731
-    batched(), members and rollout(members[0], x, n_ref=5, readout_steps=last)  # warm-up
+    batched()  # warm-up for both paths
+    rollout(members[0], x, n_ref=5, readout_steps=last)
     z = (torch.rand(pop, batch, n, generator=torch.Generator().manual_seed(2)) < 0.05).float()
     bare_bmm = lambda: [torch.bmm(z, params.w_rec) for _ in range(steps)]  # noqa: E731  # W_rec z alone
     times = {"batched": [], "loop": [], "bare_bmm": []}

@@ -74,11 +74,7 @@ def init_ray(cfg: ExperimentConfig) -> None:
         try:
             ray.init(address=address, **quiet)
         except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
-            raise ClusterError(
-                f"cannot reach a Ray cluster at '{address}' ({type(exc).__name__}); start one with "
-                "'ray start --head' or fix --address (e.g. ray://HEAD:10001 or HEAD:6379), "
-                "or leave it out to run on a local Ray"
-            ) from None
+            raise _unreachable(address, type(exc).__name__) from None
         return
     cpus = max(int(np.ceil(cfg.run.workers * cfg.run.cpus_per_worker)), os.cpu_count() or 1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -101,11 +97,14 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ClusterError(
-            f"cannot reach a Ray cluster at '{address}' ({exc.strerror or type(exc).__name__}); start one with "
-            "'ray start --head' or fix --address (e.g. ray://HEAD:10001 or HEAD:6379), "
-            "or leave it out to run on a local Ray"
-        ) from None
+        raise _unreachable(address, exc.strerror or type(exc).__name__) from None
+
+
+def _unreachable(address: str, why: str) -> ClusterError:
+    return ClusterError(
+        f"cannot reach a Ray cluster at '{address}' ({why}); start one with 'ray start --head' or fix "
+        "--address (e.g. ray://HEAD:10001 or HEAD:6379), or leave it out to run on a local Ray"
+    )
 
 
 class _Worker:
