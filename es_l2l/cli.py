@@ -1,11 +1,9 @@
-"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...]``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
+"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...]``, ``es-l2l compare CONFIG...``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,7 +18,7 @@ EXIT_RUNTIME = 1
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="es-l2l", description="Evolution strategies meta-train spiking networks (LSNNs) to learn to learn.")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="meta-train an LSNN with evolution strategies, tracked in MLflow")
+    run = sub.add_parser("run", help="meta-train an LSNN (outer loop ES, BPTT or hybrid, from the config), tracked in MLflow")
     run.add_argument("config", nargs="?", help="experiment YAML (default: the embedded defaults = configs/teacher_es.yaml)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set es.popsize=32 (repeatable)")
     run.add_argument("--address", help="attach to a running Ray cluster (same as --set run.address=...)")
@@ -30,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run)")
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
     ev.add_argument("--tasks", type=int, help="number of test episodes (default: the run's run.validation_tasks)")
+    cmp = sub.add_parser("compare", help="run several outer loops (ES, BPTT, hybrid) on the same budget as child runs of one MLflow run")
+    cmp.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAMLs, or one comparison YAML (configs/compare_teacher.yaml)")
+    how = cmp.add_mutually_exclusive_group()
+    how.add_argument("--budget-seconds", type=float, metavar="S", help="training wall time each outer loop gets")
+    how.add_argument("--budget-neuron-steps", type=float, metavar="N", help="simulated neuron-steps each outer loop gets")
+    cmp.add_argument("--target-mse", type=float, help="validation MSE (late trials) for the time/compute-to-target columns (default: the worst child's best)")
+    cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a value in every config (repeatable)")
     bench = sub.add_parser("bench", help="time the population simulation against a loop over members")
     bench.add_argument("--quick", action="store_true", help="small shapes (seconds), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
@@ -55,73 +60,22 @@ def cmd_run(args, console: Console) -> int:
         console.print(cfg.to_yaml())
         return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import torch
+    from es_l2l.distributed import ClusterError
+    from es_l2l.experiment import RunFailed, run_experiment
 
-    from es_l2l.checkpoint import Checkpointer
-    from es_l2l.distributed import ClusterError, make_evaluator
-    from es_l2l.genome import build_genome
-    from es_l2l.outer.es import NonFiniteFitness
-    from es_l2l.outer.loop import run_es
-    from es_l2l.progress import ProgressDisplay
-    from es_l2l.report import held_out_report
-    from es_l2l.tasks.teacher import n_inputs
-    from es_l2l.tracking import MlflowRun
-
-    for noisy in ("evotorch", "mlflow"):  # after their imports, which set their own levels
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    torch.manual_seed(0)  # nothing should draw from it; fixes any library that does
-    genome = build_genome(cfg, n_inputs(cfg.task))
-    console.print(
-        f"[bold]es-l2l run[/] {cfg.name}: {cfg.es.algorithm.upper()} P={cfg.es.popsize}, "
-        f"{cfg.model.n_lif}+{cfg.model.n_alif} neurons, genome D={genome.dim} "
-        f"({', '.join(genome.searched)}), {cfg.run.generations} generations, "
-        f"{cfg.run.workers or 'no'} Ray worker(s)"
-    )
     try:
-        evaluator = make_evaluator(cfg, genome)  # Ray errors here create no MLflow run
-    except ClusterError as exc:
+        out = run_experiment(cfg, console)
+    except (ClusterError, RunFailed) as exc:
         _error(exc)
         return EXIT_RUNTIME
-    tracker = MlflowRun(cfg)
-    console.print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
-    try:
-        with ProgressDisplay(cfg.run.generations, console) as progress, tempfile.TemporaryDirectory() as tmp:
-            result = run_es(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)])
-    except (ClusterError, NonFiniteFitness) as exc:
-        tracker.end("FAILED")
-        _error(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)")
-        return EXIT_RUNTIME
     except KeyboardInterrupt:
-        tracker.end("KILLED")
-        console.print(f"interrupted; MLflow run {tracker.run_id} keeps the metrics logged so far")
+        console.print("interrupted; the MLflow run keeps the metrics logged so far")
         return 130
-    finally:
-        evaluator.close()
-
-    try:
-        report = held_out_report(cfg, genome, result.initial, result.best)
-        _log_results(tracker, cfg, report, result)
-    except BaseException:
-        tracker.end("FAILED")
-        raise
-    tracker.end("FINISHED")
-    _print_summary(console, report, result, tracker)
+    _print_summary(console, out.report, out.result, out.run_id, out.uri)
     return 0
 
 
-def _log_results(tracker, cfg: ExperimentConfig, report, result) -> None:
-    """Checkpoint, plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
-    from es_l2l.report import plot_curves, verdict
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact(plot_curves(report, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
-    tracker.log_text(report.to_csv(), "mse_per_trial.csv")
-    tracker.log_metrics(report.flat_metrics(), step=result.generations)
-    tags = {f"beats.{k}": str(v).lower() for k, v in report.beaten().items()}
-    tracker.set_tags(tags | {"verdict": verdict(report)[:5000]})
-
-
-def _print_summary(console: Console, report, result, tracker) -> None:
+def _print_summary(console: Console, report, result, run_id: str, uri: str) -> None:
     from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, summary_table, verdict
     from es_l2l.tracking import ui_command
 
@@ -140,7 +94,19 @@ def _print_summary(console: Console, report, result, tracker) -> None:
         f"(best {min(h['val_mse_late'] for h in vals):.4f} at generation {result.best_generation}); "
         f"test MSE over late trials: {test:.4f} (generation 0: {test0:.4f})"
     )
-    console.print(f"MLflow run id: {tracker.run_id}\nbrowse it:     {ui_command(tracker.uri)}")
+    console.print(f"MLflow run id: {run_id}\nbrowse it:     {ui_command(uri)}")
+
+
+def cmd_compare(args, console: Console) -> int:
+    from es_l2l.compare import CompareError, compare, resolve_plan
+
+    plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target_mse)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        return compare(plan, console)
+    except CompareError as exc:
+        _error(exc)
+        return EXIT_RUNTIME
 
 
 def cmd_evaluate(args, console: Console) -> int:
@@ -170,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, console)
+        if args.command == "compare":
+            return cmd_compare(args, console)
         if args.command == "evaluate":
             return cmd_evaluate(args, console)
         if args.command == "bench":

@@ -102,6 +102,56 @@ class GenomeConfig(_Strict):
         return self
 
 
+DIFFERENTIABLE = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta")
+
+
+class DeepRConfig(_Strict):
+    """DEEP R (Bellec et al., ICLR 2018): sparse, sign-preserving connectivity learned by rewiring."""
+
+    enabled: bool = Field(False, description="rewire the listed weight blocks during BPTT")
+    blocks: list[Literal["w_in", "w_rec"]] = Field(default_factory=lambda: ["w_rec"], description="rewired blocks")
+    connectivity: float = Field(0.2, gt=0, le=1, description="fraction of possible connections that are active")
+    l1: float = Field(1e-4, ge=0, description="l1 pull on active connection strengths, per step (x lr)")
+    temperature: float = Field(1e-6, ge=0, description="noise temperature: each step adds N(0, 2 lr T)")
+    dale: bool = Field(False, description="Dale's law: every presynaptic neuron is excitatory or inhibitory")
+    excitatory_fraction: float = Field(0.8, gt=0, lt=1, description="share of excitatory neurons under Dale's law")
+
+
+class BPTTConfig(_Strict):
+    """Gradient outer loop: Adam through the unrolled spiking dynamics (pseudo-derivative)."""
+
+    train: list[Literal[DIFFERENTIABLE]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["w_in", "w_rec", "w_out", "b_out"],
+        description="blocks trained by gradient; any of " + ", ".join(DIFFERENTIABLE),
+    )
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
+    lr_decay: float = Field(0.5, gt=0, le=1, description="step schedule: multiply the rate by this ...")
+    lr_decay_every: int = Field(500, ge=1, description="... every this many steps")
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient's global norm (None: no clipping)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
+    deep_r: DeepRConfig = Field(default_factory=DeepRConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.train)) != len(self.train):
+            raise ValueError("bptt.train lists a block twice")
+        for block in self.deep_r.blocks if self.deep_r.enabled else ():
+            if block not in self.train:
+                raise ValueError(f"bptt.deep_r rewires '{block}', so bptt.train must include it")
+        return self
+
+
+class HybridConfig(_Strict):
+    """Interleaved hybrid: one ES step on ``es_blocks``, then ``bptt_steps`` gradient steps on ``bptt.train``."""
+
+    es_blocks: list[Literal[BLOCKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["tau_m", "tau_a", "b0", "beta"],
+        description="blocks ES searches; bptt.train lists the blocks gradient steps train",
+    )
+    bptt_steps: int = Field(2, ge=1, le=1000, description="gradient steps after each ES step")
+
+
 ALGORITHMS = ("pgpe", "snes", "cem", "cmaes")
 
 
@@ -132,7 +182,8 @@ class ESConfig(_Strict):
 class RunConfig(_Strict):
     seed: int = Field(0, ge=0, description="run seed: every random draw derives from it")
     generations: int = Field(1000, ge=1, description="outer-loop generations")
-    max_seconds: float | None = Field(None, gt=0, description="stop after this wall time (s)")
+    max_seconds: float | None = Field(None, gt=0, description="stop once training has taken this wall time (s)")
+    max_neuron_steps: int | None = Field(None, gt=0, description="stop once this many neuron-steps are simulated")
     workers: int = Field(2, ge=0, le=4096, description="Ray evaluation actors (0: evaluate in the driver)")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each actor reserves")
     address: str | None = Field(None, description="Ray address to attach to; None starts Ray locally")
@@ -148,14 +199,42 @@ class TrackingConfig(_Strict):
     run_name: str | None = None
 
 
+OUTER_LOOPS = ("es", "bptt", "hybrid")
+
+
 class ExperimentConfig(_Strict):
     name: str = Field("teacher-es", min_length=1)
+    outer: Literal[OUTER_LOOPS] = Field("es", description="outer loop: es, bptt or hybrid")  # type: ignore[valid-type]
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TeacherConfig = Field(default_factory=TeacherConfig)
     genome: GenomeConfig = Field(default_factory=GenomeConfig)
     es: ESConfig = Field(default_factory=ESConfig)
+    bptt: BPTTConfig = Field(default_factory=BPTTConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _outer_blocks(self):
+        searched = set(self.genome.search)
+        if self.outer in ("bptt", "hybrid"):
+            for block in self.bptt.train:
+                if block not in searched:
+                    raise ValueError(f"bptt.train lists '{block}' but genome.search does not; add it to genome.search")
+            if self.bptt.deep_r.enabled and (self.model.p_in < 1 or self.model.p_rec < 1):
+                raise ValueError("bptt.deep_r sets the connectivity itself; set model.p_in=1 and model.p_rec=1")
+            if self.bptt.deep_r.enabled and {"mask_in", "mask_rec"} & searched:
+                raise ValueError("bptt.deep_r sets the connectivity itself; remove mask_in and mask_rec from genome.search")
+        if self.outer == "hybrid":
+            for block in self.hybrid.es_blocks:
+                if block not in searched:
+                    raise ValueError(f"hybrid.es_blocks lists '{block}' but genome.search does not; add it to genome.search")
+            both = sorted(set(self.hybrid.es_blocks) & set(self.bptt.train))
+            if both:
+                raise ValueError(f"hybrid.es_blocks and bptt.train both list {', '.join(both)}; give each block to one side")
+            if not self.hybrid.es_blocks:
+                raise ValueError("hybrid.es_blocks is empty; list the blocks ES searches, e.g. [tau_m, tau_a, b0, beta]")
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, e.g. for MLflow params."""

@@ -7,12 +7,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class ProgressDisplay:
-    """A rich progress bar showing generation, fitness and the latest validation MSE."""
+    """A rich progress bar showing generation, fitness and the latest validation MSE.
 
-    def __init__(self, total: int, console: Console | None = None):
+    The bar counts generations, or (``budget`` set) per cent of a seconds / neuron-steps budget.
+    """
+
+    def __init__(self, total: int, console: Console | None = None, budget: tuple[str, float] | None = None):
+        self.budget = budget
+        done = TextColumn("{task.percentage:>3.0f}% of budget") if budget else MofNCompleteColumn()
         self.progress = Progress(
-            TextColumn("[bold]gen"),
-            MofNCompleteColumn(),
+            TextColumn("[bold]{task.fields[label]}"),
+            done,
             BarColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
@@ -20,8 +25,16 @@ class ProgressDisplay:
             console=console,
             transient=False,
         )
-        self.task = self.progress.add_task("es", total=total, info="")
+        self.task = self.progress.add_task("run", total=100 if budget else total, info="", label="gen")
         self.val = float("nan")
+
+    @classmethod
+    def for_config(cls, cfg, console: Console | None = None) -> "ProgressDisplay":
+        if cfg.run.max_seconds is not None and cfg.run.max_neuron_steps is None:
+            return cls(cfg.run.generations, console, ("elapsed_s", cfg.run.max_seconds))
+        if cfg.run.max_neuron_steps is not None and cfg.run.max_seconds is None:
+            return cls(cfg.run.generations, console, ("neuron_steps", cfg.run.max_neuron_steps))
+        return cls(cfg.run.generations, console)
 
     def __enter__(self):
         self.progress.start()
@@ -37,4 +50,9 @@ class ProgressDisplay:
         if "fitness_mean" in status:
             info = f"fitness {status['fitness_mean']:.4f} (best {status['fitness_best']:.4f})  " + info
             info += f"  {status['rate_hz']:.0f} Hz  {status['seconds_per_generation']:.2f} s/gen"
-        self.progress.update(self.task, completed=status["generation"], info=info)
+        if self.budget:
+            key, limit = self.budget
+            completed = min(100.0, 100.0 * status.get(key, 0) / limit)
+            self.progress.update(self.task, completed=completed, info=info, label=f"gen {status['generation']}")
+        else:
+            self.progress.update(self.task, completed=status["generation"], info=info)

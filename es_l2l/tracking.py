@@ -32,7 +32,7 @@ def ui_command(uri: str) -> str:
 class MlflowRun:
     """Owns one MLflow run; call it with a status dict to log that generation's metrics in one batch."""
 
-    def __init__(self, cfg: ExperimentConfig, run_name: str | None = None):
+    def __init__(self, cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str, str] | None = None, log_config: bool = True):
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri(cfg)
@@ -44,10 +44,12 @@ class MlflowRun:
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id
-        run = self.client.create_run(exp_id, run_name=run_name or cfg.tracking.run_name or cfg.name)
+        run = self.client.create_run(exp_id, run_name=run_name or cfg.tracking.run_name or cfg.name, tags=tags)
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
+        if not log_config:
+            return
         params = [Param(k, str(v)[:500]) for k, v in cfg.flat().items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[i : i + 100])

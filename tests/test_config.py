@@ -13,9 +13,37 @@ def test_shipped_default_config_equals_embedded_defaults():
     assert load_config(ROOT / "configs" / "teacher_es.yaml") == ExperimentConfig()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")))
+EXPERIMENTS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("compare_"))
+COMPARISONS = sorted((ROOT / "configs").glob("compare_*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     load_config(path)
+
+
+@pytest.mark.parametrize("path", COMPARISONS, ids=lambda p: p.name)
+def test_every_shipped_comparison_resolves_with_a_budget(path):
+    from es_l2l.compare import resolve_plan
+
+    plan = resolve_plan([str(path)], [], None, None, None)
+    assert {c.outer for c in plan.configs} == {"es", "bptt", "hybrid"}
+    assert all(c.run.max_seconds == plan.budget[1] for c in plan.configs) and plan.budget[0] == "seconds"
+
+
+@pytest.mark.parametrize(
+    "sets, pattern",
+    [
+        (["outer=hybrid", "hybrid.es_blocks=[tau_m, w_out]"], r"hybrid\.es_blocks and bptt\.train both list w_out; give each block to one side"),
+        (["outer=bptt", "bptt.train=[w_out, tau_m]", "genome.search=[w_out]"], r"bptt\.train lists 'tau_m' but genome\.search does not"),
+        (["outer=bptt", "bptt.deep_r.enabled=true", "model.p_rec=0.5"], r"bptt\.deep_r sets the connectivity itself; set model\.p_in=1 and model\.p_rec=1"),
+        (["bptt.deep_r.enabled=true", "bptt.train=[w_out]"], r"bptt\.deep_r rewires 'w_rec', so bptt\.train must include it"),
+        (["outer=sgd"], r"'outer'.*'es', 'bptt' or 'hybrid'"),
+    ],
+)
+def test_outer_loop_settings_are_checked(sets, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        build_config({}, sets)
 
 
 def test_overrides_are_typed():
@@ -32,7 +60,7 @@ def test_overrides_are_typed():
         ("es.popsize=2", r"'es\.popsize'.*greater than or equal to 4"),
         ("es.popsize=33", r"es\.popsize must be even for pgpe"),
         ("es.popsize_typo=3", r"unknown config key 'es\.popsize_typo'; allowed keys in es: algorithm, popsize"),
-        ("nonsense=3", r"unknown config key 'nonsense'; allowed keys in top level: name, model"),
+        ("nonsense=3", r"unknown config key 'nonsense'; allowed keys in top level: name, outer, model"),
         ("task.readout_ms=50", r"task\.readout_ms \(50\) must be at most task\.trial_ms"),
         ("genome.search=[w_in, gills]", r"'genome\.search\.1'.*'w_in'"),
         ("popsize", r"not of the form dotted\.key=value"),

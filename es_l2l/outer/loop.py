@@ -58,6 +58,71 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
 
+class Driver:
+    """What every outer loop shares: validation, best-genome tracking, budgets, the status dict.
+
+    An outer loop calls :meth:`record` once per generation (ES) or gradient step (BPTT) with the
+    step's own metrics; the driver adds the common ones (``generation``, ``elapsed_s``: training
+    wall time without validation, ``neuron_steps``: simulated neuron updates so far), validates when
+    due, emits the status dict to the subscribers and says whether the budget is spent.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, subscribers: list[Subscriber] = ()):
+        self.cfg, self.genome, self.subscribers = cfg, genome, list(subscribers)
+        self.initial = initial.clone()
+        self.train_seconds, self.neuron_steps, self.generation = 0.0, 0, 0
+        self.wall_start = time.perf_counter()
+        status0 = {"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, **self.validation(self.initial)}
+        self.best, self.best_generation, self.best_val = self.initial.clone(), 0, status0["val_mse_late"]
+        status0["best_val_mse_late"] = self.best_val
+        self.history: list[dict] = []
+        self._emit(status0)
+
+    def validation(self, vector: torch.Tensor) -> dict[str, float]:
+        return episode_metrics(held_out(self.cfg, self.genome, vector, STREAM_VALIDATION).mse_per_trial[0], "val")
+
+    def _emit(self, status: dict) -> None:
+        for subscriber in self.subscribers:
+            subscriber(status)
+        self.history.append(status)
+
+    def budget_spent(self) -> bool:
+        run = self.cfg.run
+        return (run.max_seconds is not None and self.train_seconds >= run.max_seconds) or (
+            run.max_neuron_steps is not None and self.neuron_steps >= run.max_neuron_steps
+        )
+
+    def record(self, generation: int, seconds: float, neuron_steps: int, metrics: dict, center: Callable[[], torch.Tensor]) -> bool:
+        """Emit one generation's status; returns True when the run must stop (budget or generations spent)."""
+        self.generation = generation
+        self.train_seconds += seconds
+        self.neuron_steps += neuron_steps
+        status = {
+            "generation": generation,
+            **metrics,
+            "seconds_per_generation": seconds,
+            "neuron_steps_per_s": neuron_steps / max(seconds, 1e-9),
+            "neuron_steps": self.neuron_steps,
+            "elapsed_s": self.train_seconds,
+            "wall_s": time.perf_counter() - self.wall_start,
+        }
+        stop = self.budget_spent() or generation >= self.cfg.run.generations
+        if generation % self.cfg.run.validate_every == 0 or stop:
+            vector = center()
+            status.update(self.validation(vector))
+            if status["val_mse_late"] < self.best_val:
+                self.best, self.best_generation, self.best_val = vector.clone(), generation, status["val_mse_late"]
+            status["best_val_mse_late"] = self.best_val
+            # Genomes ride along for checkpoint subscribers; scalar subscribers skip them.
+            status["genomes"] = {"center": vector, "best": self.best, "initial": self.initial}
+            status["best_generation"] = self.best_generation
+        self._emit(status)
+        return stop
+
+    def result(self, final: torch.Tensor) -> RunResult:
+        return RunResult(self.initial, final, self.best, self.best_generation, self.generation, self.history)
+
+
 def run_es(
     cfg: ExperimentConfig,
     genome: Genome,
@@ -69,49 +134,39 @@ def run_es(
     problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
     initial = genome.initial_vector()
     searcher = make_searcher(cfg.es, problem, initial.clone())
-    emit = lambda status: [s(status) for s in subscribers]  # noqa: E731
-
-    def validation(vector: torch.Tensor) -> dict[str, float]:
-        return episode_metrics(held_out(cfg, genome, vector, STREAM_VALIDATION).mse_per_trial[0], "val")
-
-    status0 = {"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, **validation(initial)}
-    best, best_gen, best_val = initial.clone(), 0, status0["val_mse_late"]
-    status0["best_val_mse_late"] = best_val
-    emit(status0)
-    history = [status0]
-    start, steps_total, gen = time.perf_counter(), 0, 0
+    driver = Driver(cfg, genome, initial, subscribers)
     for gen in range(1, cfg.run.generations + 1):
         problem.seed_keys = (cfg.run.seed, STREAM_TRAIN, gen)
         t0 = time.perf_counter()
         searcher.step()
         seconds = time.perf_counter() - t0
         ev = problem.last_eval
-        steps_total += ev.neuron_steps
-        status = {
-            "generation": gen,
+        metrics = {
             "fitness_mean": float(ev.fitness.mean()),
             "fitness_best": float(ev.fitness.max()),
             "fitness_std": float(ev.fitness.std()),
             "train_mse_mean": float(ev.mse.mean()),
             "rate_hz": float(ev.rate_hz.mean()),
             "stdev": stdev_of(searcher),
-            "seconds_per_generation": seconds,
-            "neuron_steps_per_s": ev.neuron_steps / max(seconds, 1e-9),
-            "neuron_steps": steps_total,
-            "elapsed_s": time.perf_counter() - start,
         }
-        out_of_time = cfg.run.max_seconds is not None and status["elapsed_s"] >= cfg.run.max_seconds
-        if gen % cfg.run.validate_every == 0 or gen == cfg.run.generations or out_of_time:
-            center = center_of(searcher)
-            status.update(validation(center))
-            if status["val_mse_late"] < best_val:
-                best, best_gen, best_val = center, gen, status["val_mse_late"]
-            status["best_val_mse_late"] = best_val
-            # Genomes ride along for checkpoint subscribers; scalar subscribers skip them.
-            status["genomes"] = {"center": center, "best": best, "initial": initial}
-            status["best_generation"] = best_gen
-        emit(status)
-        history.append(status)
-        if out_of_time:
+        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher)):
             break
-    return RunResult(initial, center_of(searcher), best, best_gen, gen, history)
+    return driver.result(center_of(searcher))
+
+
+def run_outer(
+    cfg: ExperimentConfig,
+    genome: Genome,
+    evaluator: Evaluator | None,
+    subscribers: list[Subscriber] = (),
+) -> RunResult:
+    """The outer loop that ``cfg.outer`` names (es, bptt or hybrid)."""
+    if cfg.outer == "es":
+        return run_es(cfg, genome, evaluator, subscribers)
+    if cfg.outer == "bptt":
+        from es_l2l.outer.bptt import run_bptt
+
+        return run_bptt(cfg, genome, subscribers)
+    from es_l2l.outer.hybrid import run_hybrid
+
+    return run_hybrid(cfg, genome, evaluator, subscribers)

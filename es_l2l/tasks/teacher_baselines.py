@@ -10,7 +10,7 @@ import torch
 
 from es_l2l.config import TeacherConfig
 from es_l2l.tasks import teacher
-from es_l2l.tasks.base import STREAM_FAMILY_STATS, generator
+from es_l2l.tasks.base import STREAM_BASELINE, STREAM_FAMILY_STATS, generator
 
 
 def family_mean(cfg: TeacherConfig, seed: int, n_tasks: int = 4096) -> float:
@@ -67,6 +67,7 @@ def baseline_mse_per_trial(cfg: TeacherConfig, tasks: teacher.TeacherTasks, seed
         "running mean": predict_running_mean(tasks.y, mean),
         "online least squares": predict_online_least_squares(tasks.x, tasks.y, mean),
         "oracle linear": predict_oracle_linear(tasks.x, tasks.y),
+        "target-architecture backprop": predict_target_backprop(cfg, tasks.x, tasks.y, mean, seed),
     }
     return {name: (p - tasks.y).pow(2).mean(dim=0) for name, p in preds.items()}
 
@@ -81,3 +82,43 @@ def linear_share(tasks: teacher.TeacherTasks) -> float:
 def within_share(tasks: teacher.TeacherTasks) -> float:
     """Share of the targets' total variance that lies within tasks (the rest is per-task offset)."""
     return float(tasks.y.var(dim=1, unbiased=False).mean() / tasks.y.var(unbiased=False))
+
+
+@torch.enable_grad()
+def predict_target_backprop(
+    cfg: TeacherConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    prior: float,
+    seed: int,
+    steps_per_trial: int = 100,
+    lr: float = 0.03,
+) -> torch.Tensor:
+    """Plain backprop on the target network's own architecture, online over the episode.
+
+    A fresh 2-layer network with ``H`` sigmoid hidden units (the family's architecture, initial
+    weights ``U[-r, r]`` like the targets', output bias at the prior) per episode; before trial
+    ``i`` it takes ``steps_per_trial`` full-batch Adam steps on the squared error of trials
+    ``0..i-1`` and then predicts trial ``i``. Vectorised over the episodes: each has its own
+    weights and its own loss term. The defaults were the best of a grid (steps 10, 30, 100 x
+    lr 0.01, 0.03, 0.1, 0.3) on 128 validation episodes of the default family: MSE over the late
+    trials 0.0010, against 0.0014 for 30 steps and 0.0025 for 10.
+    """
+    gen = generator(seed, STREAM_BASELINE)
+    nets = teacher.sample_target_nets(cfg, gen, x.shape[0])
+    s = cfg.output_scale
+    w1, c1, v = (t.clone().requires_grad_(True) for t in (nets.w1, nets.c1, nets.v))
+    d = torch.full_like(nets.d, prior / s).requires_grad_(True)
+    params = [w1, c1, v, d]
+    opt = torch.optim.Adam(params, lr=lr)
+    model = lambda xs: teacher.evaluate_target(cfg, teacher.TargetNets(w1, c1, v, d), xs)  # noqa: E731
+    preds = torch.full_like(y, prior)
+    for i in range(1, y.shape[1]):  # loop over trial index (not over tasks)
+        for _ in range(steps_per_trial):
+            opt.zero_grad(set_to_none=True)
+            loss = (model(x[:, :i]) - y[:, :i]).pow(2).mean(dim=1).sum()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            preds[:, i] = model(x[:, i : i + 1])[:, 0]
+    return preds.detach()

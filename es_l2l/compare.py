@@ -1,0 +1,366 @@
+"""``es-l2l compare``: several outer loops on the same budget, as child runs of one MLflow parent.
+
+Every child is an ordinary run (``run_experiment``) whose budget is the same number of training
+seconds or simulated neuron-steps; children run one after another so that each has the whole
+machine. All children share the task family, the seed and so the validation and test tasks; the
+parent gets the learning curves of every child in one plot, a table (final and best validation
+MSE, test MSE per trial index, time and compute to a target MSE) and the baselines on the same
+held-out tasks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config
+
+NOT_REACHED = float("nan")
+
+
+class CompareError(RuntimeError):
+    """A comparison could not finish every child; the message says which and why."""
+
+
+@dataclass
+class Plan:
+    configs: list[ExperimentConfig]
+    budget: tuple[str, float]  # ("seconds" | "neuron_steps", amount)
+    target_mse: float | None = None
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def budget_text(self) -> str:
+        kind, amount = self.budget
+        return f"{amount:g} s of training" if kind == "seconds" else f"{amount:.3g} neuron-steps"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass experiment YAMLs or a comparison YAML such as configs/compare_teacher.yaml")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__}); fix its syntax") from None
+    return tree if isinstance(tree, dict) else {}
+
+
+COMPARE_KEYS = {"configs", "budget_seconds", "budget_neuron_steps", "target_mse", "set"}
+
+
+def resolve_plan(
+    paths: list[str],
+    overrides: list[str],
+    budget_seconds: float | None,
+    budget_neuron_steps: float | None,
+    target_mse: float | None,
+) -> Plan:
+    """Experiment configs with the budget applied, checked to be comparable (ConfigError otherwise)."""
+    sources, overrides = [Path(p) for p in paths], list(overrides)
+    if len(sources) == 1 and "configs" in (tree := _read_yaml(sources[0])):
+        unknown = set(tree) - COMPARE_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in comparison file '{sources[0]}'; allowed: {', '.join(sorted(COMPARE_KEYS))}")
+        base = sources[0].parent
+        sources = [base / p for p in tree["configs"]]
+        if budget_seconds is None and budget_neuron_steps is None:
+            budget_seconds, budget_neuron_steps = tree.get("budget_seconds"), tree.get("budget_neuron_steps")
+        target_mse = target_mse if target_mse is not None else tree.get("target_mse")
+        overrides = list(tree.get("set") or []) + overrides
+    if budget_seconds is not None and budget_neuron_steps is not None:
+        raise ConfigError("give one budget, seconds or neuron-steps, not both")
+    if budget_seconds is None and budget_neuron_steps is None:
+        raise ConfigError("compare needs a budget: pass --budget-seconds S or --budget-neuron-steps N")
+    budget = ("seconds", float(budget_seconds)) if budget_seconds is not None else ("neuron_steps", float(budget_neuron_steps))
+    if budget[1] <= 0:
+        raise ConfigError(f"the budget must be positive, got {budget[1]:g}")
+    if len(sources) < 1:
+        raise ConfigError("compare needs at least one experiment config")
+    limit = [f"run.max_seconds={budget[1]}", "run.max_neuron_steps=null"] if budget[0] == "seconds" else [
+        f"run.max_neuron_steps={int(budget[1])}", "run.max_seconds=null"
+    ]
+    configs = []
+    for src in sources:
+        cfg = load_config(src, overrides)
+        configs.append(build_config(cfg.model_dump(), ["run.generations=1000000000", *limit]))
+    first = configs[0]
+    for src, cfg in zip(sources, configs):
+        for what, mine, theirs in (
+            ("task", cfg.task, first.task),
+            ("run.seed", cfg.run.seed, first.run.seed),
+            ("run.validation_tasks", cfg.run.validation_tasks, first.run.validation_tasks),
+            ("tracking.uri", cfg.tracking.uri, first.tracking.uri),
+            ("tracking.experiment", cfg.tracking.experiment, first.tracking.experiment),
+        ):
+            if mine != theirs:
+                raise ConfigError(f"'{src}' differs from '{sources[0]}' in {what}; compared runs must share it so they meet the same held-out tasks")
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two configs share the name '{max(set(names), key=names.count)}'; give each compared config its own name")
+    return Plan(configs, budget, target_mse, [str(s) for s in sources])
+
+
+@dataclass
+class Child:
+    name: str
+    outer: str
+    run_id: str | None
+    outcome: Any = None  # experiment.Outcome
+    error: str | None = None
+
+
+def _validation_history(outcome) -> list[dict]:
+    return [h for h in outcome.result.history if "val_mse_late" in h]
+
+
+def _to_target(outcome, target: float) -> tuple[float, float]:
+    for h in _validation_history(outcome):
+        if h["val_mse_late"] <= target:
+            return h["elapsed_s"], float(h["neuron_steps"])
+    return NOT_REACHED, NOT_REACHED
+
+
+def summary_rows(children: list[Child], target: float) -> list[dict[str, Any]]:
+    """One row per finished child: the comparison's table."""
+    from es_l2l.report import LSNN_TRAINED
+
+    rows = []
+    for c in children:
+        if c.outcome is None:
+            continue
+        vals = _validation_history(c.outcome)
+        test = c.outcome.report.metrics[LSNN_TRAINED]
+        seconds, steps = _to_target(c.outcome, target)
+        rows.append(
+            {
+                "name": c.name,
+                "outer": c.outer,
+                "generations": c.outcome.result.generations,
+                "train_s": vals[-1]["elapsed_s"],
+                "neuron_steps": float(vals[-1]["neuron_steps"]),
+                "final_val_mse_late": vals[-1]["val_mse_late"],
+                "best_val_mse_late": min(h["val_mse_late"] for h in vals),
+                "test_mse_late": test["test_mse_late"],
+                "test_mse_first": test["test_mse_first"],
+                "test_mse_last": test["test_mse_last"],
+                "s_to_target": seconds,
+                "neuron_steps_to_target": steps,
+            }
+        )
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "not reached"
+        return f"{v:.3g}" if abs(v) >= 1e4 else f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+COLUMNS = [
+    ("name", "config"),
+    ("outer", "outer loop"),
+    ("generations", "gens/steps"),
+    ("train_s", "train s"),
+    ("neuron_steps", "neuron-steps"),
+    ("final_val_mse_late", "final val MSE"),
+    ("best_val_mse_late", "best val MSE"),
+    ("test_mse_late", "test MSE (late)"),
+    ("test_mse_first", "test first"),
+    ("test_mse_last", "test last"),
+    ("s_to_target", "s to target"),
+    ("neuron_steps_to_target", "steps to target"),
+]
+
+
+def baseline_rows(report) -> list[dict[str, Any]]:
+    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED
+
+    rows = []
+    for name, m in report.metrics.items():
+        if name in (LSNN_TRAINED,):
+            continue
+        label = "LSNN generation 0" if name == LSNN_UNTRAINED else name
+        rows.append({"name": label, "outer": "baseline", **{k: m[k] for k in ("test_mse_late", "test_mse_first", "test_mse_last")}})
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "| " + " | ".join("---" if k in ("name", "outer") else "---:" for k, _ in COLUMNS) + " |"
+    body = ["| " + " | ".join(_fmt(r[k]) if k in r else "" for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def csv_table(rows: list[dict[str, Any]]) -> str:
+    lines = [",".join(k for k, _ in COLUMNS)]
+    lines += [",".join(str(r.get(k, "")) for k, _ in COLUMNS) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+PRINTED = ("name", "outer", "generations", "train_s", "neuron_steps", "best_val_mse_late", "test_mse_late", "test_mse_last", "s_to_target")
+
+
+def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """The table's main columns for the terminal (comparison.md in the parent run has them all)."""
+    table = Table(title=title)
+    cols = [(k, t) for k, t in COLUMNS if k in PRINTED]
+    for k, t in cols:
+        table.add_column(t, justify="left" if k in ("name", "outer") else "right")
+    for r in rows:
+        table.add_row(*(_fmt(r[k]) if k in r else "" for k, _ in cols), style="bold" if r["outer"] != "baseline" else None)
+    return table
+
+
+def plot_comparison(children: list[Child], val_baselines: dict[str, float], report, target: float, path: Path, title: str) -> Path:
+    """Validation MSE against training seconds and against neuron-steps, and the test MSE per trial index."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), dpi=110)
+    for i, c in enumerate(ch for ch in children if ch.outcome is not None):
+        vals = _validation_history(c.outcome)
+        mse = [h["val_mse_late"] for h in vals]
+        axes[0].plot([h["elapsed_s"] for h in vals], mse, color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
+        axes[1].plot([max(h["neuron_steps"], 1) for h in vals], mse, color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
+        curve = c.outcome.report.curves[LSNN_TRAINED]
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
+    for j, (name, value) in enumerate(val_baselines.items()):
+        for ax in axes[:2]:
+            ax.axhline(value, color=f"C{j + 4}", ls="--", lw=1, label=name)
+    for j, (name, curve) in enumerate((n, c) for n, c in report.curves.items() if n not in (LSNN_TRAINED,)):
+        style = dict(color="gray", ls=":", lw=1.2) if name == LSNN_UNTRAINED else dict(color=f"C{j + 3}", ls="--", lw=1)
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), label=name, **style)
+    for ax in axes[:2]:
+        ax.axhline(target, color="black", lw=0.6, alpha=0.5)
+    axes[0].set_xlabel("training wall time (s)")
+    axes[1].set_xlabel("simulated neuron-steps")
+    axes[1].set_xscale("log")
+    axes[2].set_xlabel("trial index within the episode")
+    axes[0].set_ylabel("validation MSE, second half of episodes")
+    axes[2].set_ylabel("test MSE (best genome)")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
+    """Who won at equal budget, and which baselines each outer loop beats."""
+    if not rows:
+        return "No outer loop finished."
+    ranked = sorted(rows, key=lambda r: r["test_mse_late"])
+    order = ", then ".join(f"{r['name']} ({r['outer']}, {r['test_mse_late']:.4f})" for r in ranked)
+    base = {name: m["test_mse_late"] for name, m in report.metrics.items()}
+    fam, run = base.get("family mean", float("inf")), base.get("running mean", 0.0)
+    beat_fam = [r["name"] for r in rows if r["test_mse_late"] < fam]
+    beat_run = [r["name"] for r in rows if r["test_mse_late"] < run]
+    strongest = min((v for k, v in base.items() if k not in ("LSNN generation 0",)), default=float("nan"))
+    strongest_name = min(((k, v) for k, v in base.items() if k != "LSNN generation 0"), key=lambda kv: kv[1])[0]
+    return (
+        f"At equal budget ({budget_text} each), lowest test MSE over the second half of each episode: {order}. "
+        f"Beat the family mean ({fam:.4f}): {', '.join(beat_fam) or 'none'}. "
+        f"Beat the running mean ({run:.4f}), i.e. learned more than each task's offset: {', '.join(beat_run) or 'none'}. "
+        f"The strongest baseline, {strongest_name} ({strongest:.4f}), is "
+        + ("beaten by " + ", ".join(r["name"] for r in rows if r["test_mse_late"] < strongest) if any(r["test_mse_late"] < strongest for r in rows) else "beaten by none")
+        + "."
+    )
+
+
+def compare(plan: Plan, console: Console) -> int:
+    """Run every child under the plan's budget, then log the comparison to the parent run."""
+    from es_l2l.distributed import ClusterError
+    from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
+    from es_l2l.fitness import task_batch
+    from es_l2l.outer.loop import episode_metrics
+    from es_l2l.tasks.base import STREAM_VALIDATION
+    from es_l2l.tasks.teacher_baselines import baseline_mse_per_trial
+    from es_l2l.tracking import MlflowRun, ui_command
+
+    first = plan.configs[0]
+    names = [c.name for c in plan.configs]
+    parent = MlflowRun(
+        first,
+        run_name="compare " + " vs ".join(names),
+        tags={"es_l2l.compare": "parent", "es_l2l.budget": plan.budget_text},
+        log_config=False,
+    )
+    quiet_libraries()
+    console.print(f"[bold]es-l2l compare[/] {' vs '.join(names)} at {plan.budget_text} each; MLflow parent run {parent.run_id}")
+    from mlflow.entities import Param
+
+    params = [Param("budget_kind", plan.budget[0]), Param("budget", str(plan.budget[1])), Param("children", ",".join(names))]
+    parent.client.log_batch(parent.run_id, params=params)
+    for cfg in plan.configs:
+        parent.log_text(cfg.to_yaml(), f"{cfg.name}.yaml")
+    children: list[Child] = []
+    try:
+        for cfg in plan.configs:
+            child = Child(cfg.name, cfg.outer, None)
+            try:
+                child.outcome = run_experiment(cfg, console, tags={"mlflow.parentRunId": parent.run_id, "es_l2l.compare": "child"})
+                child.run_id = child.outcome.run_id
+            except (ClusterError, RunFailed) as exc:
+                child.error, child.run_id = str(exc), getattr(exc, "run_id", None)
+                console.print(f"[red]{cfg.name} failed:[/] {exc}")
+            children.append(child)
+        done = [c for c in children if c.outcome is not None]
+        if not done:
+            parent.end("FAILED")
+            raise CompareError("no compared run finished: " + "; ".join(f"{c.name}: {c.error}" for c in children))
+        report = done[0].outcome.report  # the same held-out test tasks for every child
+        tasks = task_batch(first, (first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
+        val_curves = baseline_mse_per_trial(first.task, tasks, first.run.seed)
+        val_baselines = {k: episode_metrics(v, "val")["val_mse_late"] for k, v in val_curves.items()}
+        best_vals = [min(h["val_mse_late"] for h in _validation_history(c.outcome)) for c in done]
+        target = plan.target_mse if plan.target_mse is not None else max(best_vals)
+        rows = summary_rows(children, target)
+        table_rows = rows + baseline_rows(report)
+        text = verdict(rows, report, plan.budget_text)
+        title = f"{' vs '.join(names)}: {plan.budget_text} each; target validation MSE {target:.4f}"
+        with tempfile.TemporaryDirectory() as tmp:
+            parent.log_artifact(plot_comparison(children, val_baselines, report, target, Path(tmp) / "comparison.png", title))
+        parent.log_text(markdown_table(table_rows) + "\n" + text + "\n", "comparison.md")
+        parent.log_text(csv_table(table_rows), "comparison.csv")
+        curves = ["trial," + ",".join([c.name for c in done] + [k for k in report.curves if k != "LSNN meta-trained"])]
+        n = len(report.curves["LSNN meta-trained"])
+        for i in range(n):
+            vals = [c.outcome.report.curves["LSNN meta-trained"][i] for c in done]
+            vals += [v[i] for k, v in report.curves.items() if k != "LSNN meta-trained"]
+            curves.append(f"{i + 1}," + ",".join(f"{float(v):.6f}" for v in vals))
+        parent.log_text("\n".join(curves) + "\n", "mse_per_trial.csv")
+        metrics = {"target_mse": target}
+        for r in rows:
+            metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
+        metrics.update({f"baseline.{k.replace(' ', '_')}.test_mse_late": m["test_mse_late"] for k, m in report.metrics.items()})
+        parent.log_metrics(metrics)
+        winner = min(rows, key=lambda r: r["test_mse_late"])
+        parent.set_tags({"winner": winner["name"], "verdict": text[:5000]})
+    except KeyboardInterrupt:
+        parent.end("KILLED")
+        raise
+    failed = [c for c in children if c.error]
+    parent.end("FAILED" if failed else "FINISHED")
+    console.print(rich_table(table_rows, title))
+    console.print(text)
+    console.print(f"MLflow parent run id: {parent.run_id}\nbrowse it:            {ui_command(parent.uri)}")
+    if failed:
+        raise CompareError("; ".join(f"{c.name} failed: {c.error}" for c in failed) + f" (the other runs and the parent run {parent.run_id} are logged)")
+    return 0

@@ -1,0 +1,116 @@
+"""One experiment, end to end: outer loop, MLflow run, held-out report. Shared by ``run`` and ``compare``."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from es_l2l.config import ExperimentConfig
+
+
+class RunFailed(RuntimeError):
+    """The run stopped on an error; its MLflow run is marked FAILED and keeps what it logged."""
+
+    def __init__(self, message: str, run_id: str | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+@dataclass
+class Outcome:
+    cfg: ExperimentConfig
+    result: object  # outer.loop.RunResult
+    report: object  # report.HeldOutReport
+    run_id: str
+    uri: str
+
+
+def quiet_libraries() -> None:
+    for noisy in ("evotorch", "mlflow"):  # after their imports, which set their own levels
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def describe(cfg: ExperimentConfig, genome) -> str:
+    if cfg.outer == "es":
+        how = f"{cfg.es.algorithm.upper()} P={cfg.es.popsize}"
+    elif cfg.outer == "bptt":
+        how = f"BPTT (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}" + (" with DEEP R" if cfg.bptt.deep_r.enabled else "")
+    else:
+        how = (
+            f"hybrid: {cfg.es.algorithm.upper()} P={cfg.es.popsize} on {', '.join(cfg.hybrid.es_blocks)}, "
+            f"{cfg.hybrid.bptt_steps} BPTT steps on {', '.join(cfg.bptt.train)}"
+        )
+    budget = [f"{cfg.run.generations} generations"] if cfg.run.generations < 10**8 else []
+    if cfg.run.max_seconds:
+        budget.append(f"{cfg.run.max_seconds:g} s")
+    if cfg.run.max_neuron_steps:
+        budget.append(f"{cfg.run.max_neuron_steps:.3g} neuron-steps")
+    workers = f", {cfg.run.workers or 'no'} Ray worker(s)" if cfg.outer != "bptt" else ""
+    return (
+        f"{cfg.name}: {how}, {cfg.model.n_lif}+{cfg.model.n_alif} neurons, genome D={genome.dim}, "
+        f"budget {' or '.join(budget)}{workers}"
+    )
+
+
+def run_experiment(cfg: ExperimentConfig, console: Console, tags: dict[str, str] | None = None) -> Outcome:
+    """Meta-train with ``cfg.outer``, track in MLflow, score on held-out tasks beside the baselines.
+
+    Raises ``ClusterError`` before any MLflow run exists when Ray is unusable, and
+    :class:`RunFailed` (after marking the MLflow run FAILED) when the run stops on an error.
+    """
+    from es_l2l.checkpoint import Checkpointer
+    from es_l2l.distributed import ClusterError, make_evaluator
+    from es_l2l.genome import build_genome
+    from es_l2l.outer.es import NonFiniteFitness
+    from es_l2l.outer.loop import run_outer
+    from es_l2l.progress import ProgressDisplay
+    from es_l2l.report import held_out_report
+    from es_l2l.tasks.teacher import n_inputs
+    from es_l2l.tracking import MlflowRun
+
+    quiet_libraries()
+    torch.manual_seed(0)  # nothing should draw from it; fixes any library that does
+    genome = build_genome(cfg, n_inputs(cfg.task))
+    console.print(f"[bold]es-l2l {cfg.outer}[/] {describe(cfg, genome)}")
+    evaluator = make_evaluator(cfg, genome) if cfg.outer != "bptt" else None  # Ray errors: no MLflow run yet
+    if hasattr(evaluator, "pids"):
+        evaluator.pids()  # wait for the actors to start, so that start-up is not charged to the training clock
+    tracker = MlflowRun(cfg, tags={"es_l2l.outer": cfg.outer, **(tags or {})})
+    console.print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
+    try:
+        with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
+            result = run_outer(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)])
+    except (ClusterError, NonFiniteFitness, FloatingPointError) as exc:
+        tracker.end("FAILED")
+        raise RunFailed(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)", tracker.run_id) from exc
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+    try:
+        report = held_out_report(cfg, genome, result.initial, result.best)
+        log_results(tracker, cfg, report, result)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")
+    return Outcome(cfg, result, report, tracker.run_id, tracker.uri)
+
+
+def log_results(tracker, cfg: ExperimentConfig, report, result) -> None:
+    """Plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
+    from es_l2l.report import plot_curves, verdict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker.log_artifact(plot_curves(report, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
+    tracker.log_text(report.to_csv(), "mse_per_trial.csv")
+    tracker.log_metrics(report.flat_metrics(), step=result.generations)
+    tags = {f"beats.{k}": str(v).lower() for k, v in report.beaten().items()}
+    tracker.set_tags(tags | {"verdict": verdict(report)[:5000]})

@@ -1,0 +1,152 @@
+"""BPTT outer loop: Adam through the unrolled spiking dynamics (pseudo-derivative).
+
+Trains the genome's differentiable blocks listed in ``bptt.train`` on the same task batches and
+the same loss as ES (``-fitness``: the MSE plus the firing-rate regulariser), with gradient-norm
+clipping, a learning-rate schedule and optional DEEP R rewiring of ``w_in`` / ``w_rec``. The
+genome stays a flat search-space vector with ES's layout, so checkpoints, validation and the
+held-out report are shared with ES unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from es_l2l.config import BPTTConfig, ExperimentConfig
+from es_l2l.fitness import TeacherEval, evaluate_params, task_batch
+from es_l2l.genome import Genome
+from es_l2l.outer import deep_r
+from es_l2l.outer.loop import Driver, RunResult, Subscriber
+from es_l2l.tasks.base import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, generator
+
+
+def learning_rate(cfg: BPTTConfig, step: int, total: int) -> float:
+    """The scheduled learning rate at (0-based) ``step`` of ``total``."""
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_decay ** (step // cfg.lr_decay_every)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return cfg.lr
+
+
+class GradientTrainer:
+    """Owns one genome's trainable leaves, their Adam state and DEEP R state.
+
+    ``vector`` is the full (D,) search-space genome; only the blocks in ``names`` change.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, names: list[str] | tuple[str, ...]):
+        self.cfg, self.genome, self.names = cfg, genome, tuple(names)
+        self.vector = vector.detach().clone()
+        self.slices = genome.slices()
+        genes = genome.decode(self.vector.unsqueeze(0))
+        self.bounds = {n: genome.block_map[n].bounds_search() for n in self.names}
+        dr = cfg.bptt.deep_r
+        self.rewired: dict[str, deep_r.Rewiring] = {}
+        self.leaves: dict[str, torch.Tensor] = {}
+        for i, name in enumerate(self.names):
+            value = genes[name][0].clone()
+            if dr.enabled and name in dr.blocks:
+                gen = generator(cfg.run.seed, STREAM_INIT, STREAM_REWIRE, i)
+                rw, value = deep_r.init_rewiring(
+                    value, dr.connectivity, gen, no_self=name == "w_rec", dale=dr.dale, excitatory_fraction=dr.excitatory_fraction
+                )
+                self.rewired[name] = rw
+            self.leaves[name] = value.requires_grad_(True)
+        self._write_back()
+        b = cfg.bptt
+        self.optimizer = torch.optim.Adam(list(self.leaves.values()), lr=b.lr, betas=b.betas)
+        self.steps_done = 0
+
+    def _block_values(self) -> dict[str, torch.Tensor]:
+        """Model-space-ready search values of the trained blocks (DEEP R blocks as signed weights)."""
+        out = {}
+        for name, leaf in self.leaves.items():
+            out[name] = deep_r.weights(leaf, self.rewired[name]) if name in self.rewired else leaf
+        return out
+
+    def _write_back(self) -> None:
+        with torch.no_grad():
+            for name, value in self._block_values().items():
+                self.vector[self.slices[name]] = value.reshape(-1)
+
+    def set_vector(self, vector: torch.Tensor) -> None:
+        """Take the other (non-trained) blocks from ``vector``; the trained blocks keep their state."""
+        self.vector = vector.detach().clone()
+        self._write_back()
+
+    def loss_and_eval(self, seed_keys: tuple[int, ...]) -> tuple[torch.Tensor, TeacherEval]:
+        genes = self.genome.decode(self.vector.unsqueeze(0))
+        for name, value in self._block_values().items():
+            genes[name] = value.unsqueeze(0)
+        params = self.genome.to_model(genes)
+        tasks = task_batch(self.cfg, seed_keys, self.cfg.task.batch_size)
+        ev = evaluate_params(self.cfg, params, tasks)
+        return -ev.fitness.sum(), ev
+
+    def step(self, seed_keys: tuple[int, ...], total_steps: int) -> dict:
+        """One Adam step (then DEEP R) on the tasks of ``seed_keys``; returns the step's metrics."""
+        b = self.cfg.bptt
+        lr = learning_rate(b, self.steps_done, total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, ev = self.loss_and_eval(seed_keys)
+        loss.backward()
+        leaves = list(self.leaves.values())
+        if b.grad_clip is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(leaves, b.grad_clip))
+        else:
+            grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in leaves if p.grad is not None])))
+        if not math.isfinite(grad_norm) or not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"BPTT step {self.steps_done + 1} produced a non-finite loss or gradient; lower bptt.lr or set bptt.grad_clip"
+            )
+        self.optimizer.step()
+        ev = TeacherEval(*(t.detach() if isinstance(t, torch.Tensor) else t for t in ev))
+        with torch.no_grad():
+            for name, leaf in self.leaves.items():
+                lo, hi = self.bounds[name]
+                if name in self.rewired:
+                    dr = b.deep_r
+                    gen = generator(self.cfg.run.seed, STREAM_REWIRE, self.steps_done, len(name))
+                    _, rw, reset = deep_r.rewire(leaf, self.rewired[name], lr=lr, l1=dr.l1, temperature=dr.temperature, gen=gen, upper=hi)
+                    self.rewired[name] = rw
+                    state = self.optimizer.state.get(leaf)
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        if state and key in state:
+                            state[key][reset] = 0.0
+                else:
+                    leaf.clamp_(lo, hi)
+        self._write_back()
+        self.steps_done += 1
+        return {
+            "fitness_mean": float(ev.fitness.mean()),
+            "fitness_best": float(ev.fitness.max()),
+            "train_mse_mean": float(ev.mse.mean()),
+            "rate_hz": float(ev.rate_hz.mean()),
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "neuron_steps": ev.neuron_steps,
+        }
+
+    def active_connections(self) -> dict[str, int]:
+        return {name: int(rw.active.sum()) for name, rw in self.rewired.items()}
+
+
+def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber] = ()) -> RunResult:
+    """Meta-train the ``bptt.train`` blocks by BPTT; one step per "generation" of the status dict."""
+    trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+    driver = Driver(cfg, genome, trainer.vector.clone(), subscribers)  # DEEP R starts sparse
+    for step in range(1, cfg.run.generations + 1):
+        t0 = time.perf_counter()
+        metrics = trainer.step((cfg.run.seed, STREAM_TRAIN, step), cfg.run.generations)
+        seconds = time.perf_counter() - t0
+        steps = metrics.pop("neuron_steps")
+        for name, count in trainer.active_connections().items():
+            metrics[f"active_{name}"] = count
+        if driver.record(step, seconds, steps, metrics, lambda: trainer.vector.clone()):
+            break
+    return driver.result(trainer.vector.clone())

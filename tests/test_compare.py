@@ -1,0 +1,95 @@
+"""``es-l2l compare`` end to end: one parent run, one child per outer loop, equal budgets, artifacts read back."""
+
+from pathlib import Path
+
+import pytest
+
+from es_l2l.config import load_config
+from es_l2l.genome import build_genome
+from es_l2l.outer.loop import run_outer
+from es_l2l.distributed import LocalEvaluator
+from es_l2l.tasks.teacher import n_inputs
+from tests.test_cli import es_l2l, runs_in, store
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+BUDGET_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    proc = es_l2l(tmp, "compare", str(CONFIGS / "compare_smoke.yaml"), "--budget-seconds", str(BUDGET_S), *store(tmp), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return tmp, proc
+
+
+def test_parent_run_has_one_finished_child_per_outer_loop(comparison):
+    tmp, proc = comparison
+    client, runs = runs_in(tmp)
+    parents = [r for r in runs if r.data.tags.get("es_l2l.compare") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["es_l2l.outer"] for r in children) == ["bptt", "es", "hybrid"]
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.png", "comparison.md", "comparison.csv", "mse_per_trial.csv"} <= names
+    table = Path(client.download_artifacts(parent.info.run_id, "comparison.md", str(tmp))).read_text()
+    for row in ("teacher-es-smoke", "teacher-bptt-smoke", "teacher-hybrid-smoke", "family mean", "running mean",
+                "online least squares", "oracle linear", "target-architecture backprop", "LSNN generation 0"):
+        assert f"| {row} |" in table, row
+    assert "At equal budget (3 s of training each)" in table
+    for child in children:
+        name = child.data.tags["mlflow.runName"]
+        assert parent.data.metrics[f"{name}.test_mse_late"] == child.data.metrics["lsnn_meta_trained.test_mse_late"]
+    # The baselines in the parent are those of every child: the same held-out tasks.
+    for child in children:
+        assert child.data.metrics["running_mean.test_mse_late"] == parent.data.metrics["baseline.running_mean.test_mse_late"]
+    assert parent.info.run_id in proc.stdout and "At equal budget" in proc.stdout
+
+
+def test_every_child_stops_within_one_step_of_the_seconds_budget(comparison):
+    tmp, _ = comparison
+    client, runs = runs_in(tmp)
+    for run in runs:
+        if run.data.tags.get("es_l2l.compare") != "child":
+            continue
+        elapsed = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "elapsed_s"))
+        per_step = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "seconds_per_generation")}
+        last_step, last = elapsed[-1]
+        assert last >= BUDGET_S  # the budget was used ...
+        assert last - per_step[last_step] < BUDGET_S  # ... and the run stopped at the first step past it
+
+
+@pytest.mark.parametrize("outer", ["es", "bptt", "hybrid"])
+def test_neuron_step_budget_is_respected_within_one_step(outer):
+    name = {"es": "smoke", "bptt": "smoke_bptt", "hybrid": "smoke_hybrid"}[outer]
+    cfg = load_config(CONFIGS / f"{name}.yaml", ["run.workers=0"])
+    sims = {"es": cfg.es.popsize, "bptt": 1, "hybrid": cfg.es.popsize + cfg.hybrid.bptt_steps}[outer]
+    per_step = sims * cfg.task.batch_size * (cfg.model.n_lif + cfg.model.n_alif) * cfg.task.n_trials * cfg.task.trial_ms
+    budget = int(3.5 * per_step)  # the fourth step crosses it
+    cfg = load_config(CONFIGS / f"{name}.yaml", ["run.workers=0", "run.generations=1000", "run.validate_every=1000",
+                                                 f"run.max_neuron_steps={budget}"])
+    genome = build_genome(cfg, n_inputs(cfg.task))
+    seen = []
+    evaluator = None if outer == "bptt" else LocalEvaluator(cfg, genome)
+    run_outer(cfg, genome, evaluator, [seen.append])
+    steps = [s["neuron_steps"] for s in seen]
+    assert steps[-1] >= budget > steps[-2]
+    assert len(seen) == 1 + 4
+    assert "val_mse_late" in seen[-1]  # the last step is validated, whatever validate_every says
+
+
+def test_compare_rejects_configs_that_would_meet_different_tasks(tmp_path):
+    proc = es_l2l(tmp_path, "compare", str(CONFIGS / "smoke.yaml"), str(CONFIGS / "teacher_bptt.yaml"),
+                  "--budget-seconds", "1", *store(tmp_path), timeout=60)
+    assert proc.returncode == 2
+    assert "differs from" in proc.stderr and "in task" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_compare_needs_a_budget(tmp_path):
+    proc = es_l2l(tmp_path, "compare", str(CONFIGS / "smoke.yaml"), str(CONFIGS / "smoke_bptt.yaml"), *store(tmp_path), timeout=60)
+    assert proc.returncode == 2
+    assert "compare needs a budget: pass --budget-seconds S or --budget-neuron-steps N" in proc.stderr
