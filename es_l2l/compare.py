@@ -61,7 +61,12 @@ def resolve_plan(
     budget_neuron_steps: float | None,
     target_mse: float | None,
 ) -> Plan:
-    """Experiment configs with the budget applied, checked to be comparable (ConfigError otherwise)."""
+    """Experiment configs with the budget applied, checked to be comparable (ConfigError otherwise).
+
+    Compared configs must share the task family (all but ``task.batch_size``, the training batch
+    per step), the seed and the number of held-out tasks, so that they meet the same validation
+    and test episodes, and the tracking store.
+    """
     sources, overrides = [Path(p) for p in paths], list(overrides)
     if len(sources) == 1 and "configs" in (tree := _read_yaml(sources[0])):
         unknown = set(tree) - COMPARE_KEYS
@@ -92,7 +97,7 @@ def resolve_plan(
     first = configs[0]
     for src, cfg in zip(sources, configs):
         for what, mine, theirs in (
-            ("task", cfg.task, first.task),
+            ("task", cfg.task.model_copy(update={"batch_size": 0}), first.task.model_copy(update={"batch_size": 0})),
             ("run.seed", cfg.run.seed, first.run.seed),
             ("run.validation_tasks", cfg.run.validation_tasks, first.run.validation_tasks),
             ("tracking.uri", cfg.tracking.uri, first.tracking.uri),

@@ -138,8 +138,10 @@ def rollout(
     traces, spikes, count = [], [], torch.zeros_like(state.v)
     for t0 in range(0, steps, chunk):
         currents = input_current(x[..., t0 : t0 + chunk, :], params.w_in)  # (P, B, c, N)
-        for k in range(currents.shape[2]):
-            z, state = lsnn_step(currents[:, :, k], state, params, n_ref=n_ref, gamma=gamma, dt=dt)
+        # unbind, not currents[:, :, k]: its backward stacks the step gradients once instead of
+        # filling a zero tensor of the whole chunk for every step (quadratic in the chunk length).
+        for k, i_in in enumerate(currents.unbind(2)):
+            z, state = lsnn_step(i_in, state, params, n_ref=n_ref, gamma=gamma, dt=dt)
             count = count + z
             if record_spikes:
                 spikes.append(z)
