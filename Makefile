@@ -1,6 +1,7 @@
 # es-l2l: every target sets itself up first (virtual environment, CPU torch, the package).
 #   make run    ES meta-training on the teacher family with the default config
 #   make test   the whole test suite
+#   make compare ES vs BPTT vs hybrid on the teacher family, same training time each (~20 min)
 #   make bench  the population-simulation benchmark (JSON under benchmarks/results/)
 # GPU users: create .venv and install the torch build for their CUDA into it first; setup then
 # keeps it (it installs the CPU wheel only when .venv has no torch).
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 CONFIG ?= configs/teacher_es.yaml
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test compare bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(BIN)/es-l2l run $(CONFIG)
+
+compare: setup
+	$(BIN)/es-l2l compare configs/compare_teacher.yaml
 
 test: setup
 	$(BIN)/python -m pytest

@@ -124,6 +124,7 @@ class BPTTConfig(_Strict):
         default_factory=lambda: ["w_in", "w_rec", "w_out", "b_out"],
         description="blocks trained by gradient; any of " + ", ".join(DIFFERENTIABLE),
     )
+    batch_size: int | None = Field(None, ge=1, description="tasks per gradient step (None: task.batch_size)")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
     lr_decay: float = Field(0.5, gt=0, le=1, description="step schedule: multiply the rate by this ...")

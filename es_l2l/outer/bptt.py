@@ -82,7 +82,7 @@ class GradientTrainer:
         for name, value in self._block_values().items():
             genes[name] = value.unsqueeze(0)
         params = self.genome.to_model(genes)
-        tasks = task_batch(self.cfg, seed_keys, self.cfg.task.batch_size)
+        tasks = task_batch(self.cfg, seed_keys, self.cfg.bptt.batch_size or self.cfg.task.batch_size)
         ev = evaluate_params(self.cfg, params, tasks)
         return -ev.fitness.sum(), ev
 
