@@ -234,19 +234,24 @@ def plot_comparison(children: list[Child], val_baselines: dict[str, float], repo
     from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), dpi=110)
+    names = [n for n in report.curves if n != LSNN_TRAINED]
+    colors = {n: ("gray" if n == LSNN_UNTRAINED else f"C{j + 3}") for j, n in enumerate(names)}
     for i, c in enumerate(ch for ch in children if ch.outcome is not None):
         vals = _validation_history(c.outcome)
         mse = [h["val_mse_late"] for h in vals]
-        axes[0].plot([h["elapsed_s"] for h in vals], mse, color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
-        axes[1].plot([max(h["neuron_steps"], 1) for h in vals], mse, color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
+        label = f"{c.name} ({c.outer})"
+        axes[0].plot([h["elapsed_s"] for h in vals], mse, color=f"C{i}", lw=2, marker=".", label=label)
+        later = [h for h in vals if h["neuron_steps"] > 0]  # the log axis has no place for step 0
+        axes[1].plot([h["neuron_steps"] for h in later], [h["val_mse_late"] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
         curve = c.outcome.report.curves[LSNN_TRAINED]
-        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
-    for j, (name, value) in enumerate(val_baselines.items()):
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=label)
+    for name, value in val_baselines.items():
         for ax in axes[:2]:
-            ax.axhline(value, color=f"C{j + 4}", ls="--", lw=1, label=name)
-    for j, (name, curve) in enumerate((n, c) for n, c in report.curves.items() if n not in (LSNN_TRAINED,)):
-        style = dict(color="gray", ls=":", lw=1.2) if name == LSNN_UNTRAINED else dict(color=f"C{j + 3}", ls="--", lw=1)
-        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), label=name, **style)
+            ax.axhline(value, color=colors.get(name, "black"), ls="--", lw=1, label=name)
+    for name in names:
+        curve = report.curves[name]
+        ls = ":" if name == LSNN_UNTRAINED else "--"
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=colors[name], ls=ls, lw=1.2, label=name)
     for ax in axes[:2]:
         ax.axhline(target, color="black", lw=0.6, alpha=0.5)
     axes[0].set_xlabel("training wall time (s)")
