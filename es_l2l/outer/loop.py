@@ -81,7 +81,7 @@ def run_es(
     history = [status0]
     start, steps_total, gen = time.perf_counter(), 0, 0
     for gen in range(1, cfg.run.generations + 1):
-        problem.seed_keys = (cfg.run.seed, STREAM_TRAIN, gen)
+        problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
         t0 = time.perf_counter()
         searcher.step()
         seconds = time.perf_counter() - t0
