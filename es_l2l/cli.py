@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -15,6 +16,7 @@ from es_l2l.config import ConfigError, ExperimentConfig, load_config
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
+JOB_ID_ENV = "ES_L2L_RAY_JOB_ID"  # set by `es-l2l submit`; tags the MLflow run with the Ray job
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="attach to a running Ray cluster (same as --set run.address=...)")
     run.add_argument("--workers", type=int, help="number of Ray evaluation actors (same as --set run.workers=N)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last resume.pkl checkpoint (same tracking URI; no CONFIG)")
     ev = sub.add_parser("evaluate", help="score a checkpoint's genome on held-out test tasks beside the baselines")
     ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run)")
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
@@ -36,21 +39,61 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(args) -> ExperimentConfig:
+def _overrides(args) -> list[str]:
     overrides = list(args.overrides)
     if args.address:
         overrides.append(f"run.address={args.address}")
     if args.workers is not None:
         overrides.append(f"run.workers={args.workers}")
-    return load_config(args.config, overrides)
+    return overrides
+
+
+def _resolve(args) -> ExperimentConfig:
+    return load_config(args.config, _overrides(args))
 
 
 def _error(message) -> None:
     print(f"error: {message}", file=sys.stderr)  # one line, never wrapped
 
 
+def _resume_state(args, cfg: ExperimentConfig) -> tuple[ExperimentConfig, dict]:
+    """The stored config (plus this command's overrides) and driver state of run ``args.resume``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from es_l2l.checkpoint import RESUME_ARTIFACT, load_resume
+    from es_l2l.config import build_config
+    from es_l2l.tracking import tracking_uri
+
+    uri = tracking_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.get_run(args.resume)
+    except MlflowException:
+        raise ResumeError(f"no MLflow run '{args.resume}' at {uri}; pass the tracking URI it was logged to (--set tracking.uri=... or MLFLOW_TRACKING_URI)") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            state = load_resume(client.download_artifacts(args.resume, RESUME_ARTIFACT, tmp))
+        except (MlflowException, OSError):
+            raise ResumeError(f"MLflow run '{args.resume}' has no {RESUME_ARTIFACT} yet (it is logged every run.checkpoint_every generations); start it again instead") from None
+    return build_config(state.pop("config"), _overrides(args)), state
+
+
+class ResumeError(RuntimeError):
+    """The run to resume or its checkpoint cannot be found."""
+
+
 def cmd_run(args, console: Console) -> int:
+    if args.resume and args.config:
+        raise ConfigError("pass either CONFIG or --resume RUN_ID, not both (a resumed run keeps its own config)")
     cfg = _resolve(args)  # ConfigError -> exit 2 before anything starts
+    resume = None
+    if args.resume:
+        try:
+            cfg, resume = _resume_state(args, cfg)
+        except ResumeError as exc:
+            _error(exc)
+            return EXIT_RUNTIME
     if args.print_config:
         console.print(cfg.to_yaml())
         return 0
@@ -58,7 +101,7 @@ def cmd_run(args, console: Console) -> int:
     import torch
 
     from es_l2l.checkpoint import Checkpointer
-    from es_l2l.distributed import ClusterError, make_evaluator
+    from es_l2l.distributed import ClusterError, make_evaluator, settle_device
     from es_l2l.genome import build_genome
     from es_l2l.outer.es import NonFiniteFitness
     from es_l2l.outer.loop import run_es
@@ -78,15 +121,24 @@ def cmd_run(args, console: Console) -> int:
         f"{cfg.run.workers or 'no'} Ray worker(s)"
     )
     try:
+        cfg, fallback = settle_device(cfg)  # GPU shortfall: an error, or CPU when run.gpu_fallback allows it
         evaluator = make_evaluator(cfg, genome)  # Ray errors here create no MLflow run
     except ClusterError as exc:
         _error(exc)
         return EXIT_RUNTIME
-    tracker = MlflowRun(cfg)
-    console.print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
+    if fallback:
+        console.print(f"[yellow]warning:[/] {fallback}")
+    tracker = MlflowRun(cfg, run_id=args.resume)
+    verb = f"resumed after generation {resume['generation']}" if resume else "started"
+    console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
+    tags = {"gpu_fallback": fallback} if fallback else {}
+    if os.environ.get(JOB_ID_ENV):
+        tags["ray.job_submission_id"] = os.environ[JOB_ID_ENV]
+    tracker.set_tags(tags)
     try:
         with ProgressDisplay(cfg.run.generations, console) as progress, tempfile.TemporaryDirectory() as tmp:
-            result = run_es(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)])
+            subscribers = [progress, tracker, Checkpointer(cfg, tracker, tmp)]
+            result = run_es(cfg, genome, evaluator, subscribers, resume=resume)
     except (ClusterError, NonFiniteFitness) as exc:
         tracker.end("FAILED")
         _error(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)")

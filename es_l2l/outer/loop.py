@@ -6,6 +6,7 @@ of them.
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -63,24 +64,41 @@ def run_es(
     genome: Genome,
     evaluator: Evaluator,
     subscribers: list[Subscriber] = (),
+    resume: dict | None = None,
 ) -> RunResult:
-    """Meta-train with the configured evolution strategy; returns the initial, final and best genomes."""
-    search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
-    problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
-    initial = genome.initial_vector()
-    searcher = make_searcher(cfg.es, problem, initial.clone())
+    """Meta-train with the configured evolution strategy; returns the initial, final and best genomes.
+
+    Every ``run.checkpoint_every`` generations the status dict carries ``resume_state``: the whole
+    search (distribution, optimizer state, sampler RNG state, via pickling the searcher without its
+    evaluator) and the driver's own state (generation, best genome). ``resume=`` that dict continues
+    after its generation; since each generation's tasks are a pure function of (seed, generation),
+    the continued run ends exactly where an uninterrupted one does.
+    """
     emit = lambda status: [s(status) for s in subscribers]  # noqa: E731
 
     def validation(vector: torch.Tensor) -> dict[str, float]:
         return episode_metrics(held_out(cfg, genome, vector, STREAM_VALIDATION).mse_per_trial[0], "val")
 
-    status0 = {"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, **validation(initial)}
-    best, best_gen, best_val = initial.clone(), 0, status0["val_mse_late"]
-    status0["best_val_mse_late"] = best_val
-    emit(status0)
+    if resume is None:
+        search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
+        problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
+        initial = genome.initial_vector()
+        searcher = make_searcher(cfg.es, problem, initial.clone())
+        status0 = {"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, **validation(initial)}
+        best, best_gen, best_val = initial.clone(), 0, status0["val_mse_late"]
+        status0["best_val_mse_late"] = best_val
+        emit(status0)
+        first, steps_total = 1, 0
+    else:
+        searcher = pickle.loads(resume["searcher"])
+        problem = searcher.problem
+        problem.attach(evaluator)
+        initial, status0 = resume["initial"], resume["status0"]
+        best, best_gen, best_val = resume["best"], resume["best_generation"], resume["best_val_mse_late"]
+        first, steps_total = resume["generation"] + 1, resume["neuron_steps"]
     history = [status0]
-    start, steps_total, gen = time.perf_counter(), 0, 0
-    for gen in range(1, cfg.run.generations + 1):
+    start, gen = time.perf_counter(), first - 1
+    for gen in range(first, cfg.run.generations + 1):
         problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
         t0 = time.perf_counter()
         searcher.step()
@@ -110,6 +128,17 @@ def run_es(
             # Genomes ride along for checkpoint subscribers; scalar subscribers skip them.
             status["genomes"] = {"center": center, "best": best, "initial": initial}
             status["best_generation"] = best_gen
+        if gen % cfg.run.checkpoint_every == 0 and gen < cfg.run.generations:
+            status["resume_state"] = {
+                "generation": gen,
+                "searcher": pickle.dumps(searcher),  # MetaProblem drops its evaluator when pickled
+                "initial": initial,
+                "best": best,
+                "best_generation": best_gen,
+                "best_val_mse_late": best_val,
+                "neuron_steps": steps_total,
+                "status0": status0,
+            }
         emit(status)
         history.append(status)
         if out_of_time:
