@@ -1,4 +1,4 @@
-"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...]``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
+"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...] [--resume RUN_ID]``, ``es-l2l submit``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from es_l2l.config import ConfigError, ExperimentConfig, load_config
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
-JOB_ID_ENV = "ES_L2L_RAY_JOB_ID"  # set by `es-l2l submit`; tags the MLflow run with the Ray job
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run)")
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
     ev.add_argument("--tasks", type=int, help="number of test episodes (default: the run's run.validation_tasks)")
+    submit = sub.add_parser("submit", help="submit a run to a Ray cluster through Ray's Jobs SDK")
+    submit.add_argument("config", help="experiment YAML; the resolved config (with --set) is what the job runs")
+    submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    submit.add_argument("--follow", action="store_true", help="stream the job's logs; exit 0 only if it SUCCEEDED")
     bench = sub.add_parser("bench", help="time the population simulation against a loop over members")
     bench.add_argument("--quick", action="store_true", help="small shapes (seconds), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
@@ -132,8 +136,8 @@ def cmd_run(args, console: Console) -> int:
     verb = f"resumed after generation {resume['generation']}" if resume else "started"
     console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
     tags = {"gpu_fallback": fallback} if fallback else {}
-    if os.environ.get(JOB_ID_ENV):
-        tags["ray.job_submission_id"] = os.environ[JOB_ID_ENV]
+    if os.environ.get("ES_L2L_RAY_JOB_ID"):  # set by es-l2l submit, so the run can be found by its job
+        tags["ray.job_submission_id"] = os.environ["ES_L2L_RAY_JOB_ID"]
     tracker.set_tags(tags)
     try:
         with ProgressDisplay(cfg.run.generations, console) as progress, tempfile.TemporaryDirectory() as tmp:
@@ -214,6 +218,18 @@ def cmd_evaluate(args, console: Console) -> int:
     return 0
 
 
+def cmd_submit(args, console: Console) -> int:
+    cfg = load_config(args.config, args.overrides)  # ConfigError -> exit 2 before anything is submitted
+    from es_l2l.distributed import ClusterError
+    from es_l2l.submit import submit
+
+    try:
+        return submit(cfg, args.address, args.follow, say=lambda *a, **k: print(*a, **k, flush=True))
+    except ClusterError as exc:
+        _error(exc)
+        return EXIT_RUNTIME
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -224,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, console)
         if args.command == "evaluate":
             return cmd_evaluate(args, console)
+        if args.command == "submit":
+            return cmd_submit(args, console)
         if args.command == "bench":
             from es_l2l.bench import main as bench_main
 
