@@ -7,7 +7,7 @@ On one config and one local Ray with 2 evaluation actors, side by side:
 - ``vectors``: es-l2l's actors receiving their members, ``es.traffic=vectors``;
 - ``evotorch``: evotorch's own actor mode, ``Problem(num_actors=2)``, on the same fitness.
 
-Bytes are the serialized sizes (``ray.cloudpickle``, protocol 5, buffers in-band) of every
+The three searches step in turn, generation by generation. Bytes are the serialized sizes (``ray.cloudpickle``, protocol 5, buffers in-band) of every
 argument passed to an actor method, every ``ray.put`` and every result fetched with ``ray.get``
 during a generation, counted by wrapping those three Ray calls in this process: the payload Ray
 moves, not counting its own framing. Seconds are the wall time of ``searcher.step()``.
@@ -100,8 +100,8 @@ class EvotorchActorProblem(MetaProblem):
         self.seed_keys = received
 
 
-def measure(mode: str, cfg, genome, generations: int, warmup: int, meter: Meter) -> dict:
-    initial = genome.initial_vector()
+def setup(mode: str, cfg, genome):
+    """(problem, searcher, evaluator) for one mode, all started from the same centre and sampler seed."""
     if mode == "evotorch":
         evaluator = LocalEvaluator(cfg, genome)
         problem = EvotorchActorProblem(genome.dim, evaluator, seed=1, num_actors=cfg.run.workers,
@@ -110,29 +110,40 @@ def measure(mode: str, cfg, genome, generations: int, warmup: int, meter: Meter)
         c = cfg.model_copy(update={"es": cfg.es.model_copy(update={"traffic": mode})})
         evaluator = RayEvaluator(c, cfg.run.workers)
         problem = MetaProblem(genome.dim, evaluator, seed=1)
-    searcher = make_searcher(cfg.es, problem, initial.clone())
-    rows = []
+    return problem, make_searcher(cfg.es, problem, genome.initial_vector()), evaluator
+
+
+def measure(modes, cfg, genome, generations: int, warmup: int, meter: Meter) -> list[dict]:
+    """Step every mode's search one generation in turn (interleaved, so drifting machine load
+    hits all modes alike); per mode, the medians over the generations after ``warmup``."""
+    runs = {m: setup(m, cfg, genome) for m in modes}
+    rows = {m: [] for m in modes}
     try:
         for gen in range(1, warmup + generations + 1):
-            problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
-            meter.sent = meter.received = 0
-            t0 = time.perf_counter()
-            searcher.step()
-            rows.append({"generation": gen, "seconds": time.perf_counter() - t0,
-                         "bytes_to_workers": meter.sent, "bytes_from_workers": meter.received})
+            for mode, (problem, searcher, _) in runs.items():
+                problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
+                meter.sent = meter.received = 0
+                t0 = time.perf_counter()
+                searcher.step()
+                rows[mode].append({"generation": gen, "seconds": time.perf_counter() - t0,
+                                   "bytes_to_workers": meter.sent, "bytes_from_workers": meter.received})
     finally:
-        evaluator.close()
-        if mode == "evotorch":
-            problem.kill_actors()
-    measured = rows[warmup:]
-    return {
-        "mode": mode,
-        "center": searcher.status["center"].clone(),
-        "median_seconds_per_generation": statistics.median(r["seconds"] for r in measured),
-        "median_bytes_to_workers": statistics.median(r["bytes_to_workers"] for r in measured),
-        "median_bytes_from_workers": statistics.median(r["bytes_from_workers"] for r in measured),
-        "generations": rows,
-    }
+        for mode, (problem, _, evaluator) in runs.items():
+            evaluator.close()
+            if mode == "evotorch":
+                problem.kill_actors()
+    out = []
+    for mode, (_, searcher, _) in runs.items():
+        measured = rows[mode][warmup:]
+        out.append({
+            "mode": mode,
+            "center": searcher.status["center"].clone(),
+            "median_seconds_per_generation": statistics.median(r["seconds"] for r in measured),
+            "median_bytes_to_workers": statistics.median(r["bytes_to_workers"] for r in measured),
+            "median_bytes_from_workers": statistics.median(r["bytes_from_workers"] for r in measured),
+            "generations": rows[mode],
+        })
+    return out
 
 
 def main(argv=None) -> int:
@@ -147,11 +158,12 @@ def main(argv=None) -> int:
     config = ROOT / "configs" / "smoke.yaml" if args.quick else Path(args.config)
     cfg = load_config(config, [f"run.workers={args.workers}"])
     genome = build_genome(cfg, n_inputs(cfg.task))
-    ray.init(num_cpus=max(2, args.workers), _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    # Logical CPUs for all three pools' actors; only one pool computes at a time.
+    ray.init(num_cpus=3 * args.workers, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     meter = Meter()
     meter.install()
     try:
-        results = [measure(m, cfg, genome, args.generations, args.warmup, meter) for m in ("seeds", "vectors", "evotorch")]
+        results = measure(("seeds", "vectors", "evotorch"), cfg, genome, args.generations, args.warmup, meter)
     finally:
         meter.uninstall()
         ray.shutdown()
@@ -166,6 +178,8 @@ def main(argv=None) -> int:
         "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config),
         "popsize": P, "genome_dim": D, "workers": args.workers, "population_bytes_float32": P * D * 4,
         "same_centre_after_all_generations": same,
+        "note": "evotorch's actor mode draws its actors' seeds from the problem's generator when it creates them "
+                "(during generation 1), so its sample stream, and its centre, differ from generation 2 on",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                     "torch": torch.__version__, "ray": ray.__version__},
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
