@@ -111,6 +111,7 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.outer.loop import run_es
     from es_l2l.progress import ProgressDisplay
     from es_l2l.report import held_out_report
+    from es_l2l.submit import JOB_ID_ENV
     from es_l2l.tasks.teacher import n_inputs
     from es_l2l.tracking import MlflowRun
 
@@ -136,8 +137,8 @@ def cmd_run(args, console: Console) -> int:
     verb = f"resumed after generation {resume['generation']}" if resume else "started"
     console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
     tags = {"gpu_fallback": fallback} if fallback else {}
-    if os.environ.get("ES_L2L_RAY_JOB_ID"):  # set by es-l2l submit, so the run can be found by its job
-        tags["ray.job_submission_id"] = os.environ["ES_L2L_RAY_JOB_ID"]
+    if os.environ.get(JOB_ID_ENV):  # set by es-l2l submit, so the run can be found by its job
+        tags["ray.job_submission_id"] = os.environ[JOB_ID_ENV]
     tracker.set_tags(tags)
     try:
         with ProgressDisplay(cfg.run.generations, console) as progress, tempfile.TemporaryDirectory() as tmp:
