@@ -1,9 +1,11 @@
-"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...]``, ``es-l2l compare CONFIG...``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
+"""Command line: ``es-l2l run CONFIG [--set dotted.key=value ...] [--resume RUN_ID]``, ``es-l2l compare CONFIG...``,
+``es-l2l submit CONFIG --address ...``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="attach to a running Ray cluster (same as --set run.address=...)")
     run.add_argument("--workers", type=int, help="number of Ray evaluation actors (same as --set run.workers=N)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last resume.pkl checkpoint (same tracking URI; no CONFIG)")
     ev = sub.add_parser("evaluate", help="score a checkpoint's genome on held-out test tasks beside the baselines")
     ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run)")
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
@@ -35,27 +38,75 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--budget-neuron-steps", type=float, metavar="N", help="simulated neuron-steps each outer loop gets")
     cmp.add_argument("--target-mse", type=float, help="validation MSE (late trials) for the time/compute-to-target columns (default: the worst child's best)")
     cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a value in every config (repeatable)")
+    submit = sub.add_parser("submit", help="submit a run to a Ray cluster through Ray's Jobs SDK")
+    submit.add_argument("config", help="experiment YAML; the resolved config (with --set) is what the job runs")
+    submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    submit.add_argument("--follow", action="store_true", help="stream the job's logs; exit 0 only if it SUCCEEDED")
     bench = sub.add_parser("bench", help="time the population simulation against a loop over members")
     bench.add_argument("--quick", action="store_true", help="small shapes (seconds), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
     return p
 
 
-def _resolve(args) -> ExperimentConfig:
+def _overrides(args) -> list[str]:
     overrides = list(args.overrides)
     if args.address:
         overrides.append(f"run.address={args.address}")
     if args.workers is not None:
         overrides.append(f"run.workers={args.workers}")
-    return load_config(args.config, overrides)
+    return overrides
+
+
+def _resolve(args) -> ExperimentConfig:
+    return load_config(args.config, _overrides(args))
 
 
 def _error(message) -> None:
     print(f"error: {message}", file=sys.stderr)  # one line, never wrapped
 
 
+def _resume_state(args, cfg: ExperimentConfig) -> tuple[ExperimentConfig, dict]:
+    """The stored config (plus this command's overrides) and driver state of run ``args.resume``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from es_l2l.checkpoint import RESUME_ARTIFACT, load_resume
+    from es_l2l.config import build_config
+    from es_l2l.tracking import tracking_uri
+
+    uri = tracking_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(args.resume)
+    except MlflowException:
+        raise ResumeError(f"no MLflow run '{args.resume}' at {uri}; pass the tracking URI it was logged to (--set tracking.uri=... or MLFLOW_TRACKING_URI)") from None
+    outer = run.data.params.get("outer", "es")
+    if outer != "es":
+        raise ResumeError(f"MLflow run '{args.resume}' is an outer={outer} run; only ES runs resume, so start it again instead")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            state = load_resume(client.download_artifacts(args.resume, RESUME_ARTIFACT, tmp))
+        except (MlflowException, OSError):
+            raise ResumeError(f"MLflow run '{args.resume}' has no {RESUME_ARTIFACT} yet (it is logged every run.checkpoint_every generations); start it again instead") from None
+    return build_config(state.pop("config"), _overrides(args)), state
+
+
+class ResumeError(RuntimeError):
+    """The run to resume or its checkpoint cannot be found."""
+
+
 def cmd_run(args, console: Console) -> int:
+    if args.resume and args.config:
+        raise ConfigError("pass either CONFIG or --resume RUN_ID, not both (a resumed run keeps its own config)")
     cfg = _resolve(args)  # ConfigError -> exit 2 before anything starts
+    resume = None
+    if args.resume:
+        try:
+            cfg, resume = _resume_state(args, cfg)
+        except ResumeError as exc:
+            _error(exc)
+            return EXIT_RUNTIME
     if args.print_config:
         console.print(cfg.to_yaml())
         return 0
@@ -64,7 +115,7 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.experiment import RunFailed, run_experiment
 
     try:
-        out = run_experiment(cfg, console)
+        out = run_experiment(cfg, console, resume=resume, run_id=args.resume)
     except (ClusterError, RunFailed) as exc:
         _error(exc)
         return EXIT_RUNTIME
@@ -128,6 +179,18 @@ def cmd_evaluate(args, console: Console) -> int:
     return 0
 
 
+def cmd_submit(args, console: Console) -> int:
+    cfg = load_config(args.config, args.overrides)  # ConfigError -> exit 2 before anything is submitted
+    from es_l2l.distributed import ClusterError
+    from es_l2l.submit import submit
+
+    try:
+        return submit(cfg, args.address, args.follow, say=lambda *a, **k: print(*a, **k, flush=True))
+    except ClusterError as exc:
+        _error(exc)
+        return EXIT_RUNTIME
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -140,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args, console)
         if args.command == "evaluate":
             return cmd_evaluate(args, console)
+        if args.command == "submit":
+            return cmd_submit(args, console)
         if args.command == "bench":
             from es_l2l.bench import main as bench_main
 

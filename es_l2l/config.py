@@ -172,12 +172,25 @@ class ESConfig(_Strict):
     nan_policy: Literal["error", "worst"] = Field(
         "error", description="a NaN fitness stops the run (error) or ranks last (worst)"
     )
+    traffic: Literal["seeds", "vectors"] | None = Field(
+        None,
+        description="what Ray workers receive: the distribution and the sampler's RNG state, from which they "
+        "regenerate their members (seeds: O(P + D) bytes a generation), or the members themselves (vectors: "
+        "O(P x D)); None: seeds for pgpe, snes and cem, vectors for cmaes",
+    )
 
     @model_validator(mode="after")
     def _even(self):
         if self.algorithm == "pgpe" and self.popsize % 2:
             raise ValueError(f"es.popsize must be even for pgpe (antithetic pairs), got {self.popsize}")
+        if self.algorithm == "cmaes" and self.traffic == "seeds":
+            raise ValueError("es.traffic=seeds needs a Gaussian search distribution (pgpe, snes, cem); set es.traffic=vectors for cmaes")
         return self
+
+    @property
+    def seed_traffic(self) -> bool:
+        """Whether Ray workers regenerate their members from the sampler's state."""
+        return self.traffic == "seeds" or (self.traffic is None and self.algorithm != "cmaes")
 
 
 class RunConfig(_Strict):
@@ -191,6 +204,23 @@ class RunConfig(_Strict):
     validate_every: int = Field(50, ge=1, description="held-out validation every k generations")
     validation_tasks: int = Field(128, ge=1, description="fixed held-out tasks")
     device: Literal["cpu", "cuda"] = "cpu"
+    gpus_per_worker: float = Field(
+        1.0, gt=0, le=64, description="with device=cuda: GPUs each actor reserves (a fraction shares one GPU)"
+    )
+    gpu_fallback: bool = Field(
+        False, description="with device=cuda on a cluster without enough GPUs: run on CPU (logged) instead of stopping"
+    )
+    checkpoint_every: int = Field(
+        10, ge=1, description="log the resumable search state (resume.pt) every k generations"
+    )
+
+    @model_validator(mode="after")
+    def _whole_or_fraction(self):
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError(
+                f"run.gpus_per_worker must be a fraction of one GPU or a whole number, got {self.gpus_per_worker}"
+            )
+        return self
 
 
 class TrackingConfig(_Strict):

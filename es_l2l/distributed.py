@@ -4,6 +4,15 @@ Each :class:`EvalWorker` rebuilds the genome layout from the config (a pure func
 and evaluates its contiguous share of the population in one vectorised call. Since an
 evaluation is a pure function of (genome, task seed), a restarted actor repeats a lost
 evaluation with the same result, and the number of workers never changes the numbers.
+
+Two kinds of traffic (``es.traffic``). *vectors*: each actor receives its members, O(P x D)
+bytes a generation. *seeds* (Salimans et al. 2017, "Evolution Strategies as a Scalable
+Alternative to Reinforcement Learning", section 2.1): the driver puts the search distribution
+(centre and stdev, O(D)) and the state of the generator evotorch is about to sample from (O(1))
+into the object store once a generation; each actor regenerates the same (P, D) sample with the
+same evotorch code, keeps its rows, and sends back per-member scalars, O(P). A per-member
+checksum of the regenerated rows comes back too, so a worker whose torch or evotorch version
+draws differently is an error, never a silently wrong update.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +50,28 @@ def concat(evals: list[TeacherEval]) -> TeacherEval:
         predictions=torch.cat([e.predictions for e in evals]),
         neuron_steps=sum(e.neuron_steps for e in evals),
     )
+
+
+class SampleRecipe(NamedTuple):
+    """What regenerates the population evotorch sampled this generation, without the population."""
+
+    distribution: Any  # evotorch Distribution (parameters: O(D))
+    rng_state: torch.Tensor  # CPU generator state before sampling (ByteTensor, O(1))
+    popsize: int
+
+
+def regenerate(recipe: SampleRecipe) -> torch.Tensor:
+    """The (P, D) sample evotorch drew from ``recipe.distribution`` with a generator in ``rng_state``."""
+    gen = torch.Generator()
+    gen.set_state(recipe.rng_state)
+    out = recipe.distribution.make_empty(num_solutions=recipe.popsize)
+    recipe.distribution.sample(out=out, generator=gen)
+    return out
+
+
+def checksums(vectors: torch.Tensor) -> torch.Tensor:
+    """(P,) float64 row sums: equal rows give equal sums, bit for bit."""
+    return vectors.detach().cpu().double().sum(dim=1)
 
 
 def _light(e: TeacherEval) -> TeacherEval:
@@ -107,6 +138,42 @@ def _unreachable(address: str, why: str) -> ClusterError:
     )
 
 
+def gpu_shortfall(cfg: ExperimentConfig) -> str | None:
+    """Why the configured GPUs are not there (``None`` when they are, or none are asked for)."""
+    if cfg.run.device != "cuda":
+        return None
+    if cfg.run.workers == 0:
+        if torch.cuda.is_available():
+            return None
+        return "run.device=cuda but this torch sees no GPU; install a CUDA build of torch or set run.device=cpu"
+    import ray
+
+    init_ray(cfg)
+    need = cfg.run.workers * cfg.run.gpus_per_worker
+    have = ray.cluster_resources().get("GPU", 0.0)
+    if have >= need:
+        return None
+    return (
+        f"run.device=cuda asks for {cfg.run.workers} GPU worker(s) but the Ray cluster has {have:g} GPU(s) "
+        f"({need:g} needed at run.gpus_per_worker={cfg.run.gpus_per_worker:g}); add GPU nodes, lower run.workers "
+        "or run.gpus_per_worker, set run.device=cpu, or allow run.gpu_fallback=true"
+    )
+
+
+def settle_device(cfg: ExperimentConfig) -> tuple[ExperimentConfig, str | None]:
+    """Check the GPU request before anything is logged: the config to run with, and a note when it fell back.
+
+    Raises :class:`ClusterError` when GPUs are missing and ``run.gpu_fallback`` is false.
+    """
+    why = gpu_shortfall(cfg)
+    if why is None:
+        return cfg, None
+    if not cfg.run.gpu_fallback:
+        raise ClusterError(why)
+    cpu = cfg.model_copy(update={"run": cfg.run.model_copy(update={"device": "cpu"})})
+    return cpu, f"{why.split(';')[0]}; running on CPU instead (run.gpu_fallback=true)"
+
+
 class _Worker:
     """Body of the evaluation actor (wrapped by ``ray.remote`` lazily, so importing is cheap)."""
 
@@ -114,10 +181,21 @@ class _Worker:
         self.cfg = ExperimentConfig.model_validate(cfg_tree)
         self.genome = build_genome(self.cfg, n_inputs(self.cfg.task))
         self.device = self.cfg.run.device
+        if self.device == "cuda":
+            # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s), so "cuda" is its own device; a
+            # fractional share also caps the memory this process may take on a shared GPU.
+            torch.cuda.set_per_process_memory_fraction(min(1.0, self.cfg.run.gpus_per_worker))
 
     def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> TeacherEval:
         e = evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device)
         return TeacherEval(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in _light(e)])
+
+    def evaluate_rows(
+        self, recipe: SampleRecipe, lo: int, hi: int, seed_keys: tuple[int, ...]
+    ) -> tuple[TeacherEval, torch.Tensor]:
+        """Regenerate the population on CPU, evaluate rows ``lo:hi``; also return their checksums."""
+        rows = regenerate(recipe)[lo:hi]
+        return self.evaluate(rows.numpy(), seed_keys), checksums(rows)
 
     def pid(self) -> int:
         return os.getpid()
@@ -131,24 +209,46 @@ class RayEvaluator:
 
         init_ray(cfg)
         self._ray = ray
-        gpus = 1.0 if cfg.run.device == "cuda" else 0.0
-        have = ray.cluster_resources().get("GPU", 0.0)
-        if gpus and have < n_workers * gpus:
-            raise ClusterError(
-                f"run.device=cuda asks for {n_workers} GPU worker(s) but the Ray cluster has {have:g} GPU(s); "
-                "add GPU nodes, lower run.workers, or set run.device=cpu"
-            )
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"workers": n_workers})})
+        why = gpu_shortfall(cfg)
+        if why:
+            raise ClusterError(why)
+        gpus = cfg.run.gpus_per_worker if cfg.run.device == "cuda" else 0.0
+        self.seed_traffic = cfg.es.seed_traffic
+        # Our own actors, not evotorch's num_actors (which turns 1 into none): n_workers is what runs.
         actor = ray.remote(max_restarts=3, max_task_retries=3)(_Worker)
         tree = cfg.model_dump(mode="json")
         self.actors = [
             actor.options(num_cpus=cfg.run.cpus_per_worker, num_gpus=gpus).remote(tree) for _ in range(n_workers)
         ]
 
-    def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> TeacherEval:
+    def _bounds(self, popsize: int) -> list[tuple[int, int]]:
+        """Contiguous member ranges, one per actor (the split ``torch.tensor_split`` makes)."""
+        sizes = [len(c) for c in torch.tensor_split(torch.arange(popsize), len(self.actors))]
+        starts = np.cumsum([0, *sizes])
+        return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:]) if b > a]
+
+    def submit(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> list:
+        """Send each actor its members (vector traffic); returns the result references."""
         chunks = [c for c in torch.tensor_split(vectors.detach().cpu(), len(self.actors)) if len(c)]
-        refs = [a.evaluate.remote(c.numpy(), seed_keys) for a, c in zip(self.actors, chunks)]
+        return [a.evaluate.remote(c.numpy(), seed_keys) for a, c in zip(self.actors, chunks)]
+
+    def submit_recipe(self, recipe: SampleRecipe, seed_keys: tuple[int, ...]) -> list:
+        """Put the recipe in the object store once; each actor regenerates its rows (seed traffic)."""
+        ref = self._ray.put(recipe)
+        return [a.evaluate_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
+
+    def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> TeacherEval:
+        return self.collect(self.submit(vectors, seed_keys))
+
+    def evaluate_recipe(self, recipe: SampleRecipe, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> TeacherEval:
+        """Evaluate the population ``vectors`` that ``recipe`` regenerates, shipping only the recipe."""
+        return self.collect(self.submit_recipe(recipe, seed_keys), expected=checksums(vectors))
+
+    def collect(self, refs: list, expected: torch.Tensor | None = None) -> TeacherEval:
+        """Wait for the actors' results (restarted actors repeat lost evaluations)."""
         try:
-            return concat(self._ray.get(refs))
+            results = self._ray.get(refs)
         except self._ray.exceptions.ActorDiedError as exc:
             raise ClusterError(
                 f"an evaluation worker died and could not be restarted ({str(exc).splitlines()[0][:200]}); "
@@ -157,6 +257,15 @@ class RayEvaluator:
         except self._ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             raise ClusterError(f"an evaluation failed on a worker: {type(cause).__name__}: {cause}") from None
+        if expected is None:
+            return concat(results)
+        evals, sums = zip(*results)
+        if not torch.equal(torch.cat(sums), expected):
+            raise ClusterError(
+                "workers regenerated different members than the driver sampled (torch or evotorch versions differ "
+                "between nodes?); install the same versions everywhere or set es.traffic=vectors"
+            )
+        return concat(list(evals))
 
     def pids(self) -> list[int]:
         return self._ray.get([a.pid.remote() for a in self.actors])
@@ -169,7 +278,8 @@ class RayEvaluator:
 
 def make_evaluator(cfg: ExperimentConfig, genome: Genome) -> Evaluator:
     if cfg.run.workers == 0:
-        if cfg.run.device == "cuda" and not torch.cuda.is_available():
-            raise ClusterError("run.device=cuda but this torch sees no GPU; install a CUDA build of torch or set run.device=cpu")
+        why = gpu_shortfall(cfg)
+        if why:
+            raise ClusterError(why)
         return LocalEvaluator(cfg, genome)
     return RayEvaluator(cfg, cfg.run.workers)

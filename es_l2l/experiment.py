@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,19 +58,28 @@ def describe(cfg: ExperimentConfig, genome) -> str:
     )
 
 
-def run_experiment(cfg: ExperimentConfig, console: Console, tags: dict[str, str] | None = None) -> Outcome:
+def run_experiment(
+    cfg: ExperimentConfig,
+    console: Console,
+    tags: dict[str, str] | None = None,
+    resume: dict | None = None,
+    run_id: str | None = None,
+) -> Outcome:
     """Meta-train with ``cfg.outer``, track in MLflow, score on held-out tasks beside the baselines.
 
-    Raises ``ClusterError`` before any MLflow run exists when Ray is unusable, and
-    :class:`RunFailed` (after marking the MLflow run FAILED) when the run stops on an error.
+    ``resume`` (a ``resume.pkl`` state) and ``run_id`` continue an interrupted ES run in its own
+    MLflow run. Raises ``ClusterError`` before any MLflow run exists when Ray is unusable (or GPUs
+    are short and ``run.gpu_fallback`` is false), and :class:`RunFailed` (after marking the MLflow
+    run FAILED) when the run stops on an error.
     """
     from es_l2l.checkpoint import Checkpointer
-    from es_l2l.distributed import ClusterError, make_evaluator
+    from es_l2l.distributed import ClusterError, make_evaluator, settle_device
     from es_l2l.genome import build_genome
     from es_l2l.outer.es import NonFiniteFitness
     from es_l2l.outer.loop import run_outer
     from es_l2l.progress import ProgressDisplay
     from es_l2l.report import held_out_report
+    from es_l2l.submit import JOB_ID_ENV
     from es_l2l.tasks.teacher import n_inputs
     from es_l2l.tracking import MlflowRun
 
@@ -77,14 +87,27 @@ def run_experiment(cfg: ExperimentConfig, console: Console, tags: dict[str, str]
     torch.manual_seed(0)  # nothing should draw from it; fixes any library that does
     genome = build_genome(cfg, n_inputs(cfg.task))
     console.print(f"[bold]es-l2l {cfg.outer}[/] {describe(cfg, genome)}")
+    cfg, fallback = settle_device(cfg)  # GPU shortfall: an error, or CPU when run.gpu_fallback allows it
+    if fallback:
+        console.print(f"[yellow]warning:[/] {fallback}")
     evaluator = make_evaluator(cfg, genome) if cfg.outer != "bptt" else None  # Ray errors: no MLflow run yet
     if hasattr(evaluator, "pids"):
         evaluator.pids()  # wait for the actors to start, so that start-up is not charged to the training clock
-    tracker = MlflowRun(cfg, tags={"es_l2l.outer": cfg.outer, **(tags or {})})
-    console.print(f"MLflow run {tracker.run_id} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
+    tags = {"es_l2l.outer": cfg.outer, **(tags or {})}
+    if fallback:
+        tags["gpu_fallback"] = fallback
+    if os.environ.get(JOB_ID_ENV):  # set by es-l2l submit, so the run can be found by its job
+        tags["ray.job_submission_id"] = os.environ[JOB_ID_ENV]
+    if run_id is not None:
+        tracker = MlflowRun(cfg, run_id=run_id)
+        tracker.set_tags(tags)
+    else:
+        tracker = MlflowRun(cfg, tags=tags)
+    verb = f"resumed after generation {resume['generation']}" if resume else "started"
+    console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
     try:
         with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
-            result = run_outer(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)])
+            result = run_outer(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)], resume=resume)
     except (ClusterError, NonFiniteFitness, FloatingPointError) as exc:
         tracker.end("FAILED")
         raise RunFailed(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)", tracker.run_id) from exc

@@ -32,11 +32,23 @@ def ui_command(uri: str) -> str:
 class MlflowRun:
     """Owns one MLflow run; call it with a status dict to log that generation's metrics in one batch."""
 
-    def __init__(self, cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str, str] | None = None, log_config: bool = True):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+        log_config: bool = True,
+        run_id: str | None = None,
+    ):
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri(cfg)
         self.client = MlflowClient(tracking_uri=self.uri)
+        if run_id is not None:  # reopen a run to continue it (es-l2l run --resume)
+            self.run_id = run_id
+            self.experiment_id = self.client.get_run(run_id).info.experiment_id
+            self.client.update_run(run_id, status="RUNNING")
+            return
         exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
         if exp is None:
             root = None if self.uri.startswith(("http://", "https://")) else Path(cfg.tracking.artifact_root).resolve().as_uri()

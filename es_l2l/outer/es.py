@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # evotorch calls torch.jit.script at import tim
     from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from es_l2l.config import ESConfig
-from es_l2l.distributed import Evaluator
+from es_l2l.distributed import Evaluator, SampleRecipe
 from es_l2l.fitness import TeacherEval
 
 
@@ -29,19 +29,51 @@ class NonFiniteFitness(RuntimeError):
 class MetaProblem(Problem):
     """Maximise fitness of genomes; evaluation is delegated to an :class:`Evaluator`.
 
-    ``seed_keys`` names the task batch of the current generation; the driver sets it before each
-    step, and ``last_eval`` keeps the step's full evaluation for the status dict.
+    ``seed_keys`` names the task batch of the current generation; the driver calls
+    :meth:`start_generation` before each step, and ``last_eval`` keeps the step's full evaluation
+    for the status dict. With seed traffic, the evaluation ships a :class:`SampleRecipe` (the
+    searcher's distribution and the generator state recorded before sampling) instead of the
+    population. Pickling drops the evaluator (it owns Ray actors): :meth:`attach` a new one.
     """
 
-    def __init__(self, dim: int, evaluator: Evaluator, seed: int, nan_policy: str = "error"):
-        super().__init__("max", solution_length=dim, initial_bounds=(-1.0, 1.0), dtype=torch.float32, seed=seed)
+    def __init__(self, dim: int, evaluator: Evaluator, seed: int, nan_policy: str = "error", **problem_kwargs):
+        super().__init__(
+            "max", solution_length=dim, initial_bounds=(-1.0, 1.0), dtype=torch.float32, seed=seed, **problem_kwargs
+        )
         self._evaluator = evaluator
         self._nan_policy = nan_policy
         self.seed_keys: tuple[int, ...] = ()
         self.last_eval: TeacherEval | None = None
+        self.searcher: SearchAlgorithm | None = None  # set by make_searcher: whose distribution samples
+        self._rng_state: torch.Tensor | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_evaluator=None, last_eval=None)
+        return state
+
+    def attach(self, evaluator: Evaluator) -> None:
+        self._evaluator = evaluator
+
+    def start_generation(self, seed_keys: tuple[int, ...]) -> None:
+        """Name this generation's tasks and record the sampler's state before evotorch samples."""
+        self.seed_keys = seed_keys
+        self._rng_state = self.generator.get_state()
+
+    def _recipe(self, popsize: int) -> SampleRecipe | None:
+        dist = getattr(self.searcher, "_distribution", None)
+        if self._rng_state is None or dist is None or not getattr(self._evaluator, "seed_traffic", False):
+            return None
+        recipe, self._rng_state = SampleRecipe(dist, self._rng_state, popsize), None  # valid for one sample only
+        return recipe
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
-        ev = self._evaluator(batch.values.detach().clone(), self.seed_keys)
+        values = batch.values.detach().clone()
+        recipe = self._recipe(len(values))
+        if recipe is None:
+            ev = self._evaluator(values, self.seed_keys)
+        else:
+            ev = self._evaluator.evaluate_recipe(recipe, values, self.seed_keys)
         fit = ev.fitness.clone()
         bad = ~torch.isfinite(fit)
         if bad.any():
@@ -58,6 +90,12 @@ class MetaProblem(Problem):
 
 def make_searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> SearchAlgorithm:
     """The evotorch search algorithm named by ``cfg.algorithm``, started at ``center``."""
+    searcher = _searcher(cfg, problem, center)
+    problem.searcher = searcher
+    return searcher
+
+
+def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> SearchAlgorithm:
     if cfg.algorithm == "pgpe":
         lr = cfg.center_lr or 0.1
         return PGPE(

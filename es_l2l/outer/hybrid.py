@@ -71,7 +71,7 @@ class HybridStep:
     def es_step(self, gen: int) -> dict:
         """One ES step on ``es_blocks``; the full genome takes the new centre."""
         self.expand.full = self.trainer.vector
-        self.problem.seed_keys = (self.cfg.run.seed, STREAM_TRAIN, gen)
+        self.problem.start_generation((self.cfg.run.seed, STREAM_TRAIN, gen))
         self.searcher.step()
         full = self.trainer.vector.clone()
         full[self.index] = center_of(self.searcher).to(full.dtype)

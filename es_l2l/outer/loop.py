@@ -6,6 +6,7 @@ of them.
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -67,16 +68,48 @@ class Driver:
     due, emits the status dict to the subscribers and says whether the budget is spent.
     """
 
-    def __init__(self, cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, subscribers: list[Subscriber] = ()):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        genome: Genome,
+        initial: torch.Tensor,
+        subscribers: list[Subscriber] = (),
+        resume: dict | None = None,
+    ):
         self.cfg, self.genome, self.subscribers = cfg, genome, list(subscribers)
+        self.wall_start = time.perf_counter()
+        self.history: list[dict] = []
+        if resume is not None:  # continue after the checkpointed generation (see resume_state)
+            self.initial, self.status0 = resume["initial"], resume["status0"]
+            self.best, self.best_generation = resume["best"], resume["best_generation"]
+            self.best_val, self.generation = resume["best_val_mse_late"], resume["generation"]
+            self.neuron_steps, self.train_seconds = resume["neuron_steps"], resume.get("elapsed_s", 0.0)
+            self.history.append(self.status0)
+            return
         self.initial = initial.clone()
         self.train_seconds, self.neuron_steps, self.generation = 0.0, 0, 0
-        self.wall_start = time.perf_counter()
-        status0 = {"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, **self.validation(self.initial)}
-        self.best, self.best_generation, self.best_val = self.initial.clone(), 0, status0["val_mse_late"]
-        status0["best_val_mse_late"] = self.best_val
-        self.history: list[dict] = []
-        self._emit(status0)
+        self.status0 = {"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, **self.validation(self.initial)}
+        self.best, self.best_generation, self.best_val = self.initial.clone(), 0, self.status0["val_mse_late"]
+        self.status0["best_val_mse_late"] = self.best_val
+        self._emit(self.status0)
+
+    @property
+    def first_generation(self) -> int:
+        return self.generation + 1
+
+    def resume_state(self, **loop_state) -> dict:
+        """What a resumed driver needs, plus the outer loop's own state (e.g. the pickled searcher)."""
+        return {
+            "generation": self.generation,
+            "initial": self.initial,
+            "best": self.best,
+            "best_generation": self.best_generation,
+            "best_val_mse_late": self.best_val,
+            "neuron_steps": self.neuron_steps,
+            "elapsed_s": self.train_seconds,
+            "status0": self.status0,
+            **loop_state,
+        }
 
     def validation(self, vector: torch.Tensor) -> dict[str, float]:
         return episode_metrics(held_out(self.cfg, self.genome, vector, STREAM_VALIDATION).mse_per_trial[0], "val")
@@ -92,8 +125,20 @@ class Driver:
             run.max_neuron_steps is not None and self.neuron_steps >= run.max_neuron_steps
         )
 
-    def record(self, generation: int, seconds: float, neuron_steps: int, metrics: dict, center: Callable[[], torch.Tensor]) -> bool:
-        """Emit one generation's status; returns True when the run must stop (budget or generations spent)."""
+    def record(
+        self,
+        generation: int,
+        seconds: float,
+        neuron_steps: int,
+        metrics: dict,
+        center: Callable[[], torch.Tensor],
+        loop_state: Callable[[], dict] | None = None,
+    ) -> bool:
+        """Emit one generation's status; returns True when the run must stop (budget or generations spent).
+
+        Every ``run.checkpoint_every`` generations (and not at the last) the status carries
+        ``resume_state`` when the outer loop can be resumed (``loop_state`` given).
+        """
         self.generation = generation
         self.train_seconds += seconds
         self.neuron_steps += neuron_steps
@@ -116,6 +161,8 @@ class Driver:
             # Genomes ride along for checkpoint subscribers; scalar subscribers skip them.
             status["genomes"] = {"center": vector, "best": self.best, "initial": self.initial}
             status["best_generation"] = self.best_generation
+        if loop_state is not None and generation % self.cfg.run.checkpoint_every == 0 and not stop:
+            status["resume_state"] = self.resume_state(**loop_state())
         self._emit(status)
         return stop
 
@@ -128,15 +175,28 @@ def run_es(
     genome: Genome,
     evaluator: Evaluator,
     subscribers: list[Subscriber] = (),
+    resume: dict | None = None,
 ) -> RunResult:
-    """Meta-train with the configured evolution strategy; returns the initial, final and best genomes."""
-    search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
-    problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
-    initial = genome.initial_vector()
-    searcher = make_searcher(cfg.es, problem, initial.clone())
-    driver = Driver(cfg, genome, initial, subscribers)
-    for gen in range(1, cfg.run.generations + 1):
-        problem.seed_keys = (cfg.run.seed, STREAM_TRAIN, gen)
+    """Meta-train with the configured evolution strategy; returns the initial, final and best genomes.
+
+    Every ``run.checkpoint_every`` generations the status dict carries ``resume_state``: the whole
+    search (distribution, optimizer state, sampler RNG state, via pickling the searcher without its
+    evaluator) and the driver's own state (generation, best genome). ``resume=`` that dict continues
+    after its generation; since each generation's tasks are a pure function of (seed, generation),
+    the continued run ends exactly where an uninterrupted one does.
+    """
+    if resume is None:
+        search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
+        problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
+        searcher = make_searcher(cfg.es, problem, genome.initial_vector())
+    else:
+        searcher = pickle.loads(resume["searcher"])
+        problem = searcher.problem
+        problem.attach(evaluator)
+    driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
+    state = lambda: {"searcher": pickle.dumps(searcher)}  # noqa: E731  MetaProblem drops its evaluator when pickled
+    for gen in range(driver.first_generation, cfg.run.generations + 1):
+        problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
         t0 = time.perf_counter()
         searcher.step()
         seconds = time.perf_counter() - t0
@@ -149,7 +209,7 @@ def run_es(
             "rate_hz": float(ev.rate_hz.mean()),
             "stdev": stdev_of(searcher),
         }
-        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher)):
+        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher), state):
             break
     return driver.result(center_of(searcher))
 
@@ -159,10 +219,13 @@ def run_outer(
     genome: Genome,
     evaluator: Evaluator | None,
     subscribers: list[Subscriber] = (),
+    resume: dict | None = None,
 ) -> RunResult:
-    """The outer loop that ``cfg.outer`` names (es, bptt or hybrid)."""
+    """The outer loop that ``cfg.outer`` names (es, bptt or hybrid); only ES runs resume."""
     if cfg.outer == "es":
-        return run_es(cfg, genome, evaluator, subscribers)
+        return run_es(cfg, genome, evaluator, subscribers, resume=resume)
+    if resume is not None:
+        raise ValueError(f"only ES runs can be resumed, this one is outer={cfg.outer}")
     if cfg.outer == "bptt":
         from es_l2l.outer.bptt import run_bptt
 

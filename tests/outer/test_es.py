@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from es_l2l.config import load_config
-from es_l2l.distributed import LocalEvaluator, RayEvaluator
+from es_l2l.distributed import LocalEvaluator, RayEvaluator, checksums
 from es_l2l.genome import build_genome
 from es_l2l.outer.es import MetaProblem, NonFiniteFitness
 from es_l2l.outer.loop import run_es
@@ -47,22 +47,43 @@ def test_es_improves_fitness_on_real_ray_with_two_actors(ray_local):
     assert end < 0.9 * start, (start, end)
 
 
-def test_same_numbers_with_zero_one_and_two_workers(ray_local):
-    cfg = tiny("run.generations=4", "run.validate_every=2")
-    genome = build_genome(cfg, n_inputs(cfg.task))
+def test_same_numbers_with_zero_one_and_two_workers_and_either_traffic(ray_local):
     runs = {}
-    for workers in (0, 1, 2):
+    for traffic, workers in (("seeds", 0), ("seeds", 1), ("seeds", 2), ("vectors", 2)):
+        cfg = tiny("run.generations=4", "run.validate_every=2", f"es.traffic={traffic}")
+        genome = build_genome(cfg, n_inputs(cfg.task))
         evaluator = LocalEvaluator(cfg, genome) if workers == 0 else RayEvaluator(cfg, workers)
         try:
+            if workers:  # "1 worker" is one real Ray actor (evotorch would have turned 1 into none)
+                assert len(set(evaluator.pids())) == workers
             hist = []
             result = run_es(cfg, genome, evaluator, [hist.append])
+            if (traffic, workers) == ("seeds", 1):
+                _a_wrong_regeneration_is_an_error(cfg, genome, evaluator)
         finally:
             evaluator.close()
-        runs[workers] = ([h.get("fitness_mean") for h in hist], [h.get("val_mse") for h in hist], result.final)
-    for workers in (1, 2):
-        assert runs[workers][0] == runs[0][0]
-        assert runs[workers][1] == runs[0][1]
-        assert torch.equal(runs[workers][2], runs[0][2])
+        runs[traffic, workers] = ([h.get("fitness_mean") for h in hist], [h.get("val_mse") for h in hist], result.final)
+    reference = runs["seeds", 0]
+    for key, run in runs.items():
+        assert run[0] == reference[0], key
+        assert run[1] == reference[1], key
+        assert torch.equal(run[2], reference[2]), key
+
+
+def _a_wrong_regeneration_is_an_error(cfg, genome, pool):
+    """The checksums catch workers that regenerate other members than the driver evaluated."""
+    from es_l2l.distributed import ClusterError, SampleRecipe
+    from es_l2l.outer.es import make_searcher
+
+    problem = MetaProblem(genome.dim, pool, seed=5)
+    searcher = make_searcher(cfg.es, problem, genome.initial_vector())
+    state = problem.generator.get_state()
+    population = searcher._distribution.sample(cfg.es.popsize, generator=problem.generator)
+    recipe = SampleRecipe(searcher._distribution, state, cfg.es.popsize)
+    ok = pool.evaluate_recipe(recipe, population, (0, 2, 1))
+    torch.testing.assert_close(ok.fitness, LocalEvaluator(cfg, genome)(population, (0, 2, 1)).fitness, rtol=0, atol=0)
+    with pytest.raises(ClusterError, match="workers regenerated different members"):
+        pool.evaluate_recipe(recipe, population + 1e-3, (0, 2, 1))
 
 
 class _NaNFor:
@@ -105,25 +126,41 @@ def test_problem_sets_evals_from_the_evaluator():
     torch.testing.assert_close(batch.evals[:, 0], problem.last_eval.fitness)
 
 
-def test_a_worker_killed_mid_run_is_restarted_and_the_numbers_do_not_change(ray_local):
-    import os
-    import signal
-    import threading
+class _KillInFlight(RayEvaluator):
+    """Kills one actor's process by PID right after generation ``at``'s evaluations were sent to it."""
 
-    cfg = tiny("run.generations=8", "run.validate_every=4")
+    def __init__(self, cfg, n, at):
+        super().__init__(cfg, n)
+        self.at, self.victim, self.killed = at, self.pids()[-1], []
+
+    def _kill(self, keys):
+        import os
+        import signal
+
+        if keys[-1] == self.at and not self.killed:
+            os.kill(self.victim, signal.SIGKILL)
+            self.killed.append(self.victim)
+
+    def __call__(self, vectors, keys):
+        refs = self.submit(vectors, keys)
+        self._kill(keys)
+        return self.collect(refs)
+
+    def evaluate_recipe(self, recipe, vectors, keys):
+        refs = self.submit_recipe(recipe, keys)
+        self._kill(keys)
+        return self.collect(refs, expected=checksums(vectors))
+
+
+def test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_change(ray_local):
+    cfg = tiny("run.generations=8", "run.validate_every=4")  # seed traffic (the default for pgpe)
     genome = build_genome(cfg, n_inputs(cfg.task))
     reference = run_es(cfg, genome, LocalEvaluator(cfg, genome))
-    pool = RayEvaluator(cfg, 2)
-    victim = pool.pids()[1]
-    killed = []
-
-    def kill_soon(status):
-        if status["generation"] == 3:  # kill during the next generation's evaluation
-            threading.Timer(0.02, lambda: (os.kill(victim, signal.SIGKILL), killed.append(victim))).start()
-
+    pool = _KillInFlight(cfg, 2, at=4)
     try:
-        disturbed = run_es(cfg, genome, pool, [kill_soon])
-        assert killed and victim not in pool.pids()  # the actor really died and was restarted
+        disturbed = run_es(cfg, genome, pool)
+        pids = pool.pids()
+        assert pool.killed == [pool.victim] and pool.victim not in pids and len(set(pids)) == 2  # really restarted
     finally:
         pool.close()
     assert torch.equal(disturbed.final, reference.final)
