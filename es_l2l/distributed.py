@@ -142,10 +142,12 @@ def gpu_shortfall(cfg: ExperimentConfig) -> str | None:
     """Why the configured GPUs are not there (``None`` when they are, or none are asked for)."""
     if cfg.run.device != "cuda":
         return None
-    if cfg.run.workers == 0:
-        if torch.cuda.is_available():
+    if cfg.run.workers == 0 or cfg.outer in ("bptt", "hybrid"):  # gradient steps run in the driver
+        if not torch.cuda.is_available():
+            who = "this torch" if cfg.outer == "es" else f"the driver (outer={cfg.outer} takes its gradient steps there)"
+            return f"run.device=cuda but {who} sees no GPU; install a CUDA build of torch or set run.device=cpu"
+        if cfg.run.workers == 0 or cfg.outer == "bptt":
             return None
-        return "run.device=cuda but this torch sees no GPU; install a CUDA build of torch or set run.device=cpu"
     import ray
 
     init_ray(cfg)

@@ -39,7 +39,8 @@ class GradientTrainer:
 
     def __init__(self, cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, names: list[str] | tuple[str, ...]):
         self.cfg, self.genome, self.names = cfg, genome, tuple(names)
-        self.vector = vector.detach().clone()
+        self.vector = vector.detach().clone().cpu()  # the genome stays on the CPU; the leaves live on run.device
+        self.device = torch.device(cfg.run.device)
         self.slices = genome.slices()
         genes = genome.decode(self.vector.unsqueeze(0))
         self.bounds = {n: genome.block_map[n].bounds_search() for n in self.names}
@@ -54,7 +55,7 @@ class GradientTrainer:
                     value, dr.connectivity, gen, no_self=name == "w_rec", dale=dr.dale, excitatory_fraction=dr.excitatory_fraction
                 )
                 self.rewired[name] = rw
-            self.leaves[name] = value.requires_grad_(True)
+            self.leaves[name] = value.to(self.device).requires_grad_(True)
         self._write_back()
         b = cfg.bptt
         self.optimizer = torch.optim.Adam(list(self.leaves.values()), lr=b.lr, betas=b.betas)
@@ -64,13 +65,17 @@ class GradientTrainer:
         """Model-space-ready search values of the trained blocks (DEEP R blocks as signed weights)."""
         out = {}
         for name, leaf in self.leaves.items():
-            out[name] = deep_r.weights(leaf, self.rewired[name]) if name in self.rewired else leaf
+            if name in self.rewired:
+                rw = self.rewired[name]
+                out[name] = leaf * (rw.sign * rw.active.to(rw.sign.dtype)).to(leaf.device)
+            else:
+                out[name] = leaf
         return out
 
     def _write_back(self) -> None:
         with torch.no_grad():
             for name, value in self._block_values().items():
-                self.vector[self.slices[name]] = value.reshape(-1)
+                self.vector[self.slices[name]] = value.reshape(-1).cpu()
 
     def set_vector(self, vector: torch.Tensor) -> None:
         """Take the other (non-trained) blocks from ``vector``; the trained blocks keep their state."""
@@ -78,7 +83,7 @@ class GradientTrainer:
         self._write_back()
 
     def loss_and_eval(self, seed_keys: tuple[int, ...]) -> tuple[torch.Tensor, TeacherEval]:
-        genes = self.genome.decode(self.vector.unsqueeze(0))
+        genes = self.genome.decode(self.vector.unsqueeze(0).to(self.device))
         for name, value in self._block_values().items():
             genes[name] = value.unsqueeze(0)
         params = self.genome.to_model(genes)
@@ -111,13 +116,16 @@ class GradientTrainer:
                 lo, hi = self.bounds[name]
                 if name in self.rewired:
                     dr = b.deep_r
+                    # Rewiring runs on the CPU (cheap, and its random draws come from CPU generators).
                     gen = generator(self.cfg.run.seed, STREAM_REWIRE, self.steps_done, len(name))
-                    _, rw, reset = deep_r.rewire(leaf, self.rewired[name], lr=lr, l1=dr.l1, temperature=dr.temperature, gen=gen, upper=hi)
+                    theta = leaf.detach().cpu()
+                    theta, rw, reset = deep_r.rewire(theta, self.rewired[name], lr=lr, l1=dr.l1, temperature=dr.temperature, gen=gen, upper=hi)
+                    leaf.copy_(theta.to(leaf.device))
                     self.rewired[name] = rw
                     state = self.optimizer.state.get(leaf)
                     for key in ("exp_avg", "exp_avg_sq"):
                         if state and key in state:
-                            state[key][reset] = 0.0
+                            state[key][reset.to(leaf.device)] = 0.0
                 else:
                     leaf.clamp_(lo, hi)
         self._write_back()
