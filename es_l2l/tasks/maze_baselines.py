@@ -15,6 +15,14 @@ maze in the batch.
 
 :func:`exploit_statistic` splits an episode into the search (moves until the first goal) and the
 trips after it (mean moves per complete trip after the first goal).
+
+Measured on the default family (4 x 5, 100 moves), 1,024 mazes from ``generator(0, STREAM_BASELINE)``,
+random actions from ``generator(0, STREAM_BASELINE, 1)``; mean total reward per episode (+- s.e.),
+moves to the first goal, mean moves per later trip (means over episodes where defined):
+
+    random    -8.35 +- 0.04   first 36.8 (77 % of episodes find the goal at all)
+    explorer  18.66 +- 0.09   first 6.75   later 3.68
+    oracle    19.58 +- 0.08   first 3.71   later 3.68   (70 / 19 = 3.684 expected per trip)
 """
 
 from __future__ import annotations
