@@ -72,6 +72,19 @@ class TeacherConfig(_Strict):
         return self
 
 
+class MazeConfig(_Strict):
+    """Learning from rewards: grid mazes with the goal in an unknown corner (meta-RL navigation)."""
+
+    family: Literal["maze"] = "maze"
+    rows: int = Field(4, ge=2, le=100, description="grid rows")
+    cols: int = Field(5, ge=2, le=100, description="grid columns")
+    n_steps: int = Field(100, ge=1, le=10000, description="environment steps (moves) per episode")
+    neurons_per_channel: int = Field(4, ge=1, le=1000, description="input neurons per one-hot channel")
+    rate_hz: float = Field(200.0, gt=0, le=1000, description="Poisson rate of an active input neuron")
+    ms_per_step: int = Field(10, ge=1, le=1000, description="simulation steps (ms) per environment step")
+    batch_size: int = Field(16, ge=1, description="mazes per generation (same for every member)")
+
+
 BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
 
 

@@ -1,0 +1,167 @@
+"""Learning from rewards: meta-RL navigation in grid mazes (Bellec et al. 2018, Fig. 3 style).
+
+A maze is a ``rows x cols`` grid (default 4 x 5) with cells numbered ``i = r * cols + c``. The
+goal is one of the four corners, unknown to the agent. An episode has ``n_steps`` moves:
+
+- actions ``a`` in {0 up, 1 down, 2 left, 3 right}; the cell moved into is
+  ``(clip(r + dr_a, 0, rows - 1), clip(c + dc_a, 0, cols - 1))``, so a move into the border
+  leaves the agent in place;
+- reward ``+1`` if that cell is the goal, after which the agent is put in the next pre-drawn
+  respawn cell (never the goal; the goal stays), else ``-0.1`` (bumps into the border included);
+- the start cell and every respawn cell are uniform over the ``rows * cols - 1`` non-goal cells.
+
+All randomness of a maze (goal, start, the sequence of up to ``n_steps`` respawn cells) is drawn
+once by :func:`sample_mazes` from an explicit generator, so :func:`step` draws nothing: a maze
+plays out the same for every population member and whatever the batch layout. :func:`reset`
+broadcasts ``B`` mazes to any leading shape, e.g. ``(P,)`` members -> state ``(P, B)``.
+
+Network input each environment step (:func:`input_probabilities`): one-hot channels, each of
+``k = neurons_per_channel`` neurons firing at ``rate_hz`` while active, for ``ms_per_step`` ms:
+
+    neurons [0, rows*cols*k)            current position (rows*cols channels)
+    next 4k                             previous action (silent at the first step)
+    next 3k                             previous reward: +1, -0.1, none (first step)
+
+``n_in = (rows * cols + 7) * k``; nothing tells the agent where the goal is.
+
+Public API: ``MazeConfig`` (es_l2l.config), ``Mazes``, ``MazeState``, ``sample_mazes``,
+``reset``, ``step``, ``is_done``, ``move``, ``corners``, ``n_inputs``, ``input_probabilities``,
+``input_spikes``. Baselines live in :mod:`es_l2l.tasks.maze_baselines`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from es_l2l.config import MazeConfig
+
+UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
+N_ACTIONS = 4
+GOAL_REWARD = 1.0
+MOVE_REWARD = -0.1
+_DR = (-1, 1, 0, 0)  # row change per action
+_DC = (0, 0, -1, 1)  # column change per action
+
+
+class Mazes(NamedTuple):
+    """``B`` mazes (any shape ``S``): everything random about an episode, drawn up front."""
+
+    goal: torch.Tensor  # (*S,) goal cell, a corner
+    start: torch.Tensor  # (*S,) start cell, not the goal
+    respawn: torch.Tensor  # (*S, n_steps) cell after the j-th goal reached, not the goal
+
+
+class MazeState(NamedTuple):
+    """Environment state, all tensors with the same leading batch shape ``S``."""
+
+    pos: torch.Tensor  # (*S,) long, current cell
+    goal: torch.Tensor  # (*S,) long, goal cell
+    t: torch.Tensor  # (*S,) long, moves made so far
+    prev_action: torch.Tensor  # (*S,) long, -1 before the first move
+    prev_reward: torch.Tensor  # (*S,) float, 0 before the first move
+    n_found: torch.Tensor  # (*S,) long, goals reached so far (index of the next respawn cell)
+    respawn: torch.Tensor  # (*S, n_steps) long, pre-drawn respawn cells
+
+
+def corners(cfg: MazeConfig) -> torch.Tensor:
+    """The four corner cells (4,): top-left, top-right, bottom-left, bottom-right."""
+    last = cfg.rows * cfg.cols - 1
+    return torch.tensor([0, cfg.cols - 1, last - (cfg.cols - 1), last])
+
+
+def n_inputs(cfg: MazeConfig) -> int:
+    return (cfg.rows * cfg.cols + N_ACTIONS + 3) * cfg.neurons_per_channel
+
+
+def _non_goal_cells(cfg: MazeConfig, goal: torch.Tensor, gen: torch.Generator, extra: tuple[int, ...]) -> torch.Tensor:
+    """Cells uniform over the non-goal cells: draw ``u`` in ``[0, n - 2]`` and skip the goal."""
+    u = torch.randint(cfg.rows * cfg.cols - 1, goal.shape + extra, generator=gen)
+    g = goal.reshape(goal.shape + (1,) * len(extra))
+    return u + (u >= g).long()
+
+
+def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int) -> Mazes:
+    """``n`` mazes; a pure function of the generator state (goal, then start, then respawns)."""
+    goal = corners(cfg)[torch.randint(4, (n,), generator=gen)]
+    start = _non_goal_cells(cfg, goal, gen, ())
+    respawn = _non_goal_cells(cfg, goal, gen, (cfg.n_steps,))
+    return Mazes(goal=goal, start=start, respawn=respawn)
+
+
+def reset(cfg: MazeConfig, mazes: Mazes, batch_shape: tuple[int, ...] = ()) -> MazeState:
+    """Initial state of shape ``batch_shape + mazes.goal.shape``: the same mazes for every leading index."""
+    shape = tuple(batch_shape) + tuple(mazes.goal.shape)
+    goal = mazes.goal.expand(shape)
+    respawn = mazes.respawn.expand(shape + (cfg.n_steps,))
+    zeros = torch.zeros(shape, dtype=torch.long)
+    return MazeState(
+        pos=mazes.start.expand(shape).clone(),
+        goal=goal,
+        t=zeros,
+        prev_action=zeros - 1,
+        prev_reward=torch.zeros(shape),
+        n_found=zeros,
+        respawn=respawn,
+    )
+
+
+def move(cfg: MazeConfig, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """The cell moved into: ``(clip(r + dr_a), clip(c + dc_a))`` as a cell index, same shape as ``pos``."""
+    r = (pos // cfg.cols + torch.tensor(_DR)[action]).clamp(0, cfg.rows - 1)
+    c = (pos % cfg.cols + torch.tensor(_DC)[action]).clamp(0, cfg.cols - 1)
+    return r * cfg.cols + c
+
+
+def is_done(cfg: MazeConfig, state: MazeState) -> torch.Tensor:
+    """True where the episode's ``n_steps`` moves are used up."""
+    return state.t >= cfg.n_steps
+
+
+def step(cfg: MazeConfig, state: MazeState, action: torch.Tensor) -> tuple[MazeState, torch.Tensor, torch.Tensor]:
+    """One move of every maze in the batch; draws nothing (respawns were drawn by :func:`sample_mazes`).
+
+    Returns ``(state, reward, reached_goal)``. Where the episode is already over the state is
+    left unchanged and the reward is 0.
+    """
+    action = action.long()
+    live = ~is_done(cfg, state)
+    target = move(cfg, state.pos, action)
+    reached = (target == state.goal) & live
+    idx = state.n_found.clamp(max=cfg.n_steps - 1).unsqueeze(-1)
+    respawn = state.respawn.gather(-1, idx).squeeze(-1)
+    reward = torch.where(reached, GOAL_REWARD, MOVE_REWARD) * live
+    new = MazeState(
+        pos=torch.where(live, torch.where(reached, respawn, target), state.pos),
+        goal=state.goal,
+        t=state.t + live.long(),
+        prev_action=torch.where(live, action, state.prev_action),
+        prev_reward=torch.where(live, reward, state.prev_reward),
+        n_found=state.n_found + reached.long(),
+        respawn=state.respawn,
+    )
+    return new, reward, reached
+
+
+def input_probabilities(cfg: MazeConfig, state: MazeState, dt: float = 1.0) -> torch.Tensor:
+    """Spike probability per ms of every input neuron: ``(*S,) -> (*S, n_in)`` (layout in the module doc)."""
+    cells = cfg.rows * cfg.cols
+    first = state.prev_action < 0
+    reward_channel = torch.where(first, 2, torch.where(state.prev_reward > 0, 0, 1))
+    channels = torch.cat(
+        [
+            torch.nn.functional.one_hot(state.pos, cells),
+            torch.nn.functional.one_hot(state.prev_action.clamp(min=0), N_ACTIONS) * (~first).unsqueeze(-1),
+            torch.nn.functional.one_hot(reward_channel, 3),
+        ],
+        dim=-1,
+    ).to(torch.float32)  # (*S, cells + 7)
+    p = min(cfg.rate_hz * dt * 1e-3, 1.0)
+    return channels.repeat_interleave(cfg.neurons_per_channel, dim=-1) * p
+
+
+def input_spikes(cfg: MazeConfig, state: MazeState, gen: torch.Generator, dt: float = 1.0) -> torch.Tensor:
+    """Bernoulli input spikes for one environment step: ``(*S, ms_per_step, n_in)``."""
+    prob = input_probabilities(cfg, state, dt).unsqueeze(-2).expand(*state.pos.shape, cfg.ms_per_step, n_inputs(cfg))
+    return (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
