@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config
+from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
 
 NOT_REACHED = float("nan")
 
@@ -41,16 +40,6 @@ class Plan:
         return f"{amount:g} s of training" if kind == "seconds" else f"{amount:.3g} neuron-steps"
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist; pass experiment YAMLs or a comparison YAML such as configs/compare_teacher.yaml")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__}); fix its syntax") from None
-    return tree if isinstance(tree, dict) else {}
-
-
 COMPARE_KEYS = {"configs", "budget_seconds", "budget_neuron_steps", "target_mse", "set"}
 
 
@@ -68,7 +57,7 @@ def resolve_plan(
     and test episodes, and the tracking store.
     """
     sources, overrides = [Path(p) for p in paths], list(overrides)
-    if len(sources) == 1 and "configs" in (tree := _read_yaml(sources[0])):
+    if len(sources) == 1 and "configs" in (tree := read_yaml(sources[0], "configs/compare_teacher.yaml")):
         unknown = set(tree) - COMPARE_KEYS
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in comparison file '{sources[0]}'; allowed: {', '.join(sorted(COMPARE_KEYS))}")

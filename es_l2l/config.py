@@ -339,17 +339,21 @@ def build_config(tree: dict[str, Any] | None, overrides: list[str] | tuple[str, 
         raise ConfigError(_describe(exc.errors()[0], ExperimentConfig)) from None
 
 
+def read_yaml(path: str | Path, example: str = "configs/teacher_es.yaml") -> dict[str, Any]:
+    """A YAML file's top-level mapping; ConfigError (naming ``example``) when it is missing or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as {example}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__}); fix its syntax") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections (model, task, es, ...)")
+    return tree
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read YAML (or defaults when ``path`` is None), apply ``dotted.key=value`` overrides, validate."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as configs/teacher_es.yaml")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__}); fix its syntax") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping of sections (model, task, es, ...)")
+    tree = read_yaml(path) if path is not None else {}
     return build_config(tree, overrides)
