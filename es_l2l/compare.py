@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
+from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv
 
 NOT_REACHED = float("nan")
 
@@ -122,8 +123,6 @@ def _to_target(outcome, target: float) -> tuple[float, float]:
 
 def summary_rows(children: list[Child], target: float) -> list[dict[str, Any]]:
     """One row per finished child: the comparison's table."""
-    from es_l2l.report import LSNN_TRAINED
-
     rows = []
     for c in children:
         if c.outcome is None:
@@ -175,11 +174,9 @@ COLUMNS = [
 
 
 def baseline_rows(report) -> list[dict[str, Any]]:
-    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED
-
     rows = []
     for name, m in report.metrics.items():
-        if name in (LSNN_TRAINED,):
+        if name == LSNN_TRAINED:
             continue
         label = "LSNN generation 0" if name == LSNN_UNTRAINED else name
         rows.append({"name": label, "outer": "baseline", **{k: m[k] for k in ("test_mse_late", "test_mse_first", "test_mse_last")}})
@@ -219,8 +216,6 @@ def plot_comparison(children: list[Child], val_baselines: dict[str, float], repo
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), dpi=110)
     names = [n for n in report.curves if n != LSNN_TRAINED]
@@ -271,15 +266,14 @@ def verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
     fam, run = base.get("family mean", float("inf")), base.get("running mean", 0.0)
     beat_fam = [r["name"] for r in rows if r["test_mse_late"] < fam]
     beat_run = [r["name"] for r in rows if r["test_mse_late"] < run]
-    strongest = min((v for k, v in base.items() if k not in ("LSNN generation 0",)), default=float("nan"))
-    strongest_name = min(((k, v) for k, v in base.items() if k != "LSNN generation 0"), key=lambda kv: kv[1])[0]
+    baselines = {k: v for k, v in base.items() if k not in (LSNN_TRAINED, LSNN_UNTRAINED)}  # the first child's LSNN is not one
+    strongest_name, strongest = min(baselines.items(), key=lambda kv: kv[1])
+    beat_strongest = [r["name"] for r in rows if r["test_mse_late"] < strongest]
     return (
         f"At equal budget ({budget_text} each), lowest test MSE over the second half of each episode: {order}. "
         f"Beat the family mean ({fam:.4f}): {', '.join(beat_fam) or 'none'}. "
         f"Beat the running mean ({run:.4f}), i.e. learned more than each task's offset: {', '.join(beat_run) or 'none'}. "
-        f"The strongest baseline, {strongest_name} ({strongest:.4f}), is "
-        + ("beaten by " + ", ".join(r["name"] for r in rows if r["test_mse_late"] < strongest) if any(r["test_mse_late"] < strongest for r in rows) else "beaten by none")
-        + "."
+        f"The strongest baseline, {strongest_name} ({strongest:.4f}), is beaten by {', '.join(beat_strongest) or 'none'}."
     )
 
 
@@ -338,13 +332,9 @@ def compare(plan: Plan, console: Console) -> int:
             parent.log_artifact(plot_comparison(children, val_baselines, report, target, Path(tmp) / "comparison.png", title))
         parent.log_text(markdown_table(table_rows) + "\n" + text + "\n", "comparison.md")
         parent.log_text(csv_table(table_rows), "comparison.csv")
-        curves = ["trial," + ",".join([c.name for c in done] + [k for k in report.curves if k != "LSNN meta-trained"])]
-        n = len(report.curves["LSNN meta-trained"])
-        for i in range(n):
-            vals = [c.outcome.report.curves["LSNN meta-trained"][i] for c in done]
-            vals += [v[i] for k, v in report.curves.items() if k != "LSNN meta-trained"]
-            curves.append(f"{i + 1}," + ",".join(f"{float(v):.6f}" for v in vals))
-        parent.log_text("\n".join(curves) + "\n", "mse_per_trial.csv")
+        curves = {c.name: c.outcome.report.curves[LSNN_TRAINED] for c in done}
+        curves.update({k: v for k, v in report.curves.items() if k != LSNN_TRAINED})
+        parent.log_text(curves_csv(curves), "mse_per_trial.csv")
         metrics = {"target_mse": target}
         for r in rows:
             metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})

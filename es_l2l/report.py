@@ -35,10 +35,7 @@ class HeldOutReport:
 
     def to_csv(self) -> str:
         """MSE per trial index, one column per predictor."""
-        lines = ["trial," + ",".join(self.curves)]
-        for i in range(len(next(iter(self.curves.values())))):
-            lines.append(f"{i + 1}," + ",".join(f"{c[i]:.6f}" for c in self.curves.values()))
-        return "\n".join(lines) + "\n"
+        return curves_csv(self.curves)
 
     def flat_metrics(self) -> dict[str, float]:
         out = {"family_within_task_share": self.within_share, "family_linear_fit_share": self.linear_share}
@@ -46,6 +43,14 @@ class HeldOutReport:
             slug = name.lower().replace(" ", "_").replace("-", "_")
             out.update({f"{slug}.{k}": v for k, v in m.items()})
         return out
+
+
+def curves_csv(curves: dict[str, torch.Tensor]) -> str:
+    """Named (n_trials,) MSE curves as CSV: a ``trial`` column, then one column per name."""
+    lines = ["trial," + ",".join(curves)]
+    for i in range(len(next(iter(curves.values())))):
+        lines.append(f"{i + 1}," + ",".join(f"{float(c[i]):.6f}" for c in curves.values()))
+    return "\n".join(lines) + "\n"
 
 
 @torch.no_grad()

@@ -63,14 +63,7 @@ class GradientTrainer:
 
     def _block_values(self) -> dict[str, torch.Tensor]:
         """Model-space-ready search values of the trained blocks (DEEP R blocks as signed weights)."""
-        out = {}
-        for name, leaf in self.leaves.items():
-            if name in self.rewired:
-                rw = self.rewired[name]
-                out[name] = leaf * (rw.sign * rw.active.to(rw.sign.dtype)).to(leaf.device)
-            else:
-                out[name] = leaf
-        return out
+        return {n: deep_r.weights(leaf, self.rewired[n]) if n in self.rewired else leaf for n, leaf in self.leaves.items()}
 
     def _write_back(self) -> None:
         with torch.no_grad():

@@ -61,7 +61,7 @@ def init_rewiring(
 
 def weights(theta: torch.Tensor, rw: Rewiring) -> torch.Tensor:
     """Effective weights ``s * theta`` on active connections, 0 elsewhere (differentiable in theta)."""
-    return rw.sign * theta * rw.active.to(theta.dtype)
+    return rw.sign.to(theta.device) * theta * rw.active.to(theta.device, theta.dtype)
 
 
 @torch.no_grad()
