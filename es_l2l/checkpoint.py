@@ -9,7 +9,6 @@ import torch
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.genome import Genome, build_genome
-from es_l2l.tasks.teacher import n_inputs
 
 FORMAT = "es-l2l/checkpoint/1"
 RESUME_FORMAT = "es-l2l/resume/1"
@@ -31,7 +30,7 @@ def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[st
     if blob.get("format") != FORMAT:
         raise ValueError(f"'{path}' is not an es-l2l checkpoint (format {blob.get('format')!r}, expected {FORMAT!r})")
     cfg = ExperimentConfig.model_validate(blob["config"])
-    genome = build_genome(cfg, n_inputs(cfg.task))
+    genome = build_genome(cfg)
     return cfg, genome, blob["genomes"], blob["meta"]
 
 

@@ -127,8 +127,18 @@ def cmd_run(args, console: Console) -> int:
 
 
 def _print_summary(console: Console, report, result, run_id: str, uri: str) -> None:
+    from es_l2l.maze_report import MazeReport
     from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, summary_table, verdict
     from es_l2l.tracking import ui_command
+
+    if isinstance(report, MazeReport):
+        from es_l2l import maze_report
+
+        console.print(maze_report.summary_table(report))
+        console.print(maze_report.verdict(report))
+        console.print(maze_report.summary_line(report, result.history, result.best_generation))
+        console.print(f"MLflow run id: {run_id}\nbrowse it:     {ui_command(uri)}")
+        return
 
     console.print(summary_table(report))
     console.print(
@@ -162,7 +172,8 @@ def cmd_compare(args, console: Console) -> int:
 
 def cmd_evaluate(args, console: Console) -> int:
     from es_l2l.checkpoint import load_checkpoint
-    from es_l2l.report import LSNN_TRAINED, held_out_report, summary_table, verdict
+    from es_l2l.maze_report import MazeReport
+    from es_l2l.report import LSNN_TRAINED, family_report, summary_table, verdict
 
     path = Path(args.checkpoint)
     if not path.is_file():
@@ -171,8 +182,14 @@ def cmd_evaluate(args, console: Console) -> int:
     cfg, genome, genomes, meta = load_checkpoint(path)
     if args.tasks:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
-    report = held_out_report(cfg, genome, genomes["initial"], genomes[args.genome])
+    report = family_report(cfg, genome, genomes["initial"], genomes[args.genome])
     console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
+    if isinstance(report, MazeReport):
+        from es_l2l import maze_report
+
+        console.print(maze_report.summary_table(report))
+        console.print(maze_report.verdict(report))
+        return 0
     console.print(summary_table(report))
     console.print(verdict(report))
     console.print(f"test MSE over late trials: {report.metrics[LSNN_TRAINED]['test_mse_late']:.4f}")

@@ -83,6 +83,12 @@ class MazeConfig(_Strict):
     rate_hz: float = Field(200.0, gt=0, le=1000, description="Poisson rate of an active input neuron")
     ms_per_step: int = Field(10, ge=1, le=1000, description="simulation steps (ms) per environment step")
     batch_size: int = Field(16, ge=1, description="mazes per generation (same for every member)")
+    policy: Literal["sample", "greedy"] = Field(
+        "sample",
+        description="how the agent acts on its softmax policy when evaluated (ES fitness, validation, test): "
+        "sample an action (shared uniforms, the same for every member) or take the most probable one; "
+        "A2C training always samples",
+    )
 
 
 BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
@@ -154,6 +160,20 @@ class BPTTConfig(_Strict):
             if block not in self.train:
                 raise ValueError(f"bptt.deep_r rewires '{block}', so bptt.train must include it")
         return self
+
+
+class A2CConfig(_Strict):
+    """Advantage actor-critic through the spiking dynamics (the maze family's gradient outer loop).
+
+    Per episode: returns ``R_t = sum_k discount^k r_{t+k}``, advantage ``A_t = R_t - V_t``, loss
+    ``mean_t[-log pi(a_t) A_t + value_weight (R_t - V_t)^2 - entropy_weight H(pi_t)]``; the
+    optimiser, learning rate, clipping and trained blocks come from ``bptt``.
+    """
+
+    discount: float = Field(0.9, ge=0, le=1, description="reward discount per environment step")
+    value_weight: float = Field(0.5, ge=0, description="weight of the value (critic) loss")
+    entropy_weight: float = Field(0.01, ge=0, description="weight of the policy-entropy bonus")
+    normalize_advantages: bool = Field(True, description="scale advantages to unit variance over the batch")
 
 
 class HybridConfig(_Strict):
@@ -250,17 +270,32 @@ class ExperimentConfig(_Strict):
     name: str = Field("teacher-es", min_length=1)
     outer: Literal[OUTER_LOOPS] = Field("es", description="outer loop: es, bptt or hybrid")  # type: ignore[valid-type]
     model: ModelConfig = Field(default_factory=ModelConfig)
-    task: TeacherConfig = Field(default_factory=TeacherConfig)
+    task: TeacherConfig | MazeConfig = Field(default_factory=TeacherConfig, discriminator="family")
     genome: GenomeConfig = Field(default_factory=GenomeConfig)
     es: ESConfig = Field(default_factory=ESConfig)
     bptt: BPTTConfig = Field(default_factory=BPTTConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    a2c: A2CConfig = Field(default_factory=A2CConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_family(cls, tree: Any) -> Any:
+        """A ``task`` section without ``family`` is the teacher family (the default)."""
+        if isinstance(tree, dict) and isinstance(tree.get("task"), dict) and "family" not in tree["task"]:
+            tree = {**tree, "task": {"family": "teacher", **tree["task"]}}
+        return tree
+
+    @property
+    def family(self) -> str:
+        return self.task.family
 
     @model_validator(mode="after")
     def _outer_blocks(self):
         searched = set(self.genome.search)
+        if self.task.family == "maze" and self.outer == "hybrid":
+            raise ValueError("outer=hybrid supports the teacher family only; use outer=es or outer=bptt (A2C) for mazes")
         if self.outer in ("bptt", "hybrid"):
             for block in self.bptt.train:
                 if block not in searched:
@@ -312,7 +347,16 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
 
 
+FAMILIES: dict[str, type[BaseModel]] = {"teacher": TeacherConfig, "maze": MazeConfig}
+
+
 def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
+    if len(err["loc"]) > 1 and err["loc"][0] == "task" and err["loc"][1] in FAMILIES:
+        family = err["loc"][1]  # the tagged union puts the family into the location: drop it
+        err = {**err, "loc": ("task", *err["loc"][2:])}
+        schema = type("S", (BaseModel,), {"__annotations__": {"task": FAMILIES[family]}})
+    if err["type"] == "union_tag_invalid":
+        return f"unknown task family {err.get('input', {}).get('family')!r}; allowed: {', '.join(FAMILIES)}"
     loc = [str(p) for p in err["loc"] if not str(p).isdigit() or err["type"] != "literal_error"]
     key = ".".join(str(p) for p in err["loc"]) or "<top level>"
     if err["type"] == "extra_forbidden":

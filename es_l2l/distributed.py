@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from es_l2l.config import ExperimentConfig
-from es_l2l.fitness import TeacherEval, evaluate
+from es_l2l.fitness import Evaluation, TeacherEval, concat, evaluate
 from es_l2l.genome import Genome, build_genome
-from es_l2l.tasks.teacher import n_inputs
 
 
 class ClusterError(RuntimeError):
@@ -36,20 +35,9 @@ class ClusterError(RuntimeError):
 
 
 class Evaluator(Protocol):
-    def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> TeacherEval: ...
+    def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> Evaluation: ...
 
     def close(self) -> None: ...
-
-
-def concat(evals: list[TeacherEval]) -> TeacherEval:
-    return TeacherEval(
-        fitness=torch.cat([e.fitness for e in evals]),
-        mse=torch.cat([e.mse for e in evals]),
-        mse_per_trial=torch.cat([e.mse_per_trial for e in evals]),
-        rate_hz=torch.cat([e.rate_hz for e in evals]),
-        predictions=torch.cat([e.predictions for e in evals]),
-        neuron_steps=sum(e.neuron_steps for e in evals),
-    )
 
 
 class SampleRecipe(NamedTuple):
@@ -74,9 +62,11 @@ def checksums(vectors: torch.Tensor) -> torch.Tensor:
     return vectors.detach().cpu().double().sum(dim=1)
 
 
-def _light(e: TeacherEval) -> TeacherEval:
+def _light(e: Evaluation) -> Evaluation:
     """Drop per-task predictions before sending results back (traffic stays O(P))."""
-    return e._replace(predictions=e.predictions.new_zeros(e.predictions.shape[0], 0, 0))
+    if isinstance(e, TeacherEval):
+        return e._replace(predictions=e.predictions.new_zeros(e.predictions.shape[0], 0, 0))
+    return e
 
 
 class LocalEvaluator:
@@ -181,20 +171,21 @@ class _Worker:
 
     def __init__(self, cfg_tree: dict):
         self.cfg = ExperimentConfig.model_validate(cfg_tree)
-        self.genome = build_genome(self.cfg, n_inputs(self.cfg.task))
+        self.genome = build_genome(self.cfg)
         self.device = self.cfg.run.device
         if self.device == "cuda":
             # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s), so "cuda" is its own device; a
             # fractional share also caps the memory this process may take on a shared GPU.
             torch.cuda.set_per_process_memory_fraction(min(1.0, self.cfg.run.gpus_per_worker))
 
-    def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> TeacherEval:
+    def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> Evaluation:
         e = evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device)
-        return TeacherEval(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in _light(e)])
+        e = _light(e)
+        return type(e)(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in e])
 
     def evaluate_rows(
         self, recipe: SampleRecipe, lo: int, hi: int, seed_keys: tuple[int, ...]
-    ) -> tuple[TeacherEval, torch.Tensor]:
+    ) -> tuple[Evaluation, torch.Tensor]:
         """Regenerate the population on CPU, evaluate rows ``lo:hi``; also return their checksums."""
         rows = regenerate(recipe)[lo:hi]
         return self.evaluate(rows.numpy(), seed_keys), checksums(rows)
@@ -240,14 +231,14 @@ class RayEvaluator:
         ref = self._ray.put(recipe)
         return [a.evaluate_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
 
-    def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> TeacherEval:
+    def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> Evaluation:
         return self.collect(self.submit(vectors, seed_keys))
 
-    def evaluate_recipe(self, recipe: SampleRecipe, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> TeacherEval:
+    def evaluate_recipe(self, recipe: SampleRecipe, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> Evaluation:
         """Evaluate the population ``vectors`` that ``recipe`` regenerates, shipping only the recipe."""
         return self.collect(self.submit_recipe(recipe, seed_keys), expected=checksums(vectors))
 
-    def collect(self, refs: list, expected: torch.Tensor | None = None) -> TeacherEval:
+    def collect(self, refs: list, expected: torch.Tensor | None = None) -> Evaluation:
         """Wait for the actors' results (restarted actors repeat lost evaluations)."""
         try:
             results = self._ray.get(refs)

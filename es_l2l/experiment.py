@@ -39,6 +39,8 @@ def quiet_libraries() -> None:
 def describe(cfg: ExperimentConfig, genome) -> str:
     if cfg.outer == "es":
         how = f"{cfg.es.algorithm.upper()} P={cfg.es.popsize}"
+    elif cfg.outer == "bptt" and cfg.family == "maze":
+        how = f"A2C + BPTT (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}"
     elif cfg.outer == "bptt":
         how = f"BPTT (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}" + (" with DEEP R" if cfg.bptt.deep_r.enabled else "")
     else:
@@ -53,7 +55,7 @@ def describe(cfg: ExperimentConfig, genome) -> str:
         budget.append(f"{cfg.run.max_neuron_steps:.3g} neuron-steps")
     workers = f", {cfg.run.workers or 'no'} Ray worker(s)" if cfg.outer != "bptt" else ""
     return (
-        f"{cfg.name}: {how}, {cfg.model.n_lif}+{cfg.model.n_alif} neurons, genome D={genome.dim}, "
+        f"{cfg.name} ({cfg.family} family): {how}, {cfg.model.n_lif}+{cfg.model.n_alif} neurons, genome D={genome.dim}, "
         f"budget {' or '.join(budget)}{workers}"
     )
 
@@ -78,14 +80,13 @@ def run_experiment(
     from es_l2l.outer.es import NonFiniteFitness
     from es_l2l.outer.loop import run_outer
     from es_l2l.progress import ProgressDisplay
-    from es_l2l.report import held_out_report
+    from es_l2l.report import family_report
     from es_l2l.submit import JOB_ID_ENV
-    from es_l2l.tasks.teacher import n_inputs
     from es_l2l.tracking import MlflowRun
 
     quiet_libraries()
     torch.manual_seed(0)  # nothing should draw from it; fixes any library that does
-    genome = build_genome(cfg, n_inputs(cfg.task))
+    genome = build_genome(cfg)
     console.print(f"[bold]es-l2l {cfg.outer}[/] {describe(cfg, genome)}")
     cfg, fallback = settle_device(cfg)  # GPU shortfall: an error, or CPU when run.gpu_fallback allows it
     if fallback:
@@ -118,8 +119,8 @@ def run_experiment(
         if evaluator is not None:
             evaluator.close()
     try:
-        report = held_out_report(cfg, genome, result.initial, result.best)
-        log_results(tracker, cfg, report, result)
+        report = family_report(cfg, genome, result.initial, result.best)
+        log_results(tracker, cfg, genome, report, result)
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -127,9 +128,14 @@ def run_experiment(
     return Outcome(cfg, result, report, tracker.run_id, tracker.uri)
 
 
-def log_results(tracker, cfg: ExperimentConfig, report, result) -> None:
-    """Plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
+def log_results(tracker, cfg: ExperimentConfig, genome, report, result) -> None:
+    """Plots, tables, test metrics and verdict tags into the MLflow run."""
     from es_l2l.report import plot_curves, verdict
+
+    if cfg.family == "maze":
+        from es_l2l.maze_report import log_maze_results
+
+        return log_maze_results(tracker, cfg, genome, report, result)
 
     with tempfile.TemporaryDirectory() as tmp:
         tracker.log_artifact(plot_curves(report, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))

@@ -1,7 +1,9 @@
 """Fitness of a population on a batch of tasks: one simulation call for all members.
 
 Shared by every outer loop. ``evaluate`` is a pure function of (genomes, task seed): a restarted
-worker that repeats an evaluation gets the same numbers.
+worker that repeats an evaluation gets the same numbers. Each family has its own result type
+(:class:`TeacherEval`, :class:`MazeEval`); both carry ``fitness`` (P,), ``rate_hz`` (P,) and
+``neuron_steps`` and say how to summarise themselves for the status dict.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from es_l2l.config import ExperimentConfig
 from es_l2l.genome import Genome
 from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout
-from es_l2l.tasks import teacher
+from es_l2l.tasks import maze, teacher
 from es_l2l.tasks.base import generator
 
 
@@ -24,6 +26,70 @@ class TeacherEval(NamedTuple):
     rate_hz: torch.Tensor  # (P,) mean firing rate
     predictions: torch.Tensor  # (P, B, n_trials)
     neuron_steps: int  # P * B * N * T simulated
+
+    def summary(self) -> dict[str, float]:
+        return {"train_mse_mean": float(self.mse.mean()), "rate_hz": float(self.rate_hz.mean())}
+
+
+class MazeEval(NamedTuple):
+    fitness: torch.Tensor  # (P,) mean total reward per episode, minus the rate regulariser
+    reward: torch.Tensor  # (P,) mean total reward per episode
+    found: torch.Tensor  # (P,) share of episodes in which the goal was reached at least once
+    first_find: torch.Tensor  # (P,) mean moves to the first goal (episodes that found it)
+    later_trip: torch.Tensor  # (P,) mean moves per trip after the first goal (episodes with 2+ finds)
+    rate_hz: torch.Tensor  # (P,) mean firing rate
+    neuron_steps: int
+
+    def summary(self) -> dict[str, float]:
+        return {"train_reward_mean": float(self.reward.mean()), "rate_hz": float(self.rate_hz.mean())}
+
+
+Evaluation = TeacherEval | MazeEval
+
+
+def concat(evals: list[Evaluation]) -> Evaluation:
+    """Member-wise concatenation of several evaluations of one family (``neuron_steps`` add up)."""
+    kind = type(evals[0])
+    return kind(*[sum(col) if isinstance(col[0], int) else torch.cat(col) for col in zip(*evals)])
+
+
+def detach(ev: Evaluation) -> Evaluation:
+    return type(ev)(*(t.detach() if isinstance(t, torch.Tensor) else t for t in ev))
+
+
+def maze_eval(cfg: ExperimentConfig, ep) -> MazeEval:
+    """Score an :class:`es_l2l.agent.Episode` of ``P`` agents on ``B`` mazes."""
+    from es_l2l.tasks.maze_baselines import exploit_statistic
+
+    reward = ep.total_reward().mean(dim=1)
+    stats = exploit_statistic(ep.reached.detach())
+    rate = firing_rate_hz(ep.spike_count, cfg.task.n_steps * cfg.task.ms_per_step, cfg.model.dt)
+    penalty = cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz)
+    return MazeEval(
+        fitness=reward - penalty,
+        reward=reward,
+        found=ep.reached.any(-1).double().mean(dim=1),
+        first_find=stats.first_find.nanmean(dim=1),
+        later_trip=stats.later_trip.nanmean(dim=1),
+        rate_hz=rate.mean(dim=1),
+        neuron_steps=ep.neuron_steps,
+    )
+
+
+def maze_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> tuple[maze.Mazes, torch.Generator]:
+    """The mazes named by ``seed_keys`` and the generator of their episodes' draws (input spikes, actions)."""
+    return maze.sample_mazes(cfg.task, generator(*seed_keys), batch), generator(*seed_keys, 1)
+
+
+def play_params(
+    cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int, greedy: bool | None = None, record_spikes: bool = False
+):
+    """Closed-loop episodes of ``P`` networks on the mazes of ``seed_keys`` -> :class:`es_l2l.agent.Episode`."""
+    from es_l2l.agent import play
+
+    mazes, gen = maze_batch(cfg, seed_keys, batch)
+    greedy = cfg.task.policy == "greedy" if greedy is None else greedy
+    return play(cfg.task, cfg.model, params, mazes, gen, greedy=greedy, record_spikes=record_spikes)
 
 
 def evaluate_params(cfg: ExperimentConfig, params: LSNNParams, tasks: teacher.TeacherTasks) -> TeacherEval:
@@ -66,8 +132,10 @@ def evaluate(
     seed_keys: tuple[int, ...],
     batch: int | None = None,
     device: str = "cpu",
-) -> TeacherEval:
+) -> Evaluation:
     """Fitness of (P, D) genomes on the task batch derived from ``seed_keys``."""
+    params = genome.params(vectors.to(device=device, dtype=torch.float32).as_subclass(torch.Tensor))
+    if cfg.family == "maze":
+        return maze_eval(cfg, play_params(cfg, params, seed_keys, batch or cfg.task.batch_size))
     tasks = task_batch(cfg, seed_keys, batch or cfg.task.batch_size)
-    params = genome.params(vectors.to(device=device, dtype=torch.float32))
     return evaluate_params(cfg, params, tasks)

@@ -17,6 +17,7 @@ import torch
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.snn import LSNNParams, decay
+from es_l2l.tasks import io_sizes
 from es_l2l.tasks.base import STREAM_INIT, generator
 
 
@@ -136,12 +137,17 @@ class Genome:
         return self.to_model(self.decode(vectors))
 
 
-def build_genome(cfg: ExperimentConfig, n_in: int, n_out: int = 1) -> Genome:
+def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | None = None) -> Genome:
     """Blocks and reference initial values (weights ``N(0, 1) / sqrt(n_pre)``) from the config.
+
+    ``n_in`` and ``n_out`` default to the task family's (:func:`es_l2l.tasks.io_sizes`).
 
     The initial weights are drawn from a generator derived from the run seed, so the same config
     and seed always start from the same network.
     """
+    family_in, family_out = io_sizes(cfg.task)
+    n_in = family_in if n_in is None else n_in
+    n_out = family_out if n_out is None else n_out
     m, g = cfg.model, cfg.genome
     n = m.n_lif + m.n_alif
     wb = g.weight_bound

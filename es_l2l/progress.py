@@ -26,7 +26,7 @@ class ProgressDisplay:
             transient=False,
         )
         self.task = self.progress.add_task("run", total=100 if budget else total, info="", label="gen")
-        self.val = float("nan")
+        self.val = "val -"
 
     @classmethod
     def for_config(cls, cfg, console: Console | None = None) -> "ProgressDisplay":
@@ -45,8 +45,10 @@ class ProgressDisplay:
 
     def __call__(self, status: dict) -> None:
         if "val_mse_late" in status:
-            self.val = status["val_mse_late"]
-        info = f"val MSE(late) {self.val:.4f}"
+            self.val = f"val MSE(late) {status['val_mse_late']:.4f}"
+        elif "val_reward" in status:
+            self.val = f"val reward {status['val_reward']:.2f}"
+        info = self.val
         if "fitness_mean" in status:
             info = f"fitness {status['fitness_mean']:.4f} (best {status['fitness_best']:.4f})  " + info
             info += f"  {status['rate_hz']:.0f} Hz  {status['seconds_per_generation']:.2f} s/gen"

@@ -64,6 +64,15 @@ def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor
     return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch)
 
 
+def family_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor):
+    """The held-out report of ``cfg``'s task family: :class:`HeldOutReport` or :class:`es_l2l.maze_report.MazeReport`."""
+    if cfg.family == "maze":
+        from es_l2l.maze_report import maze_report
+
+        return maze_report(cfg, genome, initial, trained)
+    return held_out_report(cfg, genome, initial, trained)
+
+
 def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Path:
     import matplotlib
 

@@ -15,7 +15,7 @@ import time
 import torch
 
 from es_l2l.config import BPTTConfig, ExperimentConfig
-from es_l2l.fitness import TeacherEval, evaluate_params, task_batch
+from es_l2l.fitness import Evaluation, detach, evaluate_params, task_batch
 from es_l2l.genome import Genome
 from es_l2l.outer import deep_r
 from es_l2l.outer.loop import Driver, RunResult, Subscriber
@@ -75,14 +75,19 @@ class GradientTrainer:
         self.vector = vector.detach().clone()
         self._write_back()
 
-    def loss_and_eval(self, seed_keys: tuple[int, ...]) -> tuple[torch.Tensor, TeacherEval]:
+    def loss_and_eval(self, seed_keys: tuple[int, ...]) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
+        """The loss on the tasks of ``seed_keys`` (teacher: -fitness; maze: A2C), its evaluation and extra terms."""
         genes = self.genome.decode(self.vector.unsqueeze(0).to(self.device))
         for name, value in self._block_values().items():
             genes[name] = value.unsqueeze(0)
         params = self.genome.to_model(genes)
-        tasks = task_batch(self.cfg, seed_keys, self.cfg.bptt.batch_size or self.cfg.task.batch_size)
-        ev = evaluate_params(self.cfg, params, tasks)
-        return -ev.fitness.sum(), ev
+        batch = self.cfg.bptt.batch_size or self.cfg.task.batch_size
+        if self.cfg.family == "maze":
+            from es_l2l.outer.a2c import a2c_loss
+
+            return a2c_loss(self.cfg, params, seed_keys, batch)
+        ev = evaluate_params(self.cfg, params, task_batch(self.cfg, seed_keys, batch))
+        return -ev.fitness.sum(), ev, {}
 
     def step(self, seed_keys: tuple[int, ...], total_steps: int) -> dict:
         """One Adam step (then DEEP R) on the tasks of ``seed_keys``; returns the step's metrics."""
@@ -91,7 +96,7 @@ class GradientTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss, ev = self.loss_and_eval(seed_keys)
+        loss, ev, terms = self.loss_and_eval(seed_keys)
         loss.backward()
         leaves = list(self.leaves.values())
         if b.grad_clip is not None:
@@ -103,7 +108,7 @@ class GradientTrainer:
                 f"BPTT step {self.steps_done + 1} produced a non-finite loss or gradient; lower bptt.lr or set bptt.grad_clip"
             )
         self.optimizer.step()
-        ev = TeacherEval(*(t.detach() if isinstance(t, torch.Tensor) else t for t in ev))
+        ev = detach(ev)
         with torch.no_grad():
             for name, leaf in self.leaves.items():
                 lo, hi = self.bounds[name]
@@ -126,8 +131,8 @@ class GradientTrainer:
         return {
             "fitness_mean": float(ev.fitness.mean()),
             "fitness_best": float(ev.fitness.max()),
-            "train_mse_mean": float(ev.mse.mean()),
-            "rate_hz": float(ev.rate_hz.mean()),
+            **ev.summary(),
+            **terms,
             "grad_norm": grad_norm,
             "lr": lr,
             "neuron_steps": ev.neuron_steps,

@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # evotorch calls torch.jit.script at import tim
 
 from es_l2l.config import ESConfig
 from es_l2l.distributed import Evaluator, SampleRecipe
-from es_l2l.fitness import TeacherEval
+from es_l2l.fitness import Evaluation
 
 
 class NonFiniteFitness(RuntimeError):
@@ -43,7 +43,7 @@ class MetaProblem(Problem):
         self._evaluator = evaluator
         self._nan_policy = nan_policy
         self.seed_keys: tuple[int, ...] = ()
-        self.last_eval: TeacherEval | None = None
+        self.last_eval: Evaluation | None = None
         self.searcher: SearchAlgorithm | None = None  # set by make_searcher: whose distribution samples
         self._rng_state: torch.Tensor | None = None
 

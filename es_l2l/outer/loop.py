@@ -15,7 +15,7 @@ import torch
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.distributed import Evaluator
-from es_l2l.fitness import TeacherEval, evaluate
+from es_l2l.fitness import Evaluation, MazeEval, evaluate
 from es_l2l.genome import Genome
 from es_l2l.outer.es import MetaProblem, center_of, make_searcher, stdev_of
 from es_l2l.tasks.base import STREAM_SEARCH, STREAM_TEST, STREAM_TRAIN, STREAM_VALIDATION, derive_seed
@@ -39,10 +39,29 @@ def episode_metrics(mse_per_trial: torch.Tensor, prefix: str) -> dict[str, float
     }
 
 
-def held_out(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, stream: int) -> TeacherEval:
+def held_out(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, stream: int) -> Evaluation:
     """One genome on the fixed held-out tasks of ``stream`` (validation or test)."""
     keys = (cfg.run.seed, stream)
     return evaluate(cfg, genome, vector.unsqueeze(0), keys, batch=cfg.run.validation_tasks, device=cfg.run.device)
+
+
+def objective(cfg: ExperimentConfig) -> tuple[str, bool]:
+    """The validation metric that picks the best genome, and whether higher is better."""
+    return ("val_reward", True) if cfg.family == "maze" else ("val_mse_late", False)
+
+
+def validation_metrics(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor) -> dict[str, float]:
+    """One genome's scalar summaries on the validation tasks (``val_*``)."""
+    ev = held_out(cfg, genome, vector, STREAM_VALIDATION)
+    if isinstance(ev, MazeEval):
+        return {
+            "val_reward": float(ev.reward[0]),
+            "val_found": float(ev.found[0]),
+            "val_first_find": float(ev.first_find[0]),
+            "val_later_trip": float(ev.later_trip[0]),
+            "val_rate_hz": float(ev.rate_hz[0]),
+        }
+    return episode_metrics(ev.mse_per_trial[0], "val")
 
 
 def held_out_test_keys(cfg: ExperimentConfig) -> tuple[int, int]:
@@ -53,7 +72,7 @@ def held_out_test_keys(cfg: ExperimentConfig) -> tuple[int, int]:
 class RunResult:
     initial: torch.Tensor  # (D,) genome at generation 0
     final: torch.Tensor  # (D,) search centre at the end
-    best: torch.Tensor  # (D,) centre with the lowest validation MSE over late trials
+    best: torch.Tensor  # (D,) centre with the best validation score (see ``objective``)
     best_generation: int
     generations: int
     history: list[dict] = field(default_factory=list)
@@ -77,20 +96,22 @@ class Driver:
         resume: dict | None = None,
     ):
         self.cfg, self.genome, self.subscribers = cfg, genome, list(subscribers)
+        self.key, self.maximize = objective(cfg)
         self.wall_start = time.perf_counter()
         self.history: list[dict] = []
         if resume is not None:  # continue after the checkpointed generation (see resume_state)
             self.initial, self.status0 = resume["initial"], resume["status0"]
             self.best, self.best_generation = resume["best"], resume["best_generation"]
-            self.best_val, self.generation = resume["best_val_mse_late"], resume["generation"]
+            self.best_val = resume.get("best_val", resume.get("best_val_mse_late"))  # older resume files
+            self.generation = resume["generation"]
             self.neuron_steps, self.train_seconds = resume["neuron_steps"], resume.get("elapsed_s", 0.0)
             self.history.append(self.status0)
             return
         self.initial = initial.clone()
         self.train_seconds, self.neuron_steps, self.generation = 0.0, 0, 0
         self.status0 = {"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, **self.validation(self.initial)}
-        self.best, self.best_generation, self.best_val = self.initial.clone(), 0, self.status0["val_mse_late"]
-        self.status0["best_val_mse_late"] = self.best_val
+        self.best, self.best_generation, self.best_val = self.initial.clone(), 0, self.status0[self.key]
+        self.status0[f"best_{self.key}"] = self.best_val
         self._emit(self.status0)
 
     @property
@@ -104,7 +125,7 @@ class Driver:
             "initial": self.initial,
             "best": self.best,
             "best_generation": self.best_generation,
-            "best_val_mse_late": self.best_val,
+            "best_val": self.best_val,
             "neuron_steps": self.neuron_steps,
             "elapsed_s": self.train_seconds,
             "status0": self.status0,
@@ -112,7 +133,10 @@ class Driver:
         }
 
     def validation(self, vector: torch.Tensor) -> dict[str, float]:
-        return episode_metrics(held_out(self.cfg, self.genome, vector, STREAM_VALIDATION).mse_per_trial[0], "val")
+        return validation_metrics(self.cfg, self.genome, vector)
+
+    def improves(self, value: float) -> bool:
+        return value > self.best_val if self.maximize else value < self.best_val
 
     def _emit(self, status: dict) -> None:
         for subscriber in self.subscribers:
@@ -155,9 +179,9 @@ class Driver:
         if generation % self.cfg.run.validate_every == 0 or stop:
             vector = center()
             status.update(self.validation(vector))
-            if status["val_mse_late"] < self.best_val:
-                self.best, self.best_generation, self.best_val = vector.clone(), generation, status["val_mse_late"]
-            status["best_val_mse_late"] = self.best_val
+            if self.improves(status[self.key]):
+                self.best, self.best_generation, self.best_val = vector.clone(), generation, status[self.key]
+            status[f"best_{self.key}"] = self.best_val
             # Genomes ride along for checkpoint subscribers; scalar subscribers skip them.
             status["genomes"] = {"center": vector, "best": self.best, "initial": self.initial}
             status["best_generation"] = self.best_generation
@@ -205,8 +229,7 @@ def run_es(
             "fitness_mean": float(ev.fitness.mean()),
             "fitness_best": float(ev.fitness.max()),
             "fitness_std": float(ev.fitness.std()),
-            "train_mse_mean": float(ev.mse.mean()),
-            "rate_hz": float(ev.rate_hz.mean()),
+            **ev.summary(),
             "stdev": stdev_of(searcher),
         }
         if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher), state):

@@ -1,0 +1,108 @@
+"""The LSNN as a meta-RL agent: closed-loop episodes in the maze family.
+
+One call plays ``P`` networks on ``B`` mazes for a whole episode. Every environment step the
+network sees its position, previous action and previous reward as Poisson spikes for
+``task.ms_per_step`` ms (:func:`es_l2l.tasks.maze.input_spikes`'s encoding), then its readout
+``W_out zf + b_out`` (5 outputs) gives the policy logits (4 actions, softmax) and the value.
+
+The random draws of an episode (input spikes, action sampling) come from one generator per
+maze batch and have shape ``(B, ...)``: every member meets the same draws (common random
+numbers), and the numbers never depend on how the population is split across workers. The
+input noise is shared by all members, a member's spikes depend on its own state: input neuron
+``j`` fires where ``u_j < p_j(state)``. Sampling inverts the policy's CDF at a shared uniform.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from es_l2l.config import MazeConfig, ModelConfig
+from es_l2l.snn import LSNNParams, input_current, lsnn_step, zero_state
+from es_l2l.tasks import maze
+from es_l2l.tasks.maze import Mazes
+
+N_OUT = maze.N_ACTIONS + 1  # four policy logits, then the value
+
+
+class Episode(NamedTuple):
+    """One episode of ``P`` agents on ``B`` mazes; time (environment steps) is the last axis."""
+
+    pos: torch.Tensor  # (P, B, T) long, cell before each move
+    action: torch.Tensor  # (P, B, T) long
+    reward: torch.Tensor  # (P, B, T)
+    reached: torch.Tensor  # (P, B, T) bool, the move reached the goal
+    logp: torch.Tensor  # (P, B, T) log-probability of the action taken (differentiable)
+    entropy: torch.Tensor  # (P, B, T) policy entropy
+    value: torch.Tensor  # (P, B, T) value readout (differentiable)
+    spike_count: torch.Tensor  # (P, B, N)
+    spikes: torch.Tensor | None  # (P, B, T * ms_per_step, N) when recorded
+    neuron_steps: int
+
+    def total_reward(self) -> torch.Tensor:
+        """(P, B) total reward per episode."""
+        return self.reward.sum(-1)
+
+
+def policy(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Readout (..., 5) -> log-probabilities (..., 4) and value (...)."""
+    return torch.log_softmax(out[..., : maze.N_ACTIONS], dim=-1), out[..., maze.N_ACTIONS]
+
+
+def choose(logp: torch.Tensor, u: torch.Tensor, greedy: bool) -> torch.Tensor:
+    """Actions from log-probabilities (P, B, 4): argmax, or the inverse CDF at shared uniforms ``u`` (B,)."""
+    if greedy:
+        return logp.argmax(-1)
+    cdf = logp.detach().exp().cumsum(-1)
+    return (cdf < u.unsqueeze(-1)).sum(-1).clamp(max=maze.N_ACTIONS - 1)
+
+
+def play(
+    task: MazeConfig,
+    model: ModelConfig,
+    params: LSNNParams,
+    mazes: Mazes,
+    gen: torch.Generator,
+    *,
+    greedy: bool = False,
+    record_spikes: bool = False,
+) -> Episode:
+    """Play one episode of every maze with every member (differentiable when ``params`` need grad)."""
+    pop, n_in, n = params.w_in.shape
+    batch = mazes.goal.shape[0]
+    device, dtype = params.w_in.device, params.w_in.dtype
+    state = maze.reset(task, mazes, (pop,))
+    net = zero_state(pop, batch, n, dtype=dtype, device=device)
+    count = torch.zeros(pop, batch, n, dtype=dtype, device=device)
+    w_out, b_out = params.w_out.unsqueeze(1), params.b_out.unsqueeze(1)  # (P, 1, N, 5), (P, 1, 5)
+    cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos", "action", "reward", "reached", "logp", "entropy", "value")}
+    spikes = []
+    for _ in range(task.n_steps):
+        prob = maze.input_probabilities(task, state, model.dt).to(device)  # (P, B, n_in)
+        u_in = torch.rand(batch, task.ms_per_step, n_in, generator=gen).to(device)
+        x = (u_in < prob.unsqueeze(2)).to(dtype)  # (P, B, ms, n_in)
+        for i_in in input_current(x, params.w_in).unbind(2):
+            z, net = lsnn_step(i_in, net, params, n_ref=model.n_ref, gamma=model.gamma, dt=model.dt)
+            count = count + z
+            if record_spikes:
+                spikes.append(z)
+        out = (net.zf.unsqueeze(2) @ w_out).squeeze(2) + b_out  # (P, B, 5)
+        logp_all, value = policy(out)
+        u_act = torch.rand(batch, generator=gen).to(device)
+        action = choose(logp_all, u_act, greedy)
+        cols["pos"].append(state.pos)
+        state, reward, reached = maze.step(task, state, action.cpu())
+        cols["action"].append(action.cpu())
+        cols["reward"].append(reward)
+        cols["reached"].append(reached)
+        cols["logp"].append(logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1))
+        cols["entropy"].append(-(logp_all.exp() * logp_all).sum(-1))
+        cols["value"].append(value)
+    stacked = {k: torch.stack(v, dim=-1) for k, v in cols.items()}
+    return Episode(
+        **stacked,
+        spike_count=count,
+        spikes=torch.stack(spikes, dim=2) if record_spikes else None,
+        neuron_steps=pop * batch * n * task.n_steps * task.ms_per_step,
+    )

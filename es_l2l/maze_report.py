@@ -1,0 +1,270 @@
+"""Held-out report for the maze family: the meta-trained LSNN beside its baselines, and pictures.
+
+Every agent plays the same fixed test mazes (a stream that training and model selection never
+see): the meta-trained LSNN, the LSNN at generation 0, and the random, explorer and oracle
+agents of :mod:`es_l2l.tasks.maze_baselines`. The acceptance questions are answered in numbers:
+is the LSNN's mean reward at least halfway from the random agent to the explorer, and does it
+exploit (fewer moves per trip after its first find than to the first find)?
+
+Pictures, logged as MLflow artifacts: ``trajectories.png`` (test episodes on the grid, the first
+search against later trips), ``reward_curve.png`` (validation reward over training with the
+baselines on the validation mazes as lines) and ``spike_raster.png`` (the trained agent's spikes
+during one test episode, rewards marked).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from es_l2l.config import ExperimentConfig
+from es_l2l.fitness import maze_batch, play_params
+from es_l2l.genome import Genome
+from es_l2l.tasks.base import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, generator
+from es_l2l.tasks.maze_baselines import exploit_statistic, play_baselines
+
+LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
+BASELINES = ("random", "explorer", "oracle")
+
+
+@dataclass
+class MazeReport:
+    metrics: dict[str, dict[str, float]]  # agent -> reward, reward_se, found, first_find, later_trip
+    n_mazes: int
+    policy: str
+
+    @property
+    def halfway(self) -> float:
+        """Halfway from the random agent's mean reward to the explorer's."""
+        return 0.5 * (self.metrics["random"]["reward"] + self.metrics["explorer"]["reward"])
+
+    def trained(self) -> dict[str, float]:
+        return self.metrics[LSNN_TRAINED]
+
+    def reaches_halfway(self) -> bool:
+        return self.trained()["reward"] >= self.halfway
+
+    def exploits(self) -> bool:
+        m = self.trained()
+        return math.isfinite(m["later_trip"]) and m["later_trip"] < m["first_find"]
+
+    def beaten(self) -> dict[str, bool]:
+        """Agent -> whether the meta-trained LSNN earns more reward per episode."""
+        mine = self.trained()["reward"]
+        return {k: mine > m["reward"] for k, m in self.metrics.items() if k != LSNN_TRAINED}
+
+    def flat_metrics(self) -> dict[str, float]:
+        out = {"test_halfway_random_explorer": self.halfway}
+        for name, m in self.metrics.items():
+            slug = name.lower().replace(" ", "_").replace("-", "_")
+            out.update({f"{slug}.test_{k}": v for k, v in m.items() if math.isfinite(v)})
+        return out
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"Held-out test mazes: {self.n_mazes} episodes, LSNN actions: {self.policy}",
+            "",
+            "| agent | reward / episode | s.e. | episodes with a find | moves to first goal | moves per later trip |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, m in self.metrics.items():
+            lines.append(
+                f"| {name} | {m['reward']:.2f} | {m['reward_se']:.2f} | {m['found']:.0%} | {m['first_find']:.2f} | {m['later_trip']:.2f} |"
+            )
+        return "\n".join(lines + ["", verdict(self)]) + "\n"
+
+
+def _row(reward: torch.Tensor, reached: torch.Tensor) -> dict[str, float]:
+    """Summaries of (B,) episode rewards and (B, T) goal hits."""
+    stats = exploit_statistic(reached)
+    reward = reward.double()
+    return {
+        "reward": float(reward.mean()),
+        "reward_se": float(reward.std() / math.sqrt(len(reward))) if len(reward) > 1 else float("nan"),
+        "found": float(reached.any(-1).double().mean()),
+        "first_find": float(stats.first_find.nanmean()),
+        "later_trip": float(stats.later_trip.nanmean()),
+    }
+
+
+def baseline_rows(cfg: ExperimentConfig, stream: int) -> dict[str, dict[str, float]]:
+    """Random, explorer and oracle on the held-out mazes of ``stream`` (the LSNN's mazes)."""
+    mazes, _ = maze_batch(cfg, (cfg.run.seed, stream), cfg.run.validation_tasks)
+    trajectories = play_baselines(cfg.task, mazes, generator(cfg.run.seed, STREAM_BASELINE, stream))
+    return {name: _row(tr.total_reward(), tr.reached) for name, tr in trajectories.items()}
+
+
+@torch.no_grad()
+def maze_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> MazeReport:
+    params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
+    ep = play_params(cfg, params, (cfg.run.seed, STREAM_TEST), cfg.run.validation_tasks)
+    reward, reached = ep.total_reward().cpu(), ep.reached.cpu()
+    metrics = {LSNN_TRAINED: _row(reward[1], reached[1]), LSNN_UNTRAINED: _row(reward[0], reached[0])}
+    metrics.update(baseline_rows(cfg, STREAM_TEST))
+    return MazeReport(metrics, cfg.run.validation_tasks, cfg.task.policy)
+
+
+def verdict(report: MazeReport) -> str:
+    """Plain sentences: which agents the LSNN beats, the halfway mark, and whether it exploits."""
+    beats = report.beaten()
+    m = report.trained()
+    won = [k for k, v in beats.items() if v]
+    lost = [k for k, v in beats.items() if not v]
+    half = (
+        f"Its mean reward {m['reward']:.2f} is {'at least' if report.reaches_halfway() else 'below'} halfway from the "
+        f"random agent to the explorer ({report.halfway:.2f})."
+    )
+    if not math.isfinite(m["later_trip"]):
+        exploit = "It never reaches the goal twice in an episode, so it cannot exploit."
+    else:
+        exploit = (
+            f"It {'exploits' if report.exploits() else 'does not exploit'}: {m['later_trip']:.2f} moves per trip after "
+            f"the first find against {m['first_find']:.2f} to the first find."
+        )
+    return (
+        f"On held-out mazes the meta-trained LSNN beats: {', '.join(won) or 'none'}; it does not beat: "
+        f"{', '.join(lost) or 'none'}. {half} {exploit}"
+    )
+
+
+def summary_table(report: MazeReport):
+    from rich.table import Table
+
+    table = Table(title=f"Held-out test mazes ({report.n_mazes} episodes; LSNN actions: {report.policy})")
+    for col in ("agent", "reward / episode", "s.e.", "found", "moves to 1st goal", "moves / later trip"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    for name, m in report.metrics.items():
+        table.add_row(
+            name,
+            f"{m['reward']:.2f}",
+            f"{m['reward_se']:.2f}",
+            f"{m['found']:.0%}",
+            f"{m['first_find']:.2f}",
+            f"{m['later_trip']:.2f}",
+            style="bold" if name == LSNN_TRAINED else None,
+        )
+    return table
+
+
+def summary_line(report: MazeReport, history: list[dict], best_generation: int) -> str:
+    vals = [h for h in history if "val_reward" in h]
+    return (
+        f"validation reward per episode: {vals[0]['val_reward']:.2f} at generation 0 -> {vals[-1]['val_reward']:.2f} at "
+        f"generation {vals[-1]['generation']} (best {max(h['val_reward'] for h in vals):.2f} at generation {best_generation}); "
+        f"test reward: {report.trained()['reward']:.2f} (generation 0: {report.metrics[LSNN_UNTRAINED]['reward']:.2f})"
+    )
+
+
+# --- pictures -------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Path) -> Path:
+    """Validation reward per episode against generation, baselines (same validation mazes) as lines."""
+    plt = _pyplot()
+    vals = [h for h in history if "val_reward" in h]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.plot([h["generation"] for h in vals], [h["val_reward"] for h in vals], color="C3", lw=2, marker=".", label="LSNN (search centre)")
+    for (name, row), color in zip(baseline_rows(cfg, STREAM_VALIDATION).items(), ("C7", "C0", "C2")):
+        ax.axhline(row["reward"], color=color, ls="--", lw=1.2, label=f"{name} ({row['reward']:.2f})")
+    ax.set_xlabel("generation" if cfg.outer == "es" else "gradient step")
+    ax.set_ylabel(f"reward per episode, {cfg.run.validation_tasks} validation mazes")
+    ax.set_title(f"{cfg.name}: reward over training")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+@torch.no_grad()
+def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path: str | Path, n: int = 4) -> Path:
+    """``n`` test episodes of the agent on the grid: moves before the first goal against the trips after it."""
+    plt = _pyplot()
+    task = cfg.task
+    ep = play_params(cfg, genome.params(vector.unsqueeze(0).to(cfg.run.device)), (cfg.run.seed, STREAM_TEST), n)
+    mazes, _ = maze_batch(cfg, (cfg.run.seed, STREAM_TEST), n)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2 * task.rows / task.cols + 0.8), dpi=120, squeeze=False)
+    rng = torch.Generator().manual_seed(0)  # jitter only, so overlapping moves stay visible
+    for b, ax in enumerate(axes[0]):
+        pos, act, reached = ep.pos[0, b], ep.action[0, b], ep.reached[0, b]
+        first = int(reached.nonzero()[0]) if reached.any() else len(pos)
+        goal = int(mazes.goal[b])
+        ax.set_xlim(-0.5, task.cols - 0.5)
+        ax.set_ylim(task.rows - 0.5, -0.5)
+        ax.set_xticks(range(task.cols))
+        ax.set_yticks(range(task.rows))
+        ax.grid(alpha=0.3)
+        ax.set_aspect("equal")
+        ax.scatter([goal % task.cols], [goal // task.cols], marker="*", s=400, color="gold", edgecolor="k", zorder=3)
+        from es_l2l.tasks.maze import move
+
+        for t in range(len(pos)):
+            src = int(pos[t])
+            dst = goal if reached[t] else int(move(task, pos[t], act[t]))
+            if dst == src:
+                continue
+            jitter = (torch.rand(2, generator=rng) - 0.5) * 0.25
+            xs = [src % task.cols + jitter[0], dst % task.cols + jitter[0]]
+            ys = [src // task.cols + jitter[1], dst // task.cols + jitter[1]]
+            style = dict(color="C1", lw=2, alpha=0.9) if t <= first else dict(color="C0", lw=1, alpha=0.35)
+            ax.plot(xs, ys, **style)
+        ax.scatter([int(pos[0]) % task.cols], [int(pos[0]) // task.cols], marker="o", s=80, color="C1", zorder=3)
+        finds = int(reached.sum())
+        ax.set_title(f"maze {b + 1}: {finds} goals, first after {first + 1 if finds else '-'} moves", fontsize=8)
+    fig.suptitle("test episodes: orange = search until the first goal (dot: start), blue = later trips", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+@torch.no_grad()
+def plot_raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path: str | Path) -> Path:
+    """Spikes of every neuron during one test episode; goal arrivals marked."""
+    plt = _pyplot()
+    ep = play_params(cfg, genome.params(vector.unsqueeze(0).to(cfg.run.device)), (cfg.run.seed, STREAM_TEST), 1, record_spikes=True)
+    spikes = ep.spikes[0, 0].cpu()  # (T * ms, N)
+    t, j = spikes.nonzero(as_tuple=True)
+    n_lif = cfg.model.n_lif
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=120)
+    lif = j < n_lif
+    ax.scatter(t[lif].numpy(), j[lif].numpy(), s=1.5, color="C0", label="LIF", marker="|")
+    ax.scatter(t[~lif].numpy(), j[~lif].numpy(), s=1.5, color="C3", label="ALIF (adaptive)", marker="|")
+    for k in ep.reached[0, 0].nonzero().flatten().tolist():
+        ax.axvline((k + 1) * cfg.task.ms_per_step, color="gold", lw=1)
+    ax.set_xlabel(f"time (ms); gold lines: goal reached ({int(ep.reached[0, 0].sum())} times)")
+    ax.set_ylabel("neuron")
+    ax.set_title(f"{cfg.name}: spike raster of the trained agent in one test maze")
+    ax.legend(loc="upper right", fontsize=8, markerscale=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def log_maze_results(tracker, cfg: ExperimentConfig, genome: Genome, report: MazeReport, result) -> None:
+    """Report table, metrics, verdict tags and the three pictures into the MLflow run."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker.log_artifact(plot_reward_curve(cfg, result.history, Path(tmp) / "reward_curve.png"))
+        tracker.log_artifact(plot_trajectories(cfg, genome, result.best, Path(tmp) / "trajectories.png"))
+        tracker.log_artifact(plot_raster(cfg, genome, result.best, Path(tmp) / "spike_raster.png"))
+    tracker.log_text(report.to_markdown(), "maze_report.md")
+    tracker.log_metrics(report.flat_metrics(), step=result.generations)
+    tags = {f"beats.{k}": str(v).lower() for k, v in report.beaten().items()}
+    tags |= {"halfway_random_to_explorer": str(report.reaches_halfway()).lower(), "exploits": str(report.exploits()).lower()}
+    tracker.set_tags(tags | {"verdict": verdict(report)[:5000]})
