@@ -47,5 +47,5 @@ def a2c_loss(
     rate = firing_rate_hz(ep.spike_count, cfg.task.n_steps * cfg.task.ms_per_step, cfg.model.dt)
     loss = policy_loss + a.value_weight * value_loss - a.entropy_weight * entropy
     loss = loss + cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz).sum()
-    terms = {"policy_loss": float(policy_loss), "value_loss": float(value_loss), "entropy": float(entropy)}
+    terms = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
     return loss, maze_eval(cfg, detach(ep)), terms

@@ -1,0 +1,56 @@
+"""ES and A2C + BPTT on the maze family: each improves the held-out reward on a tiny config; Ray changes nothing."""
+
+from pathlib import Path
+
+import torch
+
+from es_l2l.config import load_config
+from es_l2l.distributed import LocalEvaluator, RayEvaluator
+from es_l2l.genome import build_genome
+from es_l2l.outer.bptt import run_bptt
+from es_l2l.outer.loop import run_es
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# A 2 x 3 maze (every corner cell is a candidate goal), 20 moves, few neurons: learnable in seconds.
+TINY = ["task.rows=2", "task.cols=3", "task.n_steps=20", "task.ms_per_step=3", "run.validation_tasks=64"]
+
+
+def improvement(history: list[dict]) -> tuple[float, float]:
+    vals = [h["val_reward"] for h in history if "val_reward" in h]
+    return vals[0], max(vals)
+
+
+def test_es_improves_the_reward():
+    # In the driver process; test_es_numbers_do_not_depend_on_the_worker_count shows Ray actors give the same numbers.
+    cfg = load_config(CONFIGS / "smoke_maze.yaml", [*TINY, "run.generations=40", "run.validate_every=10", "run.workers=0"])
+    genome = build_genome(cfg)
+    history = []
+    run_es(cfg, genome, LocalEvaluator(cfg, genome), [history.append])
+    # Validation reward per episode (64 fixed mazes) rises by at least 0.5 (measured: -0.63 -> 0.32).
+    start, best = improvement(history)
+    assert best > start + 0.5, (start, best)
+    assert {"train_reward_mean", "val_reward", "val_first_find", "best_val_reward"} <= set(history[-1])
+
+
+def test_a2c_improves_the_reward():
+    cfg = load_config(CONFIGS / "smoke_maze_a2c.yaml", [*TINY, "run.generations=40", "run.validate_every=10"])
+    history = []
+    result = run_bptt(cfg, build_genome(cfg), [history.append])
+    # Measured: -0.63 -> -0.08 in 40 steps (seed 1: -0.45 -> -0.18).
+    start, best = improvement(history)
+    assert best > start + 0.3, (start, best)
+    assert {"policy_loss", "value_loss", "entropy", "train_reward_mean"} <= set(history[-1])
+    assert not torch.equal(result.best, result.initial)
+
+
+def test_es_numbers_do_not_depend_on_the_worker_count(ray_local):
+    cfg = load_config(CONFIGS / "smoke_maze.yaml", [*TINY, "run.generations=2", "run.validate_every=2"])
+    genome = build_genome(cfg)
+    local = run_es(cfg, genome, LocalEvaluator(cfg, genome))
+    pool = RayEvaluator(cfg, 2)
+    try:
+        remote = run_es(cfg, genome, pool)
+    finally:
+        pool.close()
+    assert torch.equal(local.final, remote.final)
+    assert local.history[-1]["val_reward"] == remote.history[-1]["val_reward"]

@@ -1,0 +1,46 @@
+"""The maze family through the real ``es-l2l`` command: ES and A2C runs, artifacts, evaluate, bad input."""
+
+from pathlib import Path
+
+import pytest
+
+from es_l2l.checkpoint import load_checkpoint
+from es_l2l.maze_report import LSNN_TRAINED, maze_report
+from tests.test_cli import es_l2l, runs_in, store
+
+ROOT = Path(__file__).resolve().parents[1]
+PICTURES = {"trajectories.png", "reward_curve.png", "spike_raster.png"}
+
+
+@pytest.mark.parametrize("config, outer", [("smoke_maze.yaml", "es"), ("smoke_maze_a2c.yaml", "bptt")])
+def test_maze_run_logs_report_pictures_and_reloads(tmp_path, config, outer):
+    proc = es_l2l(tmp_path, "run", str(ROOT / "configs" / config), *store(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client, (run,) = runs_in(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.tags["es_l2l.outer"] == outer
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_reward")] == [0, 2, 4]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert PICTURES | {"maze_report.md", "checkpoint.pt", "config.yaml"} <= names
+    for agent in ("lsnn_meta_trained", "lsnn_generation_0", "random", "explorer", "oracle"):
+        assert f"{agent}.test_reward" in run.data.metrics, agent
+    m = run.data.metrics
+    assert m["random.test_reward"] < m["explorer.test_reward"] <= m["oracle.test_reward"]
+    assert m["test_halfway_random_explorer"] == pytest.approx((m["random.test_reward"] + m["explorer.test_reward"]) / 2)
+    assert run.data.tags["exploits"] in ("true", "false") and "halfway" in run.data.tags["verdict"]
+    assert "explorer" in proc.stdout and "validation reward per episode" in proc.stdout
+    for png in PICTURES:
+        assert Path(client.download_artifacts(run.info.run_id, png, str(tmp_path))).read_bytes()[:4] == b"\x89PNG"
+    # The checkpoint reproduces the logged test reward, through the API and through `es-l2l evaluate`.
+    path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path))
+    cfg, genome, genomes, _ = load_checkpoint(path)
+    report = maze_report(cfg, genome, genomes["initial"], genomes["best"])
+    assert report.metrics[LSNN_TRAINED]["reward"] == pytest.approx(m["lsnn_meta_trained.test_reward"], rel=1e-6)
+    ev = es_l2l(tmp_path, "evaluate", path)
+    assert ev.returncode == 0 and "oracle" in ev.stdout and "halfway" in ev.stdout
+
+
+def test_unknown_task_family_is_one_sentence_and_no_run(tmp_path):
+    proc = es_l2l(tmp_path, "run", str(ROOT / "configs" / "smoke_maze.yaml"), *store(tmp_path), "--set", "task.family=mase", timeout=60)
+    assert proc.returncode == 2
+    assert "unknown task family 'mase'; allowed: teacher, maze" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
