@@ -36,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     how = cmp.add_mutually_exclusive_group()
     how.add_argument("--budget-seconds", type=float, metavar="S", help="training wall time each outer loop gets")
     how.add_argument("--budget-neuron-steps", type=float, metavar="N", help="simulated neuron-steps each outer loop gets")
-    cmp.add_argument("--target-mse", type=float, help="validation MSE (late trials) for the time/compute-to-target columns (default: the worst child's best)")
+    cmp.add_argument(
+        "--target", "--target-mse", dest="target_mse", type=float,
+        help="validation target for the time/compute-to-target columns: MSE over late trials (teacher) or reward "
+        "per episode (maze); default: the worst child's best",
+    )
     cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a value in every config (repeatable)")
     submit = sub.add_parser("submit", help="submit a run to a Ray cluster through Ray's Jobs SDK")
     submit.add_argument("config", help="experiment YAML; the resolved config (with --set) is what the job runs")

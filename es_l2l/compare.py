@@ -183,26 +183,28 @@ def baseline_rows(report) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "| " + " | ".join("---" if k in ("name", "outer") else "---:" for k, _ in COLUMNS) + " |"
-    body = ["| " + " | ".join(_fmt(r[k]) if k in r else "" for k, _ in COLUMNS) + " |" for r in rows]
+def markdown_table(rows: list[dict[str, Any]], columns=None) -> str:
+    columns = columns or COLUMNS
+    head = "| " + " | ".join(title for _, title in columns) + " |"
+    rule = "| " + " | ".join("---" if k in ("name", "outer") else "---:" for k, _ in columns) + " |"
+    body = ["| " + " | ".join(_fmt(r[k]) if k in r else "" for k, _ in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body]) + "\n"
 
 
-def csv_table(rows: list[dict[str, Any]]) -> str:
-    lines = [",".join(k for k, _ in COLUMNS)]
-    lines += [",".join(str(r.get(k, "")) for k, _ in COLUMNS) for r in rows]
+def csv_table(rows: list[dict[str, Any]], columns=None) -> str:
+    columns = columns or COLUMNS
+    lines = [",".join(k for k, _ in columns)]
+    lines += [",".join(str(r.get(k, "")) for k, _ in columns) for r in rows]
     return "\n".join(lines) + "\n"
 
 
 PRINTED = ("name", "outer", "generations", "train_s", "neuron_steps", "best_val_mse_late", "test_mse_late", "test_mse_last", "s_to_target")
 
 
-def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
+def rich_table(rows: list[dict[str, Any]], title: str, columns=None, printed=PRINTED) -> Table:
     """The table's main columns for the terminal (comparison.md in the parent run has them all)."""
     table = Table(title=title)
-    cols = [(k, t) for k, t in COLUMNS if k in PRINTED]
+    cols = [(k, t) for k, t in columns or COLUMNS if k in printed]
     for k, t in cols:
         table.add_column(t, justify="left" if k in ("name", "outer") else "right")
     for r in rows:
@@ -318,6 +320,10 @@ def compare(plan: Plan, console: Console) -> int:
         if not done:
             parent.end("FAILED")
             raise CompareError("no compared run finished: " + "; ".join(f"{c.name}: {c.error}" for c in children))
+        if first.family == "maze":
+            table_rows, text, title, columns, printed = _summarise_maze(plan, children, parent)
+            parent.end("FAILED" if any(c.error for c in children) else "FINISHED")
+            return _finish(console, parent, children, table_rows, text, title, columns, printed)
         report = done[0].outcome.report  # the same held-out test tasks for every child
         tasks = task_batch(first, (first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
         val_curves = baseline_mse_per_trial(first.task, tasks, first.run.seed)
@@ -345,11 +351,137 @@ def compare(plan: Plan, console: Console) -> int:
     except KeyboardInterrupt:
         parent.end("KILLED")
         raise
+    parent.end("FAILED" if any(c.error for c in children) else "FINISHED")
+    return _finish(console, parent, children, table_rows, text, title)
+
+
+def _finish(console: Console, parent, children: list[Child], table_rows, text: str, title: str, columns=None, printed=PRINTED) -> int:
+    from es_l2l.tracking import ui_command
+
     failed = [c for c in children if c.error]
-    parent.end("FAILED" if failed else "FINISHED")
-    console.print(rich_table(table_rows, title))
+    console.print(rich_table(table_rows, title, columns, printed))
     console.print(text)
     console.print(f"MLflow parent run id: {parent.run_id}\nbrowse it:            {ui_command(parent.uri)}")
     if failed:
         raise CompareError("; ".join(f"{c.name} failed: {c.error}" for c in failed) + f" (the other runs and the parent run {parent.run_id} are logged)")
     return 0
+
+
+# --- the maze family: reward per episode, higher is better ----------------------------------------
+
+MAZE_COLUMNS = [
+    ("name", "config"),
+    ("outer", "outer loop"),
+    ("generations", "gens/steps"),
+    ("train_s", "train s"),
+    ("neuron_steps", "neuron-steps"),
+    ("final_val_reward", "final val reward"),
+    ("best_val_reward", "best val reward"),
+    ("test_reward", "test reward"),
+    ("test_first_find", "moves to 1st goal"),
+    ("test_later_trip", "moves / later trip"),
+    ("s_to_target", "s to target"),
+    ("neuron_steps_to_target", "steps to target"),
+]
+MAZE_PRINTED = ("name", "outer", "generations", "train_s", "best_val_reward", "test_reward", "test_first_find", "test_later_trip", "s_to_target")
+
+
+def _maze_rows(children: list[Child], target: float) -> list[dict[str, Any]]:
+    rows = []
+    for c in children:
+        if c.outcome is None:
+            continue
+        vals = [h for h in c.outcome.result.history if "val_reward" in h]
+        test = c.outcome.report.metrics[LSNN_TRAINED]
+        hit = next((h for h in vals if h["val_reward"] >= target), None)
+        rows.append(
+            {
+                "name": c.name,
+                "outer": c.outer,
+                "generations": c.outcome.result.generations,
+                "train_s": vals[-1]["elapsed_s"],
+                "neuron_steps": float(vals[-1]["neuron_steps"]),
+                "final_val_reward": vals[-1]["val_reward"],
+                "best_val_reward": max(h["val_reward"] for h in vals),
+                "test_reward": test["reward"],
+                "test_first_find": test["first_find"],
+                "test_later_trip": test["later_trip"],
+                "s_to_target": hit["elapsed_s"] if hit else NOT_REACHED,
+                "neuron_steps_to_target": float(hit["neuron_steps"]) if hit else NOT_REACHED,
+            }
+        )
+    return rows
+
+
+def maze_verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
+    """Who earned most reward at equal budget, and where each stands against the baselines."""
+    ranked = sorted(rows, key=lambda r: -r["test_reward"])
+    order = ", then ".join(f"{r['name']} ({r['outer']}, {r['test_reward']:.2f})" for r in ranked)
+    parts = [f"At equal budget ({budget_text} each), highest mean test reward per episode: {order}."]
+    for agent in ("random", "explorer", "oracle"):
+        value = report.metrics[agent]["reward"]
+        won = [r["name"] for r in rows if r["test_reward"] > value]
+        parts.append(f"Beat the {agent} agent ({value:.2f}): {', '.join(won) or 'none'}.")
+    half = report.halfway
+    parts.append(f"Reached halfway from random to explorer ({half:.2f}): {', '.join(r['name'] for r in rows if r['test_reward'] >= half) or 'none'}.")
+    return " ".join(parts)
+
+
+def plot_maze_comparison(children: list[Child], val_baselines: dict[str, dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110)
+    for i, c in enumerate(ch for ch in children if ch.outcome is not None):
+        vals = [h for h in c.outcome.result.history if "val_reward" in h]
+        label = f"{c.name} ({c.outer})"
+        axes[0].plot([h["elapsed_s"] for h in vals], [h["val_reward"] for h in vals], color=f"C{i}", lw=2, marker=".", label=label)
+        later = [h for h in vals if h["neuron_steps"] > 0]
+        axes[1].plot([h["neuron_steps"] for h in later], [h["val_reward"] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
+    for (name, row), color in zip(val_baselines.items(), ("C7", "C5", "C6")):
+        for ax in axes:
+            ax.axhline(row["reward"], color=color, ls="--", lw=1, label=f"{name} ({row['reward']:.2f})")
+    axes[0].set_xlabel("training wall time (s)")
+    axes[1].set_xlabel("simulated neuron-steps")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel("validation reward per episode")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _summarise_maze(plan: Plan, children: list[Child], parent):
+    """Table, verdict, figure and metrics of a maze comparison, logged to the parent run."""
+    from es_l2l.maze_report import baseline_rows as maze_baselines
+    from es_l2l.tasks.base import STREAM_VALIDATION
+
+    first = plan.configs[0]
+    done = [c for c in children if c.outcome is not None]
+    report = done[0].outcome.report  # the same held-out test mazes for every child
+    best_vals = [max(h["val_reward"] for h in c.outcome.result.history if "val_reward" in h) for c in done]
+    target = plan.target_mse if plan.target_mse is not None else min(best_vals)
+    rows = _maze_rows(children, target)
+    base = []
+    for name, m in report.metrics.items():
+        if name != LSNN_TRAINED:
+            base.append({"name": name, "outer": "baseline", "test_reward": m["reward"], "test_first_find": m["first_find"], "test_later_trip": m["later_trip"]})
+    text = maze_verdict(rows, report, plan.budget_text)
+    title = f"{' vs '.join(c.name for c in plan.configs)}: {plan.budget_text} each; target validation reward {target:.2f}"
+    with tempfile.TemporaryDirectory() as tmp:
+        parent.log_artifact(plot_maze_comparison(children, maze_baselines(first, STREAM_VALIDATION), Path(tmp) / "comparison.png", title))
+    parent.log_text(markdown_table(rows + base, MAZE_COLUMNS) + "\n" + text + "\n", "comparison.md")
+    parent.log_text(csv_table(rows + base, MAZE_COLUMNS), "comparison.csv")
+    metrics = {"target_reward": target}
+    for r in rows:
+        metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_reward", "best_val_reward", "final_val_reward", "train_s", "neuron_steps")})
+    metrics.update({f"baseline.{b['name'].replace(' ', '_')}.test_reward": b["test_reward"] for b in base})
+    parent.log_metrics(metrics)
+    parent.set_tags({"winner": max(rows, key=lambda r: r["test_reward"])["name"], "verdict": text[:5000]})
+    return rows + base, text, title, MAZE_COLUMNS, MAZE_PRINTED

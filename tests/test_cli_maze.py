@@ -44,3 +44,20 @@ def test_unknown_task_family_is_one_sentence_and_no_run(tmp_path):
     assert proc.returncode == 2
     assert "unknown task family 'mase'; allowed: teacher, maze" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
+
+
+def test_compare_es_against_a2c_on_mazes(tmp_path):
+    proc = es_l2l(tmp_path, "compare", str(ROOT / "configs" / "compare_maze_smoke.yaml"), *store(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client, runs = runs_in(tmp_path)
+    (parent,) = [r for r in runs if r.data.tags.get("es_l2l.compare") == "parent"]
+    children = [r for r in runs if r.data.tags.get("es_l2l.compare") == "child"]
+    assert sorted(r.data.tags["es_l2l.outer"] for r in children) == ["bptt", "es"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.png", "comparison.md", "comparison.csv"} <= names
+    for key in ("maze-es-smoke.test_reward", "maze-a2c-smoke.test_reward", "baseline.explorer.test_reward", "target_reward"):
+        assert key in parent.data.metrics, key
+    md = Path(client.download_artifacts(parent.info.run_id, "comparison.md", str(tmp_path))).read_text()
+    assert "explorer" in md and "Reached halfway from random to explorer" in md
+    assert parent.data.tags["winner"] in ("maze-es-smoke", "maze-a2c-smoke")
