@@ -83,6 +83,9 @@ class MazeConfig(_Strict):
     rate_hz: float = Field(200.0, gt=0, le=1000, description="Poisson rate of an active input neuron")
     ms_per_step: int = Field(10, ge=1, le=1000, description="simulation steps (ms) per environment step")
     batch_size: int = Field(16, ge=1, description="mazes per generation (same for every member)")
+    balanced_goals: bool = Field(
+        True, description="every batch of mazes holds each corner equally often (each maze's goal is still uniform)"
+    )
     policy: Literal["sample", "greedy"] = Field(
         "sample",
         description="how the agent acts on its softmax policy when evaluated (ES fitness, validation, test): "

@@ -78,7 +78,7 @@ def maze_eval(cfg: ExperimentConfig, ep) -> MazeEval:
 
 def maze_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> tuple[maze.Mazes, torch.Generator]:
     """The mazes named by ``seed_keys`` and the generator of their episodes' draws (input spikes, actions)."""
-    return maze.sample_mazes(cfg.task, generator(*seed_keys), batch), generator(*seed_keys, 1)
+    return maze.sample_mazes(cfg.task, generator(*seed_keys), batch, cfg.task.balanced_goals), generator(*seed_keys, 1)
 
 
 def play_params(

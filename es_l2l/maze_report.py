@@ -223,7 +223,7 @@ def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tenso
             ax.plot(xs, ys, **style)
         ax.scatter([int(pos[0]) % task.cols], [int(pos[0]) // task.cols], marker="o", s=80, color="C1", zorder=3)
         finds = int(reached.sum())
-        ax.set_title(f"maze {b + 1}: {finds} goals, first after {first + 1 if finds else '-'} moves", fontsize=8)
+        ax.set_title(f"maze {b + 1}: {finds} goal(s), first after {first + 1 if finds else '-'} moves", fontsize=8)
     fig.suptitle("test episodes: orange = search until the first goal (dot: start), blue = later trips", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
@@ -241,8 +241,8 @@ def plot_raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, pat
     n_lif = cfg.model.n_lif
     fig, ax = plt.subplots(figsize=(10, 4), dpi=120)
     lif = j < n_lif
-    ax.scatter(t[lif].numpy(), j[lif].numpy(), s=1.5, color="C0", label="LIF", marker="|")
-    ax.scatter(t[~lif].numpy(), j[~lif].numpy(), s=1.5, color="C3", label="ALIF (adaptive)", marker="|")
+    ax.scatter(t[lif].numpy(), j[lif].numpy(), s=6, color="C0", label="LIF", marker="|")
+    ax.scatter(t[~lif].numpy(), j[~lif].numpy(), s=6, color="C3", label="ALIF (adaptive)", marker="|")
     for k in ep.reached[0, 0].nonzero().flatten().tolist():
         ax.axvline((k + 1) * cfg.task.ms_per_step, color="gold", lw=1)
     ax.set_xlabel(f"time (ms); gold lines: goal reached ({int(ep.reached[0, 0].sum())} times)")

@@ -179,3 +179,14 @@ def test_baselines_rank_on_the_same_mazes():
     # The explorer searches first, then exploits as well as the oracle does.
     assert ex.first_find.mean() > orc.first_find.mean() + 2
     assert ex.later_trip.nanmean().item() == pytest.approx(orc.later_trip.nanmean().item(), abs=0.3)
+
+
+def test_balanced_batches_hold_every_corner_equally_and_each_goal_stays_uniform():
+    counts = torch.zeros(4)
+    for seed in range(200):
+        m = maze.sample_mazes(CFG, generator(seed, 99), 16, balanced=True)
+        per_corner = (m.goal.unsqueeze(1) == maze.corners(CFG)).sum(0)
+        assert per_corner.tolist() == [4, 4, 4, 4]
+        assert not (m.start == m.goal).any()
+        counts += (m.goal[0] == maze.corners(CFG)).float()  # the first maze's goal, over seeds
+    assert counts.min() > 30  # ~50 each: uniform, not always the same corner first
