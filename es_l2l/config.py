@@ -240,6 +240,11 @@ class RunConfig(_Strict):
     validate_every: int = Field(50, ge=1, description="held-out validation every k generations")
     validation_tasks: int = Field(128, ge=1, description="fixed held-out tasks")
     device: Literal["cpu", "cuda"] = "cpu"
+    threads: int | None = Field(
+        None, ge=1, le=1024,
+        description="torch intra-op threads in the driver (gradient steps, validation); None: torch's default. "
+        "1 avoids thread hand-offs that dominate small per-step ops, and on a busy machine",
+    )
     gpus_per_worker: float = Field(
         1.0, gt=0, le=64, description="with device=cuda: GPUs each actor reserves (a fraction shares one GPU)"
     )

@@ -85,6 +85,8 @@ def run_experiment(
     from es_l2l.tracking import MlflowRun
 
     quiet_libraries()
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(0)  # nothing should draw from it; fixes any library that does
     genome = build_genome(cfg)
     console.print(f"[bold]es-l2l {cfg.outer}[/] {describe(cfg, genome)}")

@@ -176,8 +176,11 @@ def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Pa
     vals = [h for h in history if "val_reward" in h]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.plot([h["generation"] for h in vals], [h["val_reward"] for h in vals], color="C3", lw=2, marker=".", label="LSNN (search centre)")
-    for (name, row), color in zip(baseline_rows(cfg, STREAM_VALIDATION).items(), ("C7", "C0", "C2")):
+    rows = baseline_rows(cfg, STREAM_VALIDATION)
+    for (name, row), color in zip(rows.items(), ("C7", "C0", "C2")):
         ax.axhline(row["reward"], color=color, ls="--", lw=1.2, label=f"{name} ({row['reward']:.2f})")
+    half = 0.5 * (rows["random"]["reward"] + rows["explorer"]["reward"])
+    ax.axhline(half, color="k", ls=":", lw=1, label=f"halfway random -> explorer ({half:.2f})")
     ax.set_xlabel("generation" if cfg.outer == "es" else "gradient step")
     ax.set_ylabel(f"reward per episode, {cfg.run.validation_tasks} validation mazes")
     ax.set_title(f"{cfg.name}: reward over training")

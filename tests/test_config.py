@@ -27,7 +27,8 @@ def test_every_shipped_comparison_resolves_with_a_budget(path):
     from es_l2l.compare import resolve_plan
 
     plan = resolve_plan([str(path)], [], None, None, None)
-    assert {c.outer for c in plan.configs} == {"es", "bptt", "hybrid"}
+    expected = {"es", "bptt"} if plan.configs[0].family == "maze" else {"es", "bptt", "hybrid"}
+    assert {c.outer for c in plan.configs} == expected
     assert all(c.run.max_seconds == plan.budget[1] for c in plan.configs) and plan.budget[0] == "seconds"
 
 
@@ -87,3 +88,17 @@ def test_missing_and_malformed_files(tmp_path):
 def test_flat_params_cover_every_leaf():
     flat = ExperimentConfig().flat()
     assert flat["es.algorithm"] == "pgpe" and flat["model.n_alif"] == 16 and "task.input_range" in flat
+
+
+def test_task_family_union_defaults_to_teacher_and_takes_maze():
+    from es_l2l.config import MazeConfig, TeacherConfig
+
+    assert isinstance(build_config({"task": {"batch_size": 4}}).task, TeacherConfig)
+    cfg = build_config({"task": {"family": "maze", "rows": 3}, "outer": "bptt"})
+    assert isinstance(cfg.task, MazeConfig) and cfg.task.rows == 3 and cfg.family == "maze"
+    with pytest.raises(ConfigError, match="unknown config key 'task.n_trials'; allowed keys in task: family, rows"):
+        build_config({"task": {"family": "maze", "n_trials": 3}})
+    with pytest.raises(ConfigError, match="outer=hybrid supports the teacher family only"):
+        build_config({"task": {"family": "maze"}, "outer": "hybrid"})
+    with pytest.raises(ConfigError, match="unknown task family 'grid'; allowed: teacher, maze"):
+        build_config({"task": {"family": "grid"}})
