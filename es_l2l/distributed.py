@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -187,10 +188,19 @@ class _Worker:
             # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s), so "cuda" is its own device; a
             # fractional share also caps the memory this process may take on a shared GPU.
             torch.cuda.set_per_process_memory_fraction(min(1.0, self.cfg.run.gpus_per_worker))
+        self.busy_s = 0.0  # seconds spent in evaluate since the last busy_seconds() (benchmarks read it)
 
     def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> TeacherEval:
+        t0 = time.perf_counter()
         e = evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device)
-        return TeacherEval(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in _light(e)])
+        out = TeacherEval(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in _light(e)])
+        self.busy_s += time.perf_counter() - t0
+        return out
+
+    def busy_seconds(self) -> float:
+        """Seconds spent simulating and scoring since the last call (then reset)."""
+        busy, self.busy_s = self.busy_s, 0.0
+        return busy
 
     def evaluate_rows(
         self, recipe: SampleRecipe, lo: int, hi: int, seed_keys: tuple[int, ...]
@@ -268,6 +278,10 @@ class RayEvaluator:
                 "between nodes?); install the same versions everywhere or set es.traffic=vectors"
             )
         return concat(list(evals))
+
+    def busy_seconds(self) -> list[float]:
+        """Each actor's seconds inside ``evaluate`` since the last call (then reset)."""
+        return self._ray.get([a.busy_seconds.remote() for a in self.actors])
 
     def pids(self) -> list[int]:
         return self._ray.get([a.pid.remote() for a in self.actors])

@@ -98,6 +98,23 @@ long lsnn_step_f32(long P, long B, long N, long n_in, long n_ref, float dt, int 
     }
     return total;
 }
+
+/* cur (P*B, N) += W_rec z (z: (P*B, N) of 0/1) from the rows of spiking neurons: the recurrent
+   term alone, for the benchmark's comparison with a dense bmm. */
+void event_add_f32(long P, long B, long N, int nthreads, float *cur, const float *z, const float *w_rec)
+{
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long row = 0; row < P * B; ++row) {
+        const float *zr = z + row * N, *W = w_rec + (row / B) * N * N;
+        float *c = cur + row * N;
+        for (long j = 0; j < N; ++j) {
+            if (zr[j] != 0.0f) {
+                const float *w = W + j * N;
+                for (long i = 0; i < N; ++i) c[i] += w[i];
+            }
+        }
+    }
+}
 """
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11"]
@@ -139,6 +156,10 @@ def _build() -> ctypes.CDLL:
     L, F, I, P = ctypes.c_long, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     fn.argtypes = [L, L, L, L, L, F, I, I, P, L, L, P, P, P, P] + [P] * 8 + [P] * 6
     fn.restype = L
+    add = dll.event_add_f32
+    add.argtypes = [L, L, L, I, P, P, P]
+    add.restype = None
+    _STATE["event_add"] = add
     return fn
 
 
@@ -153,6 +174,16 @@ def load():
             except Exception as exc:  # no compiler, no OpenMP, read-only cache: fall back, say why
                 _STATE.update(fn=None, why=f"C kernel unavailable ({type(exc).__name__}: {exc})")
     return _STATE["fn"]
+
+
+def event_add(current, z, w_rec) -> None:
+    """``current += W_rec z`` in place with the kernel's event-driven loop (float32, contiguous, CPU)."""
+    import torch
+
+    if load() is None:
+        raise RuntimeError(why_not())
+    pop, batch, n = z.shape
+    _STATE["event_add"](pop, batch, n, torch.get_num_threads(), current.data_ptr(), z.data_ptr(), w_rec.data_ptr())
 
 
 def why_not() -> str | None:
