@@ -79,6 +79,8 @@ def run(quick: bool, n: int = 200, batch: int = 32, steps: int = 500, repeats: i
         res = json.loads(done.stdout.strip().splitlines()[-1])
     except Exception as exc:  # no network/registry, build failure, import failure: say so
         return {"skipped": f"{type(exc).__name__}: {exc}", "shapes": shapes}
+    # built from the sdist without setuptools-scm, its metadata says 0.0.0: record what was installed
+    res["norse_metadata_version"], res["norse"] = res.pop("norse"), NORSE.split("==")[1]
     res["median_seconds"] = sorted(res["seconds"])[len(res["seconds"]) // 2]
     res["network_steps_per_s"] = steps / res["median_seconds"]
     res["venv"] = str(VENV.relative_to(ROOT))
