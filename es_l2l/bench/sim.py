@@ -175,20 +175,23 @@ def event_term(pop: int, batch: int, n: int, reps: int, rates=(0.001, 0.005, 0.0
 
 
 @torch.no_grad()
-def regimes(pop: int, batch: int, n: int, steps: int, repeats: int, b0s=(0.1, 0.06, 0.03, 0.01)) -> dict:
-    """End to end, auto against dense across firing regimes (does auto pick the faster path?)."""
+def regimes(pop: int, batch: int, n: int, steps: int, repeats: int, b0s=(0.1, 0.06, 0.01, (0.001, 10.0))) -> dict:
+    """End to end, auto against dense across firing regimes (does auto pick the faster path?).
+    A regime is ``b0`` or ``(b0, factor on W_in)``."""
     x = input_spikes(batch, steps, N_IN)
     last = torch.tensor([steps - 1])
     rows = []
     for b0 in b0s:
+        b0, drive = b0 if isinstance(b0, tuple) else (b0, 1.0)
         params = reference_params(pop, n, N_IN, b0=b0)
+        params = params._replace(w_in=params.w_in * drive)
         times = interleaved({
             "auto": lambda: rollout(params, x, n_ref=N_REF, readout_steps=last),
             "dense": lambda: rollout(params, x, n_ref=N_REF, readout_steps=last, recurrent="dense"),
         }, repeats)
         med = {k: median(v) for k, v in times.items()}
         rate, stats = _rate(params, x, last)
-        rows.append({"b0": b0, "firing_rate_per_step": rate, "auto_event_steps": stats["event_steps"],
+        rows.append({"b0": b0, "w_in_factor": drive, "firing_rate_per_step": rate, "auto_event_steps": stats["event_steps"],
                      "median_seconds": med, "auto_speedup_over_dense": med["dense"] / med["auto"]})
     return {"P": pop, "B": batch, "N": n, "T": steps, "regimes": rows}
 
@@ -330,7 +333,7 @@ def run(quick: bool, pops=None, neurons=None, repeats=None, parts=("forward", "b
         res["event_term"] = event_term(hp, batch, hn, reps=10 if quick else 200)
     if "regimes" in parts:
         log("  auto vs dense across firing regimes")
-        res["regimes"] = regimes(hp, batch, hn, steps, reps, b0s=(0.06, 0.01) if quick else (0.1, 0.06, 0.03, 0.01))
+        res["regimes"] = regimes(hp, batch, hn, steps, reps, b0s=(0.06, (0.001, 10.0)) if quick else (0.1, 0.06, 0.01, (0.001, 10.0)))
     if "fusion" in parts:
         log("  neuron-update implementations")
         res["fusion"] = fusion(hp, batch, hn, steps, with_compile=not quick)
@@ -369,7 +372,7 @@ def report(res: dict) -> str:
         out.append(table(rows, ["rate", "dense", "event C", "event torch", "event gain"]))
     if "regimes" in res:
         r = res["regimes"]
-        rows = [[f"{x['b0']:g}", f"{x['firing_rate_per_step']:.2%}", f"{x['auto_event_steps']}/{r['T']}",
+        rows = [[f"{x['b0']:g}" + (f" W_in x{x['w_in_factor']:g}" if x["w_in_factor"] != 1 else ""), f"{x['firing_rate_per_step']:.2%}", f"{x['auto_event_steps']}/{r['T']}",
                  f"{x['median_seconds']['auto']:.3f}", f"{x['median_seconds']['dense']:.3f}",
                  f"{x['auto_speedup_over_dense']:.2f}x"] for x in r["regimes"]]
         out.append(f"auto vs dense end to end, P={r['P']} B={r['B']} N={r['N']} T={r['T']} (seconds)")

@@ -12,9 +12,12 @@ Recurrent input modes (``recurrent=``):
 
 - ``dense``: ``I = baddbmm(W_in x, z_prev, W_rec)``, ``2 P B N^2`` FLOPs whatever the rate;
 - ``event``: for each spike ``(p, b, j)`` of the previous step add row ``W_rec[p, j, :]`` to
-  ``I[p, b, :]``: ``nnz x N`` additions; at 1% firing about 100 times fewer than dense;
-- ``auto``: each step, ``event`` when the previous step's fraction of spiking units is at most
-  ``event_threshold``, else ``dense`` (random networks fire ~0.1% a step, trained ones ~1%).
+  ``I[p, b, :]``: ``nnz x N`` additions; at 1% firing about 100 times fewer than dense. With the
+  C kernel, event-driven stretches run as chunks of up to 32 steps with the time loop inside
+  each (member, task) row (rows are independent networks), so a row's state stays in cache;
+- ``auto``: ``event`` while the fraction of spiking units (per step, or per chunk on average) is
+  at most ``event_threshold``, else ``dense`` (random networks fire ~0.1% a step, trained ones
+  ~1%). Default threshold: 3% for the tensor path, 20% for the C kernel.
 
 ``fused="compile"`` runs the elementwise update as one ``torch.compile``-d kernel (compile cost
 once per shape, stated by the benchmark); ``cuda_graph=True`` on CUDA captures chunks of the
@@ -28,7 +31,11 @@ from typing import NamedTuple
 import torch
 
 RECURRENT_MODES = ("auto", "dense", "event")
-EVENT_THRESHOLD = 0.03  # auto picks event at or below 3% spiking (crossover measured by the benchmark)
+# auto's crossover, measured by the benchmark (es-l2l bench --only sim): the tensor path's
+# event-driven step (index ops) beats a dense bmm up to ~2-5% spiking; the C kernel's row-wise
+# time loop, whose state stays in cache, beat it up to ~40% on the 2-core machine here.
+EVENT_THRESHOLD = 0.03
+KERNEL_EVENT_THRESHOLD = 0.2
 
 
 def choose_recurrent(n_spikes: int, numel: int, threshold: float = EVENT_THRESHOLD) -> str:
@@ -251,7 +258,7 @@ def fast_rollout(
     record_spikes: bool = False,
     chunk_bytes: int = 1 << 28,
     recurrent: str = "auto",
-    event_threshold: float = EVENT_THRESHOLD,
+    event_threshold: float | None = None,
     fused: str | None = None,
     matmul_dtype: torch.dtype | None = None,
     cuda_graph: bool = False,
@@ -271,6 +278,8 @@ def fast_rollout(
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
     mode, why = fused_mode(params, x, fused)
+    if event_threshold is None:
+        event_threshold = KERNEL_EVENT_THRESHOLD if mode == "kernel" else EVENT_THRESHOLD
     pop, _, n = params.w_in.shape
     batch, steps = x.shape[-3], x.shape[-2]
     dtype, device = params.w_in.dtype, params.w_in.device
@@ -298,78 +307,115 @@ def fast_rollout(
             return choose_recurrent(n_spikes, numel, event_threshold) == "event"
         return recurrent == "event"
 
-    def dense_rec(out: torch.Tensor) -> torch.Tensor:
-        if matmul_dtype is None:
-            return torch.bmm(s.z_prev, w_rec, out=out)
-        return out.copy_(torch.bmm(s.z_prev.to(matmul_dtype), w_mm))
-
     if mode == "kernel":
-        from es_l2l.snn import kernel
-
-        fn = kernel.load()
-        xs = x.contiguous()
-        n_in = xs.shape[-1]
-        xs_b, xs_p = steps * n_in, (0 if xs.dim() == 3 else batch * steps * n_in)
-        w_in = params.w_in.contiguous()
-        coef = [t.expand(pop, 1, n).contiguous() for t in (c.rho, c.one_m_rho, c.alpha, c.one_m_alpha, c.b0, c.beta)]
-        kap = [t.reshape(pop).contiguous() for t in (c.kappa, c.one_m_kappa)]
-        keep_alive = (xs, w_in, w_rec, coef, kap)  # noqa: F841  (pointers below refer to these)
-        ptr = lambda t: t.data_ptr()  # noqa: E731
-        const = [ptr(t) for t in coef] + [ptr(t) for t in kap]
-        state = [ptr(t) for t in (s.v, s.b, s.r, s.zf, s.count)]
-        rec = torch.empty_like(s.v)
-        threads = torch.get_num_threads()
-        x0, fsize = ptr(xs), xs.element_size()
-        for t in range(steps):
+        return _kernel_rollout(params, x, c, s, w_rec, None if matmul_dtype is None else w_mm, n_ref=n_ref, dt=dt, keep=keep,
+                               record_spikes=record_spikes, recurrent=recurrent, event_threshold=event_threshold,
+                               stats=stats)
+    step_fn = compiled_update() if mode == "compile" else None
+    chunk = max(1, min(steps, chunk_bytes // max(1, numel * x.element_size())))
+    for t0 in range(0, steps, chunk):
+        currents = step_currents(x[..., t0 : t0 + chunk, :], params.w_in)  # (c, P, B, N)
+        for k in range(currents.shape[0]):
+            cur = currents[k]  # contiguous (P, B, N); overwritten in place
             if use_event:
-                rec_ptr = None
+                event_recurrent_(cur, s.z_prev, w_rec)
                 n_event += 1
-            else:
-                rec_ptr = ptr(dense_rec(rec))
+            elif matmul_dtype is None:
+                cur.baddbmm_(s.z_prev, w_rec)
                 n_dense += 1
-            n_spikes = fn(pop, batch, n, n_in, n_ref, dt, int(c.positive_threshold), threads, x0 + t * n_in * fsize,
-                          xs_p, xs_b, ptr(w_in), rec_ptr, ptr(s.z_prev), ptr(w_rec), *const, *state, ptr(s.z))
+            else:
+                cur.add_(torch.bmm(s.z_prev.to(matmul_dtype), w_mm).to(dtype))
+                n_dense += 1
+            if step_fn is None:
+                _update_inplace(s, c, cur, n_ref, dt)
+                n_spikes = int(s.spike.sum()) if recurrent == "auto" else 0
+            else:
+                v, z, b, r, zf, count = step_fn(s.v, s.b, s.r, s.zf, s.z_prev, cur, c.rho, c.one_m_rho, c.alpha,
+                                                c.one_m_alpha, c.b0, c.beta, c.kappa, c.one_m_kappa, s.count, n_ref, dt)
+                s = s._replace(v=v, z=z, b=b, r=r, zf=zf, count=count)
+                n_spikes = int(z.sum()) if recurrent == "auto" else 0
             if record_spikes:
                 spikes.append(s.z.clone())
-            if keep[t]:
+            if keep[t0 + k]:
                 traces.append(s.zf.clone())
             use_event = next_is_event(n_spikes)
-            s = s._replace(z=s.z_prev, z_prev=s.z)  # this step's spikes become z_prev
-    else:
-        step_fn = compiled_update() if mode == "compile" else None
-        chunk = max(1, min(steps, chunk_bytes // max(1, numel * x.element_size())))
-        for t0 in range(0, steps, chunk):
-            currents = step_currents(x[..., t0 : t0 + chunk, :], params.w_in)  # (c, P, B, N)
-            for k in range(currents.shape[0]):
-                cur = currents[k]  # contiguous (P, B, N); overwritten in place
-                if use_event:
-                    event_recurrent_(cur, s.z_prev, w_rec)
-                    n_event += 1
-                elif matmul_dtype is None:
-                    cur.baddbmm_(s.z_prev, w_rec)
-                    n_dense += 1
-                else:
-                    cur.add_(torch.bmm(s.z_prev.to(matmul_dtype), w_mm).to(dtype))
-                    n_dense += 1
-                if step_fn is None:
-                    _update_inplace(s, c, cur, n_ref, dt)
-                    n_spikes = int(s.spike.sum()) if recurrent == "auto" else 0
-                else:
-                    v, z, b, r, zf, count = step_fn(s.v, s.b, s.r, s.zf, s.z_prev, cur, c.rho, c.one_m_rho, c.alpha,
-                                                    c.one_m_alpha, c.b0, c.beta, c.kappa, c.one_m_kappa, s.count, n_ref, dt)
-                    s = s._replace(v=v, z=z, b=b, r=r, zf=zf, count=count)
-                    n_spikes = int(z.sum()) if recurrent == "auto" else 0
-                if record_spikes:
-                    spikes.append(s.z.clone())
-                if keep[t0 + k]:
-                    traces.append(s.zf.clone())
-                use_event = next_is_event(n_spikes)
-                s = s._replace(z=s.z_prev, z_prev=s.z)
+            s = s._replace(z=s.z_prev, z_prev=s.z)
     if stats is not None:
         stats.update(fused=mode, kernel_unavailable=why, dense_steps=n_dense, event_steps=n_event)
     zf = torch.stack(traces, dim=2)  # (P, B, K, N)
     y = torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
     return Rollout(y=y, spike_count=s.count, spikes=torch.stack(spikes, dim=2) if record_spikes else None, n_steps=steps)
+
+
+CHUNK_STEPS = 32  # most steps one call of the time-loop kernel runs (it starts at 4 and doubles)
+
+
+def _kernel_rollout(params, x, c, s, w_rec, w_mm, *, n_ref, dt, keep, record_spikes, recurrent, event_threshold,
+                    stats):
+    """The C kernel path. Event-driven stretches run as chunks of the time loop inside each row
+    (``lsnn_chunk_f32``); dense steps as ``bmm`` + one fused step (``lsnn_step_f32``). ``auto``
+    decides after each chunk from its mean spikes per step, and after each dense step from that
+    step's spikes."""
+    from es_l2l.snn import kernel
+    from es_l2l.snn.lsnn import Rollout
+
+    step_fn, chunk_fn = kernel.load(), kernel.chunk_fn()
+
+    def dense_rec(out: torch.Tensor) -> torch.Tensor:  # W_rec z_prev, the current z_prev
+        if w_mm is None:
+            return torch.bmm(s.z_prev, w_rec, out=out)
+        return out.copy_(torch.bmm(s.z_prev.to(w_mm.dtype), w_mm))
+    pop, _, n = params.w_in.shape
+    batch, steps = x.shape[-3], x.shape[-2]
+    numel = pop * batch * n
+    xs = x.contiguous()
+    n_in = xs.shape[-1]
+    xs_b, xs_p = steps * n_in, (0 if xs.dim() == 3 else batch * steps * n_in)
+    w_in = params.w_in.contiguous()
+    coef = [t.expand(pop, 1, n).contiguous() for t in (c.rho, c.one_m_rho, c.alpha, c.one_m_alpha, c.b0, c.beta)]
+    kap = [t.reshape(pop).contiguous() for t in (c.kappa, c.one_m_kappa)]
+    slot, k = [], 0
+    for t in range(steps):
+        slot.append(k if keep[t] else -1)
+        k += bool(keep[t])
+    slots = torch.tensor(slot, dtype=torch.int64)
+    zf_out = torch.empty(pop, batch, k, n, dtype=w_in.dtype)  # (P, B, K, N)
+    spikes_out = torch.empty(pop, batch, steps, n, dtype=w_in.dtype) if record_spikes else None
+    ptr = lambda t: t.data_ptr()  # noqa: E731
+    const = [ptr(t) for t in coef] + [ptr(t) for t in kap]
+    state = [ptr(t) for t in (s.v, s.b, s.r, s.zf, s.count)]
+    rec = torch.empty_like(s.v)
+    threads = torch.get_num_threads()
+    x0, fsize = ptr(xs), xs.element_size()
+    args = (pop, batch, n, n_in, n_ref, dt, int(c.positive_threshold), threads)
+    n_dense = n_event = 0
+    use_event, chunk, t = recurrent != "dense", 4, 0
+    while t < steps:
+        if use_event:
+            length = min(chunk, steps - t)
+            n_spikes = chunk_fn(*args, t, length, x0, xs_p, xs_b, ptr(w_in), ptr(w_rec), *const, *state, ptr(s.z_prev),
+                                ptr(slots) + t * 8, k, ptr(zf_out), ptr(spikes_out) if record_spikes else None, steps)
+            n_event += length
+            t += length
+            chunk = min(2 * chunk, CHUNK_STEPS)
+            use_event = recurrent == "event" or choose_recurrent(n_spikes / length, numel, event_threshold) == "event"
+            continue
+        n_spikes = step_fn(*args, x0 + t * n_in * fsize, xs_p, xs_b, ptr(w_in), ptr(dense_rec(rec)), ptr(s.z_prev),
+                           ptr(w_rec), *const, *state, ptr(s.z))
+        n_dense += 1
+        if keep[t]:
+            zf_out[:, :, slot[t]].copy_(s.zf)
+        if record_spikes:
+            spikes_out[:, :, t].copy_(s.z)
+        s = s._replace(z=s.z_prev, z_prev=s.z)  # this step's spikes become z_prev
+        state = [ptr(t_) for t_ in (s.v, s.b, s.r, s.zf, s.count)]
+        use_event = recurrent == "auto" and choose_recurrent(n_spikes, numel, event_threshold) == "event"
+        chunk = 4
+        t += 1
+    if stats is not None:
+        stats.update(fused="kernel", kernel_unavailable=None, dense_steps=n_dense, event_steps=n_event)
+    y = torch.matmul(zf_out, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    return Rollout(y=y, spike_count=s.count, spikes=spikes_out, n_steps=steps)
 
 
 def _cuda_graph_rollout(params, x, *, n_ref, dt, keep, record_spikes, chunk_bytes, matmul_dtype):
@@ -443,6 +489,7 @@ def flops_dense_recurrent(pop: int, batch: int, n: int, steps: int) -> float:
 
 __all__ = [
     "EVENT_THRESHOLD",
+    "KERNEL_EVENT_THRESHOLD",
     "EventRecurrent",
     "RECURRENT_MODES",
     "choose_recurrent",

@@ -1,17 +1,21 @@
-"""A hand-fused CPU kernel for one LSNN step, compiled on first use and called through ctypes.
+"""Hand-fused CPU kernels for the LSNN step, compiled on first use and called through ctypes.
 
-One pass over each (member p, task b) row of ``N`` neurons does what ``lsnn_step`` does in about
-twenty tensor passes: input current ``W_in x_t`` (from the input spikes), the recurrent input
-(added here from the rows of ``W_rec`` whose neurons spiked, or taken from a dense ``bmm`` done
-before), adaptation, threshold, spike with refractoriness, membrane with reset, readout trace
-and spike count, all while the row is in L1 cache; OpenMP spreads the rows over
-``torch.get_num_threads()`` threads. It returns the step's spike count, which the ``auto``
-recurrent mode reads to choose the next step's path at no extra cost.
+``lsnn_step_f32``: one pass over each (member p, task b) row of ``N`` neurons does what
+``lsnn_step`` does in about twenty tensor passes: input current ``W_in x_t`` (from the input
+spikes), the recurrent input (added from the rows of ``W_rec`` whose neurons spiked, or taken
+from a dense ``bmm`` done before), adaptation, threshold, spike with refractoriness, membrane
+with reset, readout trace and spike count, while the row is in L1 cache. ``lsnn_chunk_f32`` runs
+a chunk of steps with the event-driven recurrent input, the time loop inside each row (every
+(p, b) row is an independent network, so its state never leaves the cache during the chunk).
+OpenMP spreads the rows over ``torch.get_num_threads()`` threads. Both return the spike count,
+which the ``auto`` recurrent mode reads to choose the next path at no extra cost.
 
-Built with the system C compiler (``cc``; ``-O3 -march=native -fopenmp -ffp-contract=off``, the
-last so that no multiply-add is fused where the reference rounds twice) into a per-user cache
-keyed by the source, the flags and the CPU; :func:`load` returns ``None`` (and :func:`why_not`
-says why) where no compiler works, and the caller falls back to the in-place tensor update.
+Built with the system C compiler (``cc -O3 -march=native -fopenmp -ffp-contract=off
+-fno-trapping-math``: no multiply-add is fused where the reference rounds twice and nothing is
+reassociated, so every operation rounds as the reference's does; selects may be vectorised)
+into a per-user cache keyed by the source, the flags and the CPU. :func:`load` returns ``None``
+(and :func:`why_not` says why) where no compiler works; the caller then falls back to the
+in-place tensor update.
 """
 
 from __future__ import annotations
@@ -27,6 +31,36 @@ from pathlib import Path
 
 SOURCE = r"""
 #include <stdint.h>
+
+/* Steps 1-3 and 5 for one row of N neurons, given the row's input current cur (step 4). Written
+   without branches so that it vectorises; the spike test is the reference's (v - A) / A > 0, and
+   with n_ref = 0 the refractory count stays 0 so the same code needs no special case. */
+static inline float update_row(long N, float n_ref_f, float dt, const float *restrict cur, const float *restrict zp,
+                               const float *restrict rh, const float *restrict om, const float *restrict al,
+                               const float *restrict oa, const float *restrict b0p, const float *restrict bep,
+                               float kp, float okp, float *restrict vr, float *restrict br, float *restrict rf,
+                               float *restrict zr, float *restrict cr, float *restrict zo)
+{
+    float spikes = 0.0f;
+    for (long i = 0; i < N; ++i) {
+        float zpi = zp[i];
+        float bi = rh[i] * br[i] + om[i] * zpi;            /* 1. adaptation */
+        float thr = b0p[i] + bep[i] * bi;                  /* 2. threshold A */
+        float vi = vr[i];
+        float ri = rf[i];
+        float zi = (float)(((vi - thr) / thr > 0.0f) & !(ri > 0.0f));   /* 3. spike, not refractory */
+        float dec = ri - 1.0f;
+        dec = dec > 0.0f ? dec : 0.0f;
+        rf[i] = zi * n_ref_f + (1.0f - zi) * dec;          /* exact: zi is 0 or 1, both terms integers */
+        vr[i] = (al[i] * vi + oa[i] * cur[i]) - (thr * zpi) * dt;   /* 5. membrane, reset */
+        br[i] = bi;
+        zr[i] = kp * zr[i] + okp * zi;                     /* readout trace */
+        cr[i] += zi;
+        zo[i] = zi;
+        spikes += zi;
+    }
+    return spikes;
+}
 
 /* One LSNN step (Bellec et al. 2018; DESIGN.md's order) for P*B rows of N neurons, float32.
    x: input spikes of this step, element (p, b, k) at x[p*xs_p + b*xs_b + k] (xs_p = 0: shared).
@@ -73,26 +107,64 @@ long lsnn_step_f32(long P, long B, long N, long n_in, long n_ref, float dt, int 
         const float kp = kappa[p], okp = omk[p];
         float *vr = v + row * N, *br = b + row * N, *rf = r + row * N, *zr = zf + row * N;
         float *cr = count + row * N, *zo = z_out + row * N;
+        long spikes = (long)update_row(N, (float)n_ref, dt, cur, zp, rh, om, al, oa, b0p, bep, kp, okp,
+                                       vr, br, rf, zr, cr, zo);
+        total += spikes;
+    }
+    return total;
+}
+
+/* T consecutive steps (t0 .. t0+n_steps-1) of every row with the event-driven recurrent input,
+   the whole time loop inside the row so that its state stays in L1 cache. State buffers as in
+   lsnn_step_f32; z_prev holds the previous step's spikes on entry and the last step's on exit.
+   keep[t] (t relative to t0) is the readout slot of step t or -1: zf goes to
+   zf_out[(row * K + keep[t]) * N]; spikes_out (row, T_total, N) or NULL. Returns the spike count. */
+long lsnn_chunk_f32(long P, long B, long N, long n_in, long n_ref, float dt, int positive_thr, int nthreads,
+                    long t0, long n_steps, const float *x, long xs_p, long xs_b, const float *w_in,
+                    const float *w_rec, const float *rho, const float *omr, const float *alpha, const float *oma,
+                    const float *b0, const float *beta, const float *kappa, const float *omk,
+                    float *v, float *b, float *r, float *zf, float *count, float *z_prev,
+                    const long *keep, long K, float *zf_out, float *spikes_out, long T_total)
+{
+    long total = 0;
+    #pragma omp parallel for num_threads(nthreads) reduction(+:total) schedule(static)
+    for (long row = 0; row < P * B; ++row) {
+        long p = row / B, bb = row % B;
+        float cur[N], znew[N];
+        const float *wi = w_in + p * n_in * N, *W = w_rec + p * N * N;
+        const float *rh = rho + p * N, *om = omr + p * N, *al = alpha + p * N, *oa = oma + p * N;
+        const float *b0p = b0 + p * N, *bep = beta + p * N;
+        const float kp = kappa[p], okp = omk[p];
+        float *vr = v + row * N, *br = b + row * N, *rf = r + row * N, *zr = zf + row * N;
+        float *cr = count + row * N, *zp = z_prev + row * N;
         long spikes = 0;
-        for (long i = 0; i < N; ++i) {
-            float zpi = zp[i];
-            float bi = rh[i] * br[i] + om[i] * zpi;           /* 1. adaptation */
-            float thr = b0p[i] + bep[i] * bi;                 /* 2. threshold A */
-            float vi = vr[i];
-            int s = positive_thr ? (vi > thr) : ((vi - thr) / thr > 0.0f);   /* 3. spike */
-            if (n_ref > 0) {
-                float ri = rf[i];
-                s = s && !(ri > 0.0f);
-                float dec = ri - 1.0f;
-                rf[i] = s ? (float)n_ref : (dec > 0.0f ? dec : 0.0f);
+        for (long s = 0; s < n_steps; ++s) {
+            const float *xr = x + p * xs_p + bb * xs_b + (t0 + s) * n_in;
+            for (long i = 0; i < N; ++i) cur[i] = 0.0f;
+            for (long k = 0; k < n_in; ++k) {
+                float xk = xr[k];
+                if (xk != 0.0f) {
+                    const float *w = wi + k * N;
+                    for (long i = 0; i < N; ++i) cur[i] += xk * w[i];
+                }
             }
-            float zi = s ? 1.0f : 0.0f;
-            vr[i] = (al[i] * vi + oa[i] * cur[i]) - (thr * zpi) * dt;   /* 5. membrane, reset */
-            br[i] = bi;
-            zr[i] = kp * zr[i] + okp * zi;                    /* readout trace */
-            cr[i] += zi;
-            zo[i] = zi;
-            spikes += s;
+            for (long j = 0; j < N; ++j) {
+                if (zp[j] != 0.0f) {
+                    const float *w = W + j * N;
+                    for (long i = 0; i < N; ++i) cur[i] += w[i];
+                }
+            }
+            spikes += (long)update_row(N, (float)n_ref, dt, cur, zp, rh, om, al, oa, b0p, bep, kp, okp,
+                                       vr, br, rf, zr, cr, znew);
+            for (long i = 0; i < N; ++i) zp[i] = znew[i];
+            if (keep[s] >= 0) {
+                float *o = zf_out + (row * K + keep[s]) * N;
+                for (long i = 0; i < N; ++i) o[i] = zr[i];
+            }
+            if (spikes_out) {
+                float *o = spikes_out + (row * T_total + t0 + s) * N;
+                for (long i = 0; i < N; ++i) o[i] = znew[i];
+            }
         }
         total += spikes;
     }
@@ -117,7 +189,7 @@ void event_add_f32(long P, long B, long N, int nthreads, float *cur, const float
 }
 """
 
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11"]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11"]
 _STATE: dict = {}
 
 
@@ -156,6 +228,10 @@ def _build() -> ctypes.CDLL:
     L, F, I, P = ctypes.c_long, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     fn.argtypes = [L, L, L, L, L, F, I, I, P, L, L, P, P, P, P] + [P] * 8 + [P] * 6
     fn.restype = L
+    chunk = dll.lsnn_chunk_f32
+    chunk.argtypes = [L, L, L, L, L, F, I, I, L, L, P, L, L, P, P] + [P] * 8 + [P] * 6 + [P, L, P, P, L]
+    chunk.restype = L
+    _STATE["chunk"] = chunk
     add = dll.event_add_f32
     add.argtypes = [L, L, L, I, P, P, P]
     add.restype = None
@@ -184,6 +260,11 @@ def event_add(current, z, w_rec) -> None:
         raise RuntimeError(why_not())
     pop, batch, n = z.shape
     _STATE["event_add"](pop, batch, n, torch.get_num_threads(), current.data_ptr(), z.data_ptr(), w_rec.data_ptr())
+
+
+def chunk_fn():
+    """The time-loop kernel (event-driven steps, state in cache), or ``None``."""
+    return _STATE.get("chunk") if load() is not None else None
 
 
 def why_not() -> str | None:
