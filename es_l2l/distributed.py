@@ -188,7 +188,9 @@ class _Worker:
             # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s), so "cuda" is its own device; a
             # fractional share also caps the memory this process may take on a shared GPU.
             torch.cuda.set_per_process_memory_fraction(min(1.0, self.cfg.run.gpus_per_worker))
-        self.busy_s = 0.0  # seconds spent in evaluate since the last busy_seconds() (benchmarks read it)
+        # seconds spent simulating (evaluate) and regenerating members (seed traffic) since the
+        # last busy_seconds(); the ES-generation benchmark reads them
+        self.busy_s = self.regen_s = 0.0
 
     def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> TeacherEval:
         t0 = time.perf_counter()
@@ -197,17 +199,20 @@ class _Worker:
         self.busy_s += time.perf_counter() - t0
         return out
 
-    def busy_seconds(self) -> float:
-        """Seconds spent simulating and scoring since the last call (then reset)."""
-        busy, self.busy_s = self.busy_s, 0.0
-        return busy
+    def busy_seconds(self) -> tuple[float, float]:
+        """Seconds spent simulating and scoring, and regenerating members, since the last call (then reset)."""
+        busy, regen, self.busy_s, self.regen_s = self.busy_s, self.regen_s, 0.0, 0.0
+        return busy, regen
 
     def evaluate_rows(
         self, recipe: SampleRecipe, lo: int, hi: int, seed_keys: tuple[int, ...]
     ) -> tuple[TeacherEval, torch.Tensor]:
         """Regenerate the population on CPU, evaluate rows ``lo:hi``; also return their checksums."""
+        t0 = time.perf_counter()
         rows = regenerate(recipe)[lo:hi]
-        return self.evaluate(rows.numpy(), seed_keys), checksums(rows)
+        sums = checksums(rows)
+        self.regen_s += time.perf_counter() - t0
+        return self.evaluate(rows.numpy(), seed_keys), sums
 
     def pid(self) -> int:
         return os.getpid()
@@ -279,8 +284,8 @@ class RayEvaluator:
             )
         return concat(list(evals))
 
-    def busy_seconds(self) -> list[float]:
-        """Each actor's seconds inside ``evaluate`` since the last call (then reset)."""
+    def busy_seconds(self) -> list[tuple[float, float]]:
+        """Each actor's (evaluate, regenerate) seconds since the last call (then reset)."""
         return self._ray.get([a.busy_seconds.remote() for a in self.actors])
 
     def pids(self) -> list[int]:

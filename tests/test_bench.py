@@ -43,7 +43,7 @@ def test_quick_suite_writes_json_for_every_section(tmp_path, ray_local):
     for r in es["runs"]:
         m = r["median"]
         assert m["wall_s"] > 0 and m["simulation_s"] > 0 and m["bytes_to_workers"] > 0
-        assert m["wall_s"] == pytest.approx(m["simulation_s"] + m["driver_s"] + m["communication_s"])
+        assert m["wall_s"] == pytest.approx(m["simulation_s"] + m["worker_sampling_s"] + m["driver_s"] + m["communication_s"])
 
     bptt = blobs["bptt"]
     assert {c["recurrent"] for c in bptt["cells"]} == {"dense", "event"}

@@ -6,10 +6,13 @@ The project's own pieces: ``MetaProblem`` + ``make_searcher`` (evotorch PGPE, se
 
 - wall: ``searcher.step()``;
 - evaluation: time inside the evaluator call (send, wait, receive, concatenate);
-- simulation: the slowest worker's seconds inside ``evaluate`` (the critical path; the sum over
-  workers is recorded too);
+- simulation: the seconds inside ``evaluate`` of the worker whose ``evaluate`` + regeneration took
+  longest (the critical path; the sum over workers is recorded too);
+- worker sampling: that worker's seconds regenerating its members from the seed recipe (seed
+  traffic's price: the population is sampled again on each worker instead of being sent);
 - driver: wall - evaluation (sampling, ranking, the update, bookkeeping);
-- communication: evaluation - simulation (serialisation, object store, scheduling, waiting).
+- communication: evaluation - simulation - worker sampling (serialisation, object store,
+  scheduling, waiting).
 
 Bytes are counted by ``es_l2l.bench.meter.Meter`` (what ``benchmarks/traffic.py`` uses).
 """
@@ -92,13 +95,14 @@ def run(quick: bool, workers=(1, 2), popsize: int = 256, generations: int = 3, w
                     wall = time.perf_counter() - t0
                     sent, received = meter.sent, meter.received
                     meter.uninstall()
-                    busy = evaluator.busy_seconds()
+                    busy = evaluator.busy_seconds()  # [(evaluate, regenerate)] per worker
                     meter.install()
-                    sim = max(busy)
+                    sim, regen = max(busy, key=sum)
                     ev = evaluator.eval_seconds
                     rows.append({"generation": gen, "wall_s": wall, "evaluation_s": ev, "simulation_s": sim,
-                                 "simulation_sum_over_workers_s": sum(busy), "driver_s": wall - ev,
-                                 "communication_s": ev - sim, "bytes_to_workers": sent, "bytes_from_workers": received,
+                                 "worker_sampling_s": regen,
+                                 "simulation_sum_over_workers_s": sum(b[0] for b in busy), "driver_s": wall - ev,
+                                 "communication_s": ev - sim - regen, "bytes_to_workers": sent, "bytes_from_workers": received,
                                  "neuron_steps": problem.last_eval.neuron_steps})
             finally:
                 meter.uninstall()
@@ -125,9 +129,9 @@ def report(res: dict) -> str:
     rows = []
     for r in res["runs"]:
         m = r["median"]
-        rows.append([r["workers"], f"{m['wall_s']:.3f}", f"{m['simulation_s']:.3f}", f"{m['driver_s']:.3f}",
+        rows.append([r["workers"], f"{m['wall_s']:.3f}", f"{m['simulation_s']:.3f}", f"{m['worker_sampling_s']:.3f}", f"{m['driver_s']:.3f}",
                      f"{m['communication_s']:.3f}", f"{r['driver_plus_communication_share']:.1%}",
                      f"{m['bytes_to_workers']:,.0f}", f"{m['bytes_from_workers']:,.0f}", f"{r['neuron_steps_per_s']:.3g}"])
     return (f"ES generation, {res['config']}, P={res['popsize']}, seed traffic (medians of {res['generations_measured']})\n"
-            + table(rows, ["workers", "wall s", "sim s", "driver s", "comm s", "drv+comm", "bytes out", "bytes back",
+            + table(rows, ["workers", "wall s", "sim s", "sampling s", "driver s", "comm s", "drv+comm", "bytes out", "bytes back",
                            "neuron-steps/s"]))
