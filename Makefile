@@ -2,7 +2,7 @@
 #   make run    ES meta-training on the teacher family with the default config
 #   make test   the whole test suite
 #   make compare ES vs BPTT vs hybrid on the teacher family, same training time each (~20 min)
-#   make bench  the population-simulation benchmark (JSON under benchmarks/results/)
+#   make bench  the benchmark suite: simulation grid, Norse peer, ES generation, BPTT step (JSON under benchmarks/results/)
 # GPU users: create .venv and install the torch build for their CUDA into it first; setup then
 # keeps it (it installs the CPU wheel only when .venv has no torch).
 PYTHON ?= python3

@@ -33,6 +33,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 import torch  # noqa: E402
 
+from es_l2l.bench.meter import Meter  # noqa: E402
 from es_l2l.config import load_config  # noqa: E402
 from es_l2l.distributed import LocalEvaluator, RayEvaluator  # noqa: E402
 from es_l2l.genome import build_genome  # noqa: E402
@@ -41,44 +42,6 @@ from es_l2l.tasks.base import STREAM_TRAIN  # noqa: E402
 from es_l2l.tasks.teacher import n_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Meter:
-    """Counts serialized bytes through ActorMethod._remote, ray.put and ray.get."""
-
-    def __init__(self):
-        self.sent = self.received = 0
-        self._orig = {}
-
-    def size(self, obj) -> int:
-        return len(ray.cloudpickle.dumps(obj, protocol=5))
-
-    def install(self):
-        from ray.actor import ActorMethod
-
-        orig_remote, orig_put, orig_get = ActorMethod._remote, ray.put, ray.get
-        self._orig = {"remote": orig_remote, "put": orig_put, "get": orig_get}
-        meter = self
-
-        def _remote(self_, args=None, kwargs=None, **opts):
-            meter.sent += meter.size((args or (), kwargs or {}))
-            return orig_remote(self_, args=args, kwargs=kwargs, **opts)
-
-        def put(value, *a, **k):
-            meter.sent += meter.size(value)
-            return orig_put(value, *a, **k)
-
-        def get(refs, *a, **k):
-            out = orig_get(refs, *a, **k)
-            meter.received += meter.size(out)
-            return out
-
-        ActorMethod._remote, ray.put, ray.get = _remote, put, get
-
-    def uninstall(self):
-        from ray.actor import ActorMethod
-
-        ActorMethod._remote, ray.put, ray.get = self._orig["remote"], self._orig["put"], self._orig["get"]
 
 
 class EvotorchActorProblem(MetaProblem):

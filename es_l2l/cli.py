@@ -47,9 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     submit.add_argument("--follow", action="store_true", help="stream the job's logs; exit 0 only if it SUCCEEDED")
-    bench = sub.add_parser("bench", help="time the population simulation against a loop over members")
-    bench.add_argument("--quick", action="store_true", help="small shapes (seconds), for a smoke check")
+    bench = sub.add_parser("bench", help="the benchmark suite: simulation grid, Norse peer, ES generation, BPTT step -> JSON")
+    bench.add_argument("--quick", action="store_true", help="small shapes (about a minute), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
+    bench.add_argument("--only", nargs="+", choices=["sim", "norse", "es", "bptt"], help="run only these sections (default: all)")
+    bench.add_argument("--pop", type=int, nargs="+", metavar="P", help="populations of the simulation grid (default 1 16 64 256)")
+    bench.add_argument("--neurons", type=int, nargs="+", metavar="N", help="network sizes of the grid and BPTT (default 100 200 400)")
+    bench.add_argument("--repeats", type=int, help="interleaved repeats per grid cell (default 2)")
+    bench.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 gives steadier figures on a busy machine)")
+    bench.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts for the ES generation (default 1 2)")
     return p
 
 
@@ -229,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from es_l2l.bench import main as bench_main
 
-            return bench_main(quick=args.quick, out=args.out, console=console)
+            return bench_main(quick=args.quick, out=args.out, console=console, only=args.only, pops=args.pop,
+                              neurons=args.neurons, repeats=args.repeats, threads=args.threads, workers=tuple(args.workers))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_CONFIG

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -177,18 +178,31 @@ class _Worker:
             # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s), so "cuda" is its own device; a
             # fractional share also caps the memory this process may take on a shared GPU.
             torch.cuda.set_per_process_memory_fraction(min(1.0, self.cfg.run.gpus_per_worker))
+        # seconds spent simulating (evaluate) and regenerating members (seed traffic) since the
+        # last busy_seconds(); the ES-generation benchmark reads them
+        self.busy_s = self.regen_s = 0.0
 
     def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> Evaluation:
-        e = evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device)
-        e = _light(e)
-        return type(e)(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in e])
+        t0 = time.perf_counter()
+        e = _light(evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device))
+        out = type(e)(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in e])
+        self.busy_s += time.perf_counter() - t0
+        return out
+
+    def busy_seconds(self) -> tuple[float, float]:
+        """Seconds spent simulating and scoring, and regenerating members, since the last call (then reset)."""
+        busy, regen, self.busy_s, self.regen_s = self.busy_s, self.regen_s, 0.0, 0.0
+        return busy, regen
 
     def evaluate_rows(
         self, recipe: SampleRecipe, lo: int, hi: int, seed_keys: tuple[int, ...]
     ) -> tuple[Evaluation, torch.Tensor]:
         """Regenerate the population on CPU, evaluate rows ``lo:hi``; also return their checksums."""
+        t0 = time.perf_counter()
         rows = regenerate(recipe)[lo:hi]
-        return self.evaluate(rows.numpy(), seed_keys), checksums(rows)
+        sums = checksums(rows)
+        self.regen_s += time.perf_counter() - t0
+        return self.evaluate(rows.numpy(), seed_keys), sums
 
     def pid(self) -> int:
         return os.getpid()
@@ -259,6 +273,10 @@ class RayEvaluator:
                 "between nodes?); install the same versions everywhere or set es.traffic=vectors"
             )
         return concat(list(evals))
+
+    def busy_seconds(self) -> list[tuple[float, float]]:
+        """Each actor's (evaluate, regenerate) seconds since the last call (then reset)."""
+        return self._ray.get([a.busy_seconds.remote() for a in self.actors])
 
     def pids(self) -> list[int]:
         return self._ray.get([a.pid.remote() for a in self.actors])

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from es_l2l.snn.fast import RECURRENT_MODES, fast_rollout, recurrent_current
 from es_l2l.snn.spike import spike
 
 
@@ -77,10 +78,13 @@ def lsnn_step(
     n_ref: int,
     gamma: float = 0.3,
     dt: float = 1.0,
+    recurrent: str = "dense",
 ) -> tuple[torch.Tensor, LSNNState]:
     """Advance all ``P x B`` networks one step. ``i_in``: (P, B, N) input current ``W_in x_t``.
 
-    Returns this step's spikes ``z`` (P, B, N) and the new state.
+    Returns this step's spikes ``z`` (P, B, N) and the new state. ``recurrent="event"`` computes
+    ``W_rec z_prev`` from the spikes only (:class:`es_l2l.snn.fast.EventRecurrent`, same
+    gradients); the default ``"dense"`` is one ``baddbmm``.
     """
     v, z_prev, b, r, zf = state
     rho = params.rho.unsqueeze(1)  # (P, 1, N)
@@ -91,7 +95,7 @@ def lsnn_step(
     if n_ref > 0:
         z = z * (r <= 0)
         r = torch.where(z > 0, torch.full_like(r, float(n_ref)), (r - 1.0).clamp_(min=0.0))
-    current = torch.baddbmm(i_in, z_prev, params.w_rec)  # 4. I = W_in x + W_rec z_prev
+    current = recurrent_current(i_in, z_prev, params.w_rec, recurrent)  # 4. I = W_in x + W_rec z_prev
     v = alpha * v + (1.0 - alpha) * current - thr * z_prev * dt  # 5. membrane, reset by A
     kappa = params.kappa.unsqueeze(1)  # (P, 1, 1)
     zf = kappa * zf + (1.0 - kappa) * z
@@ -118,13 +122,53 @@ def rollout(
     readout_steps: torch.Tensor | None = None,
     record_spikes: bool = False,
     chunk_bytes: int = 1 << 28,
+    recurrent: str = "auto",
+    fused: str | None = None,
+    event_threshold: float | None = None,
 ) -> Rollout:
     """Simulate ``P`` networks on ``B`` input sequences for ``T`` steps from the zero state.
 
     ``x``: (B, T, n_in), shared by the whole population, or (P, B, T, n_in).
     ``readout_steps``: (K,) sorted step indices at which the readout ``W_out zf + b_out`` is
     returned (all ``T`` steps when None).
+
+    Without gradients (no parameter or input requires grad, or grad mode is off) the forward runs
+    in :func:`es_l2l.snn.fast.fast_rollout`: preallocated state, in-place update (``fused=
+    "compile"``: one ``torch.compile``-d kernel) and, with ``recurrent="auto"``, an event-driven
+    ``W_rec z`` while at most ``event_threshold`` of the units spike (default: 20% with the C
+    kernel, 3% otherwise; dense on CUDA, where a spike count would synchronise the device). Spikes equal the graph path's; floats
+    differ by rounding only where the event path summed in another order. With gradients the
+    step is :func:`lsnn_step`'s graph, ``"auto"`` meaning dense and ``"event"`` the
+    differentiable event-driven product.
     """
+    if recurrent not in RECURRENT_MODES:
+        raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
+    graph = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in params))
+    if not graph:
+        mode = "dense" if recurrent == "auto" and params.w_in.device.type == "cuda" else recurrent
+        return fast_rollout(params, x, n_ref=n_ref, dt=dt, readout_steps=readout_steps, record_spikes=record_spikes,
+                            chunk_bytes=chunk_bytes, recurrent=mode, event_threshold=event_threshold, fused=fused)
+    if fused is not None:
+        raise ValueError("fused= applies to the no-grad forward only; leave it None when gradients are recorded")
+    return step_rollout(params, x, n_ref=n_ref, gamma=gamma, dt=dt, readout_steps=readout_steps,
+                        record_spikes=record_spikes, chunk_bytes=chunk_bytes,
+                        recurrent="event" if recurrent == "event" else "dense")
+
+
+def step_rollout(
+    params: LSNNParams,
+    x: torch.Tensor,
+    *,
+    n_ref: int,
+    gamma: float = 0.3,
+    dt: float = 1.0,
+    readout_steps: torch.Tensor | None = None,
+    record_spikes: bool = False,
+    chunk_bytes: int = 1 << 28,
+    recurrent: str = "dense",
+) -> Rollout:
+    """:func:`rollout` as a plain loop over :func:`lsnn_step` (the graph autograd records; also
+    the benchmark's plain-torch reference step). ``recurrent``: ``"dense"`` or ``"event"``."""
     pop, _, n = params.w_in.shape
     batch, steps = x.shape[-3], x.shape[-2]
     state = zero_state(pop, batch, n, dtype=params.w_in.dtype, device=params.w_in.device)
@@ -141,7 +185,7 @@ def rollout(
         # unbind, not currents[:, :, k]: its backward stacks the step gradients once instead of
         # filling a zero tensor of the whole chunk for every step (quadratic in the chunk length).
         for k, i_in in enumerate(currents.unbind(2)):
-            z, state = lsnn_step(i_in, state, params, n_ref=n_ref, gamma=gamma, dt=dt)
+            z, state = lsnn_step(i_in, state, params, n_ref=n_ref, gamma=gamma, dt=dt, recurrent=recurrent)
             count = count + z
             if record_spikes:
                 spikes.append(z)
@@ -182,5 +226,6 @@ __all__ = [
     "lsnn_step",
     "rate_regulariser",
     "rollout",
+    "step_rollout",
     "zero_state",
 ]

@@ -1,0 +1,503 @@
+"""Fast LSNN simulation: state in preallocated buffers, an in-place neuron update, and an
+event-driven recurrent input ``W_rec z`` that adds only the rows of spiking neurons.
+
+The equations are :func:`es_l2l.snn.lsnn.lsnn_step`'s (Bellec et al. 2018; DESIGN.md's order);
+this file re-applies the same floating-point operations in the same order, in place, so the
+dense path gives the reference's numbers bit for bit and the event path differs only in the
+summation order of ``W_rec z`` (floats to rounding; spikes identical in the tests). It is a
+no-grad forward (ES fitness); gradients go through ``lsnn.rollout``'s graph path, where
+:class:`EventRecurrent` is the differentiable event-driven term.
+
+Recurrent input modes (``recurrent=``):
+
+- ``dense``: ``I = baddbmm(W_in x, z_prev, W_rec)``, ``2 P B N^2`` FLOPs whatever the rate;
+- ``event``: for each spike ``(p, b, j)`` of the previous step add row ``W_rec[p, j, :]`` to
+  ``I[p, b, :]``: ``nnz x N`` additions; at 1% firing about 100 times fewer than dense. With the
+  C kernel, event-driven stretches run as chunks of up to 32 steps with the time loop inside
+  each (member, task) row (rows are independent networks), so a row's state stays in cache;
+- ``auto``: ``event`` while the fraction of spiking units (per step, or per chunk on average) is
+  at most ``event_threshold``, else ``dense`` (random networks fire ~0.1% a step, trained ones
+  ~1%). Default threshold: 3% for the tensor path, 20% for the C kernel.
+
+``fused="compile"`` runs the elementwise update as one ``torch.compile``-d kernel (compile cost
+once per shape, stated by the benchmark); ``cuda_graph=True`` on CUDA captures chunks of the
+time loop (dense recurrent input) in a CUDA graph so that a step costs no kernel launches.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+RECURRENT_MODES = ("auto", "dense", "event")
+# auto's crossover, measured by the benchmark (es-l2l bench --only sim): the tensor path's
+# event-driven step (index ops) beats a dense bmm up to ~2-5% spiking; the C kernel's row-wise
+# time loop, whose state stays in cache, beat it up to ~40% on the 2-core machine here.
+EVENT_THRESHOLD = 0.03
+KERNEL_EVENT_THRESHOLD = 0.2
+
+
+def choose_recurrent(n_spikes: int, numel: int, threshold: float = EVENT_THRESHOLD) -> str:
+    """``event`` when at most ``threshold`` of the ``numel`` units spiked, else ``dense``."""
+    return "event" if n_spikes <= threshold * numel else "dense"
+
+
+def _spike_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes of ``z`` (P, B, N) as (target row ``p*B + b`` of the (P*B, N) current, source row
+    ``p*N + j`` of the (P*N, N) weights), in row-major order."""
+    pop, batch, n = z.shape
+    flat = z.reshape(-1).nonzero().squeeze(1)  # (nnz,)
+    target = torch.div(flat, n, rounding_mode="floor")
+    j = flat - target * n
+    source = torch.div(target, batch, rounding_mode="floor") * n + j
+    return target, source
+
+
+def event_recurrent_(current: torch.Tensor, z: torch.Tensor, w_rec: torch.Tensor) -> torch.Tensor:
+    """``current += W_rec z`` in place, adding only the rows ``W_rec[p, j, :]`` of spikes ``z[p, b, j]``.
+
+    ``current``: (P, B, N) contiguous; ``z``: (P, B, N) of 0/1; ``w_rec``: (P, N, N) contiguous.
+    """
+    pop, batch, n = z.shape
+    target, source = _spike_rows(z)
+    if target.numel():
+        rows = w_rec.reshape(pop * n, n).index_select(0, source)  # (nnz, N)
+        # scatter_add_ is one kernel over nnz x N elements (index_add_ on CPU is a tensor op per index)
+        current.view(pop * batch, n).scatter_add_(0, target.unsqueeze(1).expand(-1, n), rows)
+    return current
+
+
+class EventRecurrent(torch.autograd.Function):
+    """``W_rec z`` computed from the spikes only, with the dense product's gradients.
+
+    Forward adds rows of ``W_rec`` per spike; backward: ``dL/dz = g W_rec^T`` (dense: the
+    pseudo-derivative needs it at every neuron) and ``dL/dW_rec[p, j] = sum_b z[p, b, j] g[p, b]``
+    (event-driven again: only rows of neurons that spiked get a gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, w_rec: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z, w_rec)
+        out = torch.zeros_like(z)
+        return event_recurrent_(out, z, w_rec.contiguous())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        z, w_rec = ctx.saved_tensors
+        grad_z = torch.bmm(grad, w_rec.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            pop, batch, n = z.shape
+            target, source = _spike_rows(z)
+            grad_w = torch.zeros(pop * n, n, dtype=grad.dtype, device=grad.device)
+            rows = grad.reshape(pop * batch, n).index_select(0, target)
+            grad_w.scatter_add_(0, source.unsqueeze(1).expand(-1, n), rows)
+            grad_w = grad_w.view(pop, n, n)
+        return grad_z, grad_w
+
+
+def recurrent_current(i_in: torch.Tensor, z_prev: torch.Tensor, w_rec: torch.Tensor, mode: str) -> torch.Tensor:
+    """``I = W_in x + W_rec z_prev`` (differentiable), the recurrent term dense or event-driven."""
+    if mode == "dense":
+        return torch.baddbmm(i_in, z_prev, w_rec)
+    return i_in + EventRecurrent.apply(z_prev, w_rec)
+
+
+class _Buffers(NamedTuple):
+    """Preallocated state of the fast rollout, each (P, B, N) unless noted."""
+
+    v: torch.Tensor
+    z: torch.Tensor  # this step's spikes (float 0/1)
+    z_prev: torch.Tensor
+    b: torch.Tensor
+    r: torch.Tensor
+    zf: torch.Tensor
+    thr: torch.Tensor
+    tmp: torch.Tensor
+    spike: torch.Tensor  # bool
+    refr: torch.Tensor  # bool
+    count: torch.Tensor
+
+
+class _Coeffs(NamedTuple):
+    """Per-neuron constants, (P, 1, N) (kappa: (P, 1, 1)), computed once per rollout."""
+
+    rho: torch.Tensor
+    one_m_rho: torch.Tensor
+    alpha: torch.Tensor
+    one_m_alpha: torch.Tensor
+    b0: torch.Tensor
+    beta: torch.Tensor
+    kappa: torch.Tensor
+    one_m_kappa: torch.Tensor
+    positive_threshold: bool  # b0 > 0 and beta >= 0: then (v - A) / A > 0 iff v > A, one pass fewer
+
+
+def _coeffs(params) -> _Coeffs:
+    rho, alpha = params.rho.unsqueeze(1), params.alpha.unsqueeze(1)
+    b0, beta = params.b0.unsqueeze(1), params.beta.unsqueeze(1)
+    kappa = params.kappa.unsqueeze(1)
+    # (v - A) / A > 0 equals v > A for a threshold A in [1e-30, 1e30]: A = b0 + beta b with b in
+    # [0, 1] stays in [b0, b0 + beta]; the division neither underflows nor flips a sign there.
+    positive = bool(((b0 >= 1e-30) & (beta >= 0) & (b0 + beta <= 1e30)).all())
+    return _Coeffs(rho, 1.0 - rho, alpha, 1.0 - alpha, b0, beta, kappa, 1.0 - kappa, positive)
+
+
+def _buffers(pop: int, batch: int, n: int, dtype, device) -> _Buffers:
+    f = lambda: torch.zeros(pop, batch, n, dtype=dtype, device=device)  # noqa: E731
+    b = lambda: torch.zeros(pop, batch, n, dtype=torch.bool, device=device)  # noqa: E731
+    return _Buffers(f(), f(), f(), f(), f(), f(), f(), f(), b(), b(), f())
+
+
+def _update_inplace(s: _Buffers, c: _Coeffs, current: torch.Tensor, n_ref: int, dt: float) -> None:
+    """Steps 1-3 and 5 of ``lsnn_step`` in place, given step 4's ``current``; ``s.z_prev`` holds
+    the previous spikes on entry, ``s.z`` this step's on exit. Every float op is the reference's,
+    in its order (no fused multiply-add where the reference rounds twice)."""
+    # 1. b <- rho b + (1 - rho) z_prev   ((1 - rho) z_prev is exact: z_prev is 0 or 1)
+    s.b.mul_(c.rho).addcmul_(s.z_prev, c.one_m_rho)
+    # 2. A = b0 + beta b
+    torch.mul(c.beta, s.b, out=s.thr).add_(c.b0)
+    # 3. z = H((v - A) / A), zero while refractory
+    if c.positive_threshold:
+        torch.gt(s.v, s.thr, out=s.spike)
+    else:
+        torch.sub(s.v, s.thr, out=s.tmp).div_(s.thr)
+        torch.gt(s.tmp, 0.0, out=s.spike)
+    if n_ref > 0:
+        torch.gt(s.r, 0.0, out=s.refr)
+        s.spike.logical_and_(s.refr.logical_not_())
+        s.r.sub_(1.0).clamp_(min=0.0).masked_fill_(s.spike, float(n_ref))
+    s.z.copy_(s.spike)
+    # 5. v <- alpha v + (1 - alpha) I - A z_prev dt
+    s.v.mul_(c.alpha).add_(current.mul_(c.one_m_alpha))
+    s.thr.mul_(s.z_prev)
+    if dt != 1.0:
+        s.thr.mul_(dt)
+    s.v.sub_(s.thr)
+    # readout trace zf <- kappa zf + (1 - kappa) z   ((1 - kappa) z is exact)
+    s.zf.mul_(c.kappa).addcmul_(s.z, c.one_m_kappa)
+    s.count.add_(s.z)
+
+
+def _update_pure(v, b, r, zf, z_prev, current, rho, one_m_rho, alpha, one_m_alpha, b0, beta, kappa, one_m_kappa, count, n_ref: int, dt: float):
+    """The same update as one pure function, for ``torch.compile`` to fuse into a single kernel."""
+    b = rho * b + one_m_rho * z_prev
+    thr = b0 + beta * b
+    spike = (v - thr) / thr > 0
+    if n_ref > 0:
+        spike = spike & (r <= 0)
+        r = torch.where(spike, torch.full_like(r, float(n_ref)), (r - 1.0).clamp(min=0.0))
+    z = spike.to(v.dtype)
+    v = alpha * v + one_m_alpha * current - thr * z_prev * dt
+    zf = kappa * zf + one_m_kappa * z
+    return v, z, b, r, zf, count + z
+
+
+_COMPILED: dict = {}
+
+
+def compiled_update():
+    """``_update_pure`` under ``torch.compile`` (one compiled function per process; shapes it
+    sees for the first time cost a compile, about 10-20 s on 2 CPU cores)."""
+    if "fn" not in _COMPILED:
+        _COMPILED["fn"] = torch.compile(_update_pure, dynamic=False, fullgraph=True)
+    return _COMPILED["fn"]
+
+
+def step_currents(x: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
+    """``W_in x`` laid out time-major, (c, P, B, N), so that each step's slice is contiguous.
+    ``x``: (B, c, n_in) shared or (P, B, c, n_in)."""
+    if x.dim() == 3:
+        xt = x.transpose(0, 1).unsqueeze(1)  # (c, 1, B, n_in)
+    else:
+        xt = x.permute(2, 0, 1, 3)  # (c, P, B, n_in)
+    return torch.matmul(xt, w_in.unsqueeze(0)).contiguous()  # (c, P, B, N)
+
+
+FUSED_MODES = ("kernel", "inplace", "compile")
+KERNEL_MAX_NEURONS = 16384  # the kernel keeps one row of currents on the stack
+
+
+def fused_mode(params, x: torch.Tensor, fused: str | None) -> tuple[str, str | None]:
+    """The neuron-update implementation ``fast_rollout`` will use, and why not the kernel if not.
+
+    ``None`` means: the C kernel (:mod:`es_l2l.snn.kernel`) where it applies (CPU, float32,
+    N <= 16384) and builds, else the in-place tensor update.
+    """
+    if fused is not None and fused not in FUSED_MODES:
+        raise ValueError(f"fused must be None or one of {FUSED_MODES}, got {fused!r}")
+    if fused in ("inplace", "compile"):
+        return fused, None
+    from es_l2l.snn import kernel
+
+    why = None
+    if params.w_in.device.type != "cpu":
+        why = f"the C kernel is for CPU tensors (these are on {params.w_in.device.type})"
+    elif params.w_in.dtype != torch.float32 or x.dtype != torch.float32:
+        why = "the C kernel is float32 only"
+    elif params.w_rec.shape[-1] > KERNEL_MAX_NEURONS:
+        why = f"the C kernel takes at most {KERNEL_MAX_NEURONS} neurons"
+    elif kernel.load() is None:
+        why = kernel.why_not()
+    if why is None:
+        return "kernel", None
+    if fused == "kernel":
+        raise RuntimeError(f"fused='kernel' cannot run: {why}")
+    return "inplace", why
+
+
+@torch.no_grad()
+def fast_rollout(
+    params,
+    x: torch.Tensor,
+    *,
+    n_ref: int,
+    dt: float = 1.0,
+    readout_steps: torch.Tensor | None = None,
+    record_spikes: bool = False,
+    chunk_bytes: int = 1 << 28,
+    recurrent: str = "auto",
+    event_threshold: float | None = None,
+    fused: str | None = None,
+    matmul_dtype: torch.dtype | None = None,
+    cuda_graph: bool = False,
+    stats: dict | None = None,
+):
+    """Forward simulation equal to ``lsnn.rollout`` (no gradients), returning its ``Rollout``.
+
+    ``fused``: ``None`` (the C kernel where it applies, else ``"inplace"``), ``"kernel"``,
+    ``"inplace"`` (preallocated tensors, in-place ops) or ``"compile"`` (``torch.compile``).
+    ``matmul_dtype``: e.g. ``torch.bfloat16`` computes the dense ``W_rec z`` in that precision
+    (``z`` is exact in it, ``W_rec`` is rounded): faster on bf16 hardware, not equal to fp32.
+    ``cuda_graph``: on CUDA, replay the time loop from a captured graph (dense recurrent input).
+    ``stats``: a dict that receives the implementation used and the number of dense and event steps.
+    """
+    from es_l2l.snn.lsnn import Rollout  # here: lsnn imports this module
+
+    if recurrent not in RECURRENT_MODES:
+        raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
+    mode, why = fused_mode(params, x, fused)
+    if event_threshold is None:
+        event_threshold = KERNEL_EVENT_THRESHOLD if mode == "kernel" else EVENT_THRESHOLD
+    pop, _, n = params.w_in.shape
+    batch, steps = x.shape[-3], x.shape[-2]
+    dtype, device = params.w_in.dtype, params.w_in.device
+    if readout_steps is None:
+        readout_steps = torch.arange(steps)
+    keep = torch.zeros(steps, dtype=torch.bool)
+    keep[readout_steps.cpu()] = True
+    keep = keep.tolist()
+    if cuda_graph and device.type == "cuda":
+        if stats is not None:
+            stats.update(fused="inplace", cuda_graph=True, dense_steps=steps, event_steps=0)
+        return _cuda_graph_rollout(params, x, n_ref=n_ref, dt=dt, keep=keep, record_spikes=record_spikes,
+                                   chunk_bytes=chunk_bytes, matmul_dtype=matmul_dtype)
+    c = _coeffs(params)
+    s = _buffers(pop, batch, n, dtype, device)
+    w_rec = params.w_rec.contiguous()
+    w_mm = w_rec if matmul_dtype is None else w_rec.to(matmul_dtype)
+    numel = pop * batch * n
+    use_event = True  # the zero state has no spikes: nothing to add on the first step
+    n_dense = n_event = 0
+    traces, spikes = [], []
+
+    def next_is_event(n_spikes: int) -> bool:
+        if recurrent == "auto":
+            return choose_recurrent(n_spikes, numel, event_threshold) == "event"
+        return recurrent == "event"
+
+    if mode == "kernel":
+        return _kernel_rollout(params, x, c, s, w_rec, None if matmul_dtype is None else w_mm, n_ref=n_ref, dt=dt, keep=keep,
+                               record_spikes=record_spikes, recurrent=recurrent, event_threshold=event_threshold,
+                               stats=stats)
+    step_fn = compiled_update() if mode == "compile" else None
+    chunk = max(1, min(steps, chunk_bytes // max(1, numel * x.element_size())))
+    for t0 in range(0, steps, chunk):
+        currents = step_currents(x[..., t0 : t0 + chunk, :], params.w_in)  # (c, P, B, N)
+        for k in range(currents.shape[0]):
+            cur = currents[k]  # contiguous (P, B, N); overwritten in place
+            if use_event:
+                event_recurrent_(cur, s.z_prev, w_rec)
+                n_event += 1
+            elif matmul_dtype is None:
+                cur.baddbmm_(s.z_prev, w_rec)
+                n_dense += 1
+            else:
+                cur.add_(torch.bmm(s.z_prev.to(matmul_dtype), w_mm).to(dtype))
+                n_dense += 1
+            if step_fn is None:
+                _update_inplace(s, c, cur, n_ref, dt)
+                n_spikes = int(s.spike.sum()) if recurrent == "auto" else 0
+            else:
+                v, z, b, r, zf, count = step_fn(s.v, s.b, s.r, s.zf, s.z_prev, cur, c.rho, c.one_m_rho, c.alpha,
+                                                c.one_m_alpha, c.b0, c.beta, c.kappa, c.one_m_kappa, s.count, n_ref, dt)
+                s = s._replace(v=v, z=z, b=b, r=r, zf=zf, count=count)
+                n_spikes = int(z.sum()) if recurrent == "auto" else 0
+            if record_spikes:
+                spikes.append(s.z.clone())
+            if keep[t0 + k]:
+                traces.append(s.zf.clone())
+            use_event = next_is_event(n_spikes)
+            s = s._replace(z=s.z_prev, z_prev=s.z)
+    if stats is not None:
+        stats.update(fused=mode, kernel_unavailable=why, dense_steps=n_dense, event_steps=n_event)
+    zf = torch.stack(traces, dim=2)  # (P, B, K, N)
+    y = torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    return Rollout(y=y, spike_count=s.count, spikes=torch.stack(spikes, dim=2) if record_spikes else None, n_steps=steps)
+
+
+CHUNK_STEPS = 32  # most steps one call of the time-loop kernel runs (it starts at 4 and doubles)
+
+
+def _kernel_rollout(params, x, c, s, w_rec, w_mm, *, n_ref, dt, keep, record_spikes, recurrent, event_threshold,
+                    stats):
+    """The C kernel path. Event-driven stretches run as chunks of the time loop inside each row
+    (``lsnn_chunk_f32``); dense steps as ``bmm`` + one fused step (``lsnn_step_f32``). ``auto``
+    decides after each chunk from its mean spikes per step, and after each dense step from that
+    step's spikes."""
+    from es_l2l.snn import kernel
+    from es_l2l.snn.lsnn import Rollout
+
+    step_fn, chunk_fn = kernel.load(), kernel.chunk_fn()
+
+    def dense_rec(out: torch.Tensor) -> torch.Tensor:  # W_rec z_prev, the current z_prev
+        if w_mm is None:
+            return torch.bmm(s.z_prev, w_rec, out=out)
+        return out.copy_(torch.bmm(s.z_prev.to(w_mm.dtype), w_mm))
+    pop, _, n = params.w_in.shape
+    batch, steps = x.shape[-3], x.shape[-2]
+    numel = pop * batch * n
+    xs = x.contiguous()
+    n_in = xs.shape[-1]
+    xs_b, xs_p = steps * n_in, (0 if xs.dim() == 3 else batch * steps * n_in)
+    w_in = params.w_in.contiguous()
+    coef = [t.expand(pop, 1, n).contiguous() for t in (c.rho, c.one_m_rho, c.alpha, c.one_m_alpha, c.b0, c.beta)]
+    kap = [t.reshape(pop).contiguous() for t in (c.kappa, c.one_m_kappa)]
+    slot, k = [], 0
+    for t in range(steps):
+        slot.append(k if keep[t] else -1)
+        k += bool(keep[t])
+    slots = torch.tensor(slot, dtype=torch.int64)
+    zf_out = torch.empty(pop, batch, k, n, dtype=w_in.dtype)  # (P, B, K, N)
+    spikes_out = torch.empty(pop, batch, steps, n, dtype=w_in.dtype) if record_spikes else None
+    ptr = lambda t: t.data_ptr()  # noqa: E731
+    const = [ptr(t) for t in coef] + [ptr(t) for t in kap]
+    state = [ptr(t) for t in (s.v, s.b, s.r, s.zf, s.count)]
+    rec = torch.empty_like(s.v)
+    threads = torch.get_num_threads()
+    x0, fsize = ptr(xs), xs.element_size()
+    args = (pop, batch, n, n_in, n_ref, dt, int(c.positive_threshold), threads)
+    n_dense = n_event = 0
+    use_event, chunk, t = recurrent != "dense", 4, 0
+    while t < steps:
+        if use_event:
+            length = min(chunk, steps - t)
+            n_spikes = chunk_fn(*args, t, length, x0, xs_p, xs_b, ptr(w_in), ptr(w_rec), *const, *state, ptr(s.z_prev),
+                                ptr(slots) + t * 8, k, ptr(zf_out), ptr(spikes_out) if record_spikes else None, steps)
+            n_event += length
+            t += length
+            chunk = min(2 * chunk, CHUNK_STEPS)
+            use_event = recurrent == "event" or choose_recurrent(n_spikes / length, numel, event_threshold) == "event"
+            continue
+        n_spikes = step_fn(*args, x0 + t * n_in * fsize, xs_p, xs_b, ptr(w_in), ptr(dense_rec(rec)), ptr(s.z_prev),
+                           ptr(w_rec), *const, *state, ptr(s.z))
+        n_dense += 1
+        if keep[t]:
+            zf_out[:, :, slot[t]].copy_(s.zf)
+        if record_spikes:
+            spikes_out[:, :, t].copy_(s.z)
+        s = s._replace(z=s.z_prev, z_prev=s.z)  # this step's spikes become z_prev
+        state = [ptr(t_) for t_ in (s.v, s.b, s.r, s.zf, s.count)]
+        use_event = recurrent == "auto" and choose_recurrent(n_spikes, numel, event_threshold) == "event"
+        chunk = 4
+        t += 1
+    if stats is not None:
+        stats.update(fused="kernel", kernel_unavailable=None, dense_steps=n_dense, event_steps=n_event)
+    y = torch.matmul(zf_out, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    return Rollout(y=y, spike_count=s.count, spikes=spikes_out, n_steps=steps)
+
+
+def _cuda_graph_rollout(params, x, *, n_ref, dt, keep, record_spikes, chunk_bytes, matmul_dtype):
+    """The time loop captured in CUDA graphs: one graph replays ``K`` steps (dense ``W_rec z``)
+    from static buffers, so a step costs no kernel launch from Python. Not run on hardware yet."""
+    from es_l2l.snn.lsnn import Rollout
+
+    pop, _, n = params.w_in.shape
+    batch, steps = x.shape[-3], x.shape[-2]
+    dtype, device = params.w_in.dtype, params.w_in.device
+    c = _coeffs(params)
+    s = _buffers(pop, batch, n, dtype, device)
+    w_rec = params.w_rec.contiguous()
+    w_mm = w_rec if matmul_dtype is None else w_rec.to(matmul_dtype)
+    numel = pop * batch * n
+    k_steps = max(2, min(64, chunk_bytes // max(1, numel * x.element_size() * 3)))
+    k_steps -= k_steps % 2  # an even count: the z / z_prev buffer swap ends where it started
+    inp = torch.zeros(k_steps, pop, batch, n, dtype=dtype, device=device)  # static input chunk
+    zf_out = torch.zeros_like(inp)
+    z_out = torch.zeros_like(inp)
+
+    def run(k_count: int) -> None:
+        nonlocal s
+        for k in range(k_count):
+            cur = inp[k]
+            if matmul_dtype is None:
+                cur.baddbmm_(s.z_prev, w_rec)
+            else:
+                cur.add_(torch.bmm(s.z_prev.to(matmul_dtype), w_mm).to(dtype))
+            _update_inplace(s, c, cur, n_ref, dt)
+            zf_out[k].copy_(s.zf)
+            z_out[k].copy_(s.z)
+            s = s._replace(z=s.z_prev, z_prev=s.z)
+
+    graph = None
+    if k_steps >= 2 and steps >= k_steps:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up on a side stream, as capture requires
+            run(k_steps)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run(k_steps)
+        for buf in s:  # warm-up advanced the state: back to the zero state
+            buf.zero_()
+    traces, spikes = [], []
+    t = 0
+    while t < steps:
+        k_count = k_steps if graph is not None and steps - t >= k_steps else 1
+        inp[:k_count].copy_(step_currents(x[..., t : t + k_count, :], params.w_in))
+        if k_count == k_steps and graph is not None:
+            graph.replay()
+        else:
+            run(k_count)
+        for k in range(k_count):
+            if record_spikes:
+                spikes.append(z_out[k].clone())
+            if keep[t + k]:
+                traces.append(zf_out[k].clone())
+        t += k_count
+    zf = torch.stack(traces, dim=2)
+    y = torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    return Rollout(y=y, spike_count=s.count, spikes=torch.stack(spikes, dim=2) if record_spikes else None, n_steps=steps)
+
+
+def flops_dense_recurrent(pop: int, batch: int, n: int, steps: int) -> float:
+    """FLOPs of the dense ``W_rec z`` term over a rollout (multiply and add)."""
+    return 2.0 * pop * batch * n * n * steps
+
+
+__all__ = [
+    "EVENT_THRESHOLD",
+    "KERNEL_EVENT_THRESHOLD",
+    "EventRecurrent",
+    "RECURRENT_MODES",
+    "choose_recurrent",
+    "event_recurrent_",
+    "FUSED_MODES",
+    "fast_rollout",
+    "flops_dense_recurrent",
+    "fused_mode",
+    "recurrent_current",
+    "step_currents",
+]
