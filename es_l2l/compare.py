@@ -283,10 +283,6 @@ def compare(plan: Plan, console: Console) -> int:
     """Run every child under the plan's budget, then log the comparison to the parent run."""
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
-    from es_l2l.fitness import task_batch
-    from es_l2l.outer.loop import episode_metrics
-    from es_l2l.tasks.base import STREAM_VALIDATION
-    from es_l2l.tasks.teacher_baselines import baseline_mse_per_trial
     from es_l2l.tracking import MlflowRun, ui_command
 
     first = plan.configs[0]
@@ -320,51 +316,55 @@ def compare(plan: Plan, console: Console) -> int:
         if not done:
             parent.end("FAILED")
             raise CompareError("no compared run finished: " + "; ".join(f"{c.name}: {c.error}" for c in children))
-        if first.family == "maze":
-            table_rows, text, title, columns, printed = _summarise_maze(plan, children, parent)
-            parent.end("FAILED" if any(c.error for c in children) else "FINISHED")
-            return _finish(console, parent, children, table_rows, text, title, columns, printed)
-        report = done[0].outcome.report  # the same held-out test tasks for every child
-        tasks = task_batch(first, (first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
-        val_curves = baseline_mse_per_trial(first.task, tasks, first.run.seed)
-        val_baselines = {k: episode_metrics(v, "val")["val_mse_late"] for k, v in val_curves.items()}
-        best_vals = [min(h["val_mse_late"] for h in _validation_history(c.outcome)) for c in done]
-        target = plan.target_mse if plan.target_mse is not None else max(best_vals)
-        rows = summary_rows(children, target)
-        table_rows = rows + baseline_rows(report)
-        text = verdict(rows, report, plan.budget_text)
-        title = f"{' vs '.join(names)}: {plan.budget_text} each; target validation MSE {target:.4f}"
-        with tempfile.TemporaryDirectory() as tmp:
-            parent.log_artifact(plot_comparison(children, val_baselines, report, target, Path(tmp) / "comparison.png", title))
-        parent.log_text(markdown_table(table_rows) + "\n" + text + "\n", "comparison.md")
-        parent.log_text(csv_table(table_rows), "comparison.csv")
-        curves = {c.name: c.outcome.report.curves[LSNN_TRAINED] for c in done}
-        curves.update({k: v for k, v in report.curves.items() if k != LSNN_TRAINED})
-        parent.log_text(curves_csv(curves), "mse_per_trial.csv")
-        metrics = {"target_mse": target}
-        for r in rows:
-            metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
-        metrics.update({f"baseline.{k.replace(' ', '_')}.test_mse_late": m["test_mse_late"] for k, m in report.metrics.items()})
-        parent.log_metrics(metrics)
-        winner = min(rows, key=lambda r: r["test_mse_late"])
-        parent.set_tags({"winner": winner["name"], "verdict": text[:5000]})
+        summarise = _summarise_maze if first.family == "maze" else _summarise_teacher
+        table_rows, text, title, columns, printed = summarise(plan, children, parent)
     except KeyboardInterrupt:
         parent.end("KILLED")
         raise
-    parent.end("FAILED" if any(c.error for c in children) else "FINISHED")
-    return _finish(console, parent, children, table_rows, text, title)
-
-
-def _finish(console: Console, parent, children: list[Child], table_rows, text: str, title: str, columns=None, printed=PRINTED) -> int:
-    from es_l2l.tracking import ui_command
-
     failed = [c for c in children if c.error]
+    parent.end("FAILED" if failed else "FINISHED")
     console.print(rich_table(table_rows, title, columns, printed))
     console.print(text)
     console.print(f"MLflow parent run id: {parent.run_id}\nbrowse it:            {ui_command(parent.uri)}")
     if failed:
         raise CompareError("; ".join(f"{c.name} failed: {c.error}" for c in failed) + f" (the other runs and the parent run {parent.run_id} are logged)")
     return 0
+
+
+def _summarise_teacher(plan: Plan, children: list[Child], parent):
+    """Table, verdict, figure and metrics of a teacher comparison, logged to the parent run."""
+    from es_l2l.fitness import task_batch
+    from es_l2l.outer.loop import episode_metrics
+    from es_l2l.tasks.base import STREAM_VALIDATION
+    from es_l2l.tasks.teacher_baselines import baseline_mse_per_trial
+
+    first, names = plan.configs[0], [c.name for c in plan.configs]
+    done = [c for c in children if c.outcome is not None]
+    report = done[0].outcome.report  # the same held-out test tasks for every child
+    tasks = task_batch(first, (first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
+    val_curves = baseline_mse_per_trial(first.task, tasks, first.run.seed)
+    val_baselines = {k: episode_metrics(v, "val")["val_mse_late"] for k, v in val_curves.items()}
+    best_vals = [min(h["val_mse_late"] for h in _validation_history(c.outcome)) for c in done]
+    target = plan.target_mse if plan.target_mse is not None else max(best_vals)
+    rows = summary_rows(children, target)
+    table_rows = rows + baseline_rows(report)
+    text = verdict(rows, report, plan.budget_text)
+    title = f"{' vs '.join(names)}: {plan.budget_text} each; target validation MSE {target:.4f}"
+    with tempfile.TemporaryDirectory() as tmp:
+        parent.log_artifact(plot_comparison(children, val_baselines, report, target, Path(tmp) / "comparison.png", title))
+    parent.log_text(markdown_table(table_rows) + "\n" + text + "\n", "comparison.md")
+    parent.log_text(csv_table(table_rows), "comparison.csv")
+    curves = {c.name: c.outcome.report.curves[LSNN_TRAINED] for c in done}
+    curves.update({k: v for k, v in report.curves.items() if k != LSNN_TRAINED})
+    parent.log_text(curves_csv(curves), "mse_per_trial.csv")
+    metrics = {"target_mse": target}
+    for r in rows:
+        metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
+    metrics.update({f"baseline.{k.replace(' ', '_')}.test_mse_late": m["test_mse_late"] for k, m in report.metrics.items()})
+    parent.log_metrics(metrics)
+    winner = min(rows, key=lambda r: r["test_mse_late"])
+    parent.set_tags({"winner": winner["name"], "verdict": text[:5000]})
+    return table_rows, text, title, COLUMNS, PRINTED
 
 
 # --- the maze family: reward per episode, higher is better ----------------------------------------

@@ -359,10 +359,10 @@ FAMILIES: dict[str, type[BaseModel]] = {"teacher": TeacherConfig, "maze": MazeCo
 
 
 def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
+    family = None
     if len(err["loc"]) > 1 and err["loc"][0] == "task" and err["loc"][1] in FAMILIES:
         family = err["loc"][1]  # the tagged union puts the family into the location: drop it
         err = {**err, "loc": ("task", *err["loc"][2:])}
-        schema = type("S", (BaseModel,), {"__annotations__": {"task": FAMILIES[family]}})
     if err["type"] == "union_tag_invalid":
         return f"unknown task family {err.get('input', {}).get('family')!r}; allowed: {', '.join(FAMILIES)}"
     loc = [str(p) for p in err["loc"] if not str(p).isdigit() or err["type"] != "literal_error"]
@@ -370,7 +370,7 @@ def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
     if err["type"] == "extra_forbidden":
         section: Any = schema
         for part in loc[:-1]:
-            section = section.model_fields[part].annotation
+            section = FAMILIES[family] if family and section is schema and part == "task" else section.model_fields[part].annotation
         allowed = ", ".join(section.model_fields) if isinstance(section, type) else "?"
         where = ".".join(loc[:-1]) or "top level"
         return f"unknown config key '{key}'; allowed keys in {where}: {allowed}"

@@ -59,18 +59,18 @@ def detach(ev: Evaluation) -> Evaluation:
 
 def maze_eval(cfg: ExperimentConfig, ep) -> MazeEval:
     """Score an :class:`es_l2l.agent.Episode` of ``P`` agents on ``B`` mazes."""
-    from es_l2l.tasks.maze_baselines import exploit_statistic
+    from es_l2l.tasks.maze_baselines import episode_means
 
     reward = ep.total_reward().mean(dim=1)
-    stats = exploit_statistic(ep.reached.detach())
+    found, first_find, later_trip = episode_means(ep.reached.detach())
     rate = firing_rate_hz(ep.spike_count, cfg.task.n_steps * cfg.task.ms_per_step, cfg.model.dt)
     penalty = cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz)
     return MazeEval(
         fitness=reward - penalty,
         reward=reward,
-        found=ep.reached.any(-1).double().mean(dim=1),
-        first_find=stats.first_find.nanmean(dim=1),
-        later_trip=stats.later_trip.nanmean(dim=1),
+        found=found,
+        first_find=first_find,
+        later_trip=later_trip,
         rate_hz=rate.mean(dim=1),
         neuron_steps=ep.neuron_steps,
     )

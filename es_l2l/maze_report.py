@@ -24,7 +24,8 @@ from es_l2l.config import ExperimentConfig
 from es_l2l.fitness import maze_batch, play_params
 from es_l2l.genome import Genome
 from es_l2l.tasks.base import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, generator
-from es_l2l.tasks.maze_baselines import exploit_statistic, play_baselines
+from es_l2l.tasks.maze import move
+from es_l2l.tasks.maze_baselines import episode_means, play_baselines
 
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 BASELINES = ("random", "explorer", "oracle")
@@ -79,14 +80,14 @@ class MazeReport:
 
 def _row(reward: torch.Tensor, reached: torch.Tensor) -> dict[str, float]:
     """Summaries of (B,) episode rewards and (B, T) goal hits."""
-    stats = exploit_statistic(reached)
+    found, first_find, later_trip = episode_means(reached)
     reward = reward.double()
     return {
         "reward": float(reward.mean()),
         "reward_se": float(reward.std() / math.sqrt(len(reward))) if len(reward) > 1 else float("nan"),
-        "found": float(reached.any(-1).double().mean()),
-        "first_find": float(stats.first_find.nanmean()),
-        "later_trip": float(stats.later_trip.nanmean()),
+        "found": float(found),
+        "first_find": float(first_find),
+        "later_trip": float(later_trip),
     }
 
 
@@ -212,8 +213,6 @@ def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tenso
         ax.grid(alpha=0.3)
         ax.set_aspect("equal")
         ax.scatter([goal % task.cols], [goal // task.cols], marker="*", s=400, color="gold", edgecolor="k", zorder=3)
-        from es_l2l.tasks.maze import move
-
         for t in range(len(pos)):
             src = int(pos[t])
             dst = goal if reached[t] else int(move(task, pos[t], act[t]))

@@ -150,3 +150,12 @@ def exploit_statistic(reached: torch.Tensor) -> ExploitStats:
     first_find = torch.where(n > 0, first, nan)
     later_trip = torch.where(n > 1, (last - first) / (n - 1).clamp(min=1), nan)
     return ExploitStats(first_find, later_trip)
+
+
+def episode_means(reached: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Over the episodes (second-to-last axis) of ``reached`` (*S, B, T): the share with a find,
+    and the mean :func:`exploit_statistic` (first find, later trip) where defined; each (*S,)."""
+    stats = exploit_statistic(reached)
+    found = reached.bool().any(-1).double().mean(-1)
+    return found, stats.first_find.nanmean(-1), stats.later_trip.nanmean(-1)
+
