@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from es_l2l.config import ExperimentConfig
-from es_l2l.fitness import Evaluation, TeacherEval, concat, evaluate
+from es_l2l.fitness import Evaluation, MazeEval, TeacherEval, concat, evaluate
 from es_l2l.genome import Genome, build_genome
 
 
@@ -44,17 +44,45 @@ class Evaluator(Protocol):
 class SampleRecipe(NamedTuple):
     """What regenerates the population evotorch sampled this generation, without the population."""
 
-    distribution: Any  # evotorch Distribution (parameters: O(D))
-    rng_state: torch.Tensor  # CPU generator state before sampling (ByteTensor, O(1))
+    distribution: Any  # evotorch Distribution (parameters: O(D)), or its lean() form for the trip
+    rng_state: Any  # CPU generator state before sampling (ByteTensor, or numpy in the lean form; O(1))
     popsize: int
+
+
+INLINE_BYTES = 100_000  # Ray inlines smaller task arguments; a bigger recipe goes to the object store once
+
+
+def lean(recipe: SampleRecipe) -> SampleRecipe:
+    """The recipe with its distribution as (class, parameters as numpy arrays, dtype name) and
+    the generator state as numpy: pickled in microseconds (an evotorch distribution with
+    torch tensors takes about a millisecond each way)."""
+    dist = recipe.distribution
+    params = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in dist.parameters.items()}
+    return SampleRecipe((type(dist), params, str(dist.dtype).removeprefix("torch.")), recipe.rng_state.numpy(), recipe.popsize)
+
+
+def _tensor(a: Any) -> Any:
+    """numpy arrays as tensors (Ray hands back read-only arrays: those are copied), anything else as is."""
+    if not isinstance(a, np.ndarray):
+        return a
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def _distribution(spec: Any) -> Any:
+    if not isinstance(spec, tuple):
+        return spec
+    cls, params, dtype = spec
+    tensors = {k: _tensor(v) for k, v in params.items()}
+    return cls(parameters=tensors, dtype=getattr(torch, dtype), device="cpu")
 
 
 def regenerate(recipe: SampleRecipe) -> torch.Tensor:
     """The (P, D) sample evotorch drew from ``recipe.distribution`` with a generator in ``rng_state``."""
     gen = torch.Generator()
-    gen.set_state(recipe.rng_state)
-    out = recipe.distribution.make_empty(num_solutions=recipe.popsize)
-    recipe.distribution.sample(out=out, generator=gen)
+    gen.set_state(_tensor(recipe.rng_state) if isinstance(recipe.rng_state, np.ndarray) else recipe.rng_state)
+    dist = _distribution(recipe.distribution)
+    out = dist.make_empty(num_solutions=recipe.popsize)
+    dist.sample(out=out, generator=gen)
     return out
 
 
@@ -68,6 +96,20 @@ def _light(e: Evaluation) -> Evaluation:
     if isinstance(e, TeacherEval):
         return e._replace(predictions=e.predictions.new_zeros(e.predictions.shape[0], 0, 0))
     return e
+
+
+_KINDS = {kind.__name__: kind for kind in (TeacherEval, MazeEval)}
+
+
+def pack(e: Evaluation) -> tuple:
+    """An evaluation as plain numpy arrays for the trip back to the driver (pickling a numpy
+    array costs microseconds, a torch tensor about a hundred)."""
+    return type(e).__name__, [t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t for t in e]
+
+
+def unpack(packed: tuple) -> Evaluation:
+    name, fields = packed
+    return _KINDS[name](*[_tensor(f) for f in fields])
 
 
 class LocalEvaluator:
@@ -182,12 +224,12 @@ class _Worker:
         # last busy_seconds(); the ES-generation benchmark reads them
         self.busy_s = self.regen_s = 0.0
 
-    def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> Evaluation:
+    def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> tuple:
+        """Evaluate these members; the result :func:`pack`-ed."""
         t0 = time.perf_counter()
         e = _light(evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device))
-        out = type(e)(*[t.cpu() if isinstance(t, torch.Tensor) else t for t in e])
         self.busy_s += time.perf_counter() - t0
-        return out
+        return pack(e)
 
     def busy_seconds(self) -> tuple[float, float]:
         """Seconds spent simulating and scoring, and regenerating members, since the last call (then reset)."""
@@ -196,11 +238,11 @@ class _Worker:
 
     def evaluate_rows(
         self, recipe: SampleRecipe, lo: int, hi: int, seed_keys: tuple[int, ...]
-    ) -> tuple[Evaluation, torch.Tensor]:
+    ) -> tuple[tuple, torch.Tensor]:
         """Regenerate the population on CPU, evaluate rows ``lo:hi``; also return their checksums."""
         t0 = time.perf_counter()
         rows = regenerate(recipe)[lo:hi]
-        sums = checksums(rows)
+        sums = checksums(rows).numpy()
         self.regen_s += time.perf_counter() - t0
         return self.evaluate(rows.numpy(), seed_keys), sums
 
@@ -241,8 +283,11 @@ class RayEvaluator:
         return [a.evaluate.remote(c.numpy(), seed_keys) for a, c in zip(self.actors, chunks)]
 
     def submit_recipe(self, recipe: SampleRecipe, seed_keys: tuple[int, ...]) -> list:
-        """Put the recipe in the object store once; each actor regenerates its rows (seed traffic)."""
-        ref = self._ray.put(recipe)
+        """Send each actor the recipe (inline when small, else through the object store once);
+        each regenerates the population and evaluates its rows (seed traffic)."""
+        ref = lean(recipe)
+        if sum(a.nbytes for a in ref.distribution[1].values() if isinstance(a, np.ndarray)) > INLINE_BYTES:
+            ref = self._ray.put(ref)
         return [a.evaluate_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
 
     def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> Evaluation:
@@ -265,14 +310,14 @@ class RayEvaluator:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             raise ClusterError(f"an evaluation failed on a worker: {type(cause).__name__}: {cause}") from None
         if expected is None:
-            return concat(results)
+            return concat([unpack(r) for r in results])
         evals, sums = zip(*results)
-        if not torch.equal(torch.cat(sums), expected):
+        if not torch.equal(torch.from_numpy(np.concatenate(sums)), expected):  # concatenate copies
             raise ClusterError(
                 "workers regenerated different members than the driver sampled (torch or evotorch versions differ "
                 "between nodes?); install the same versions everywhere or set es.traffic=vectors"
             )
-        return concat(list(evals))
+        return concat([unpack(e) for e in evals])
 
     def busy_seconds(self) -> list[tuple[float, float]]:
         """Each actor's (evaluate, regenerate) seconds since the last call (then reset)."""

@@ -4,13 +4,16 @@ and communication, with the bytes moved.
 The project's own pieces: ``MetaProblem`` + ``make_searcher`` (evotorch PGPE, seed traffic) and
 ``RayEvaluator`` on a local Ray bound to 127.0.0.1. Per generation:
 
-- wall: ``searcher.step()``;
-- evaluation: time inside the evaluator call (send, wait, receive, concatenate);
+- wall: ``problem.start_generation`` + ``searcher.step()``;
+- evaluation: from sending the work to having the results (send, wait, receive, concatenate);
+  with seed traffic the work is sent in ``start_generation``, so evotorch's sampling of the same
+  population on the driver overlaps it;
 - simulation: the seconds inside ``evaluate`` of the worker whose ``evaluate`` + regeneration took
   longest (the critical path; the sum over workers is recorded too);
 - worker sampling: that worker's seconds regenerating its members from the seed recipe (seed
   traffic's price: the population is sampled again on each worker instead of being sent);
-- driver: wall - evaluation (sampling, ranking, the update, bookkeeping);
+- driver: wall - evaluation (the driver's work not hidden behind the workers': ranking, the
+  update, bookkeeping, and sampling where it is not overlapped);
 - communication: evaluation - simulation - worker sampling (serialisation, object store,
   scheduling, waiting).
 
@@ -30,21 +33,26 @@ from es_l2l.bench.meter import Meter
 
 def _timed_evaluator(base):
     class Timed(base):
+        """Evaluation seconds: from sending the work (``submit``/``submit_recipe``; with seed
+        traffic that happens in ``start_generation``, before evotorch samples on the driver)
+        to the results being back (``collect``)."""
+
         eval_seconds = 0.0
+        _sent = None
 
-        def __call__(self, vectors, seed_keys):
-            t0 = time.perf_counter()
-            try:
-                return super().__call__(vectors, seed_keys)
-            finally:
-                self.eval_seconds += time.perf_counter() - t0
+        def submit(self, vectors, seed_keys):
+            self._sent = time.perf_counter()
+            return super().submit(vectors, seed_keys)
 
-        def evaluate_recipe(self, recipe, vectors, seed_keys):
-            t0 = time.perf_counter()
+        def submit_recipe(self, recipe, seed_keys):
+            self._sent = time.perf_counter()
+            return super().submit_recipe(recipe, seed_keys)
+
+        def collect(self, refs, expected=None):
             try:
-                return super().evaluate_recipe(recipe, vectors, seed_keys)
+                return super().collect(refs, expected)
             finally:
-                self.eval_seconds += time.perf_counter() - t0
+                self.eval_seconds += time.perf_counter() - self._sent
 
     return Timed
 
@@ -84,13 +92,13 @@ def run(quick: bool, workers=(1, 2), popsize: int = 256, generations: int = 3, w
             try:
                 meter.install()
                 for gen in range(1, warmup + generations + 1):
-                    problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
                     meter.uninstall()
                     evaluator.busy_seconds()  # reset (not counted as traffic)
                     meter.install()
                     meter.sent = meter.received = 0
                     evaluator.eval_seconds = 0.0
                     t0 = time.perf_counter()
+                    problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
                     searcher.step()
                     wall = time.perf_counter() - t0
                     sent, received = meter.sent, meter.received

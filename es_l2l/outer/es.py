@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # evotorch calls torch.jit.script at import tim
     from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from es_l2l.config import ESConfig
-from es_l2l.distributed import Evaluator, SampleRecipe
+from es_l2l.distributed import Evaluator, SampleRecipe, checksums
 from es_l2l.fitness import Evaluation
 
 
@@ -46,19 +46,42 @@ class MetaProblem(Problem):
         self.last_eval: Evaluation | None = None
         self.searcher: SearchAlgorithm | None = None  # set by make_searcher: whose distribution samples
         self._rng_state: torch.Tensor | None = None
+        self._pending: tuple | None = None  # (recipe, result references) sent before evotorch sampled
+        self._armed = False  # send the recipe when evotorch next asks for the generator
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_evaluator=None, last_eval=None)
+        state.update(_evaluator=None, last_eval=None, _pending=None, _armed=False)
         return state
 
     def attach(self, evaluator: Evaluator) -> None:
         self._evaluator = evaluator
 
     def start_generation(self, seed_keys: tuple[int, ...]) -> None:
-        """Name this generation's tasks and record the sampler's state before evotorch samples."""
+        """Name this generation's tasks and record the sampler's state before evotorch samples.
+
+        With seed traffic and an evaluator that can :meth:`submit_recipe`, the work is sent the
+        moment evotorch asks this problem for its generator to sample (its distribution is
+        updated by then, at the start of ``step``): the workers regenerate and evaluate while
+        evotorch samples the same population on the driver, which takes the driver's sampling
+        off the generation's critical path. The checksums in :meth:`_evaluate_batch` prove both
+        drew the same members.
+        """
         self.seed_keys = seed_keys
-        self._rng_state = self.generator.get_state()
+        self._rng_state = self._generator.get_state()
+        self._pending = None
+        self._armed = hasattr(self._evaluator, "submit_recipe") and getattr(self._evaluator, "seed_traffic", False)
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        if getattr(self, "_armed", False):  # evotorch is about to sample this generation: send the recipe
+            self._armed = False
+            popsize = getattr(self.searcher, "_popsize", None)
+            self._rng_state = self._generator.get_state()
+            recipe = self._recipe(int(popsize)) if popsize else None
+            if recipe is not None:
+                self._pending = (recipe, self._evaluator.submit_recipe(recipe, self.seed_keys))
+        return self._generator
 
     def _recipe(self, popsize: int) -> SampleRecipe | None:
         dist = getattr(self.searcher, "_distribution", None)
@@ -69,11 +92,13 @@ class MetaProblem(Problem):
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
         values = batch.values.detach().clone()
-        recipe = self._recipe(len(values))
-        if recipe is None:
-            ev = self._evaluator(values, self.seed_keys)
-        else:
+        pending, self._pending = getattr(self, "_pending", None), None  # valid for one sample only
+        if pending is not None and pending[0].popsize == len(values):
+            ev = self._evaluator.collect(pending[1], expected=checksums(values))
+        elif (recipe := self._recipe(len(values))) is not None:
             ev = self._evaluator.evaluate_recipe(recipe, values, self.seed_keys)
+        else:
+            ev = self._evaluator(values, self.seed_keys)
         fit = ev.fitness.clone()
         bad = ~torch.isfinite(fit)
         if bad.any():

@@ -220,8 +220,8 @@ def run_es(
     driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
     state = lambda: {"searcher": pickle.dumps(searcher)}  # noqa: E731  MetaProblem drops its evaluator when pickled
     for gen in range(driver.first_generation, cfg.run.generations + 1):
-        problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
         t0 = time.perf_counter()
+        problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))  # with seed traffic, this sends the work
         searcher.step()
         seconds = time.perf_counter() - t0
         ev = problem.last_eval

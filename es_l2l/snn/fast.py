@@ -278,6 +278,10 @@ def fast_rollout(
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
     mode, why = fused_mode(params, x, fused)
+    if mode == "kernel" and matmul_dtype is not None:
+        if fused == "kernel":
+            raise RuntimeError(f"fused='kernel' computes W_rec z in float32; drop matmul_dtype={matmul_dtype} or use fused='inplace'")
+        mode, why = "inplace", f"the C kernel computes W_rec z in float32, not {matmul_dtype}"
     if event_threshold is None:
         event_threshold = KERNEL_EVENT_THRESHOLD if mode == "kernel" else EVENT_THRESHOLD
     pop, _, n = params.w_in.shape
@@ -294,6 +298,9 @@ def fast_rollout(
         return _cuda_graph_rollout(params, x, n_ref=n_ref, dt=dt, keep=keep, record_spikes=record_spikes,
                                    chunk_bytes=chunk_bytes, matmul_dtype=matmul_dtype)
     c = _coeffs(params)
+    if mode == "kernel":
+        return _kernel_rollout(params, x, c, n_ref=n_ref, dt=dt, keep=keep, record_spikes=record_spikes,
+                               recurrent=recurrent, event_threshold=event_threshold, stats=stats)
     s = _buffers(pop, batch, n, dtype, device)
     w_rec = params.w_rec.contiguous()
     w_mm = w_rec if matmul_dtype is None else w_rec.to(matmul_dtype)
@@ -307,10 +314,6 @@ def fast_rollout(
             return choose_recurrent(n_spikes, numel, event_threshold) == "event"
         return recurrent == "event"
 
-    if mode == "kernel":
-        return _kernel_rollout(params, x, c, s, w_rec, None if matmul_dtype is None else w_mm, n_ref=n_ref, dt=dt, keep=keep,
-                               record_spikes=record_spikes, recurrent=recurrent, event_threshold=event_threshold,
-                               stats=stats)
     step_fn = compiled_update() if mode == "compile" else None
     chunk = max(1, min(steps, chunk_bytes // max(1, numel * x.element_size())))
     for t0 in range(0, steps, chunk):
@@ -347,33 +350,23 @@ def fast_rollout(
     return Rollout(y=y, spike_count=s.count, spikes=torch.stack(spikes, dim=2) if record_spikes else None, n_steps=steps)
 
 
-CHUNK_STEPS = 32  # most steps one call of the time-loop kernel runs (it starts at 4 and doubles)
-
-
-def _kernel_rollout(params, x, c, s, w_rec, w_mm, *, n_ref, dt, keep, record_spikes, recurrent, event_threshold,
-                    stats):
-    """The C kernel path. Event-driven stretches run as chunks of the time loop inside each row
-    (``lsnn_chunk_f32``); dense steps as ``bmm`` + one fused step (``lsnn_step_f32``). ``auto``
-    decides after each chunk from its mean spikes per step, and after each dense step from that
-    step's spikes."""
+def _kernel_rollout(params, x, c, *, n_ref, dt, keep, record_spikes, recurrent, event_threshold, stats):
+    """The C kernel path: the whole time loop in one call of ``lsnn_run_f32``, which picks the
+    recurrent input per member (or group of a member's rows) and step; ``stats`` get the share."""
     from es_l2l.snn import kernel
     from es_l2l.snn.lsnn import Rollout
 
-    step_fn, chunk_fn = kernel.load(), kernel.chunk_fn()
-
-    def dense_rec(out: torch.Tensor) -> torch.Tensor:  # W_rec z_prev, the current z_prev
-        if w_mm is None:
-            return torch.bmm(s.z_prev, w_rec, out=out)
-        return out.copy_(torch.bmm(s.z_prev.to(w_mm.dtype), w_mm))
+    run = kernel.load()
     pop, _, n = params.w_in.shape
     batch, steps = x.shape[-3], x.shape[-2]
-    numel = pop * batch * n
     xs = x.contiguous()
     n_in = xs.shape[-1]
     xs_b, xs_p = steps * n_in, (0 if xs.dim() == 3 else batch * steps * n_in)
     w_in = params.w_in.contiguous()
+    w_rec = kernel.padded(params.w_rec)
     coef = [t.expand(pop, 1, n).contiguous() for t in (c.rho, c.one_m_rho, c.alpha, c.one_m_alpha, c.b0, c.beta)]
     kap = [t.reshape(pop).contiguous() for t in (c.kappa, c.one_m_kappa)]
+    state = [torch.zeros(pop, batch, n, dtype=w_in.dtype) for _ in range(6)]  # v, b, r, zf, count, z
     slot, k = [], 0
     for t in range(steps):
         slot.append(k if keep[t] else -1)
@@ -381,41 +374,17 @@ def _kernel_rollout(params, x, c, s, w_rec, w_mm, *, n_ref, dt, keep, record_spi
     slots = torch.tensor(slot, dtype=torch.int64)
     zf_out = torch.empty(pop, batch, k, n, dtype=w_in.dtype)  # (P, B, K, N)
     spikes_out = torch.empty(pop, batch, steps, n, dtype=w_in.dtype) if record_spikes else None
+    out = torch.zeros(2, dtype=torch.int64)
     ptr = lambda t: t.data_ptr()  # noqa: E731
-    const = [ptr(t) for t in coef] + [ptr(t) for t in kap]
-    state = [ptr(t) for t in (s.v, s.b, s.r, s.zf, s.count)]
-    rec = torch.empty_like(s.v)
-    threads = torch.get_num_threads()
-    x0, fsize = ptr(xs), xs.element_size()
-    args = (pop, batch, n, n_in, n_ref, dt, int(c.positive_threshold), threads)
-    n_dense = n_event = 0
-    use_event, chunk, t = recurrent != "dense", 4, 0
-    while t < steps:
-        if use_event:
-            length = min(chunk, steps - t)
-            n_spikes = chunk_fn(*args, t, length, x0, xs_p, xs_b, ptr(w_in), ptr(w_rec), *const, *state, ptr(s.z_prev),
-                                ptr(slots) + t * 8, k, ptr(zf_out), ptr(spikes_out) if record_spikes else None, steps)
-            n_event += length
-            t += length
-            chunk = min(2 * chunk, CHUNK_STEPS)
-            use_event = recurrent == "event" or choose_recurrent(n_spikes / length, numel, event_threshold) == "event"
-            continue
-        n_spikes = step_fn(*args, x0 + t * n_in * fsize, xs_p, xs_b, ptr(w_in), ptr(dense_rec(rec)), ptr(s.z_prev),
-                           ptr(w_rec), *const, *state, ptr(s.z))
-        n_dense += 1
-        if keep[t]:
-            zf_out[:, :, slot[t]].copy_(s.zf)
-        if record_spikes:
-            spikes_out[:, :, t].copy_(s.z)
-        s = s._replace(z=s.z_prev, z_prev=s.z)  # this step's spikes become z_prev
-        state = [ptr(t_) for t_ in (s.v, s.b, s.r, s.zf, s.count)]
-        use_event = recurrent == "auto" and choose_recurrent(n_spikes, numel, event_threshold) == "event"
-        chunk = 4
-        t += 1
+    mode = {"dense": 0, "event": 1, "auto": 2}[recurrent]
+    run(pop, batch, n, w_rec.shape[-1], n_in, n_ref, dt, torch.get_num_threads(), 0, steps, steps, ptr(xs), xs_p, xs_b,
+        ptr(w_in), ptr(w_rec), *[ptr(t) for t in coef + kap], *[ptr(t) for t in state], mode, float(event_threshold),
+        ptr(slots), k, ptr(zf_out), ptr(spikes_out) if record_spikes else None, ptr(out))
     if stats is not None:
-        stats.update(fused="kernel", kernel_unavailable=None, dense_steps=n_dense, event_steps=n_event)
+        dense = round(steps * int(out[0]) / max(1, int(out[1])))  # item-steps, in steps of the whole population
+        stats.update(fused="kernel", kernel_unavailable=None, dense_steps=dense, event_steps=steps - dense)
     y = torch.matmul(zf_out, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
-    return Rollout(y=y, spike_count=s.count, spikes=spikes_out, n_steps=steps)
+    return Rollout(y=y, spike_count=state[4], spikes=spikes_out, n_steps=steps)
 
 
 def _cuda_graph_rollout(params, x, *, n_ref, dt, keep, record_spikes, chunk_bytes, matmul_dtype):

@@ -1,18 +1,22 @@
-"""Hand-fused CPU kernels for the LSNN step, compiled on first use and called through ctypes.
+"""Hand-fused CPU kernels for the LSNN time loop, compiled on first use and called through ctypes.
 
-``lsnn_step_f32``: one pass over each (member p, task b) row of ``N`` neurons does what
-``lsnn_step`` does in about twenty tensor passes: input current ``W_in x_t`` (from the input
-spikes), the recurrent input (added from the rows of ``W_rec`` whose neurons spiked, or taken
-from a dense ``bmm`` done before), adaptation, threshold, spike with refractoriness, membrane
-with reset, readout trace and spike count, while the row is in L1 cache. ``lsnn_chunk_f32`` runs
-a chunk of steps with the event-driven recurrent input, the time loop inside each row (every
-(p, b) row is an independent network, so its state never leaves the cache during the chunk).
-OpenMP spreads the rows over ``torch.get_num_threads()`` threads. Both return the spike count,
-which the ``auto`` recurrent mode reads to choose the next path at no extra cost.
+``lsnn_run_f32`` runs the whole time loop of a rollout in one call: for each member (or, when
+there are fewer members than threads, each group of a member's rows) it does what
+``lsnn_step`` does in about twenty tensor passes, step after step, while that member's state
+and ``W_rec`` stay in cache (members are independent networks, so nothing is shared across
+items): input current ``W_in x_t`` from the input spikes, the recurrent input ``W_rec z``
+(dense register tiles with fused multiply-adds, or event-driven: the rows of ``W_rec`` whose
+neurons spiked, each read once per step), adaptation, threshold, spike with refractoriness,
+membrane with reset, readout trace and spike count. The recurrent input is chosen per item and
+step by the previous step's spikes (``auto``). Since spikes are 0 or 1, the dense and the
+event-driven sums round identically: the choice never changes a number. OpenMP spreads the
+items over ``torch.get_num_threads()`` threads. ``rec_add_f32`` is the recurrent term alone,
+for the benchmark.
 
 Built with the system C compiler (``cc -O3 -march=native -fopenmp -ffp-contract=off
 -fno-trapping-math``: no multiply-add is fused where the reference rounds twice and nothing is
-reassociated, so every operation rounds as the reference's does; selects may be vectorised)
+reassociated, so every operation rounds as the reference's does; selects may be vectorised;
+only the dense recurrent tiles fuse, where the product by a spike is exact)
 into a per-user cache keyed by the source, the flags and the CPU. :func:`load` returns ``None``
 (and :func:`why_not` says why) where no compiler works; the caller then falls back to the
 in-place tensor update.
@@ -31,19 +35,25 @@ from pathlib import Path
 
 SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
-/* Steps 1-3 and 5 for one row of N neurons, given the row's input current cur (step 4). Written
-   without branches so that it vectorises; the spike test is the reference's (v - A) / A > 0, and
-   with n_ref = 0 the refractory count stays 0 so the same code needs no special case. */
-static inline float update_row(long N, float n_ref_f, float dt, const float *restrict cur, const float *restrict zp,
-                               const float *restrict rh, const float *restrict om, const float *restrict al,
-                               const float *restrict oa, const float *restrict b0p, const float *restrict bep,
-                               float kp, float okp, float *restrict vr, float *restrict br, float *restrict rf,
-                               float *restrict zr, float *restrict cr, float *restrict zo)
+typedef float v8 __attribute__((vector_size(32), aligned(4)));  /* 8 floats, unaligned loads and stores */
+
+/* Steps 1-3 and 5 for one row of N neurons, given the row's input current cur (step 4). z holds
+   the previous step's spikes on entry and this step's on exit (element i is read before it is
+   written). Written without branches so that it vectorises; the spike test is the reference's
+   (v - A) / A > 0, and with n_ref = 0 the refractory count stays 0 so the same code needs no
+   special case. */
+static inline long update_row(long N, float n_ref_f, float dt, const float *restrict cur, float *z,
+                              const float *restrict rh, const float *restrict om, const float *restrict al,
+                              const float *restrict oa, const float *restrict b0p, const float *restrict bep,
+                              float kp, float okp, float *restrict vr, float *restrict br, float *restrict rf,
+                              float *restrict zr, float *restrict cr)
 {
     float spikes = 0.0f;
     for (long i = 0; i < N; ++i) {
-        float zpi = zp[i];
+        float zpi = z[i];
         float bi = rh[i] * br[i] + om[i] * zpi;            /* 1. adaptation */
         float thr = b0p[i] + bep[i] * bi;                  /* 2. threshold A */
         float vi = vr[i];
@@ -56,135 +66,191 @@ static inline float update_row(long N, float n_ref_f, float dt, const float *res
         br[i] = bi;
         zr[i] = kp * zr[i] + okp * zi;                     /* readout trace */
         cr[i] += zi;
-        zo[i] = zi;
+        z[i] = zi;
         spikes += zi;
     }
-    return spikes;
+    return (long)spikes;
 }
 
-/* One LSNN step (Bellec et al. 2018; DESIGN.md's order) for P*B rows of N neurons, float32.
-   x: input spikes of this step, element (p, b, k) at x[p*xs_p + b*xs_b + k] (xs_p = 0: shared).
-   rec: (P*B, N) dense W_rec z_prev from a bmm, or NULL: then the rows of W_rec whose neurons
-   spiked (z_prev != 0) are added here. Per-neuron coefficients are (P, N); kappa is (P).
-   State (P*B, N) is updated in place; z_out receives this step's spikes. Returns their count. */
-long lsnn_step_f32(long P, long B, long N, long n_in, long n_ref, float dt, int positive_thr, int nthreads,
-                   const float *x, long xs_p, long xs_b, const float *w_in, const float *rec,
-                   const float *z_prev, const float *w_rec,
-                   const float *rho, const float *omr, const float *alpha, const float *oma,
-                   const float *b0, const float *beta, const float *kappa, const float *omk,
-                   float *v, float *b, float *r, float *zf, float *count, float *z_out)
+/* The dense recurrent input of `rows` networks of one member: cur (rows x NP, stride NP) +=
+   z (rows x N, stride N) W (N x NP, NP a multiple of 8, padding columns zero), summed over the
+   presynaptic k in ascending order. A register tile of RB rows x 8*NV columns keeps its
+   accumulators in registers while W's tile (N x 8*NV floats) stays in L1 across the rows.
+   Since z is 0 or 1, each fused multiply-add's product is exact and the sum rounds exactly as
+   the event-driven one (event_rec) does: dense and event paths give the same floats, up to the
+   sign of a zero. */
+#pragma GCC push_options
+#pragma GCC optimize ("fp-contract=fast")
+static inline __attribute__((always_inline)) void tile(const int RB, const int NV, long N, long NP, const float *restrict W,
+                                                       const float *restrict z, float *restrict cur, long i0)
 {
-    long total = 0;
-    #pragma omp parallel for num_threads(nthreads) reduction(+:total) schedule(static)
-    for (long row = 0; row < P * B; ++row) {
-        long p = row / B, bb = row % B;
-        float cur[N];
-        const float *xr = x + p * xs_p + bb * xs_b;
-        const float *wi = w_in + p * n_in * N;
-        for (long i = 0; i < N; ++i) cur[i] = 0.0f;
-        for (long k = 0; k < n_in; ++k) {          /* I = W_in x_t */
-            float xk = xr[k];
-            if (xk != 0.0f) {
-                const float *w = wi + k * N;
-                for (long i = 0; i < N; ++i) cur[i] += xk * w[i];
-            }
+    v8 a[6][2];
+    for (int r = 0; r < RB; ++r)
+        for (int u = 0; u < NV; ++u) a[r][u] = *(const v8 *)(cur + r * NP + i0 + 8 * u);
+    for (long k = 0; k < N; ++k) {
+        const float *w = W + k * NP + i0;
+        __builtin_prefetch(w + 6 * NP);                  /* W's tile walks rows NP apart: fetch ahead */
+        v8 w0 = *(const v8 *)w;
+        v8 w1 = NV > 1 ? *(const v8 *)(w + 8) : w0;
+        for (int r = 0; r < RB; ++r) {
+            float s = z[r * N + k];
+            a[r][0] += s * w0;
+            if (NV > 1) a[r][1] += s * w1;
         }
-        const float *zp = z_prev + row * N;
-        if (rec) {                                   /* + W_rec z_prev, dense */
-            const float *rr = rec + row * N;
-            for (long i = 0; i < N; ++i) cur[i] += rr[i];
-        } else {                                     /* + W_rec z_prev, one row per spike */
-            const float *W = w_rec + p * N * N;
-            for (long j = 0; j < N; ++j) {
-                if (zp[j] != 0.0f) {
-                    const float *w = W + j * N;
-                    for (long i = 0; i < N; ++i) cur[i] += w[i];
-                }
-            }
-        }
-        const float *rh = rho + p * N, *om = omr + p * N, *al = alpha + p * N, *oa = oma + p * N;
-        const float *b0p = b0 + p * N, *bep = beta + p * N;
-        const float kp = kappa[p], okp = omk[p];
-        float *vr = v + row * N, *br = b + row * N, *rf = r + row * N, *zr = zf + row * N;
-        float *cr = count + row * N, *zo = z_out + row * N;
-        long spikes = (long)update_row(N, (float)n_ref, dt, cur, zp, rh, om, al, oa, b0p, bep, kp, okp,
-                                       vr, br, rf, zr, cr, zo);
-        total += spikes;
     }
-    return total;
+    for (int r = 0; r < RB; ++r)
+        for (int u = 0; u < NV; ++u) *(v8 *)(cur + r * NP + i0 + 8 * u) = a[r][u];
 }
 
-/* T consecutive steps (t0 .. t0+n_steps-1) of every row with the event-driven recurrent input,
-   the whole time loop inside the row so that its state stays in L1 cache. State buffers as in
-   lsnn_step_f32; z_prev holds the previous step's spikes on entry and the last step's on exit.
-   keep[t] (t relative to t0) is the readout slot of step t or -1: zf goes to
-   zf_out[(row * K + keep[t]) * N]; spikes_out (row, T_total, N) or NULL. Returns the spike count. */
-long lsnn_chunk_f32(long P, long B, long N, long n_in, long n_ref, float dt, int positive_thr, int nthreads,
-                    long t0, long n_steps, const float *x, long xs_p, long xs_b, const float *w_in,
-                    const float *w_rec, const float *rho, const float *omr, const float *alpha, const float *oma,
-                    const float *b0, const float *beta, const float *kappa, const float *omk,
-                    float *v, float *b, float *r, float *zf, float *count, float *z_prev,
-                    const long *keep, long K, float *zf_out, float *spikes_out, long T_total)
+static void dense_rec(long rows, long N, long NP, const float *restrict W, const float *restrict z, float *restrict cur)
 {
-    long total = 0;
-    #pragma omp parallel for num_threads(nthreads) reduction(+:total) schedule(static)
-    for (long row = 0; row < P * B; ++row) {
-        long p = row / B, bb = row % B;
-        float cur[N], znew[N];
-        const float *wi = w_in + p * n_in * N, *W = w_rec + p * N * N;
-        const float *rh = rho + p * N, *om = omr + p * N, *al = alpha + p * N, *oa = oma + p * N;
-        const float *b0p = b0 + p * N, *bep = beta + p * N;
-        const float kp = kappa[p], okp = omk[p];
-        float *vr = v + row * N, *br = b + row * N, *rf = r + row * N, *zr = zf + row * N;
-        float *cr = count + row * N, *zp = z_prev + row * N;
-        long spikes = 0;
-        for (long s = 0; s < n_steps; ++s) {
-            const float *xr = x + p * xs_p + bb * xs_b + (t0 + s) * n_in;
-            for (long i = 0; i < N; ++i) cur[i] = 0.0f;
-            for (long k = 0; k < n_in; ++k) {
-                float xk = xr[k];
-                if (xk != 0.0f) {
-                    const float *w = wi + k * N;
-                    for (long i = 0; i < N; ++i) cur[i] += xk * w[i];
-                }
-            }
-            for (long j = 0; j < N; ++j) {
-                if (zp[j] != 0.0f) {
-                    const float *w = W + j * N;
-                    for (long i = 0; i < N; ++i) cur[i] += w[i];
-                }
-            }
-            spikes += (long)update_row(N, (float)n_ref, dt, cur, zp, rh, om, al, oa, b0p, bep, kp, okp,
-                                       vr, br, rf, zr, cr, znew);
-            for (long i = 0; i < N; ++i) zp[i] = znew[i];
-            if (keep[s] >= 0) {
-                float *o = zf_out + (row * K + keep[s]) * N;
-                for (long i = 0; i < N; ++i) o[i] = zr[i];
-            }
-            if (spikes_out) {
-                float *o = spikes_out + (row * T_total + t0 + s) * N;
-                for (long i = 0; i < N; ++i) o[i] = znew[i];
-            }
-        }
-        total += spikes;
+    long i0 = 0;
+    for (; i0 + 16 <= NP; i0 += 16) {
+        long b = 0;
+        for (; b + 6 <= rows; b += 6) tile(6, 2, N, NP, W, z + b * N, cur + b * NP, i0);
+        for (; b + 2 <= rows; b += 2) tile(2, 2, N, NP, W, z + b * N, cur + b * NP, i0);
+        for (; b < rows; ++b) tile(1, 2, N, NP, W, z + b * N, cur + b * NP, i0);
     }
-    return total;
+    for (; i0 < NP; i0 += 8) {
+        long b = 0;
+        for (; b + 6 <= rows; b += 6) tile(6, 1, N, NP, W, z + b * N, cur + b * NP, i0);
+        for (; b < rows; ++b) tile(1, 1, N, NP, W, z + b * N, cur + b * NP, i0);
+    }
 }
+#pragma GCC pop_options
 
-/* cur (P*B, N) += W_rec z (z: (P*B, N) of 0/1) from the rows of spiking neurons: the recurrent
-   term alone, for the benchmark's comparison with a dense bmm. */
-void event_add_f32(long P, long B, long N, int nthreads, float *cur, const float *z, const float *w_rec)
+/* The event-driven recurrent input, the same sum: for each presynaptic j in ascending order,
+   row j of W is added to the rows whose neuron j spiked (found from a bit mask per j, built
+   in one vectorised pass over z), so each row of W is read once per step however many rows
+   use it, in address order. mask: N words of scratch. */
+static void event_rec(long rows, long N, long NP, const float *restrict W, const float *restrict z, float *restrict cur,
+                      uint64_t *restrict mask)
 {
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (long row = 0; row < P * B; ++row) {
-        const float *zr = z + row * N, *W = w_rec + (row / B) * N * N;
-        float *c = cur + row * N;
+    for (long g = 0; g < rows; g += 64) {
+        long gn = rows - g < 64 ? rows - g : 64;
+        for (long j = 0; j < N; ++j) mask[j] = 0;
+        for (long r = 0; r < gn; ++r) {
+            const float *zr = z + (g + r) * N;
+            uint64_t bit = (uint64_t)1 << r;
+            for (long j = 0; j < N; ++j) mask[j] |= zr[j] != 0.0f ? bit : 0;
+        }
         for (long j = 0; j < N; ++j) {
-            if (zr[j] != 0.0f) {
-                const float *w = W + j * N;
-                for (long i = 0; i < N; ++i) c[i] += w[i];
+            uint64_t m = mask[j];
+            if (!m) continue;
+            const v8 *w = (const v8 *)(W + j * NP);
+            do {
+                v8 *c = (v8 *)(cur + (g + __builtin_ctzll(m)) * NP);
+                for (long u = 0; u < NP / 8; ++u) c[u] += w[u];
+                m &= m - 1;
+            } while (m);
+        }
+    }
+}
+
+/* Steps t0 .. t0+n_steps-1 of P members x B tasks x N neurons, float32, the time loop inside.
+   Work items are (member, group of rows); a member's rows are split into G groups only when
+   there are fewer members than threads. An item's state and its member's W_rec stay in cache
+   through the whole loop. Each item step takes the recurrent input dense (mode 0), event-driven
+   (mode 1), or (mode 2) event-driven while at most event_threshold of its units spiked on the
+   previous step. x: input spikes, element (p, b, t, k) at x[p*xs_p + b*xs_b + t*n_in + k]
+   (xs_p = 0: shared across members). w_rec: (P, N, NP), rows padded to NP (a multiple of 8)
+   with zeros. Per-neuron coefficients are (P, N); kappa is (P). State (P*B, N) is updated in
+   place; z holds the spikes of the step before t0 on entry, of the last step on exit.
+   keep[s] is the readout slot of step t0+s or -1: zf goes to zf_out[(row*K + slot)*N];
+   spikes_out (row, T_total, N) or NULL. out[0] receives the dense item-steps, out[1] the
+   number of items. Returns the spike count. */
+long lsnn_run_f32(long P, long B, long N, long NP, long n_in, long n_ref, float dt, int nthreads,
+                  long t0, long n_steps, long T_total, const float *x, long xs_p, long xs_b,
+                  const float *w_in, const float *w_rec,
+                  const float *rho, const float *omr, const float *alpha, const float *oma,
+                  const float *b0, const float *beta, const float *kappa, const float *omk,
+                  float *v, float *b, float *r, float *zf, float *count, float *z,
+                  int mode, float event_threshold, const long *keep, long K, float *zf_out, float *spikes_out,
+                  long *out)
+{
+    long G = 1;
+    if (P < nthreads) {
+        G = (nthreads + P - 1) / P;
+        if (G > B) G = B;
+    }
+    long per = (B + G - 1) / G;
+    long total = 0, n_dense = 0;
+    #pragma omp parallel num_threads(nthreads) reduction(+:total, n_dense)
+    {
+        float *cur = aligned_alloc(64, ((per * NP * sizeof(float) + 63) / 64) * 64);
+        uint64_t *mask = malloc(N * sizeof(uint64_t));
+        #pragma omp for schedule(static)
+        for (long item = 0; item < P * G; ++item) {
+            long p = item / G, lo = (item % G) * per;
+            long hi = lo + per < B ? lo + per : B;
+            if (lo >= hi) continue;
+            long rows = hi - lo, row0 = p * B + lo;
+            const float *wi = w_in + p * n_in * N, *W = w_rec + p * N * NP;
+            const float *rh = rho + p * N, *om = omr + p * N, *al = alpha + p * N, *oa = oma + p * N;
+            const float *b0p = b0 + p * N, *bep = beta + p * N;
+            const float kp = kappa[p], okp = omk[p];
+            float *zz = z + row0 * N;
+            long cnt = 0;
+            for (long i = 0; i < rows * N; ++i) cnt += zz[i] != 0.0f;
+            float limit = event_threshold * (float)(rows * N);
+            for (long s = 0; s < n_steps; ++s) {
+                long t = t0 + s;
+                for (long q = 0; q < rows; ++q) {            /* I = W_in x_t */
+                    float *c = cur + q * NP;
+                    memset(c, 0, NP * sizeof(float));
+                    const float *xr = x + p * xs_p + (lo + q) * xs_b + t * n_in;
+                    for (long k = 0; k < n_in; ++k) {
+                        float xk = xr[k];
+                        if (xk != 0.0f) {
+                            const float *w = wi + k * N;
+                            for (long i = 0; i < N; ++i) c[i] += xk * w[i];
+                        }
+                    }
+                }
+                if (mode == 0 || (mode == 2 && (float)cnt > limit)) {   /* + W_rec z_prev */
+                    dense_rec(rows, N, NP, W, zz, cur);
+                    n_dense += 1;
+                } else if (cnt > 0) {
+                    event_rec(rows, N, NP, W, zz, cur, mask);
+                }
+                cnt = 0;
+                for (long q = 0; q < rows; ++q) {
+                    long o = (row0 + q) * N;
+                    cnt += update_row(N, (float)n_ref, dt, cur + q * NP, z + o, rh, om, al, oa, b0p, bep, kp, okp,
+                                      v + o, b + o, r + o, zf + o, count + o);
+                }
+                total += cnt;
+                if (keep[s] >= 0)
+                    for (long q = 0; q < rows; ++q)
+                        memcpy(zf_out + ((row0 + q) * K + keep[s]) * N, zf + (row0 + q) * N, N * sizeof(float));
+                if (spikes_out)
+                    for (long q = 0; q < rows; ++q)
+                        memcpy(spikes_out + ((row0 + q) * T_total + t) * N, z + (row0 + q) * N, N * sizeof(float));
             }
         }
+        free(cur);
+        free(mask);
+    }
+    out[0] = n_dense;
+    out[1] = P * G;
+    return total;
+}
+
+/* cur (P*B rows, stride NP) += W_rec z (z: (P*B, N) of 0/1; w_rec (P, N, NP)), the recurrent
+   term alone, dense (dense != 0) or event-driven, for the benchmark's comparison with a bmm. */
+void rec_add_f32(long P, long B, long N, long NP, int dense, int nthreads, float *cur, const float *z, const float *w_rec)
+{
+    #pragma omp parallel num_threads(nthreads)
+    {
+        uint64_t *mask = malloc(N * sizeof(uint64_t));
+        #pragma omp for schedule(static)
+        for (long p = 0; p < P; ++p) {
+            if (dense)
+                dense_rec(B, N, NP, w_rec + p * N * NP, z + p * B * N, cur + p * B * NP);
+            else
+                event_rec(B, N, NP, w_rec + p * N * NP, z + p * B * N, cur + p * B * NP, mask);
+        }
+        free(mask);
     }
 }
 """
@@ -224,18 +290,14 @@ def _build() -> ctypes.CDLL:
                 raise RuntimeError(f"{Path(cc).name} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
             os.replace(out, lib)  # atomic: a concurrent builder's identical file is fine
     dll = ctypes.CDLL(str(lib))
-    fn = dll.lsnn_step_f32
     L, F, I, P = ctypes.c_long, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-    fn.argtypes = [L, L, L, L, L, F, I, I, P, L, L, P, P, P, P] + [P] * 8 + [P] * 6
+    fn = dll.lsnn_run_f32
+    fn.argtypes = [L, L, L, L, L, L, F, I, L, L, L, P, L, L, P, P] + [P] * 8 + [P] * 6 + [I, F, P, L, P, P, P]
     fn.restype = L
-    chunk = dll.lsnn_chunk_f32
-    chunk.argtypes = [L, L, L, L, L, F, I, I, L, L, P, L, L, P, P] + [P] * 8 + [P] * 6 + [P, L, P, P, L]
-    chunk.restype = L
-    _STATE["chunk"] = chunk
-    add = dll.event_add_f32
-    add.argtypes = [L, L, L, I, P, P, P]
+    add = dll.rec_add_f32
+    add.argtypes = [L, L, L, L, I, I, P, P, P]
     add.restype = None
-    _STATE["event_add"] = add
+    _STATE["rec_add"] = add
     return fn
 
 
@@ -252,19 +314,34 @@ def load():
     return _STATE["fn"]
 
 
-def event_add(current, z, w_rec) -> None:
-    """``current += W_rec z`` in place with the kernel's event-driven loop (float32, contiguous, CPU)."""
+def padded(w_rec):
+    """``w_rec`` (P, N, N) as the kernel reads it: (P, N, NP), each row padded with zeros to NP,
+    the next multiple of 8 (the kernel's vector width); the same tensor where N is one."""
+    import torch
+
+    pop, n, _ = w_rec.shape
+    width = -(-n // 8) * 8
+    if width == n:
+        return w_rec.contiguous()
+    out = torch.zeros(pop, n, width, dtype=w_rec.dtype, device=w_rec.device)
+    out[..., :n] = w_rec
+    return out
+
+
+def rec_add(current, z, w_rec, dense: bool = False) -> None:
+    """``current += W_rec z`` in place with the kernel's event-driven loop, or its dense register
+    tiles (float32, contiguous, CPU; ``current`` and ``z`` (P, B, N), ``w_rec`` (P, N, N) with
+    N a multiple of 8, or as returned by :func:`padded`, then ``current`` (P, B, NP))."""
     import torch
 
     if load() is None:
         raise RuntimeError(why_not())
     pop, batch, n = z.shape
-    _STATE["event_add"](pop, batch, n, torch.get_num_threads(), current.data_ptr(), z.data_ptr(), w_rec.data_ptr())
-
-
-def chunk_fn():
-    """The time-loop kernel (event-driven steps, state in cache), or ``None``."""
-    return _STATE.get("chunk") if load() is not None else None
+    width = w_rec.shape[-1]
+    if current.shape[-1] != width or width % 8:
+        raise ValueError(f"rec_add needs rows padded to a multiple of 8 (kernel.padded); got N={n}, width {width}")
+    _STATE["rec_add"](pop, batch, n, width, int(dense), torch.get_num_threads(), current.data_ptr(), z.data_ptr(),
+                      w_rec.data_ptr())
 
 
 def why_not() -> str | None:

@@ -146,10 +146,10 @@ class _KillInFlight(RayEvaluator):
         self._kill(keys)
         return self.collect(refs)
 
-    def evaluate_recipe(self, recipe, vectors, keys):
-        refs = self.submit_recipe(recipe, keys)
+    def submit_recipe(self, recipe, keys):  # seed traffic: the driver submits at start_generation
+        refs = super().submit_recipe(recipe, keys)
         self._kill(keys)
-        return self.collect(refs, expected=checksums(vectors))
+        return refs
 
 
 def test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_change(ray_local):
