@@ -70,3 +70,38 @@ def test_a_recipe_regenerates_evotorchs_sample_bit_for_bit(algorithm):
     for recipe, vectors in seen:
         assert isinstance(recipe, SampleRecipe) and torch.equal(regenerate(recipe), vectors)
     assert not torch.equal(seen[0][1], seen[1][1])
+
+
+@pytest.mark.parametrize("algorithm", ["pgpe", "snes", "cem"])
+def test_work_is_sent_before_evotorch_samples_and_the_lean_recipe_regenerates_its_sample(algorithm):
+    """With an evaluator that can submit_recipe, the recipe leaves when evotorch asks for the
+    generator, after its distribution update: every generation's recipe (not only the first,
+    whose distribution was never updated) must regenerate exactly the members then evaluated."""
+    from es_l2l.distributed import LocalEvaluator, lean, pack, unpack
+
+    cfg = load_config(SMOKE, ["run.workers=0", f"es.algorithm={algorithm}"])
+    genome = build_genome(cfg, n_inputs(cfg.task))
+    events = []
+
+    class Prelaunch:
+        seed_traffic = True
+
+        def submit_recipe(self, recipe, keys):
+            events.append("submit")
+            lean_recipe = lean(recipe)
+            assert torch.equal(regenerate(lean_recipe), regenerate(recipe))
+            return regenerate(lean_recipe), keys
+
+        def collect(self, refs, expected=None):
+            vectors, keys = refs
+            events.append("collect")
+            assert torch.equal(vectors.double().sum(dim=1), expected)  # the same members as evotorch sampled
+            return unpack(pack(LocalEvaluator(cfg, genome)(vectors, keys)))
+
+    problem = MetaProblem(genome.dim, Prelaunch(), seed=7)
+    searcher = make_searcher(cfg.es, problem, genome.initial_vector())
+    for gen in (1, 2, 3):
+        problem.start_generation((0, 2, gen))
+        searcher.step()
+    assert events == ["submit", "collect"] * 3
+    assert torch.isfinite(problem.last_eval.fitness).all()

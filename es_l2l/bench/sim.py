@@ -248,7 +248,7 @@ def precision(pop: int, batch: int, n: int, steps: int, device: str = "cpu") -> 
     """bf16 (and on CUDA tf32) for the dense ``W_rec z`` against fp32: speed and error."""
     params = LSNNParams(*[t.to(device) for t in reference_params(pop, n, N_IN, b0=SPARSE_B0)])
     x = input_spikes(batch, steps, N_IN).to(device)
-    kw = dict(n_ref=N_REF, recurrent="dense", record_spikes=True, fused="inplace" if device != "cpu" else None)
+    kw = dict(n_ref=N_REF, recurrent="dense", record_spikes=True, fused="inplace")  # the C kernel is fp32 only
     ref = fast_rollout(params, x, **kw)
     variants = {"bf16": dict(matmul_dtype=torch.bfloat16)}
     if device == "cuda":

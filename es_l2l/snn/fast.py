@@ -12,12 +12,15 @@ Recurrent input modes (``recurrent=``):
 
 - ``dense``: ``I = baddbmm(W_in x, z_prev, W_rec)``, ``2 P B N^2`` FLOPs whatever the rate;
 - ``event``: for each spike ``(p, b, j)`` of the previous step add row ``W_rec[p, j, :]`` to
-  ``I[p, b, :]``: ``nnz x N`` additions; at 1% firing about 100 times fewer than dense. With the
-  C kernel, event-driven stretches run as chunks of up to 32 steps with the time loop inside
-  each (member, task) row (rows are independent networks), so a row's state stays in cache;
-- ``auto``: ``event`` while the fraction of spiking units (per step, or per chunk on average) is
-  at most ``event_threshold``, else ``dense`` (random networks fire ~0.1% a step, trained ones
-  ~1%). Default threshold: 3% for the tensor path, 20% for the C kernel.
+  ``I[p, b, :]``: ``nnz x N`` additions; at 1% firing about 100 times fewer than dense;
+- ``auto``: ``event`` while the fraction of spiking units is at most ``event_threshold``, else
+  ``dense`` (random networks fire ~0.1% a step, trained ones ~1%): decided per step for the
+  whole population on the tensor path (default threshold 3%), per member and step inside the C
+  kernel (default KERNEL_EVENT_THRESHOLD).
+
+The C kernel (:mod:`es_l2l.snn.kernel`, the default on CPU) runs the whole time loop in one call,
+member after member with the member's state and ``W_rec`` in cache; there the dense product and
+the event-driven sum give the same floats (spikes are 0 or 1), so ``recurrent`` only sets speed.
 
 ``fused="compile"`` runs the elementwise update as one ``torch.compile``-d kernel (compile cost
 once per shape, stated by the benchmark); ``cuda_graph=True`` on CUDA captures chunks of the
@@ -381,7 +384,7 @@ def _kernel_rollout(params, x, c, *, n_ref, dt, keep, record_spikes, recurrent, 
         ptr(w_in), ptr(w_rec), *[ptr(t) for t in coef + kap], *[ptr(t) for t in state], mode, float(event_threshold),
         ptr(slots), k, ptr(zf_out), ptr(spikes_out) if record_spikes else None, ptr(out))
     if stats is not None:
-        dense = round(steps * int(out[0]) / max(1, int(out[1])))  # item-steps, in steps of the whole population
+        dense = round(int(out[0]) / max(1, int(out[1])))  # dense item-steps over items: in steps of the population
         stats.update(fused="kernel", kernel_unavailable=None, dense_steps=dense, event_steps=steps - dense)
     y = torch.matmul(zf_out, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
     return Rollout(y=y, spike_count=state[4], spikes=spikes_out, n_steps=steps)

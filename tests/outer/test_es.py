@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from es_l2l.config import load_config
-from es_l2l.distributed import LocalEvaluator, RayEvaluator, checksums
+from es_l2l.distributed import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.es import MetaProblem, NonFiniteFitness
 from es_l2l.outer.loop import run_es

@@ -145,3 +145,64 @@ def test_auto_chooses_event_when_sparse_and_dense_when_not(fused):
         assert torch.equal(out.spikes, step_rollout(net, x, n_ref=0, record_spikes=True).spikes)
     assert picks["sparse"]["event_steps"] > 0.9 * 120
     assert picks["busy"]["dense_steps"] > 0.9 * 120
+
+
+needs_kernel = pytest.mark.skipif(kernel.load() is None, reason=str(kernel.why_not()))
+
+
+@needs_kernel
+@pytest.mark.parametrize("regime", list(REGIMES))
+def test_kernel_dense_and_event_paths_give_the_same_floats(regime):
+    """Spikes are 0 or 1, so the kernel's dense register tiles (fused multiply-adds over every
+    presynaptic neuron) and its event-driven sum (the rows of those that spiked) round alike:
+    equal to the last bit, here with N = 21 (rows padded to 24) and per-member inputs."""
+    params = network(pop=3, n=21, b0=REGIMES[regime], seed=5)
+    x = inputs(pop=3, seed=6)
+    runs = {m: fast_rollout(params, x, n_ref=2, record_spikes=True, recurrent=m, fused="kernel") for m in ("dense", "event", "auto")}
+    for m in ("event", "auto"):
+        assert torch.equal(runs[m].spikes, runs["dense"].spikes)
+        assert torch.equal(runs[m].y, runs["dense"].y)
+    ref = step_rollout(params, x, n_ref=2, record_spikes=True)
+    assert torch.equal(runs["dense"].spikes, ref.spikes)
+
+
+@needs_kernel
+def test_kernel_results_do_not_depend_on_the_thread_count():
+    """One member over two threads splits its task rows into groups; two members over one
+    thread do not: the numbers must not change."""
+    params, x = network(pop=1, n=40, b0=0.03), inputs(batch=5)
+    old = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(fast_rollout(params, x, n_ref=2, record_spikes=True, fused="kernel"))
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(outs[0].spikes, outs[1].spikes) and torch.equal(outs[0].y, outs[1].y)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dense", [False, True])
+def test_kernel_recurrent_term_alone_equals_bmm(dense):
+    g = torch.Generator().manual_seed(3)
+    pop, batch, n = 3, 70, 21  # more than 64 rows: two bit-mask groups; N padded to 24
+    w = torch.randn(pop, n, n, generator=g)
+    z = (torch.rand(pop, batch, n, generator=g) < 0.2).float()
+    wk = kernel.padded(w)
+    assert wk.shape == (pop, n, 24) and torch.equal(wk[..., :n], w) and not wk[..., n:].any()
+    cur = torch.randn(pop, batch, 24, generator=g)
+    want = cur[..., :n] + torch.bmm(z, w)
+    kernel.rec_add(cur, z, wk, dense=dense)
+    torch.testing.assert_close(cur[..., :n], want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="padded to a multiple of 8"):
+        kernel.rec_add(torch.zeros(pop, batch, n), z, w)
+
+
+@needs_kernel
+def test_kernel_stats_count_steps_of_the_whole_population():
+    params, x = network(pop=4, b0=0.03), inputs()
+    for mode, dense in (("dense", 120), ("event", 0)):
+        stats = {}
+        fast_rollout(params, x, n_ref=2, recurrent=mode, fused="kernel", stats=stats)
+        assert (stats["dense_steps"], stats["event_steps"]) == (dense, 120 - dense)
