@@ -58,6 +58,18 @@ def choose(logp: torch.Tensor, u: torch.Tensor, greedy: bool) -> torch.Tensor:
     return (cdf < u.unsqueeze(-1)).sum(-1).clamp(max=maze.N_ACTIONS - 1)
 
 
+def _kernel_loop(params: LSNNParams, batch: int, model: ModelConfig):
+    """The C kernel's closed-loop state where no gradient is wanted and the kernel applies
+    (CPU, float32, built), else ``None`` (the differentiable step loop runs)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in params):
+        return None
+    from es_l2l.snn.fast import KernelLoop, fused_mode
+
+    if fused_mode(params, params.w_in, None)[0] != "kernel":
+        return None
+    return KernelLoop(params, batch, n_ref=model.n_ref, dt=model.dt)
+
+
 def play(
     task: MazeConfig,
     model: ModelConfig,
@@ -68,7 +80,8 @@ def play(
     greedy: bool = False,
     record_spikes: bool = False,
 ) -> Episode:
-    """Play one episode of every maze with every member (differentiable when ``params`` need grad)."""
+    """Play one episode of every maze with every member (differentiable when ``params`` need
+    grad; otherwise on the C kernel where it applies, with the same numbers)."""
     pop, n_in, n = params.w_in.shape
     batch = mazes.goal.shape[0]
     device, dtype = params.w_in.device, params.w_in.dtype
@@ -78,16 +91,24 @@ def play(
     w_out, b_out = params.w_out.unsqueeze(1), params.b_out.unsqueeze(1)  # (P, 1, N, 5), (P, 1, 5)
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos", "action", "reward", "reached", "logp", "entropy", "value")}
     spikes = []
+    loop = _kernel_loop(params, batch, model)
     for _ in range(task.n_steps):
         prob = maze.input_probabilities(task, state, model.dt).to(device)  # (P, B, n_in)
         u_in = torch.rand(batch, task.ms_per_step, n_in, generator=gen).to(device)
         x = (u_in < prob.unsqueeze(2)).to(dtype)  # (P, B, ms, n_in)
-        for i_in in input_current(x, params.w_in).unbind(2):
-            z, net = lsnn_step(i_in, net, params, n_ref=model.n_ref, gamma=model.gamma, dt=model.dt)
-            count = count + z
+        if loop is not None:  # no gradients: the C kernel runs this step's ms in one call
+            _, z = loop.advance(x, record_spikes=record_spikes)
+            zf = loop.zf
             if record_spikes:
-                spikes.append(z)
-        out = (net.zf.unsqueeze(2) @ w_out).squeeze(2) + b_out  # (P, B, 5)
+                spikes.extend(z.unbind(2))
+        else:
+            for i_in in input_current(x, params.w_in).unbind(2):
+                z, net = lsnn_step(i_in, net, params, n_ref=model.n_ref, gamma=model.gamma, dt=model.dt)
+                count = count + z
+                if record_spikes:
+                    spikes.append(z)
+            zf = net.zf
+        out = (zf.unsqueeze(2) @ w_out).squeeze(2) + b_out  # (P, B, 5)
         logp_all, value = policy(out)
         u_act = torch.rand(batch, generator=gen).to(device)
         action = choose(logp_all, u_act, greedy)
@@ -102,7 +123,7 @@ def play(
     stacked = {k: torch.stack(v, dim=-1) for k, v in cols.items()}
     return Episode(
         **stacked,
-        spike_count=count,
+        spike_count=loop.spike_count if loop is not None else count,
         spikes=torch.stack(spikes, dim=2) if record_spikes else None,
         neuron_steps=pop * batch * n * task.n_steps * task.ms_per_step,
     )

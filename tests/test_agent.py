@@ -112,3 +112,28 @@ def test_policy_gradient_reaches_the_readout_and_the_recurrent_weights():
     assert genes["w_out"].grad.abs().sum() > 0 and genes["w_rec"].grad.abs().sum() > 0
     assert set(terms) == {"policy_loss", "value_loss", "entropy"} and 0 < terms["entropy"] <= math.log(4) + 1e-6
     assert ev.reward.shape == (1,)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_the_kernel_closed_loop_plays_the_same_episode_as_the_differentiable_step_loop(greedy):
+    """Without gradients ``play`` advances the C kernel a few ms per move; with them, the graph
+    step loop runs. Same mazes and draws: same moves, rewards and spikes."""
+    from es_l2l.snn import kernel
+
+    if kernel.load() is None:
+        pytest.skip(str(kernel.why_not()))
+    cfg = build_config({"model": {"n_lif": 12, "n_alif": 12}, "task": {"family": "maze", "n_steps": 30, "ms_per_step": 4}})
+    genome = build_genome(cfg)
+    g = torch.Generator().manual_seed(2)
+    vectors = genome.initial_vector() + 0.3 * torch.randn(3, genome.dim, generator=g)
+    params = genome.params(vectors)
+    mazes, _ = maze_batch(cfg, (0, 9, 1), 6)
+    with torch.no_grad():
+        fast = play(cfg.task, cfg.model, params, mazes, torch.Generator().manual_seed(5), greedy=greedy, record_spikes=True)
+    leaves = LSNNParams(*[t.clone().requires_grad_(True) for t in params])
+    graph = play(cfg.task, cfg.model, leaves, mazes, torch.Generator().manual_seed(5), greedy=greedy, record_spikes=True)
+    assert graph.logp.requires_grad and not fast.logp.requires_grad
+    assert fast.spikes.sum() > 0
+    for name in ("pos", "action", "reward", "reached", "spike_count", "spikes"):
+        assert torch.equal(getattr(fast, name), getattr(graph, name).detach()), name
+    torch.testing.assert_close(fast.logp, graph.logp.detach(), rtol=1e-5, atol=1e-5)

@@ -300,10 +300,10 @@ def fast_rollout(
             stats.update(fused="inplace", cuda_graph=True, dense_steps=steps, event_steps=0)
         return _cuda_graph_rollout(params, x, n_ref=n_ref, dt=dt, keep=keep, record_spikes=record_spikes,
                                    chunk_bytes=chunk_bytes, matmul_dtype=matmul_dtype)
-    c = _coeffs(params)
     if mode == "kernel":
-        return _kernel_rollout(params, x, c, n_ref=n_ref, dt=dt, keep=keep, record_spikes=record_spikes,
+        return _kernel_rollout(params, x, n_ref=n_ref, dt=dt, keep=keep, record_spikes=record_spikes,
                                recurrent=recurrent, event_threshold=event_threshold, stats=stats)
+    c = _coeffs(params)
     s = _buffers(pop, batch, n, dtype, device)
     w_rec = params.w_rec.contiguous()
     w_mm = w_rec if matmul_dtype is None else w_rec.to(matmul_dtype)
@@ -353,41 +353,86 @@ def fast_rollout(
     return Rollout(y=y, spike_count=s.count, spikes=torch.stack(spikes, dim=2) if record_spikes else None, n_steps=steps)
 
 
-def _kernel_rollout(params, x, c, *, n_ref, dt, keep, record_spikes, recurrent, event_threshold, stats):
+class KernelLoop:
+    """The C kernel's state for ``P`` members x ``B`` tasks, advanced by any number of steps per
+    call: a whole rollout in one call, or a closed loop (the maze agent) whose next inputs depend
+    on this call's output. No gradients; CPU float32 (see :func:`fused_mode`)."""
+
+    MODES = {"dense": 0, "event": 1, "auto": 2}
+
+    def __init__(self, params, batch: int, *, n_ref: int, dt: float = 1.0, recurrent: str = "auto",
+                 event_threshold: float | None = None):
+        from es_l2l.snn import kernel
+
+        self._run = kernel.load()
+        if self._run is None:
+            raise RuntimeError(kernel.why_not())
+        pop, n_in, n = params.w_in.shape
+        c = _coeffs(params)
+        self.w_in = params.w_in.detach().contiguous()
+        self.w_rec = kernel.padded(params.w_rec.detach())
+        self.coef = [t.detach().expand(pop, 1, n).contiguous() for t in (c.rho, c.one_m_rho, c.alpha, c.one_m_alpha, c.b0, c.beta)]
+        self.coef += [t.detach().reshape(pop).contiguous() for t in (c.kappa, c.one_m_kappa)]
+        self.state = [torch.zeros(pop, batch, n, dtype=self.w_in.dtype) for _ in range(6)]  # v, b, r, zf, count, z
+        self.shape = (pop, batch, n, n_in)
+        self.n_ref, self.dt = n_ref, dt
+        self.mode = self.MODES[recurrent]
+        self.event_threshold = KERNEL_EVENT_THRESHOLD if event_threshold is None else event_threshold
+        self.dense_steps = 0  # steps of the whole population whose recurrent input was dense
+        self._out = torch.zeros(2, dtype=torch.int64)
+        self._no_keep: dict[int, torch.Tensor] = {}
+
+    @property
+    def zf(self) -> torch.Tensor:
+        """(P, B, N) readout trace after the last step."""
+        return self.state[3]
+
+    @property
+    def spike_count(self) -> torch.Tensor:
+        """(P, B, N) spikes per neuron so far."""
+        return self.state[4]
+
+    def advance(self, x: torch.Tensor, *, keep: list[bool] | None = None, record_spikes: bool = False):
+        """Run the steps of ``x`` ((B, T, n_in) shared or (P, B, T, n_in), float32 0/1) from the
+        current state. Returns the readout traces of the ``keep`` steps, (P, B, K, N), and the
+        spikes (P, B, T, N) when recorded (else ``None``)."""
+        pop, batch, n, n_in = self.shape
+        xs = x.contiguous()
+        steps = xs.shape[-2]
+        xs_b, xs_p = steps * n_in, (0 if xs.dim() == 3 else batch * steps * n_in)
+        if keep is None:
+            if steps not in self._no_keep:
+                self._no_keep[steps] = torch.full((steps,), -1, dtype=torch.int64)
+            slots, k = self._no_keep[steps], 0
+        else:
+            slot, k = [], 0
+            for t in range(steps):
+                slot.append(k if keep[t] else -1)
+                k += bool(keep[t])
+            slots = torch.tensor(slot, dtype=torch.int64)
+        zf_out = torch.empty(pop, batch, k, n, dtype=self.w_in.dtype)
+        spikes = torch.empty(pop, batch, steps, n, dtype=self.w_in.dtype) if record_spikes else None
+        ptr = lambda t: t.data_ptr()  # noqa: E731
+        self._run(pop, batch, n, self.w_rec.shape[-1], n_in, self.n_ref, self.dt, torch.get_num_threads(), 0, steps, steps,
+                  ptr(xs), xs_p, xs_b, ptr(self.w_in), ptr(self.w_rec), *[ptr(t) for t in self.coef],
+                  *[ptr(t) for t in self.state], self.mode, float(self.event_threshold), ptr(slots), k, ptr(zf_out),
+                  ptr(spikes) if record_spikes else None, ptr(self._out))
+        self.dense_steps += round(int(self._out[0]) / max(1, int(self._out[1])))  # dense item-steps over items
+        return zf_out, spikes
+
+
+def _kernel_rollout(params, x, *, n_ref, dt, keep, record_spikes, recurrent, event_threshold, stats):
     """The C kernel path: the whole time loop in one call of ``lsnn_run_f32``, which picks the
     recurrent input per member (or group of a member's rows) and step; ``stats`` get the share."""
-    from es_l2l.snn import kernel
     from es_l2l.snn.lsnn import Rollout
 
-    run = kernel.load()
-    pop, _, n = params.w_in.shape
-    batch, steps = x.shape[-3], x.shape[-2]
-    xs = x.contiguous()
-    n_in = xs.shape[-1]
-    xs_b, xs_p = steps * n_in, (0 if xs.dim() == 3 else batch * steps * n_in)
-    w_in = params.w_in.contiguous()
-    w_rec = kernel.padded(params.w_rec)
-    coef = [t.expand(pop, 1, n).contiguous() for t in (c.rho, c.one_m_rho, c.alpha, c.one_m_alpha, c.b0, c.beta)]
-    kap = [t.reshape(pop).contiguous() for t in (c.kappa, c.one_m_kappa)]
-    state = [torch.zeros(pop, batch, n, dtype=w_in.dtype) for _ in range(6)]  # v, b, r, zf, count, z
-    slot, k = [], 0
-    for t in range(steps):
-        slot.append(k if keep[t] else -1)
-        k += bool(keep[t])
-    slots = torch.tensor(slot, dtype=torch.int64)
-    zf_out = torch.empty(pop, batch, k, n, dtype=w_in.dtype)  # (P, B, K, N)
-    spikes_out = torch.empty(pop, batch, steps, n, dtype=w_in.dtype) if record_spikes else None
-    out = torch.zeros(2, dtype=torch.int64)
-    ptr = lambda t: t.data_ptr()  # noqa: E731
-    mode = {"dense": 0, "event": 1, "auto": 2}[recurrent]
-    run(pop, batch, n, w_rec.shape[-1], n_in, n_ref, dt, torch.get_num_threads(), 0, steps, steps, ptr(xs), xs_p, xs_b,
-        ptr(w_in), ptr(w_rec), *[ptr(t) for t in coef + kap], *[ptr(t) for t in state], mode, float(event_threshold),
-        ptr(slots), k, ptr(zf_out), ptr(spikes_out) if record_spikes else None, ptr(out))
+    loop = KernelLoop(params, x.shape[-3], n_ref=n_ref, dt=dt, recurrent=recurrent, event_threshold=event_threshold)
+    zf_out, spikes = loop.advance(x, keep=keep, record_spikes=record_spikes)
+    steps = x.shape[-2]
     if stats is not None:
-        dense = round(int(out[0]) / max(1, int(out[1])))  # dense item-steps over items: in steps of the population
-        stats.update(fused="kernel", kernel_unavailable=None, dense_steps=dense, event_steps=steps - dense)
+        stats.update(fused="kernel", kernel_unavailable=None, dense_steps=loop.dense_steps, event_steps=steps - loop.dense_steps)
     y = torch.matmul(zf_out, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
-    return Rollout(y=y, spike_count=state[4], spikes=spikes_out, n_steps=steps)
+    return Rollout(y=y, spike_count=loop.spike_count, spikes=spikes, n_steps=steps)
 
 
 def _cuda_graph_rollout(params, x, *, n_ref, dt, keep, record_spikes, chunk_bytes, matmul_dtype):
@@ -467,6 +512,7 @@ __all__ = [
     "choose_recurrent",
     "event_recurrent_",
     "FUSED_MODES",
+    "KernelLoop",
     "fast_rollout",
     "flops_dense_recurrent",
     "fused_mode",
