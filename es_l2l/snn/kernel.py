@@ -122,10 +122,11 @@ static void dense_rec(long rows, long N, long NP, const float *restrict W, const
 /* The event-driven recurrent input, the same sum: for each presynaptic j in ascending order,
    row j of W is added to the rows whose neuron j spiked (found from a bit mask per j, built
    in one vectorised pass over z), so each row of W is read once per step however many rows
-   use it, in address order. mask: N words of scratch. */
+   use it, in address order, each fetched a few rows ahead. mask: 2 N words of scratch. */
 static void event_rec(long rows, long N, long NP, const float *restrict W, const float *restrict z, float *restrict cur,
                       uint64_t *restrict mask)
 {
+    long *list = (long *)(mask + N);
     for (long g = 0; g < rows; g += 64) {
         long gn = rows - g < 64 ? rows - g : 64;
         for (long j = 0; j < N; ++j) mask[j] = 0;
@@ -134,9 +135,16 @@ static void event_rec(long rows, long N, long NP, const float *restrict W, const
             uint64_t bit = (uint64_t)1 << r;
             for (long j = 0; j < N; ++j) mask[j] |= zr[j] != 0.0f ? bit : 0;
         }
+        long nj = 0;                                  /* the presynaptic neurons that spiked, ascending */
         for (long j = 0; j < N; ++j) {
+            list[nj] = j;
+            nj += mask[j] != 0;
+        }
+        for (long q = 0; q < nj; ++q) {
+            long j = list[q];
+            if (q + 4 < nj)                           /* rows are far apart in memory: fetch ahead */
+                for (long o = 0; o < NP; o += 16) __builtin_prefetch(W + list[q + 4] * NP + o);
             uint64_t m = mask[j];
-            if (!m) continue;
             const v8 *w = (const v8 *)(W + j * NP);
             do {
                 v8 *c = (v8 *)(cur + (g + __builtin_ctzll(m)) * NP);
@@ -178,7 +186,7 @@ long lsnn_run_f32(long P, long B, long N, long NP, long n_in, long n_ref, float 
     #pragma omp parallel num_threads(nthreads) reduction(+:total, n_dense)
     {
         float *cur = aligned_alloc(64, ((per * NP * sizeof(float) + 63) / 64) * 64);
-        uint64_t *mask = malloc(N * sizeof(uint64_t));
+        uint64_t *mask = malloc(2 * N * sizeof(uint64_t));
         #pragma omp for schedule(static)
         for (long item = 0; item < P * G; ++item) {
             long p = item / G, lo = (item % G) * per;
@@ -242,7 +250,7 @@ void rec_add_f32(long P, long B, long N, long NP, int dense, int nthreads, float
 {
     #pragma omp parallel num_threads(nthreads)
     {
-        uint64_t *mask = malloc(N * sizeof(uint64_t));
+        uint64_t *mask = malloc(2 * N * sizeof(uint64_t));
         #pragma omp for schedule(static)
         for (long p = 0; p < P; ++p) {
             if (dense)
