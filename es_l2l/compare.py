@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
-from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv
+from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv, save_figure
 
 NOT_REACHED = float("nan")
 
@@ -121,6 +121,17 @@ def _to_target(outcome, target: float) -> tuple[float, float]:
     return NOT_REACHED, NOT_REACHED
 
 
+def _row_head(c: Child, vals: list[dict]) -> dict[str, Any]:
+    """The columns every family's summary row starts with: who, how long, how much simulated."""
+    return {
+        "name": c.name,
+        "outer": c.outer,
+        "generations": c.outcome.result.generations,
+        "train_s": vals[-1]["elapsed_s"],
+        "neuron_steps": float(vals[-1]["neuron_steps"]),
+    }
+
+
 def summary_rows(children: list[Child], target: float) -> list[dict[str, Any]]:
     """One row per finished child: the comparison's table."""
     rows = []
@@ -132,11 +143,7 @@ def summary_rows(children: list[Child], target: float) -> list[dict[str, Any]]:
         seconds, steps = _to_target(c.outcome, target)
         rows.append(
             {
-                "name": c.name,
-                "outer": c.outer,
-                "generations": c.outcome.result.generations,
-                "train_s": vals[-1]["elapsed_s"],
-                "neuron_steps": float(vals[-1]["neuron_steps"]),
+                **_row_head(c, vals),
                 "final_val_mse_late": vals[-1]["val_mse_late"],
                 "best_val_mse_late": min(h["val_mse_late"] for h in vals),
                 "test_mse_late": test["test_mse_late"],
@@ -252,10 +259,7 @@ def plot_comparison(children: list[Child], val_baselines: dict[str, float], repo
     axes[1].legend(fontsize=7)
     axes[2].legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
@@ -396,11 +400,7 @@ def _maze_rows(children: list[Child], target: float) -> list[dict[str, Any]]:
         hit = next((h for h in vals if h["val_reward"] >= target), None)
         rows.append(
             {
-                "name": c.name,
-                "outer": c.outer,
-                "generations": c.outcome.result.generations,
-                "train_s": vals[-1]["elapsed_s"],
-                "neuron_steps": float(vals[-1]["neuron_steps"]),
+                **_row_head(c, vals),
                 "final_val_reward": vals[-1]["val_reward"],
                 "best_val_reward": max(h["val_reward"] for h in vals),
                 "test_reward": test["reward"],
@@ -451,10 +451,7 @@ def plot_maze_comparison(children: list[Child], val_baselines: dict[str, dict], 
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _summarise_maze(plan: Plan, children: list[Child], parent):

@@ -23,6 +23,7 @@ import torch
 from es_l2l.config import ExperimentConfig
 from es_l2l.fitness import maze_batch, play_params
 from es_l2l.genome import Genome
+from es_l2l.report import save_figure
 from es_l2l.tasks.base import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, generator
 from es_l2l.tasks.maze import move
 from es_l2l.tasks.maze_baselines import episode_means, play_baselines
@@ -187,10 +188,7 @@ def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Pa
     ax.set_title(f"{cfg.name}: reward over training")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -227,10 +225,7 @@ def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tenso
         finds = int(reached.sum())
         ax.set_title(f"maze {b + 1}: {finds} goal(s), first after {first + 1 if finds else '-'} moves", fontsize=8)
     fig.suptitle("test episodes: orange = search until the first goal (dot: start), blue = later trips", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -251,10 +246,7 @@ def plot_raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, pat
     ax.set_ylabel("neuron")
     ax.set_title(f"{cfg.name}: spike raster of the trained agent in one test maze")
     ax.legend(loc="upper right", fontsize=8, markerscale=6)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def log_maze_results(tracker, cfg: ExperimentConfig, genome: Genome, report: MazeReport, result) -> None:

@@ -20,6 +20,16 @@ from es_l2l.tasks.teacher_baselines import baseline_mse_per_trial, linear_share,
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 
 
+
+def save_figure(fig, path) -> Path:
+    """Lay out, write and close a matplotlib figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
 @dataclass
 class HeldOutReport:
     curves: dict[str, torch.Tensor]  # name -> (n_trials,) MSE per trial index
@@ -91,10 +101,7 @@ def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Pat
     ax.set_title(title or "Learning from a teacher: error within an episode")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def verdict(report: HeldOutReport) -> str:
