@@ -79,7 +79,7 @@ def _distribution(spec: Any) -> Any:
 def regenerate(recipe: SampleRecipe) -> torch.Tensor:
     """The (P, D) sample evotorch drew from ``recipe.distribution`` with a generator in ``rng_state``."""
     gen = torch.Generator()
-    gen.set_state(_tensor(recipe.rng_state) if isinstance(recipe.rng_state, np.ndarray) else recipe.rng_state)
+    gen.set_state(_tensor(recipe.rng_state))
     dist = _distribution(recipe.distribution)
     out = dist.make_empty(num_solutions=recipe.popsize)
     dist.sample(out=out, generator=gen)
@@ -238,8 +238,9 @@ class _Worker:
 
     def evaluate_rows(
         self, recipe: SampleRecipe, lo: int, hi: int, seed_keys: tuple[int, ...]
-    ) -> tuple[tuple, torch.Tensor]:
-        """Regenerate the population on CPU, evaluate rows ``lo:hi``; also return their checksums."""
+    ) -> tuple[tuple, np.ndarray]:
+        """Regenerate the population on CPU, evaluate rows ``lo:hi``; the :func:`pack`-ed result
+        and the rows' checksums."""
         t0 = time.perf_counter()
         rows = regenerate(recipe)[lo:hi]
         sums = checksums(rows).numpy()

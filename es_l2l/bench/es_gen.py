@@ -6,8 +6,8 @@ The project's own pieces: ``MetaProblem`` + ``make_searcher`` (evotorch PGPE, se
 
 - wall: ``problem.start_generation`` + ``searcher.step()``;
 - evaluation: from sending the work to having the results (send, wait, receive, concatenate);
-  with seed traffic the work is sent in ``start_generation``, so evotorch's sampling of the same
-  population on the driver overlaps it;
+  with seed traffic the work is sent inside ``step`` when evotorch asks for its generator, before
+  it samples, so its sampling of the same population on the driver overlaps the workers';
 - simulation: the seconds inside ``evaluate`` of the worker whose ``evaluate`` + regeneration took
   longest (the critical path; the sum over workers is recorded too);
 - worker sampling: that worker's seconds regenerating its members from the seed recipe (seed
@@ -34,8 +34,8 @@ from es_l2l.bench.meter import Meter
 def _timed_evaluator(base):
     class Timed(base):
         """Evaluation seconds: from sending the work (``submit``/``submit_recipe``; with seed
-        traffic that happens in ``start_generation``, before evotorch samples on the driver)
-        to the results being back (``collect``)."""
+        traffic that happens before evotorch samples on the driver) to the results being back
+        (``collect``)."""
 
         eval_seconds = 0.0
         _sent = None
