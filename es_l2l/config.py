@@ -80,6 +80,11 @@ class MazeConfig(_Strict):
     cols: int = Field(5, ge=2, le=100, description="grid columns")
     n_steps: int = Field(100, ge=1, le=10000, description="environment steps (moves) per episode")
     neurons_per_channel: int = Field(4, ge=1, le=1000, description="input neurons per one-hot channel")
+    position_code: Literal["cell", "rowcol", "both"] = Field(
+        "cell",
+        description="how the current position is spike coded: one channel per cell (rows * cols), one per row "
+        "plus one per column (rows + cols, two active), or both",
+    )
     rate_hz: float = Field(200.0, gt=0, le=1000, description="Poisson rate of an active input neuron")
     ms_per_step: int = Field(10, ge=1, le=1000, description="simulation steps (ms) per environment step")
     batch_size: int = Field(16, ge=1, description="mazes per generation (same for every member)")

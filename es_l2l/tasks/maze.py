@@ -18,14 +18,17 @@ broadcasts ``B`` mazes to any leading shape, e.g. ``(P,)`` members -> state ``(P
 Network input each environment step (:func:`input_probabilities`): one-hot channels, each of
 ``k = neurons_per_channel`` neurons firing at ``rate_hz`` while active, for ``ms_per_step`` ms:
 
-    neurons [0, rows*cols*k)            current position (rows*cols channels)
+    neurons [0, C*k)                    current position (C channels, ``task.position_code``):
+                                        cell: one per cell, C = rows*cols;
+                                        rowcol: one per row then one per column, C = rows+cols;
+                                        both: the cell channels, then the row and column ones
     next 4k                             previous action (silent at the first step)
     next 3k                             previous reward: +1, -0.1, none (first step)
 
-``n_in = (rows * cols + 7) * k``; nothing tells the agent where the goal is.
+``n_in = (C + 7) * k``; nothing tells the agent where the goal is.
 
 Public API: ``MazeConfig`` (es_l2l.config), ``Mazes``, ``MazeState``, ``sample_mazes``,
-``reset``, ``step``, ``is_done``, ``move``, ``corners``, ``n_inputs``, ``input_probabilities``,
+``reset``, ``step``, ``is_done``, ``move``, ``corners``, ``n_inputs``, ``position_channels``, ``position_code``, ``input_probabilities``,
 ``input_spikes``. Baselines live in :mod:`es_l2l.tasks.maze_baselines`.
 """
 
@@ -71,8 +74,25 @@ def corners(cfg: MazeConfig) -> torch.Tensor:
     return torch.tensor([0, cfg.cols - 1, last - (cfg.cols - 1), last])
 
 
+def position_channels(cfg: MazeConfig) -> int:
+    """Channels of the position code: rows * cols (``cell``), rows + cols (``rowcol``) or both."""
+    cells, lines = cfg.rows * cfg.cols, cfg.rows + cfg.cols
+    return {"cell": cells, "rowcol": lines, "both": cells + lines}[cfg.position_code]
+
+
 def n_inputs(cfg: MazeConfig) -> int:
-    return (cfg.rows * cfg.cols + N_ACTIONS + 3) * cfg.neurons_per_channel
+    return (position_channels(cfg) + N_ACTIONS + 3) * cfg.neurons_per_channel
+
+
+def position_code(cfg: MazeConfig, pos: torch.Tensor) -> torch.Tensor:
+    """``(*S,)`` cells -> ``(*S, position_channels)`` 0/1 channels (see ``MazeConfig.position_code``)."""
+    one_hot = torch.nn.functional.one_hot
+    parts = []
+    if cfg.position_code in ("cell", "both"):
+        parts.append(one_hot(pos, cfg.rows * cfg.cols))
+    if cfg.position_code in ("rowcol", "both"):
+        parts += [one_hot(pos // cfg.cols, cfg.rows), one_hot(pos % cfg.cols, cfg.cols)]
+    return torch.cat(parts, dim=-1)
 
 
 def _non_goal_cells(cfg: MazeConfig, goal: torch.Tensor, gen: torch.Generator, extra: tuple[int, ...]) -> torch.Tensor:
@@ -156,17 +176,16 @@ def step(cfg: MazeConfig, state: MazeState, action: torch.Tensor) -> tuple[MazeS
 
 def input_probabilities(cfg: MazeConfig, state: MazeState, dt: float = 1.0) -> torch.Tensor:
     """Spike probability per ms of every input neuron: ``(*S,) -> (*S, n_in)`` (layout in the module doc)."""
-    cells = cfg.rows * cfg.cols
     first = state.prev_action < 0
     reward_channel = torch.where(first, 2, torch.where(state.prev_reward > 0, 0, 1))
     channels = torch.cat(
         [
-            torch.nn.functional.one_hot(state.pos, cells),
+            position_code(cfg, state.pos),
             torch.nn.functional.one_hot(state.prev_action.clamp(min=0), N_ACTIONS) * (~first).unsqueeze(-1),
             torch.nn.functional.one_hot(reward_channel, 3),
         ],
         dim=-1,
-    ).to(torch.float32)  # (*S, cells + 7)
+    ).to(torch.float32)  # (*S, position_channels + 7)
     p = min(cfg.rate_hz * dt * 1e-3, 1.0)
     return channels.repeat_interleave(cfg.neurons_per_channel, dim=-1) * p
 

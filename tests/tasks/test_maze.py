@@ -139,6 +139,23 @@ def test_input_encoding_layout():
     assert torch.equal(spikes, maze.input_spikes(CFG, state, generator(0)))
 
 
+@pytest.mark.parametrize("code", ["rowcol", "both"])
+def test_position_codes(code):
+    cfg = MazeConfig(position_code=code, neurons_per_channel=2)
+    k, cells, lines = 2, 20, 4 + 5
+    width = {"rowcol": lines, "both": cells + lines}[code]
+    assert maze.n_inputs(cfg) == (width + 4 + 3) * k
+    state = maze.reset(cfg, mazes_of([19, 0], [13, 13]))
+    state, _, _ = maze.step(cfg, state, torch.tensor([UP, RIGHT]))  # 13 -> 8 (row 1, col 3), 13 -> 14 (row 2, col 4)
+    on = lambda ch: list(range(ch * k, (ch + 1) * k))  # noqa: E731
+    pos = {"rowcol": 0, "both": cells}[code]  # where the row/column channels begin
+    cell = lambda c: on(c) if code == "both" else []  # noqa: E731
+    active = lambda p: (p > 0).nonzero().flatten().tolist()  # noqa: E731
+    prob = maze.input_probabilities(cfg, state)
+    assert active(prob[0]) == cell(8) + on(pos + 1) + on(pos + 4 + 3) + on(width + UP) + on(width + 4 + 1)
+    assert active(prob[1]) == cell(14) + on(pos + 2) + on(pos + 4 + 4) + on(width + RIGHT) + on(width + 4 + 1)
+
+
 def test_oracle_by_hand():
     # Goal 0, start 19 (7 moves: 6 x -0.1 + 1), respawn 1 then 5 (1 move each: +1, +1), then 18
     # (6 moves away; 1 move left in the episode: -0.1). Total 0.4 + 1 + 1 - 0.1 = 2.3.
