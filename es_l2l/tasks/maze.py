@@ -28,8 +28,8 @@ Network input each environment step (:func:`input_probabilities`): one-hot chann
 ``n_in = (C + 7) * k``; nothing tells the agent where the goal is.
 
 Public API: ``MazeConfig`` (es_l2l.config), ``Mazes``, ``MazeState``, ``sample_mazes``,
-``reset``, ``step``, ``is_done``, ``move``, ``corners``, ``n_inputs``, ``position_channels``, ``position_code``, ``input_probabilities``,
-``input_spikes``. Baselines live in :mod:`es_l2l.tasks.maze_baselines`.
+``reset``, ``step``, ``is_done``, ``move``, ``corners``, ``n_inputs``, ``position_channels``,
+``position_code``, ``input_probabilities``, ``input_spikes``. Baselines live in :mod:`es_l2l.tasks.maze_baselines`.
 """
 
 from __future__ import annotations
