@@ -45,9 +45,9 @@ class Episode(NamedTuple):
         return self.reward.sum(-1)
 
 
-def policy(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Readout (..., 5) -> log-probabilities (..., 4) and value (...)."""
-    return torch.log_softmax(out[..., : maze.N_ACTIONS], dim=-1), out[..., maze.N_ACTIONS]
+def policy(out: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Readout (..., 5) -> log-probabilities (..., 4) of ``softmax(logits / temperature)`` and value (...)."""
+    return torch.log_softmax(out[..., : maze.N_ACTIONS] / temperature, dim=-1), out[..., maze.N_ACTIONS]
 
 
 def choose(logp: torch.Tensor, u: torch.Tensor, greedy: bool) -> torch.Tensor:
@@ -109,7 +109,7 @@ def play(
                     spikes.append(z)
             zf = net.zf
         out = (zf.unsqueeze(2) @ w_out).squeeze(2) + b_out  # (P, B, 5)
-        logp_all, value = policy(out)
+        logp_all, value = policy(out, task.temperature)
         u_act = torch.rand(batch, generator=gen).to(device)
         action = choose(logp_all, u_act, greedy)
         cols["pos"].append(state.pos)

@@ -97,6 +97,9 @@ class MazeConfig(_Strict):
         "sample an action (shared uniforms, the same for every member) or take the most probable one; "
         "A2C training always samples",
     )
+    temperature: float = Field(
+        1.0, gt=0, description="softmax temperature of the policy: logits are divided by it (small: nearly greedy)"
+    )
 
 
 BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
