@@ -20,7 +20,6 @@ from es_l2l.tasks.teacher_baselines import baseline_mse_per_trial, linear_share,
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 
 
-
 def save_figure(fig, path) -> Path:
     """Lay out, write and close a matplotlib figure; returns its path."""
     import matplotlib.pyplot as plt
@@ -29,6 +28,7 @@ def save_figure(fig, path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
 
 @dataclass
 class HeldOutReport:
