@@ -100,6 +100,11 @@ class MazeConfig(_Strict):
     temperature: float = Field(
         1.0, gt=0, description="softmax temperature of the policy: logits are divided by it (small: nearly greedy)"
     )
+    mirror: bool = Field(
+        False,
+        description="left-right mirror-symmetric network (weight tying, es_l2l.genome): mirroring the maze "
+        "mirrors the network's neurons and swaps its left and right actions, so no member prefers one side",
+    )
 
 
 BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
@@ -318,6 +323,9 @@ class ExperimentConfig(_Strict):
                     raise ValueError(f"bptt.train lists '{block}' but genome.search does not; add it to genome.search")
             if self.bptt.deep_r.enabled and (self.model.p_in < 1 or self.model.p_rec < 1):
                 raise ValueError("bptt.deep_r sets the connectivity itself; set model.p_in=1 and model.p_rec=1")
+            if self.bptt.deep_r.enabled and self.task.family == "maze" and self.task.mirror:
+                raise ValueError("bptt.deep_r rewires connections one by one and breaks task.mirror's symmetry; "
+                                 "set task.mirror=false or bptt.deep_r.enabled=false")
             if self.bptt.deep_r.enabled and {"mask_in", "mask_rec"} & searched:
                 raise ValueError("bptt.deep_r sets the connectivity itself; remove mask_in and mask_rec from genome.search")
         if self.outer == "hybrid":

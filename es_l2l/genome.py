@@ -10,6 +10,7 @@ the population's :class:`~es_l2l.snn.LSNNParams`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -53,6 +54,41 @@ class Genome:
     tau_a_lif: float
     tau_out: float
     dt: float
+    mirror: tuple[torch.Tensor, torch.Tensor] | None = None  # (perm_in, perm_out) of a mirror symmetry
+
+    def block_perms(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Per block, the index map of each per-member axis under the mirror (``mirror`` set).
+
+        Hidden neurons pair up by reversal within each group (LIF ``i <-> n_lif - 1 - i``, ALIF
+        likewise), inputs and readout follow the task's maps.
+        """
+        assert self.mirror is not None
+        perm_in, perm_out = self.mirror
+        alif = torch.arange(self.n_alif).flip(0)
+        hidden = torch.cat([torch.arange(self.n_lif).flip(0), self.n_lif + alif])
+        return {
+            "w_in": (perm_in, hidden),
+            "w_rec": (hidden, hidden),
+            "w_out": (hidden, perm_out),
+            "b_out": (perm_out,),
+            "tau_m": (hidden,),
+            "tau_a": (alif,),
+            "b0": (hidden,),
+            "beta": (alif,),
+            "mask_in": (perm_in, hidden),
+            "mask_rec": (hidden, hidden),
+        }
+
+    def symmetrize(self, genes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Project every block (P, *shape) onto the mirror-invariant ones: ``(g + g o mirror) / 2``.
+
+        A projection (applying it twice changes nothing) and linear, so gradients pass through.
+        With it the network commutes with the mirror: mirrored input spikes give mirrored
+        spikes and a readout with left and right swapped. Identity without ``mirror``.
+        """
+        if self.mirror is None:
+            return genes
+        return {name: (g + _permute(g, self.block_perms()[name])) / 2 for name, g in genes.items()}
 
     @property
     def block_map(self) -> dict[str, Block]:
@@ -104,7 +140,7 @@ class Genome:
 
     def to_model(self, genes: dict[str, torch.Tensor]) -> LSNNParams:
         """Search-space blocks -> model parameters of the whole population (pure, differentiable)."""
-        bm = self.block_map
+        bm, genes = self.block_map, self.symmetrize(genes)
 
         def value(name: str) -> torch.Tensor:
             block, g = bm[name], genes[name]
@@ -135,6 +171,21 @@ class Genome:
     def params(self, vectors: torch.Tensor) -> LSNNParams:
         """(P, D) genomes -> model parameters."""
         return self.to_model(self.decode(vectors))
+
+
+def _permute(g: torch.Tensor, perms: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``g`` (P, *shape) with each per-member axis re-indexed by its map."""
+    for axis, perm in enumerate(perms, start=1):
+        g = g.index_select(axis, perm.to(g.device))
+    return g
+
+
+def _mirror_base(value: torch.Tensor, perms: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """A mirror-invariant copy of an initial block: each pair of mirror images takes the draw of
+    its lower-indexed member, so every entry keeps the draw's distribution (no averaging)."""
+    index = torch.arange(value.numel()).reshape(1, *value.shape)
+    image = _permute(index, perms)
+    return torch.where(index <= image, value.unsqueeze(0), _permute(value.unsqueeze(0), perms))[0]
 
 
 def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | None = None) -> Genome:
@@ -180,7 +231,15 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
         "mask_rec": m.p_rec - rand(n, n),
     }
     searched = tuple(b.name for b in blocks if b.name in set(g.search))
-    return Genome(
+    mirror = None
+    if cfg.task.family == "maze" and cfg.task.mirror:
+        from es_l2l.tasks.maze import mirror_permutations
+
+        mirror = mirror_permutations(cfg.task)
+        if len(mirror[0]) != n_in or len(mirror[1]) != n_out:
+            raise ValueError(f"task.mirror needs the maze's own {len(mirror[0])} inputs and {len(mirror[1])} outputs, "
+                             f"got n_in={n_in}, n_out={n_out}; drop the override or set task.mirror=false")
+    genome = Genome(
         blocks=blocks,
         searched=searched,
         base=base,
@@ -191,4 +250,9 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
         tau_a_lif=m.tau_a,
         tau_out=m.tau_out,
         dt=m.dt,
+        mirror=mirror,
     )
+    if mirror is None:
+        return genome
+    perms = genome.block_perms()
+    return dataclasses.replace(genome, base={k: _mirror_base(v, perms[k]) for k, v in base.items()})

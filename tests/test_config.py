@@ -39,6 +39,8 @@ def test_every_shipped_comparison_resolves_with_a_budget(path):
         (["outer=bptt", "bptt.train=[w_out, tau_m]", "genome.search=[w_out]"], r"bptt\.train lists 'tau_m' but genome\.search does not"),
         (["outer=bptt", "bptt.deep_r.enabled=true", "model.p_rec=0.5"], r"bptt\.deep_r sets the connectivity itself; set model\.p_in=1 and model\.p_rec=1"),
         (["bptt.deep_r.enabled=true", "bptt.train=[w_out]"], r"bptt\.deep_r rewires 'w_rec', so bptt\.train must include it"),
+        (["outer=bptt", "task.family=maze", "task.mirror=true", "bptt.deep_r.enabled=true"],
+         r"bptt\.deep_r rewires connections one by one and breaks task\.mirror's symmetry"),
         (["outer=sgd"], r"'outer'.*'es', 'bptt' or 'hybrid'"),
     ],
 )

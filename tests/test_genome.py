@@ -82,3 +82,55 @@ def test_decode_rejects_wrong_width():
     genome = build_genome(small_cfg(), n_in=5)
     with pytest.raises(ValueError, match=r"expected genomes of shape \(P, "):
         genome.decode(torch.zeros(2, genome.dim + 1))
+
+
+def mirror_cfg(code: str = "cell", mirror: bool = True) -> ExperimentConfig:
+    sets = ["task.family=maze", f"task.mirror={mirror}", "model.n_lif=5", "model.n_alif=6", "model.p_rec=0.7"]
+    return build_config({}, sets + [f"task.position_code={code}", "task.neurons_per_channel=2"])
+
+
+def mirrored(g: torch.Tensor, perms: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """An unbatched block re-indexed by its per-axis mirror maps."""
+    g = g.unsqueeze(0)
+    for axis, perm in enumerate(perms, start=1):
+        g = g.index_select(axis, perm)
+    return g[0]
+
+
+def test_mirror_genome_starts_symmetric_from_the_plain_draws_and_projects():
+    genome, plain = build_genome(mirror_cfg()), build_genome(mirror_cfg(mirror=False))
+    assert genome.mirror is not None and plain.mirror is None and genome.dim == plain.dim
+    perms = genome.block_perms()
+    assert perms["tau_m"][0].tolist() == [4, 3, 2, 1, 0, 10, 9, 8, 7, 6, 5]  # reversal within LIF, within ALIF
+    for name, value in genome.base.items():
+        assert torch.equal(mirrored(value, perms[name]), value), name  # invariant under the mirror
+        # Every entry is the plain draw of itself or of its mirror image (no averaging).
+        plain_value = plain.base[name]
+        assert torch.all((value == plain_value) | (value == mirrored(plain_value, perms[name]))), name
+    vectors = torch.randn(3, genome.dim, generator=torch.Generator().manual_seed(0))
+    once = genome.symmetrize(genome.decode(vectors))
+    twice = genome.symmetrize(once)
+    assert all(torch.allclose(once[k], twice[k], atol=1e-7) for k in once)  # a projection
+    assert not torch.equal(once["w_rec"], genome.decode(vectors)["w_rec"])
+    params, plain_params = genome.params(vectors), plain.params(vectors)
+    assert torch.equal(params.b_out[:, 2], params.b_out[:, 3])  # left and right biases are tied
+    assert not torch.equal(plain_params.b_out[:, 2], plain_params.b_out[:, 3])
+
+
+@pytest.mark.parametrize("code", ["cell", "rowcol", "both"])
+def test_mirror_network_commutes_with_the_mirror(code):
+    """Mirrored input spikes give exactly the mirrored spike trains and readout (float64)."""
+    from es_l2l.snn import rollout
+
+    genome, plain = build_genome(mirror_cfg(code)), build_genome(mirror_cfg(code, mirror=False))
+    perm_in, perm_out = genome.mirror
+    hidden = genome.block_perms()["tau_m"][0]
+    vectors = genome.initial_vector() + 0.3 * torch.randn(3, genome.dim, generator=torch.Generator().manual_seed(1))
+    x = (torch.rand(4, 200, genome.n_in, generator=torch.Generator().manual_seed(2)) < 0.1).double()
+    for g, equivariant in ((genome, True), (plain, False)):
+        params = type(g.params(vectors))(*(t.double() for t in g.params(vectors)))
+        run, image = (rollout(params, xs, n_ref=2, record_spikes=True) for xs in (x, x[..., perm_in]))
+        assert run.spikes.sum() > 1000
+        assert torch.equal(image.spikes, run.spikes[..., hidden]) == equivariant  # an untied network does not
+        if equivariant:
+            torch.testing.assert_close(image.y, run.y[..., perm_out], rtol=0, atol=1e-12)

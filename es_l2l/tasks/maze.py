@@ -29,7 +29,7 @@ Network input each environment step (:func:`input_probabilities`): one-hot chann
 
 Public API: ``MazeConfig`` (es_l2l.config), ``Mazes``, ``MazeState``, ``sample_mazes``,
 ``reset``, ``step``, ``is_done``, ``move``, ``corners``, ``n_inputs``, ``position_channels``,
-``position_code``, ``input_probabilities``, ``input_spikes``. Baselines live in
+``position_code``, ``mirror_permutations``, ``input_probabilities``, ``input_spikes``. Baselines live in
 :mod:`es_l2l.tasks.maze_baselines`.
 """
 
@@ -94,6 +94,31 @@ def position_code(cfg: MazeConfig, pos: torch.Tensor) -> torch.Tensor:
     if cfg.position_code in ("rowcol", "both"):
         parts += [one_hot(pos // cfg.cols, cfg.rows), one_hot(pos % cfg.cols, cfg.cols)]
     return torch.cat(parts, dim=-1)
+
+
+def mirror_permutations(cfg: MazeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index maps of the left-right mirror ``c -> cols - 1 - c``: inputs ``(n_in,)`` and readout ``(5,)``.
+
+    Input neuron ``perm_in[j]`` of the mirrored maze plays the role of neuron ``j``: position
+    channels move to the mirrored cell (column), the left and right action channels swap, the
+    reward channels stay. The readout swaps the left and right logits; up, down and the value
+    stay. Both maps are involutions.
+    """
+    cells = torch.arange(cfg.rows * cfg.cols)
+    mirrored = (cells // cfg.cols) * cfg.cols + (cfg.cols - 1 - cells % cfg.cols)
+    channels = []
+    if cfg.position_code in ("cell", "both"):
+        channels.append(mirrored)
+    if cfg.position_code in ("rowcol", "both"):
+        offset = sum(len(c) for c in channels)
+        channels += [offset + torch.arange(cfg.rows), offset + cfg.rows + torch.arange(cfg.cols).flip(0)]
+    n_pos = position_channels(cfg)
+    actions = torch.tensor([UP, DOWN, RIGHT, LEFT])
+    channels += [n_pos + actions, n_pos + N_ACTIONS + torch.arange(3)]
+    channel = torch.cat(channels)
+    k = cfg.neurons_per_channel
+    perm_in = (channel.unsqueeze(-1) * k + torch.arange(k)).reshape(-1)
+    return perm_in, torch.cat([actions, torch.tensor([N_ACTIONS])])
 
 
 def _non_goal_cells(cfg: MazeConfig, goal: torch.Tensor, gen: torch.Generator, extra: tuple[int, ...]) -> torch.Tensor:

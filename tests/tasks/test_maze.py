@@ -156,6 +156,24 @@ def test_position_codes(code):
     assert active(prob[1]) == cell(14) + on(pos + 2) + on(pos + 4 + 4) + on(width + RIGHT) + on(width + 4 + 1)
 
 
+@pytest.mark.parametrize("code", ["cell", "rowcol", "both"])
+def test_mirror_permutations_map_a_state_onto_its_mirror_image(code):
+    cfg = MazeConfig(position_code=code, neurons_per_channel=2)
+    perm_in, perm_out = maze.mirror_permutations(cfg)
+    assert sorted(perm_in.tolist()) == list(range(maze.n_inputs(cfg)))  # a permutation ...
+    assert torch.equal(perm_in[perm_in], torch.arange(maze.n_inputs(cfg)))  # ... and an involution
+    assert perm_out.tolist() == [UP, DOWN, RIGHT, LEFT, 4]  # left and right logits swap, value stays
+    # Cell 8 is (row 1, col 3), its mirror 6 is (row 1, col 1); the last moves were LEFT and RIGHT.
+    state = maze.reset(cfg, mazes_of([19, 15], [9, 5]))
+    state, _, _ = maze.step(cfg, state, torch.tensor([LEFT, RIGHT]))  # 9 -> 8, 5 -> 6
+    mirrored = maze.reset(cfg, mazes_of([15, 19], [5, 9]))
+    mirrored, _, _ = maze.step(cfg, mirrored, torch.tensor([RIGHT, LEFT]))  # 5 -> 6, 9 -> 8
+    assert mirrored.pos.tolist() == [6, 8]
+    prob, prob_mirrored = maze.input_probabilities(cfg, state), maze.input_probabilities(cfg, mirrored)
+    assert torch.equal(prob_mirrored, prob[..., perm_in])
+    assert not torch.equal(prob_mirrored, prob)
+
+
 def test_oracle_by_hand():
     # Goal 0, start 19 (7 moves: 6 x -0.1 + 1), respawn 1 then 5 (1 move each: +1, +1), then 18
     # (6 moves away; 1 move left in the episode: -0.1). Total 0.4 + 1 + 1 - 0.1 = 2.3.
