@@ -211,6 +211,11 @@ class ESConfig(_Strict):
     algorithm: Literal[ALGORITHMS] = "pgpe"  # type: ignore[valid-type]
     popsize: int = Field(64, ge=4, description="population size P (even for antithetic PGPE)")
     stdev_init: float = Field(0.05, gt=0, description="initial search stdev (search space)")
+    stdev_blocks: dict[Literal[BLOCKS], float] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="initial stdev of chosen genome blocks, overriding stdev_init there, e.g. {w_out: 0.3, b_out: 0.3}: "
+        "wider search on the readout varies behaviour without upsetting the recurrent memory (pgpe, snes, cem)",
+    )
     center_lr: float | None = Field(0.1, gt=0, description="PGPE/SNES center learning rate (None: SNES default)")
     stdev_lr: float | None = Field(None, gt=0, description="PGPE/SNES stdev learning rate")
     optimizer: Literal["clipup", "adam", "sgd"] = Field("clipup", description="PGPE center optimizer")
@@ -232,6 +237,11 @@ class ESConfig(_Strict):
     def _even(self):
         if self.algorithm == "pgpe" and self.popsize % 2:
             raise ValueError(f"es.popsize must be even for pgpe (antithetic pairs), got {self.popsize}")
+        bad = {k: v for k, v in self.stdev_blocks.items() if not v > 0}
+        if bad:
+            raise ValueError(f"es.stdev_blocks must be positive, got {bad}")
+        if self.algorithm == "cmaes" and self.stdev_blocks:
+            raise ValueError("es.stdev_blocks needs a per-coordinate stdev (pgpe, snes, cem); CMA-ES takes one scalar stdev_init")
         if self.algorithm == "cmaes" and self.traffic == "seeds":
             raise ValueError("es.traffic=seeds needs a Gaussian search distribution (pgpe, snes, cem); set es.traffic=vectors for cmaes")
         return self
@@ -315,6 +325,9 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _outer_blocks(self):
         searched = set(self.genome.search)
+        for block in self.es.stdev_blocks:
+            if block not in searched:
+                raise ValueError(f"es.stdev_blocks lists '{block}' but genome.search does not; add it to genome.search")
         if self.task.family == "maze" and self.outer == "hybrid":
             raise ValueError("outer=hybrid supports the teacher family only; use outer=es or outer=bptt (A2C) for mazes")
         if self.outer in ("bptt", "hybrid"):

@@ -41,6 +41,9 @@ def test_every_shipped_comparison_resolves_with_a_budget(path):
         (["bptt.deep_r.enabled=true", "bptt.train=[w_out]"], r"bptt\.deep_r rewires 'w_rec', so bptt\.train must include it"),
         (["outer=bptt", "task.family=maze", "task.mirror=true", "bptt.deep_r.enabled=true"],
          r"bptt\.deep_r rewires connections one by one and breaks task\.mirror's symmetry"),
+        (["genome.search=[w_rec]", "es.stdev_blocks={w_out: 0.3}"], r"es\.stdev_blocks lists 'w_out' but genome\.search does not"),
+        (["es.algorithm=cmaes", "es.stdev_blocks={w_out: 0.3}"], r"es\.stdev_blocks needs a per-coordinate stdev"),
+        (["es.stdev_blocks={w_out: 0}"], r"es\.stdev_blocks must be positive"),
         (["outer=sgd"], r"'outer'.*'es', 'bptt' or 'hybrid'"),
     ],
 )

@@ -113,14 +113,26 @@ class MetaProblem(Problem):
         self.last_eval = ev._replace(fitness=fit)
 
 
-def make_searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> SearchAlgorithm:
-    """The evotorch search algorithm named by ``cfg.algorithm``, started at ``center``."""
-    searcher = _searcher(cfg, problem, center)
+def initial_stdev(cfg: ESConfig, genome) -> float | torch.Tensor:
+    """``cfg.stdev_init``, or a (D,) vector where ``cfg.stdev_blocks`` sets some blocks' own stdev."""
+    if not cfg.stdev_blocks:
+        return cfg.stdev_init
+    stdev = torch.full((genome.dim,), cfg.stdev_init)
+    for name, where in genome.slices().items():
+        stdev[where] = cfg.stdev_blocks.get(name, cfg.stdev_init)
+    return stdev
+
+
+def make_searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor, stdev: float | torch.Tensor | None = None) -> SearchAlgorithm:
+    """The evotorch search algorithm named by ``cfg.algorithm``, started at ``center`` with
+    ``stdev`` (default ``cfg.stdev_init``; :func:`initial_stdev` gives the per-block one)."""
+    stdev = cfg.stdev_init if stdev is None else stdev
+    searcher = _searcher(cfg, problem, center, stdev.tolist() if isinstance(stdev, torch.Tensor) else stdev)
     problem.searcher = searcher
     return searcher
 
 
-def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> SearchAlgorithm:
+def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor, stdev: float | list[float]) -> SearchAlgorithm:
     if cfg.algorithm == "pgpe":
         lr = cfg.center_lr or 0.1
         return PGPE(
@@ -128,7 +140,7 @@ def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> Sear
             popsize=cfg.popsize,
             center_learning_rate=lr,
             stdev_learning_rate=cfg.stdev_lr or 0.1,
-            stdev_init=cfg.stdev_init,
+            stdev_init=stdev,
             center_init=center,
             optimizer=cfg.optimizer,
             optimizer_config={"max_speed": cfg.max_speed or 2 * lr} if cfg.optimizer == "clipup" else None,
@@ -140,7 +152,7 @@ def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> Sear
         return SNES(
             problem,
             popsize=cfg.popsize,
-            stdev_init=cfg.stdev_init,
+            stdev_init=stdev,
             center_init=center,
             center_learning_rate=cfg.center_lr,
             stdev_learning_rate=cfg.stdev_lr,
@@ -150,12 +162,12 @@ def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor) -> Sear
             problem,
             popsize=cfg.popsize,
             parenthood_ratio=cfg.parenthood_ratio,
-            stdev_init=cfg.stdev_init,
+            stdev_init=stdev,
             center_init=center,
             stdev_max_change=cfg.stdev_max_change,
         )
     if cfg.algorithm == "cmaes":
-        return CMAES(problem, popsize=cfg.popsize, stdev_init=cfg.stdev_init, center_init=center, separable=cfg.separable)
+        return CMAES(problem, popsize=cfg.popsize, stdev_init=stdev, center_init=center, separable=cfg.separable)
     raise ValueError(f"unknown es.algorithm '{cfg.algorithm}'")  # unreachable: the config validates it
 
 

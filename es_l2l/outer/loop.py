@@ -17,7 +17,7 @@ from es_l2l.config import ExperimentConfig
 from es_l2l.distributed import Evaluator
 from es_l2l.fitness import Evaluation, MazeEval, evaluate
 from es_l2l.genome import Genome
-from es_l2l.outer.es import MetaProblem, center_of, make_searcher, stdev_of
+from es_l2l.outer.es import MetaProblem, center_of, initial_stdev, make_searcher, stdev_of
 from es_l2l.tasks.base import STREAM_SEARCH, STREAM_TEST, STREAM_TRAIN, STREAM_VALIDATION, derive_seed
 
 Subscriber = Callable[[dict], None]
@@ -212,7 +212,7 @@ def run_es(
     if resume is None:
         search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
         problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
-        searcher = make_searcher(cfg.es, problem, genome.initial_vector())
+        searcher = make_searcher(cfg.es, problem, genome.initial_vector(), initial_stdev(cfg.es, genome))
     else:
         searcher = pickle.loads(resume["searcher"])
         problem = searcher.problem

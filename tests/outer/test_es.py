@@ -165,3 +165,20 @@ def test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_chan
         pool.close()
     assert torch.equal(disturbed.final, reference.final)
     assert [h.get("fitness_mean") for h in disturbed.history] == [h.get("fitness_mean") for h in reference.history]
+
+
+@pytest.mark.parametrize("algorithm", ["pgpe", "snes", "cem"])
+def test_stdev_blocks_widen_the_search_on_their_blocks_only(algorithm):
+    from es_l2l.outer.es import initial_stdev, make_searcher
+
+    cfg = tiny(f"es.algorithm={algorithm}", "es.popsize=200", "es.stdev_init=0.02", "es.stdev_blocks={w_out: 0.4}", "run.workers=0")
+    genome = build_genome(cfg, n_inputs(cfg.task))
+    stdev = initial_stdev(cfg.es, genome)
+    out = genome.slices()["w_out"]
+    assert stdev[out].eq(0.4).all() and stdev[: out.start].eq(0.02).all() and stdev[out.stop :].eq(0.02).all()
+    problem = MetaProblem(genome.dim, LocalEvaluator(cfg, genome), seed=0)
+    searcher = make_searcher(cfg.es, problem, genome.initial_vector(), stdev)
+    searcher.step()
+    spread = (searcher.population.values - genome.initial_vector()).std(0)
+    assert spread[out].mean().item() == pytest.approx(0.4, rel=0.15)
+    assert spread[: out.start].mean().item() == pytest.approx(0.02, rel=0.15)
