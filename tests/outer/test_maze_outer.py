@@ -54,3 +54,17 @@ def test_es_numbers_do_not_depend_on_the_worker_count(ray_local):
         pool.close()
     assert torch.equal(local.final, remote.final)
     assert local.history[-1]["val_reward"] == remote.history[-1]["val_reward"]
+
+
+def test_both_outer_loops_train_the_mirror_tied_network():
+    """ES and A2C both move the genome, and the networks they give stay exactly mirror-symmetric."""
+    sets = [*TINY, "task.mirror=true", "run.generations=3", "run.validate_every=3"]
+    for cfg in (load_config(CONFIGS / "smoke_maze.yaml", [*sets, "run.workers=0"]), load_config(CONFIGS / "smoke_maze_a2c.yaml", sets)):
+        genome = build_genome(cfg)
+        result = run_es(cfg, genome, LocalEvaluator(cfg, genome)) if cfg.outer == "es" else run_bptt(cfg, genome)
+        assert not torch.equal(result.final, result.initial), cfg.outer
+        params, perms = genome.params(result.final.unsqueeze(0)), genome.block_perms()
+        hidden, perm_out = perms["w_rec"][0], perms["w_out"][1]
+        assert torch.equal(params.w_rec[0][hidden][:, hidden], params.w_rec[0]), cfg.outer
+        assert torch.equal(params.w_out[0][hidden][:, perm_out], params.w_out[0]), cfg.outer
+        assert torch.equal(params.b0[0][hidden], params.b0[0]), cfg.outer
