@@ -100,11 +100,6 @@ class MazeConfig(_Strict):
     temperature: float = Field(
         1.0, gt=0, description="softmax temperature of the policy: logits are divided by it (small: nearly greedy)"
     )
-    mirror: bool = Field(
-        False,
-        description="left-right mirror-symmetric network (weight tying, es_l2l.genome): mirroring the maze "
-        "mirrors the network's neurons and swaps its left and right actions, so no member prefers one side",
-    )
 
 
 BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
@@ -122,6 +117,11 @@ class GenomeConfig(_Strict):
     b0_bounds: tuple[float, float] = Field((1e-3, 1.0), description="b0 bounds")
     beta_bounds: tuple[float, float] = Field((0.0, 10.0), description="beta bounds")
     weight_bound: float = Field(10.0, gt=0, description="weights are clipped to [-w, w]")
+    mirror: bool = Field(
+        False,
+        description="maze family: a left-right mirror-symmetric network (weight tying, es_l2l.genome): mirroring "
+        "the maze mirrors the network's neurons and swaps its left and right actions, so no member prefers one side",
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -325,6 +325,8 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _outer_blocks(self):
         searched = set(self.genome.search)
+        if self.genome.mirror and self.task.family != "maze":
+            raise ValueError("genome.mirror ties the network to the maze's left-right mirror; set task.family=maze or genome.mirror=false")
         for block in self.es.stdev_blocks:
             if block not in searched:
                 raise ValueError(f"es.stdev_blocks lists '{block}' but genome.search does not; add it to genome.search")
@@ -336,9 +338,9 @@ class ExperimentConfig(_Strict):
                     raise ValueError(f"bptt.train lists '{block}' but genome.search does not; add it to genome.search")
             if self.bptt.deep_r.enabled and (self.model.p_in < 1 or self.model.p_rec < 1):
                 raise ValueError("bptt.deep_r sets the connectivity itself; set model.p_in=1 and model.p_rec=1")
-            if self.bptt.deep_r.enabled and self.task.family == "maze" and self.task.mirror:
-                raise ValueError("bptt.deep_r rewires connections one by one and breaks task.mirror's symmetry; "
-                                 "set task.mirror=false or bptt.deep_r.enabled=false")
+            if self.bptt.deep_r.enabled and self.genome.mirror:
+                raise ValueError("bptt.deep_r rewires connections one by one and breaks genome.mirror's symmetry; "
+                                 "set genome.mirror=false or bptt.deep_r.enabled=false")
             if self.bptt.deep_r.enabled and {"mask_in", "mask_rec"} & searched:
                 raise ValueError("bptt.deep_r sets the connectivity itself; remove mask_in and mask_rec from genome.search")
         if self.outer == "hybrid":

@@ -232,13 +232,13 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
     }
     searched = tuple(b.name for b in blocks if b.name in set(g.search))
     mirror = None
-    if cfg.task.family == "maze" and cfg.task.mirror:
+    if cfg.genome.mirror:
         from es_l2l.tasks.maze import mirror_permutations
 
         mirror = mirror_permutations(cfg.task)
         if len(mirror[0]) != n_in or len(mirror[1]) != n_out:
             raise ValueError(f"task.mirror needs the maze's own {len(mirror[0])} inputs and {len(mirror[1])} outputs, "
-                             f"got n_in={n_in}, n_out={n_out}; drop the override or set task.mirror=false")
+                             f"got n_in={n_in}, n_out={n_out}; drop the override or set genome.mirror=false")
     genome = Genome(
         blocks=blocks,
         searched=searched,

@@ -85,7 +85,7 @@ def test_decode_rejects_wrong_width():
 
 
 def mirror_cfg(code: str = "cell", mirror: bool = True) -> ExperimentConfig:
-    sets = ["task.family=maze", f"task.mirror={mirror}", "model.n_lif=5", "model.n_alif=6", "model.p_rec=0.7"]
+    sets = ["task.family=maze", f"genome.mirror={mirror}", "model.n_lif=5", "model.n_alif=6", "model.p_rec=0.7"]
     return build_config({}, sets + [f"task.position_code={code}", "task.neurons_per_channel=2"])
 
 

@@ -58,7 +58,7 @@ def test_es_numbers_do_not_depend_on_the_worker_count(ray_local):
 
 def test_both_outer_loops_train_the_mirror_tied_network():
     """ES and A2C both move the genome, and the networks they give stay exactly mirror-symmetric."""
-    sets = [*TINY, "task.mirror=true", "run.generations=3", "run.validate_every=3"]
+    sets = [*TINY, "genome.mirror=true", "run.generations=3", "run.validate_every=3"]
     for cfg in (load_config(CONFIGS / "smoke_maze.yaml", [*sets, "run.workers=0"]), load_config(CONFIGS / "smoke_maze_a2c.yaml", sets)):
         genome = build_genome(cfg)
         result = run_es(cfg, genome, LocalEvaluator(cfg, genome)) if cfg.outer == "es" else run_bptt(cfg, genome)
