@@ -88,7 +88,8 @@ class Genome:
         """
         if self.mirror is None:
             return genes
-        return {name: (g + _permute(g, self.block_perms()[name])) / 2 for name, g in genes.items()}
+        perms = self.block_perms()
+        return {name: (g + _permute(g, perms[name])) / 2 for name, g in genes.items()}
 
     @property
     def block_map(self) -> dict[str, Block]:
@@ -237,7 +238,7 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
 
         mirror = mirror_permutations(cfg.task)
         if len(mirror[0]) != n_in or len(mirror[1]) != n_out:
-            raise ValueError(f"task.mirror needs the maze's own {len(mirror[0])} inputs and {len(mirror[1])} outputs, "
+            raise ValueError(f"genome.mirror needs the maze's own {len(mirror[0])} inputs and {len(mirror[1])} outputs, "
                              f"got n_in={n_in}, n_out={n_out}; drop the override or set genome.mirror=false")
     genome = Genome(
         blocks=blocks,
