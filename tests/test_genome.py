@@ -128,7 +128,8 @@ def test_mirror_network_commutes_with_the_mirror(code):
     vectors = genome.initial_vector() + 0.3 * torch.randn(3, genome.dim, generator=torch.Generator().manual_seed(1))
     x = (torch.rand(4, 200, genome.n_in, generator=torch.Generator().manual_seed(2)) < 0.1).double()
     for g, equivariant in ((genome, True), (plain, False)):
-        params = type(g.params(vectors))(*(t.double() for t in g.params(vectors)))
+        params = g.params(vectors)
+        params = type(params)(*(t.double() for t in params))
         run, image = (rollout(params, xs, n_ref=2, record_spikes=True) for xs in (x, x[..., perm_in]))
         assert run.spikes.sum() > 1000
         assert torch.equal(image.spikes, run.spikes[..., hidden]) == equivariant  # an untied network does not
