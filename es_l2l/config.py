@@ -100,6 +100,13 @@ class MazeConfig(_Strict):
     temperature: float = Field(
         1.0, gt=0, description="softmax temperature of the policy: logits are divided by it (small: nearly greedy)"
     )
+    search_curriculum: int = Field(
+        0,
+        ge=0,
+        description="training curriculum: for the first N generations (ES) or steps (A2C, hybrid) the training mazes' goal "
+        "moves to a random corner after every find, which rewards searching all four corners; validation and test "
+        "always play the task family itself",
+    )
 
 
 BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")

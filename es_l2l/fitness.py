@@ -16,7 +16,7 @@ from es_l2l.config import ExperimentConfig
 from es_l2l.genome import Genome
 from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout
 from es_l2l.tasks import maze, teacher
-from es_l2l.tasks.base import generator
+from es_l2l.tasks.base import STREAM_TRAIN, generator
 
 
 class TeacherEval(NamedTuple):
@@ -77,8 +77,15 @@ def maze_eval(cfg: ExperimentConfig, ep) -> MazeEval:
 
 
 def maze_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> tuple[maze.Mazes, torch.Generator]:
-    """The mazes named by ``seed_keys`` and the generator of their episodes' draws (input spikes, actions)."""
-    return maze.sample_mazes(cfg.task, generator(*seed_keys), batch, cfg.task.balanced_goals), generator(*seed_keys, 1)
+    """The mazes named by ``seed_keys`` and the generator of their episodes' draws (input spikes, actions).
+
+    Training mazes ``(seed, STREAM_TRAIN, generation, ...)`` relocate their goal after every find
+    while ``generation <= task.search_curriculum`` (generations and steps count from 1); every
+    other stream plays the task family.
+    """
+    relocate = len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN and seed_keys[2] <= cfg.task.search_curriculum
+    mazes = maze.sample_mazes(cfg.task, generator(*seed_keys), batch, cfg.task.balanced_goals, relocate=relocate)
+    return mazes, generator(*seed_keys, 1)
 
 
 def play_params(

@@ -232,6 +232,8 @@ def run_es(
             **ev.summary(),
             "stdev": stdev_of(searcher),
         }
+        if cfg.family == "maze" and cfg.task.search_curriculum:
+            metrics["search_curriculum"] = float(gen <= cfg.task.search_curriculum)  # fitness on relocating goals
         if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher), state):
             break
     return driver.result(center_of(searcher))

@@ -55,6 +55,7 @@ class Mazes(NamedTuple):
     goal: torch.Tensor  # (*S,) goal cell, a corner
     start: torch.Tensor  # (*S,) start cell, not the goal
     respawn: torch.Tensor  # (*S, n_steps) cell after the j-th goal reached, not the goal
+    next_goal: torch.Tensor | None = None  # (*S, n_steps) goal after the j-th find (relocating goal only)
 
 
 class MazeState(NamedTuple):
@@ -67,6 +68,7 @@ class MazeState(NamedTuple):
     prev_reward: torch.Tensor  # (*S,) float, 0 before the first move
     n_found: torch.Tensor  # (*S,) long, goals reached so far (index of the next respawn cell)
     respawn: torch.Tensor  # (*S, n_steps) long, pre-drawn respawn cells
+    next_goal: torch.Tensor | None = None  # (*S, n_steps) long, goal after the j-th find; None: it stays
 
 
 def corners(cfg: MazeConfig) -> torch.Tensor:
@@ -128,8 +130,14 @@ def _non_goal_cells(cfg: MazeConfig, goal: torch.Tensor, gen: torch.Generator, e
     return u + (u >= g).long()
 
 
-def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int, balanced: bool = False) -> Mazes:
+def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int, balanced: bool = False, relocate: bool = False) -> Mazes:
     """``n`` mazes; a pure function of the generator state (goal, then start, then respawns).
+
+    ``relocate``: a training curriculum, not the task family. After the ``j``-th find the goal
+    moves to ``next_goal[j]``, a corner drawn uniformly (it may stay), and the ``j``-th respawn
+    cell avoids that new goal. Nothing can be exploited beyond chance, so the best policy is a
+    fast search of all four corners. These draws come after the others, so the goal, start and
+    start cells do not depend on ``relocate``.
 
     ``balanced``: the batch holds every corner equally often (``n / 4`` each when ``n`` is a
     multiple of 4; corners in random order), while each maze's goal stays uniform over the four.
@@ -143,7 +151,11 @@ def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int, balanced: bool =
     goal = corners(cfg)[which]
     start = _non_goal_cells(cfg, goal, gen, ())
     respawn = _non_goal_cells(cfg, goal, gen, (cfg.n_steps,))
-    return Mazes(goal=goal, start=start, respawn=respawn)
+    if not relocate:
+        return Mazes(goal=goal, start=start, respawn=respawn)
+    next_goal = corners(cfg)[torch.randint(4, (n, cfg.n_steps), generator=gen)]
+    u = torch.randint(cfg.rows * cfg.cols - 1, (n, cfg.n_steps), generator=gen)
+    return Mazes(goal=goal, start=start, respawn=u + (u >= next_goal).long(), next_goal=next_goal)
 
 
 def reset(cfg: MazeConfig, mazes: Mazes, batch_shape: tuple[int, ...] = ()) -> MazeState:
@@ -160,6 +172,7 @@ def reset(cfg: MazeConfig, mazes: Mazes, batch_shape: tuple[int, ...] = ()) -> M
         prev_reward=torch.zeros(shape),
         n_found=zeros,
         respawn=respawn,
+        next_goal=None if mazes.next_goal is None else mazes.next_goal.expand(shape + (cfg.n_steps,)),
     )
 
 
@@ -187,15 +200,19 @@ def step(cfg: MazeConfig, state: MazeState, action: torch.Tensor) -> tuple[MazeS
     reached = (target == state.goal) & live
     idx = state.n_found.clamp(max=cfg.n_steps - 1).unsqueeze(-1)
     respawn = state.respawn.gather(-1, idx).squeeze(-1)
+    goal = state.goal
+    if state.next_goal is not None:
+        goal = torch.where(reached, state.next_goal.gather(-1, idx).squeeze(-1), goal)
     reward = torch.where(reached, GOAL_REWARD, MOVE_REWARD) * live
     new = MazeState(
         pos=torch.where(live, torch.where(reached, respawn, target), state.pos),
-        goal=state.goal,
+        goal=goal,
         t=state.t + live.long(),
         prev_action=torch.where(live, action, state.prev_action),
         prev_reward=torch.where(live, reward, state.prev_reward),
         n_found=state.n_found + reached.long(),
         respawn=state.respawn,
+        next_goal=state.next_goal,
     )
     return new, reward, reached
 

@@ -68,3 +68,19 @@ def test_both_outer_loops_train_the_mirror_tied_network():
         assert torch.equal(params.w_rec[0][hidden][:, hidden], params.w_rec[0]), cfg.outer
         assert torch.equal(params.w_out[0][hidden][:, perm_out], params.w_out[0]), cfg.outer
         assert torch.equal(params.b0[0][hidden], params.b0[0]), cfg.outer
+
+
+def test_search_curriculum_changes_only_the_early_training_mazes():
+    base = [*TINY, "run.generations=2", "run.validate_every=1", "run.workers=0"]
+    runs = {}
+    for n in (0, 1):
+        cfg = load_config(CONFIGS / "smoke_maze.yaml", [*base, f"task.search_curriculum={n}"])
+        genome = build_genome(cfg)
+        runs[n] = run_es(cfg, genome, LocalEvaluator(cfg, genome)).history
+    # Generation 0 validates the initial centre; training generations count from 1.
+    assert [h.get("search_curriculum") for h in runs[1]] == [None, 1.0, 0.0]
+    assert "search_curriculum" not in runs[0][1]
+    # Generation 1: the same population on relocating goals earns differently; validation (the
+    # family itself, the same initial centre) is identical.
+    assert runs[1][1]["train_reward_mean"] != runs[0][1]["train_reward_mean"]
+    assert runs[1][0]["val_reward"] == runs[0][0]["val_reward"]

@@ -85,8 +85,9 @@ def test_sampled_mazes_follow_the_rules_and_seeds():
     a = maze.sample_mazes(CFG, generator(5, 2, 0), 256)
     b = maze.sample_mazes(CFG, generator(5, 2, 0), 256)
     c = maze.sample_mazes(CFG, generator(5, 2, 1), 256)
-    for x, y in zip(a, b):
+    for x, y in zip(a[:3], b[:3]):
         assert torch.equal(x, y)
+    assert a.next_goal is None  # the goal stays (the relocating curriculum is opt-in)
     assert not torch.equal(a.goal, c.goal)
     assert set(a.goal.tolist()) == {0, 4, 15, 19}
     assert (a.start != a.goal).all() and (a.respawn != a.goal[:, None]).all()
@@ -97,8 +98,9 @@ def test_sampled_mazes_follow_the_rules_and_seeds():
     assert torch.equal(state.pos[1], a.start) and torch.equal(state.respawn[2], a.respawn)
 
 
-def test_batched_environment_equals_a_loop_over_single_mazes():
-    mazes = maze.sample_mazes(CFG, generator(11), 4)
+@pytest.mark.parametrize("relocate", [False, True])
+def test_batched_environment_equals_a_loop_over_single_mazes(relocate):
+    mazes = maze.sample_mazes(CFG, generator(11), 4, relocate=relocate)
     actions = torch.randint(4, (3, 4, CFG.n_steps), generator=generator(12))
     # A biased walk finds the goal often enough to exercise respawns.
     actions = torch.where(torch.rand(actions.shape, generator=generator(13)) < 0.5, DOWN, actions)
@@ -110,12 +112,14 @@ def test_batched_environment_equals_a_loop_over_single_mazes():
     assert state.n_found.sum() > 6
     for p in range(3):
         for b in range(4):
-            single = maze.reset(CFG, Mazes(*(x[b] for x in mazes)))
+            single = maze.reset(CFG, Mazes(*(None if x is None else x[b] for x in mazes)))
             for t in range(CFG.n_steps):
                 single, r, hit = maze.step(CFG, single, actions[p, b, t])
                 pos_t, r_t, hit_t = batched[t]
                 assert single.pos.item() == pos_t[p, b].item() and hit.item() == hit_t[p, b].item()
                 assert torch.equal(r, r_t[p, b])
+    if relocate:  # the goal did move
+        assert (state.goal != mazes.goal).any()
 
 
 def test_input_encoding_layout():
@@ -225,3 +229,53 @@ def test_balanced_batches_hold_every_corner_equally_and_each_goal_stays_uniform(
         assert not (m.start == m.goal).any()
         counts += (m.goal[0] == maze.corners(CFG)).float()  # the first maze's goal, over seeds
     assert counts.min() > 30  # ~50 each: uniform, not always the same corner first
+
+
+def test_relocating_goal_by_hand():
+    # The search curriculum: goal 19, start 18; after the 1st find the goal moves to 0 and the agent
+    # respawns at 3, after the 2nd it moves to 4 and the agent respawns at 11.
+    mazes = mazes_of(19, 18, respawn=[3, 11])._replace(next_goal=torch.tensor([0, 4] + [15] * (CFG.n_steps - 2)))
+    state = maze.reset(CFG, mazes)
+    state, r, hit = maze.step(CFG, state, torch.tensor(RIGHT))
+    assert (state.pos.item(), state.goal.item(), r.item(), hit.item()) == (3, 0, 1.0, True)
+    state, r, hit = maze.step(CFG, state, torch.tensor(DOWN))  # 3 -> 8, nothing
+    state, r, hit = maze.step(CFG, state, torch.tensor(UP))  # back to 3
+    for cell in (2, 1):
+        state, r, hit = maze.step(CFG, state, torch.tensor(LEFT))
+        assert (state.pos.item(), r.item(), hit.item()) == (cell, pytest.approx(-0.1), False)
+    state, r, hit = maze.step(CFG, state, torch.tensor(LEFT))  # into 0: the goal now
+    assert (state.pos.item(), state.goal.item(), state.n_found.item(), r.item()) == (11, 4, 2, 1.0)
+    # The old goal pays nothing any more.
+    state = maze.reset(CFG, mazes)
+    state, _, _ = maze.step(CFG, state, torch.tensor(RIGHT))  # find 19 -> respawn 3, goal 0
+    state = state._replace(pos=torch.tensor(18))
+    state, r, hit = maze.step(CFG, state, torch.tensor(RIGHT))
+    assert (state.pos.item(), r.item(), hit.item()) == (19, pytest.approx(-0.1), False)
+
+
+def test_relocating_mazes_are_drawn_after_the_family_and_respawn_off_the_new_goal():
+    plain = maze.sample_mazes(CFG, generator(4, 2, 7), 64, balanced=True)
+    moving = maze.sample_mazes(CFG, generator(4, 2, 7), 64, balanced=True, relocate=True)
+    assert plain.next_goal is None
+    assert torch.equal(plain.goal, moving.goal) and torch.equal(plain.start, moving.start)
+    assert set(moving.next_goal.flatten().tolist()) == {0, 4, 15, 19}
+    assert (moving.respawn != moving.next_goal).all()
+    assert (moving.next_goal[:, 0] != moving.goal).any()  # it does move
+    # Population broadcasting carries the sequence.
+    state = maze.reset(CFG, moving, (3,))
+    assert state.next_goal.shape == (3, 64, CFG.n_steps) and torch.equal(state.next_goal[2], moving.next_goal)
+
+
+def test_the_curriculum_covers_only_early_training_mazes():
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.fitness import maze_batch
+    from es_l2l.tasks.base import STREAM_TRAIN, STREAM_VALIDATION
+
+    cfg = ExperimentConfig.model_validate({"task": {"family": "maze", "search_curriculum": 3}})
+    # Training generations (and A2C steps) count from 1: the first 3 relocate.
+    assert maze_batch(cfg, (0, STREAM_TRAIN, 1), 8)[0].next_goal is not None
+    assert maze_batch(cfg, (0, STREAM_TRAIN, 3), 8)[0].next_goal is not None
+    assert maze_batch(cfg, (0, STREAM_TRAIN, 3, 1), 8)[0].next_goal is not None  # hybrid's inner steps
+    assert maze_batch(cfg, (0, STREAM_TRAIN, 4), 8)[0].next_goal is None
+    assert maze_batch(cfg, (0, STREAM_VALIDATION), 8)[0].next_goal is None
+    assert maze_batch(cfg, (0, STREAM_VALIDATION, 0), 8)[0].next_goal is None
