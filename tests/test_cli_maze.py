@@ -19,6 +19,8 @@ def test_maze_run_logs_report_pictures_and_reloads(tmp_path, config, outer):
     client, (run,) = runs_in(tmp_path)
     assert run.info.status == "FINISHED" and run.data.tags["es_l2l.outer"] == outer
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_reward")] == [0, 2, 4]
+    curriculum = client.get_metric_history(run.info.run_id, "search_curriculum")
+    assert [(m.step, m.value) for m in sorted(curriculum, key=lambda m: m.step)] == [(1, 1.0), (2, 1.0), (3, 0.0), (4, 0.0)]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert PICTURES | {"maze_report.md", "checkpoint.pt", "config.yaml"} <= names
     for agent in ("lsnn_meta_trained", "lsnn_generation_0", "random", "explorer", "oracle"):

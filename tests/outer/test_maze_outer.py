@@ -22,21 +22,24 @@ def improvement(history: list[dict]) -> tuple[float, float]:
 
 def test_es_improves_the_reward():
     # In the driver process; test_es_numbers_do_not_depend_on_the_worker_count shows Ray actors give the same numbers.
-    cfg = load_config(CONFIGS / "smoke_maze.yaml", [*TINY, "run.generations=40", "run.validate_every=10", "run.workers=0"])
+    cfg = load_config(
+        CONFIGS / "smoke_maze.yaml", [*TINY, "run.generations=40", "run.validate_every=10", "run.workers=0", "task.search_curriculum=0"]
+    )
     genome = build_genome(cfg)
     history = []
     run_es(cfg, genome, LocalEvaluator(cfg, genome), [history.append])
-    # Validation reward per episode (64 fixed mazes) rises by at least 0.5 (measured: -0.63 -> 0.32).
+    # Validation reward per episode (64 fixed mazes) rises by at least 0.5 (measured: -0.32 -> 0.23).
+    # The search curriculum is off: this checks ES on the family itself.
     start, best = improvement(history)
     assert best > start + 0.5, (start, best)
     assert {"train_reward_mean", "val_reward", "val_first_find", "best_val_reward"} <= set(history[-1])
 
 
 def test_a2c_improves_the_reward():
-    cfg = load_config(CONFIGS / "smoke_maze_a2c.yaml", [*TINY, "run.generations=40", "run.validate_every=10"])
+    cfg = load_config(CONFIGS / "smoke_maze_a2c.yaml", [*TINY, "run.generations=40", "run.validate_every=10", "task.search_curriculum=0"])
     history = []
     result = run_bptt(cfg, build_genome(cfg), [history.append])
-    # Measured: -0.63 -> -0.08 in 40 steps (seed 1: -0.45 -> -0.18).
+    # Measured: -0.32 -> 0.20 in 40 steps, the search curriculum off.
     start, best = improvement(history)
     assert best > start + 0.3, (start, best)
     assert {"policy_loss", "value_loss", "entropy", "train_reward_mean"} <= set(history[-1])
