@@ -183,6 +183,9 @@ def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Pa
         ax.axhline(row["reward"], color=color, ls="--", lw=1.2, label=f"{name} ({row['reward']:.2f})")
     half = 0.5 * (rows["random"]["reward"] + rows["explorer"]["reward"])
     ax.axhline(half, color="k", ls=":", lw=1, label=f"halfway random -> explorer ({half:.2f})")
+    if cfg.task.search_curriculum:
+        label = f"search curriculum (training goal relocates), 1-{cfg.task.search_curriculum}"
+        ax.axvspan(0, cfg.task.search_curriculum, color="C1", alpha=0.12, lw=0, label=label)
     ax.set_xlabel("generation" if cfg.outer == "es" else "gradient step")
     ax.set_ylabel(f"reward per episode, {cfg.run.validation_tasks} validation mazes")
     ax.set_title(f"{cfg.name}: reward over training")

@@ -14,6 +14,8 @@ All randomness of a maze (goal, start, the sequence of up to ``n_steps`` respawn
 once by :func:`sample_mazes` from an explicit generator, so :func:`step` draws nothing: a maze
 plays out the same for every population member and whatever the batch layout. :func:`reset`
 broadcasts ``B`` mazes to any leading shape, e.g. ``(P,)`` members -> state ``(P, B)``.
+``sample_mazes(..., relocate=True)`` draws the search curriculum's mazes (not the family): the
+goal moves to a pre-drawn corner after every find (``task.search_curriculum``).
 
 Network input each environment step (:func:`input_probabilities`): one-hot channels, each of
 ``k = neurons_per_channel`` neurons firing at ``rate_hz`` while active, for ``ms_per_step`` ms:
