@@ -76,6 +76,11 @@ def maze_eval(cfg: ExperimentConfig, ep) -> MazeEval:
     )
 
 
+def in_search_curriculum(cfg: ExperimentConfig, generation: int) -> bool:
+    """True while training generation (or A2C step) ``generation``, counted from 1, plays relocating goals."""
+    return cfg.family == "maze" and generation <= cfg.task.search_curriculum
+
+
 def maze_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> tuple[maze.Mazes, torch.Generator]:
     """The mazes named by ``seed_keys`` and the generator of their episodes' draws (input spikes, actions).
 
@@ -83,7 +88,7 @@ def maze_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) ->
     while ``generation <= task.search_curriculum`` (generations and steps count from 1); every
     other stream plays the task family.
     """
-    relocate = len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN and seed_keys[2] <= cfg.task.search_curriculum
+    relocate = len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN and in_search_curriculum(cfg, seed_keys[2])
     mazes = maze.sample_mazes(cfg.task, generator(*seed_keys), batch, cfg.task.balanced_goals, relocate=relocate)
     return mazes, generator(*seed_keys, 1)
 

@@ -153,8 +153,6 @@ def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber
         steps = metrics.pop("neuron_steps")
         for name, count in trainer.active_connections().items():
             metrics[f"active_{name}"] = count
-        if cfg.family == "maze" and cfg.task.search_curriculum:
-            metrics["search_curriculum"] = float(step <= cfg.task.search_curriculum)  # trained on relocating goals
         if driver.record(step, seconds, steps, metrics, lambda: trainer.vector.clone()):
             break
     return driver.result(trainer.vector.clone())

@@ -15,7 +15,7 @@ import torch
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.distributed import Evaluator
-from es_l2l.fitness import Evaluation, MazeEval, evaluate
+from es_l2l.fitness import Evaluation, MazeEval, evaluate, in_search_curriculum
 from es_l2l.genome import Genome
 from es_l2l.outer.es import MetaProblem, center_of, initial_stdev, make_searcher, stdev_of
 from es_l2l.tasks.base import STREAM_SEARCH, STREAM_TEST, STREAM_TRAIN, STREAM_VALIDATION, derive_seed
@@ -175,6 +175,8 @@ class Driver:
             "elapsed_s": self.train_seconds,
             "wall_s": time.perf_counter() - self.wall_start,
         }
+        if self.cfg.family == "maze" and self.cfg.task.search_curriculum:  # this generation trained on relocating goals
+            status["search_curriculum"] = float(in_search_curriculum(self.cfg, generation))
         stop = self.budget_spent() or generation >= self.cfg.run.generations
         if generation % self.cfg.run.validate_every == 0 or stop:
             vector = center()
@@ -232,8 +234,6 @@ def run_es(
             **ev.summary(),
             "stdev": stdev_of(searcher),
         }
-        if cfg.family == "maze" and cfg.task.search_curriculum:
-            metrics["search_curriculum"] = float(gen <= cfg.task.search_curriculum)  # fitness on relocating goals
         if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher), state):
             break
     return driver.result(center_of(searcher))

@@ -138,8 +138,8 @@ def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int, balanced: bool =
     ``relocate``: a training curriculum, not the task family. After the ``j``-th find the goal
     moves to ``next_goal[j]``, a corner drawn uniformly (it may stay), and the ``j``-th respawn
     cell avoids that new goal. Nothing can be exploited beyond chance, so the best policy is a
-    fast search of all four corners. These draws come after the others, so the goal, start and
-    start cells do not depend on ``relocate``.
+    fast search of all four corners. These draws come after the others, so the goal and start
+    cells do not depend on ``relocate``.
 
     ``balanced``: the batch holds every corner equally often (``n / 4`` each when ``n`` is a
     multiple of 4; corners in random order), while each maze's goal stays uniform over the four.
@@ -156,8 +156,7 @@ def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int, balanced: bool =
     if not relocate:
         return Mazes(goal=goal, start=start, respawn=respawn)
     next_goal = corners(cfg)[torch.randint(4, (n, cfg.n_steps), generator=gen)]
-    u = torch.randint(cfg.rows * cfg.cols - 1, (n, cfg.n_steps), generator=gen)
-    return Mazes(goal=goal, start=start, respawn=u + (u >= next_goal).long(), next_goal=next_goal)
+    return Mazes(goal=goal, start=start, respawn=_non_goal_cells(cfg, next_goal, gen, ()), next_goal=next_goal)
 
 
 def reset(cfg: MazeConfig, mazes: Mazes, batch_shape: tuple[int, ...] = ()) -> MazeState:
