@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="es-l2l", description="Evolution strategies meta-train spiking networks (LSNNs) to learn to learn.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="meta-train an LSNN (outer loop ES, BPTT or hybrid, from the config), tracked in MLflow")
-    run.add_argument("config", nargs="?", help="experiment YAML (default: the embedded defaults = configs/teacher_es.yaml)")
+    run.add_argument("config", nargs="?", help="experiment YAML (default: the embedded defaults, as written out in configs/ by --print-config)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set es.popsize=32 (repeatable)")
     run.add_argument("--address", help="attach to a running Ray cluster (same as --set run.address=...)")
     run.add_argument("--workers", type=int, help="number of Ray evaluation actors (same as --set run.workers=N)")
@@ -32,15 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
     ev.add_argument("--tasks", type=int, help="number of test episodes (default: the run's run.validation_tasks)")
     cmp = sub.add_parser("compare", help="run several outer loops (ES, BPTT, hybrid) on the same budget as child runs of one MLflow run")
-    cmp.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAMLs, or one comparison YAML (configs/compare_teacher.yaml)")
+    cmp.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAMLs, or one comparison YAML (configs/compare_*.yaml)")
     how = cmp.add_mutually_exclusive_group()
     how.add_argument("--budget-seconds", type=float, metavar="S", help="training wall time each outer loop gets")
     how.add_argument("--budget-neuron-steps", type=float, metavar="N", help="simulated neuron-steps each outer loop gets")
     cmp.add_argument(
-        "--target", "--target-mse", dest="target_mse", type=float,
-        help="validation target for the time/compute-to-target columns: MSE over late trials (teacher) or reward "
-        "per episode (maze); default: the worst child's best",
+        "--target", dest="target", type=float,
+        help="validation target for the time/compute-to-target columns, in the task family's objective (its "
+        "validation metric and direction); default: the worst child's best",
     )
+    cmp.add_argument("--target-mse", dest="target_mse_renamed", type=float, help=argparse.SUPPRESS)
     cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a value in every config (repeatable)")
     submit = sub.add_parser("submit", help="submit a run to a Ray cluster through Ray's Jobs SDK")
     submit.add_argument("config", help="experiment YAML; the resolved config (with --set) is what the job runs")
@@ -137,41 +138,18 @@ def cmd_run(args, console: Console) -> int:
 
 
 def _print_summary(console: Console, report, result, run_id: str, uri: str) -> None:
-    from es_l2l.maze_report import MazeReport
-    from es_l2l.report import LSNN_TRAINED, LSNN_UNTRAINED, summary_table, verdict
     from es_l2l.tracking import ui_command
 
-    if isinstance(report, MazeReport):
-        from es_l2l import maze_report
-
-        console.print(maze_report.summary_table(report))
-        console.print(maze_report.verdict(report))
-        console.print(maze_report.summary_line(report, result.history, result.best_generation))
-        console.print(f"MLflow run id: {run_id}\nbrowse it:     {ui_command(uri)}")
-        return
-
-    console.print(summary_table(report))
-    console.print(
-        f"family: {report.within_share:.0%} of target variance lies within tasks; a linear fit explains "
-        f"{report.linear_share:.0%} of it."
-    )
-    console.print(verdict(report))
-    vals = [h for h in result.history if "val_mse_late" in h]
-    test = report.metrics[LSNN_TRAINED]["test_mse_late"]
-    test0 = report.metrics[LSNN_UNTRAINED]["test_mse_late"]
-    console.print(
-        f"validation MSE over late trials: {vals[0]['val_mse_late']:.4f} at generation 0 -> "
-        f"{vals[-1]['val_mse_late']:.4f} at generation {vals[-1]['generation']} "
-        f"(best {min(h['val_mse_late'] for h in vals):.4f} at generation {result.best_generation}); "
-        f"test MSE over late trials: {test:.4f} (generation 0: {test0:.4f})"
-    )
+    report.print(console, result)
     console.print(f"MLflow run id: {run_id}\nbrowse it:     {ui_command(uri)}")
 
 
 def cmd_compare(args, console: Console) -> int:
     from es_l2l.compare import CompareError, compare, resolve_plan
 
-    plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target_mse)
+    if args.target_mse_renamed is not None:
+        raise ConfigError("--target-mse is now --target (in the task family's objective: its validation metric and direction)")
+    plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return compare(plan, console)
@@ -182,8 +160,7 @@ def cmd_compare(args, console: Console) -> int:
 
 def cmd_evaluate(args, console: Console) -> int:
     from es_l2l.checkpoint import load_checkpoint
-    from es_l2l.maze_report import MazeReport
-    from es_l2l.report import LSNN_TRAINED, family_report, summary_table, verdict
+    from es_l2l.families import family_of
 
     path = Path(args.checkpoint)
     if not path.is_file():
@@ -192,17 +169,9 @@ def cmd_evaluate(args, console: Console) -> int:
     cfg, genome, genomes, meta = load_checkpoint(path)
     if args.tasks:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
-    report = family_report(cfg, genome, genomes["initial"], genomes[args.genome])
+    report = family_of(cfg).report(cfg, genome, genomes["initial"], genomes[args.genome])
     console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
-    if isinstance(report, MazeReport):
-        from es_l2l import maze_report
-
-        console.print(maze_report.summary_table(report))
-        console.print(maze_report.verdict(report))
-        return 0
-    console.print(summary_table(report))
-    console.print(verdict(report))
-    console.print(f"test MSE over late trials: {report.metrics[LSNN_TRAINED]['test_mse_late']:.4f}")
+    report.print(console, None)
     return 0
 
 

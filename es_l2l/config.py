@@ -11,18 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from es_l2l.families import default_family, get_family
+from es_l2l.outer import OUTER_LOOPS
+from es_l2l.schema import BLOCKS, ConfigError, Strict, TaskSection, allowed_keys
 
-class ConfigError(ValueError):
-    """A configuration problem, described in one actionable sentence."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """The LSNN: LIF and ALIF (adaptive threshold) populations, reference defaults."""
 
     n_lif: int = Field(16, ge=0, le=4096, description="number of LIF neurons (beta = 0)")
@@ -49,70 +45,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class TeacherConfig(_Strict):
-    """Learning from a teacher: targets are random 2-layer sigmoid networks G(x1, x2)."""
-
-    family: Literal["teacher"] = "teacher"
-    n_trials: int = Field(30, ge=2, le=1000, description="trials per episode")
-    trial_ms: int = Field(20, ge=2, le=1000, description="steps per trial")
-    readout_ms: int = Field(10, ge=1, description="last steps of a trial averaged into the prediction")
-    hidden_units: int = Field(8, ge=1, le=1000, description="hidden sigmoid units of G")
-    weight_range: float = Field(1.0, gt=0, description="G's weights and biases ~ U[-r, r]")
-    input_range: float = Field(6.0, gt=0, description="inputs x1, x2 ~ U[-r, r]")
-    output_scale: float = Field(0.5, gt=0, description="G is multiplied by this")
-    target_range: float = Field(2.0, gt=0, description="targets are population coded over [-r, r]")
-    neurons_per_variable: int = Field(10, ge=2, le=1000, description="input neurons per coded variable")
-    max_rate_hz: float = Field(200.0, gt=0, le=1000, description="peak Poisson rate of an input neuron")
-    batch_size: int = Field(16, ge=1, description="tasks per generation (same for every member)")
-
-    @model_validator(mode="after")
-    def _readout_fits(self):
-        if self.readout_ms > self.trial_ms:
-            raise ValueError(f"task.readout_ms ({self.readout_ms}) must be at most task.trial_ms ({self.trial_ms})")
-        return self
-
-
-class MazeConfig(_Strict):
-    """Learning from rewards: grid mazes with the goal in an unknown corner (meta-RL navigation)."""
-
-    family: Literal["maze"] = "maze"
-    rows: int = Field(4, ge=2, le=100, description="grid rows")
-    cols: int = Field(5, ge=2, le=100, description="grid columns")
-    n_steps: int = Field(100, ge=1, le=10000, description="environment steps (moves) per episode")
-    neurons_per_channel: int = Field(4, ge=1, le=1000, description="input neurons per one-hot channel")
-    position_code: Literal["cell", "rowcol", "both"] = Field(
-        "cell",
-        description="how the current position is spike coded: one channel per cell (rows * cols), one per row "
-        "plus one per column (rows + cols, two active), or both",
-    )
-    rate_hz: float = Field(200.0, gt=0, le=1000, description="Poisson rate of an active input neuron")
-    ms_per_step: int = Field(10, ge=1, le=1000, description="simulation steps (ms) per environment step")
-    batch_size: int = Field(16, ge=1, description="mazes per generation (same for every member)")
-    balanced_goals: bool = Field(
-        True, description="every batch of mazes holds each corner equally often (each maze's goal is still uniform)"
-    )
-    policy: Literal["sample", "greedy"] = Field(
-        "sample",
-        description="how the agent acts on its softmax policy when evaluated (ES fitness, validation, test): "
-        "sample an action (shared uniforms, the same for every member) or take the most probable one; "
-        "A2C training always samples",
-    )
-    temperature: float = Field(
-        1.0, gt=0, description="softmax temperature of the policy: logits are divided by it (small: nearly greedy)"
-    )
-    search_curriculum: int = Field(
-        0,
-        ge=0,
-        description="training curriculum: for the first N generations (ES) or steps (A2C, hybrid) the training mazes' goal "
-        "moves to a random corner after every find, which rewards searching all four corners; validation and test "
-        "always play the task family itself",
-    )
-
-
-BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
-
-
-class GenomeConfig(_Strict):
+class GenomeConfig(Strict):
     """Which parameter blocks ES searches; the others stay frozen at their initial value."""
 
     search: list[Literal[BLOCKS]] = Field(  # type: ignore[valid-type]
@@ -126,8 +59,9 @@ class GenomeConfig(_Strict):
     weight_bound: float = Field(10.0, gt=0, description="weights are clipped to [-w, w]")
     mirror: bool = Field(
         False,
-        description="maze family: a left-right mirror-symmetric network (weight tying, es_l2l.genome): mirroring "
-        "the maze mirrors the network's neurons and swaps its left and right actions, so no member prefers one side",
+        description="a left-right mirror-symmetric network (weight tying, es_l2l.genome), for task families that "
+        "have a mirror symmetry: mirroring the task mirrors the network's neurons and swaps its left and right "
+        "outputs, so no member prefers one side",
     )
 
     @model_validator(mode="after")
@@ -144,122 +78,7 @@ class GenomeConfig(_Strict):
         return self
 
 
-DIFFERENTIABLE = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta")
-
-
-class DeepRConfig(_Strict):
-    """DEEP R (Bellec et al., ICLR 2018): sparse, sign-preserving connectivity learned by rewiring."""
-
-    enabled: bool = Field(False, description="rewire the listed weight blocks during BPTT")
-    blocks: list[Literal["w_in", "w_rec"]] = Field(default_factory=lambda: ["w_rec"], description="rewired blocks")
-    connectivity: float = Field(0.2, gt=0, le=1, description="fraction of possible connections that are active")
-    l1: float = Field(1e-4, ge=0, description="l1 pull on active connection strengths, per step (x lr)")
-    temperature: float = Field(1e-6, ge=0, description="noise temperature: each step adds N(0, 2 lr T)")
-    dale: bool = Field(False, description="Dale's law: every presynaptic neuron is excitatory or inhibitory")
-    excitatory_fraction: float = Field(0.8, gt=0, lt=1, description="share of excitatory neurons under Dale's law")
-
-
-class BPTTConfig(_Strict):
-    """Gradient outer loop: Adam through the unrolled spiking dynamics (pseudo-derivative)."""
-
-    train: list[Literal[DIFFERENTIABLE]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["w_in", "w_rec", "w_out", "b_out"],
-        description="blocks trained by gradient; any of " + ", ".join(DIFFERENTIABLE),
-    )
-    batch_size: int | None = Field(None, ge=1, description="tasks per gradient step (None: task.batch_size)")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
-    lr_decay: float = Field(0.5, gt=0, le=1, description="step schedule: multiply the rate by this ...")
-    lr_decay_every: int = Field(500, ge=1, description="... every this many steps")
-    grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient's global norm (None: no clipping)")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
-    deep_r: DeepRConfig = Field(default_factory=DeepRConfig)
-
-    @model_validator(mode="after")
-    def _check(self):
-        if len(set(self.train)) != len(self.train):
-            raise ValueError("bptt.train lists a block twice")
-        for block in self.deep_r.blocks if self.deep_r.enabled else ():
-            if block not in self.train:
-                raise ValueError(f"bptt.deep_r rewires '{block}', so bptt.train must include it")
-        return self
-
-
-class A2CConfig(_Strict):
-    """Advantage actor-critic through the spiking dynamics (the maze family's gradient outer loop).
-
-    Per episode: returns ``R_t = sum_k discount^k r_{t+k}``, advantage ``A_t = R_t - V_t``, loss
-    ``mean_t[-log pi(a_t) A_t + value_weight (R_t - V_t)^2 - entropy_weight H(pi_t)]``; the
-    optimiser, learning rate, clipping and trained blocks come from ``bptt``.
-    """
-
-    discount: float = Field(0.9, ge=0, le=1, description="reward discount per environment step")
-    value_weight: float = Field(0.5, ge=0, description="weight of the value (critic) loss")
-    entropy_weight: float = Field(0.01, ge=0, description="weight of the policy-entropy bonus")
-    normalize_advantages: bool = Field(True, description="scale advantages to unit variance over the batch")
-
-
-class HybridConfig(_Strict):
-    """Interleaved hybrid: one ES step on ``es_blocks``, then ``bptt_steps`` gradient steps on ``bptt.train``."""
-
-    es_blocks: list[Literal[BLOCKS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["tau_m", "tau_a", "b0", "beta"],
-        description="blocks ES searches; bptt.train lists the blocks gradient steps train",
-    )
-    bptt_steps: int = Field(2, ge=1, le=1000, description="gradient steps after each ES step")
-
-
-ALGORITHMS = ("pgpe", "snes", "cem", "cmaes")
-
-
-class ESConfig(_Strict):
-    """Evolution strategy (evotorch). ``None`` means the algorithm's own default."""
-
-    algorithm: Literal[ALGORITHMS] = "pgpe"  # type: ignore[valid-type]
-    popsize: int = Field(64, ge=4, description="population size P (even for antithetic PGPE)")
-    stdev_init: float = Field(0.05, gt=0, description="initial search stdev (search space)")
-    stdev_blocks: dict[Literal[BLOCKS], float] = Field(  # type: ignore[valid-type]
-        default_factory=dict,
-        description="initial stdev of chosen genome blocks, overriding stdev_init there, e.g. {w_out: 0.3, b_out: 0.3}: "
-        "wider search on the readout varies behaviour without upsetting the recurrent memory (pgpe, snes, cem)",
-    )
-    center_lr: float | None = Field(0.1, gt=0, description="PGPE/SNES center learning rate (None: SNES default)")
-    stdev_lr: float | None = Field(None, gt=0, description="PGPE/SNES stdev learning rate")
-    optimizer: Literal["clipup", "adam", "sgd"] = Field("clipup", description="PGPE center optimizer")
-    max_speed: float | None = Field(None, gt=0, description="ClipUp max speed (default 2 * center_lr)")
-    stdev_max_change: float = Field(0.2, gt=0, description="PGPE: max relative stdev change per step")
-    parenthood_ratio: float = Field(0.25, gt=0, lt=1, description="CEM elite fraction")
-    separable: bool = Field(True, description="CMA-ES: separable (diagonal) covariance")
-    nan_policy: Literal["error", "worst"] = Field(
-        "error", description="a NaN fitness stops the run (error) or ranks last (worst)"
-    )
-    traffic: Literal["seeds", "vectors"] | None = Field(
-        None,
-        description="what Ray workers receive: the distribution and the sampler's RNG state, from which they "
-        "regenerate their members (seeds: O(P + D) bytes a generation), or the members themselves (vectors: "
-        "O(P x D)); None: seeds for pgpe, snes and cem, vectors for cmaes",
-    )
-
-    @model_validator(mode="after")
-    def _even(self):
-        if self.algorithm == "pgpe" and self.popsize % 2:
-            raise ValueError(f"es.popsize must be even for pgpe (antithetic pairs), got {self.popsize}")
-        bad = {k: v for k, v in self.stdev_blocks.items() if not v > 0}
-        if bad:
-            raise ValueError(f"es.stdev_blocks must be positive, got {bad}")
-        if self.algorithm == "cmaes" and self.stdev_blocks:
-            raise ValueError("es.stdev_blocks needs a per-coordinate stdev (pgpe, snes, cem); CMA-ES takes one scalar stdev_init")
-        if self.algorithm == "cmaes" and self.traffic == "seeds":
-            raise ValueError("es.traffic=seeds needs a Gaussian search distribution (pgpe, snes, cem); set es.traffic=vectors for cmaes")
-        return self
-
-    @property
-    def seed_traffic(self) -> bool:
-        """Whether Ray workers regenerate their members from the sampler's state."""
-        return self.traffic == "seeds" or (self.traffic is None and self.algorithm != "cmaes")
-
-
-class RunConfig(_Strict):
+class RunConfig(Strict):
     seed: int = Field(0, ge=0, description="run seed: every random draw derives from it")
     generations: int = Field(1000, ge=1, description="outer-loop generations")
     max_seconds: float | None = Field(None, gt=0, description="stop once training has taken this wall time (s)")
@@ -294,71 +113,82 @@ class RunConfig(_Strict):
         return self
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(Strict):
     uri: str | None = Field(None, description="MLflow tracking URI (default sqlite:///./mlflow.db)")
     artifact_root: str = Field("mlruns", description="artifact folder for a new local experiment")
     experiment: str = Field("es-l2l", min_length=1, description="MLflow experiment name")
     run_name: str | None = None
 
 
-OUTER_LOOPS = ("es", "bptt", "hybrid")
+class _Root(Strict):
+    """The experiment: the sections every run has; each outer loop adds its own (see :data:`ExperimentConfig`)."""
 
-
-class ExperimentConfig(_Strict):
-    name: str = Field("teacher-es", min_length=1)
-    outer: Literal[OUTER_LOOPS] = Field("es", description="outer loop: es, bptt or hybrid")  # type: ignore[valid-type]
+    name: str = Field(None, min_length=1, description="run name (default: FAMILY-OUTER, e.g. the default config's)")  # type: ignore[assignment]
+    outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS))
     model: ModelConfig = Field(default_factory=ModelConfig)
-    task: TeacherConfig | MazeConfig = Field(default_factory=TeacherConfig, discriminator="family")
+    task: SerializeAsAny[TaskSection] = Field(default_factory=lambda: get_family(default_family()).config())
     genome: GenomeConfig = Field(default_factory=GenomeConfig)
-    es: ESConfig = Field(default_factory=ESConfig)
-    bptt: BPTTConfig = Field(default_factory=BPTTConfig)
-    hybrid: HybridConfig = Field(default_factory=HybridConfig)
-    a2c: A2CConfig = Field(default_factory=A2CConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="before")
     @classmethod
-    def _default_family(cls, tree: Any) -> Any:
-        """A ``task`` section without ``family`` is the teacher family (the default)."""
-        if isinstance(tree, dict) and isinstance(tree.get("task"), dict) and "family" not in tree["task"]:
-            tree = {**tree, "task": {"family": "teacher", **tree["task"]}}
+    def _moved_keys(cls, tree: Any) -> Any:
+        """Keys that moved into a family's section fail with one line naming the new place."""
+        if isinstance(tree, dict):
+            family = tree.get("task", {}).get("family", default_family()) if isinstance(tree.get("task"), dict) else None
+            try:
+                moved = get_family(family).moved_keys if family else {}
+            except ValueError:
+                moved = {}
+            for old, new in moved.items():
+                if old in tree:
+                    raise PydanticCustomError("moved_key", "the '{old}' section moved to '{new}'; put its keys there",
+                                              {"old": old, "new": new})
         return tree
+
+    @field_validator("outer")
+    @classmethod
+    def _known_outer(cls, value: str) -> str:
+        if value not in OUTER_LOOPS:
+            raise PydanticCustomError("unknown_outer", "unknown outer loop '{got}'; allowed: {allowed}",
+                                      {"got": value, "allowed": ", ".join(OUTER_LOOPS)})
+        return value
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _family_section(cls, value: Any) -> Any:
+        """Validate ``task`` with the model of the family it names (the default family when it names none)."""
+        if isinstance(value, TaskSection):
+            return value
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise PydanticCustomError("task_section", "the task section must be a mapping of keys, got {got!r}", {"got": value})
+        name = value.get("family", default_family())
+        try:
+            family = get_family(str(name))
+        except ValueError as exc:
+            raise PydanticCustomError("task_section", "{message}", {"message": str(exc)}) from None
+        try:
+            return family.config.model_validate({**value, "family": name})
+        except ValidationError as exc:
+            raise PydanticCustomError("task_section", "{message}", {"message": _describe(exc.errors()[0], family.config, ("task",))}) from None
 
     @property
     def family(self) -> str:
         return self.task.family
 
     @model_validator(mode="after")
-    def _outer_blocks(self):
-        searched = set(self.genome.search)
-        if self.genome.mirror and self.task.family != "maze":
-            raise ValueError("genome.mirror ties the network to the maze's left-right mirror; set task.family=maze or genome.mirror=false")
-        for block in self.es.stdev_blocks:
-            if block not in searched:
-                raise ValueError(f"es.stdev_blocks lists '{block}' but genome.search does not; add it to genome.search")
-        if self.task.family == "maze" and self.outer == "hybrid":
-            raise ValueError("outer=hybrid supports the teacher family only; use outer=es or outer=bptt (A2C) for mazes")
-        if self.outer in ("bptt", "hybrid"):
-            for block in self.bptt.train:
-                if block not in searched:
-                    raise ValueError(f"bptt.train lists '{block}' but genome.search does not; add it to genome.search")
-            if self.bptt.deep_r.enabled and (self.model.p_in < 1 or self.model.p_rec < 1):
-                raise ValueError("bptt.deep_r sets the connectivity itself; set model.p_in=1 and model.p_rec=1")
-            if self.bptt.deep_r.enabled and self.genome.mirror:
-                raise ValueError("bptt.deep_r rewires connections one by one and breaks genome.mirror's symmetry; "
-                                 "set genome.mirror=false or bptt.deep_r.enabled=false")
-            if self.bptt.deep_r.enabled and {"mask_in", "mask_rec"} & searched:
-                raise ValueError("bptt.deep_r sets the connectivity itself; remove mask_in and mask_rec from genome.search")
-        if self.outer == "hybrid":
-            for block in self.hybrid.es_blocks:
-                if block not in searched:
-                    raise ValueError(f"hybrid.es_blocks lists '{block}' but genome.search does not; add it to genome.search")
-            both = sorted(set(self.hybrid.es_blocks) & set(self.bptt.train))
-            if both:
-                raise ValueError(f"hybrid.es_blocks and bptt.train both list {', '.join(both)}; give each block to one side")
-            if not self.hybrid.es_blocks:
-                raise ValueError("hybrid.es_blocks is empty; list the blocks ES searches, e.g. [tau_m, tau_a, b0, beta]")
+    def _plug_ins_agree(self):
+        if self.name is None:
+            object.__setattr__(self, "name", f"{self.task.family}-{self.outer}")
+        family = get_family(self.task.family)
+        if self.genome.mirror and family.mirror_permutations(self.task) is None:
+            raise ValueError(f"genome.mirror ties the network to a left-right mirror that the {self.task.family} family does not have; "
+                             "set genome.mirror=false or use a family with a mirror symmetry")
+        family.check(self)
+        OUTER_LOOPS[self.outer].check(self)
         return self
 
     def flat(self) -> dict[str, Any]:
@@ -367,6 +197,15 @@ class ExperimentConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# The root schema: the common sections, then each outer loop's own (es, bptt, hybrid, ...).
+ExperimentConfig = create_model(
+    "ExperimentConfig",
+    __base__=_Root,
+    __module__=__name__,
+    **{loop.section: (loop.config, Field(default_factory=loop.config)) for loop in OUTER_LOOPS.values() if loop.section},
+)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -393,25 +232,20 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
 
 
-FAMILIES: dict[str, type[BaseModel]] = {"teacher": TeacherConfig, "maze": MazeConfig}
-
-
-def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
-    family = None
-    if len(err["loc"]) > 1 and err["loc"][0] == "task" and err["loc"][1] in FAMILIES:
-        family = err["loc"][1]  # the tagged union puts the family into the location: drop it
-        err = {**err, "loc": ("task", *err["loc"][2:])}
-    if err["type"] == "union_tag_invalid":
-        return f"unknown task family {err.get('input', {}).get('family')!r}; allowed: {', '.join(FAMILIES)}"
-    loc = [str(p) for p in err["loc"] if not str(p).isdigit() or err["type"] != "literal_error"]
-    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+def _describe(err: dict[str, Any], schema: type, prefix: tuple = ()) -> str:
+    """One sentence for the first validation error, naming the dotted key and what is allowed."""
+    if err["type"] in ("task_section", "moved_key"):  # already one sentence
+        return err["msg"]
+    loc = (*prefix, *err["loc"])
+    key = ".".join(str(p) for p in loc) or "<top level>"
+    if err["type"] == "unknown_outer":
+        return f"invalid config value for '{key}': {err['msg']}"
     if err["type"] == "extra_forbidden":
         section: Any = schema
-        for part in loc[:-1]:
-            section = FAMILIES[family] if family and section is schema and part == "task" else section.model_fields[part].annotation
-        allowed = ", ".join(section.model_fields) if isinstance(section, type) else "?"
-        where = ".".join(loc[:-1]) or "top level"
-        return f"unknown config key '{key}'; allowed keys in {where}: {allowed}"
+        for part in [str(p) for p in err["loc"]][:-1]:
+            section = section.model_fields[part].annotation if section is not None and part in getattr(section, "model_fields", {}) else None
+        where = ".".join(str(p) for p in loc[:-1]) or "top level"
+        return f"unknown config key '{key}'; allowed keys in {where}: {allowed_keys(section)}"
     got = err.get("input")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error":
@@ -429,7 +263,7 @@ def build_config(tree: dict[str, Any] | None, overrides: list[str] | tuple[str, 
         raise ConfigError(_describe(exc.errors()[0], ExperimentConfig)) from None
 
 
-def read_yaml(path: str | Path, example: str = "configs/teacher_es.yaml") -> dict[str, Any]:
+def read_yaml(path: str | Path, example: str = "one of configs/*.yaml") -> dict[str, Any]:
     """A YAML file's top-level mapping; ConfigError (naming ``example``) when it is missing or not one."""
     path = Path(path)
     if not path.is_file():

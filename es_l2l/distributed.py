@@ -3,16 +3,8 @@
 Each :class:`EvalWorker` rebuilds the genome layout from the config (a pure function of it)
 and evaluates its contiguous share of the population in one vectorised call. Since an
 evaluation is a pure function of (genome, task seed), a restarted actor repeats a lost
-evaluation with the same result, and the number of workers never changes the numbers.
-
-Two kinds of traffic (``es.traffic``). *vectors*: each actor receives its members, O(P x D)
-bytes a generation. *seeds* (Salimans et al. 2017, "Evolution Strategies as a Scalable
-Alternative to Reinforcement Learning", section 2.1): the driver puts the search distribution
-(centre and stdev, O(D)) and the state of the generator evotorch is about to sample from (O(1))
-into the object store once a generation; each actor regenerates the same (P, D) sample with the
-same evotorch code, keeps its rows, and sends back per-member scalars, O(P). A per-member
-checksum of the regenerated rows comes back too, so a worker whose torch or evotorch version
-draws differently is an error, never a silently wrong update.
+evaluation with the same result, and the number of workers never changes the numbers. What
+travels to and from the actors (members or seeds, packed results) is :mod:`es_l2l.traffic`.
 """
 
 from __future__ import annotations
@@ -21,95 +13,19 @@ import logging
 import os
 import socket
 import time
-from typing import Any, NamedTuple, Protocol
-
 import numpy as np
 import torch
 
 from es_l2l.config import ExperimentConfig
-from es_l2l.fitness import Evaluation, MazeEval, TeacherEval, concat, evaluate
+from es_l2l.families.base import Evaluation
+from es_l2l.fitness import concat, evaluate, light
 from es_l2l.genome import Genome, build_genome
+from es_l2l.outer import OUTER_LOOPS
+from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, regenerate, unpack
 
 
 class ClusterError(RuntimeError):
     """Ray could not be started or reached, or a worker was lost for good."""
-
-
-class Evaluator(Protocol):
-    def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> Evaluation: ...
-
-    def close(self) -> None: ...
-
-
-class SampleRecipe(NamedTuple):
-    """What regenerates the population evotorch sampled this generation, without the population."""
-
-    distribution: Any  # evotorch Distribution (parameters: O(D)), or its lean() form for the trip
-    rng_state: Any  # CPU generator state before sampling (ByteTensor, or numpy in the lean form; O(1))
-    popsize: int
-
-
-INLINE_BYTES = 100_000  # Ray inlines smaller task arguments; a bigger recipe goes to the object store once
-
-
-def lean(recipe: SampleRecipe) -> SampleRecipe:
-    """The recipe with its distribution as (class, parameters as numpy arrays, dtype name) and
-    the generator state as numpy: pickled in microseconds (an evotorch distribution with
-    torch tensors takes about a millisecond each way)."""
-    dist = recipe.distribution
-    params = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in dist.parameters.items()}
-    return SampleRecipe((type(dist), params, str(dist.dtype).removeprefix("torch.")), recipe.rng_state.numpy(), recipe.popsize)
-
-
-def _tensor(a: Any) -> Any:
-    """numpy arrays as tensors (Ray hands back read-only arrays: those are copied), anything else as is."""
-    if not isinstance(a, np.ndarray):
-        return a
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
-
-
-def _distribution(spec: Any) -> Any:
-    if not isinstance(spec, tuple):
-        return spec
-    cls, params, dtype = spec
-    tensors = {k: _tensor(v) for k, v in params.items()}
-    return cls(parameters=tensors, dtype=getattr(torch, dtype), device="cpu")
-
-
-def regenerate(recipe: SampleRecipe) -> torch.Tensor:
-    """The (P, D) sample evotorch drew from ``recipe.distribution`` with a generator in ``rng_state``."""
-    gen = torch.Generator()
-    gen.set_state(_tensor(recipe.rng_state))
-    dist = _distribution(recipe.distribution)
-    out = dist.make_empty(num_solutions=recipe.popsize)
-    dist.sample(out=out, generator=gen)
-    return out
-
-
-def checksums(vectors: torch.Tensor) -> torch.Tensor:
-    """(P,) float64 row sums: equal rows give equal sums, bit for bit."""
-    return vectors.detach().cpu().double().sum(dim=1)
-
-
-def _light(e: Evaluation) -> Evaluation:
-    """Drop per-task predictions before sending results back (traffic stays O(P))."""
-    if isinstance(e, TeacherEval):
-        return e._replace(predictions=e.predictions.new_zeros(e.predictions.shape[0], 0, 0))
-    return e
-
-
-_KINDS = {kind.__name__: kind for kind in (TeacherEval, MazeEval)}
-
-
-def pack(e: Evaluation) -> tuple:
-    """An evaluation as plain numpy arrays for the trip back to the driver (pickling a numpy
-    array costs microseconds, a torch tensor about a hundred)."""
-    return type(e).__name__, [t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t for t in e]
-
-
-def unpack(packed: tuple) -> Evaluation:
-    name, fields = packed
-    return _KINDS[name](*[_tensor(f) for f in fields])
 
 
 class LocalEvaluator:
@@ -119,7 +35,7 @@ class LocalEvaluator:
         self.cfg, self.genome = cfg, genome
 
     def __call__(self, vectors, seed_keys):
-        return _light(evaluate(self.cfg, self.genome, vectors, seed_keys, device=self.cfg.run.device))
+        return light(evaluate(self.cfg, self.genome, vectors, seed_keys, device=self.cfg.run.device))
 
     def close(self) -> None:
         pass
@@ -175,11 +91,12 @@ def gpu_shortfall(cfg: ExperimentConfig) -> str | None:
     """Why the configured GPUs are not there (``None`` when they are, or none are asked for)."""
     if cfg.run.device != "cuda":
         return None
-    if cfg.run.workers == 0 or cfg.outer in ("bptt", "hybrid"):  # gradient steps run in the driver
+    loop = OUTER_LOOPS[cfg.outer]
+    if cfg.run.workers == 0 or loop.driver_gpu:  # gradient steps run in the driver
         if not torch.cuda.is_available():
-            who = "this torch" if cfg.outer == "es" else f"the driver (outer={cfg.outer} takes its gradient steps there)"
+            who = f"the driver (outer={cfg.outer} takes its gradient steps there)" if loop.driver_gpu else "this torch"
             return f"run.device=cuda but {who} sees no GPU; install a CUDA build of torch or set run.device=cpu"
-        if cfg.run.workers == 0 or cfg.outer == "bptt":
+        if cfg.run.workers == 0 or not loop.uses_evaluator:
             return None
     import ray
 
@@ -227,7 +144,7 @@ class _Worker:
     def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> tuple:
         """Evaluate these members; the result :func:`pack`-ed."""
         t0 = time.perf_counter()
-        e = _light(evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device))
+        e = light(evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device))
         self.busy_s += time.perf_counter() - t0
         return pack(e)
 

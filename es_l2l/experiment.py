@@ -6,7 +6,6 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -25,8 +24,8 @@ class RunFailed(RuntimeError):
 @dataclass
 class Outcome:
     cfg: ExperimentConfig
-    result: object  # outer.loop.RunResult
-    report: object  # report.HeldOutReport
+    result: object  # es_l2l.outer.base.RunResult
+    report: object  # the family's held-out Report (es_l2l.families.base)
     run_id: str
     uri: str
 
@@ -37,23 +36,17 @@ def quiet_libraries() -> None:
 
 
 def describe(cfg: ExperimentConfig, genome) -> str:
-    if cfg.outer == "es":
-        how = f"{cfg.es.algorithm.upper()} P={cfg.es.popsize}"
-    elif cfg.outer == "bptt" and cfg.family == "maze":
-        how = f"A2C + BPTT (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}"
-    elif cfg.outer == "bptt":
-        how = f"BPTT (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}" + (" with DEEP R" if cfg.bptt.deep_r.enabled else "")
-    else:
-        how = (
-            f"hybrid: {cfg.es.algorithm.upper()} P={cfg.es.popsize} on {', '.join(cfg.hybrid.es_blocks)}, "
-            f"{cfg.hybrid.bptt_steps} BPTT steps on {', '.join(cfg.bptt.train)}"
-        )
+    from es_l2l.families import family_of
+    from es_l2l.outer import OUTER_LOOPS
+
+    loop = OUTER_LOOPS[cfg.outer]
+    how = loop.describe(cfg, family_of(cfg))
     budget = [f"{cfg.run.generations} generations"] if cfg.run.generations < 10**8 else []
     if cfg.run.max_seconds:
         budget.append(f"{cfg.run.max_seconds:g} s")
     if cfg.run.max_neuron_steps:
         budget.append(f"{cfg.run.max_neuron_steps:.3g} neuron-steps")
-    workers = f", {cfg.run.workers or 'no'} Ray worker(s)" if cfg.outer != "bptt" else ""
+    workers = f", {cfg.run.workers or 'no'} Ray worker(s)" if loop.uses_evaluator else ""
     return (
         f"{cfg.name} ({cfg.family} family): {how}, {cfg.model.n_lif}+{cfg.model.n_alif} neurons, genome D={genome.dim}, "
         f"budget {' or '.join(budget)}{workers}"
@@ -76,11 +69,11 @@ def run_experiment(
     """
     from es_l2l.checkpoint import Checkpointer
     from es_l2l.distributed import ClusterError, make_evaluator, settle_device
+    from es_l2l.families import family_of
     from es_l2l.genome import build_genome
-    from es_l2l.outer.es import NonFiniteFitness
-    from es_l2l.outer.loop import run_outer
+    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.base import NonFiniteFitness
     from es_l2l.progress import ProgressDisplay
-    from es_l2l.report import family_report
     from es_l2l.submit import JOB_ID_ENV
     from es_l2l.tracking import MlflowRun
 
@@ -93,7 +86,10 @@ def run_experiment(
     cfg, fallback = settle_device(cfg)  # GPU shortfall: an error, or CPU when run.gpu_fallback allows it
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}")
-    evaluator = make_evaluator(cfg, genome) if cfg.outer != "bptt" else None  # Ray errors: no MLflow run yet
+    loop, family = OUTER_LOOPS[cfg.outer], family_of(cfg)
+    if resume is not None and not loop.resumable:
+        raise ValueError(f"outer={cfg.outer} runs cannot be resumed; start the run again instead")
+    evaluator = make_evaluator(cfg, genome) if loop.uses_evaluator else None  # Ray errors: no MLflow run yet
     if hasattr(evaluator, "pids"):
         evaluator.pids()  # wait for the actors to start, so that start-up is not charged to the training clock
     tags = {"es_l2l.outer": cfg.outer, **(tags or {})}
@@ -110,7 +106,7 @@ def run_experiment(
     console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
     try:
         with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
-            result = run_outer(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)], resume=resume)
+            result = loop.run(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)], resume=resume)
     except (ClusterError, NonFiniteFitness, FloatingPointError) as exc:
         tracker.end("FAILED")
         raise RunFailed(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)", tracker.run_id) from exc
@@ -121,27 +117,10 @@ def run_experiment(
         if evaluator is not None:
             evaluator.close()
     try:
-        report = family_report(cfg, genome, result.initial, result.best)
-        log_results(tracker, cfg, genome, report, result)
+        report = family.report(cfg, genome, result.initial, result.best)
+        report.log(tracker, cfg, genome, result)  # plots, tables, test metrics, verdict tags
     except BaseException:
         tracker.end("FAILED")
         raise
     tracker.end("FINISHED")
     return Outcome(cfg, result, report, tracker.run_id, tracker.uri)
-
-
-def log_results(tracker, cfg: ExperimentConfig, genome, report, result) -> None:
-    """Plots, tables, test metrics and verdict tags into the MLflow run."""
-    from es_l2l.report import plot_curves, verdict
-
-    if cfg.family == "maze":
-        from es_l2l.maze_report import log_maze_results
-
-        return log_maze_results(tracker, cfg, genome, report, result)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact(plot_curves(report, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
-    tracker.log_text(report.to_csv(), "mse_per_trial.csv")
-    tracker.log_metrics(report.flat_metrics(), step=result.generations)
-    tags = {f"beats.{k}": str(v).lower() for k, v in report.beaten().items()}
-    tracker.set_tags(tags | {"verdict": verdict(report)[:5000]})

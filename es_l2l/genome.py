@@ -16,10 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
-from es_l2l.config import ExperimentConfig
+from typing import TYPE_CHECKING
+
+from es_l2l.families import family_of
+from es_l2l.seeds import STREAM_INIT, generator
 from es_l2l.snn import LSNNParams, decay
-from es_l2l.tasks import io_sizes
-from es_l2l.tasks.base import STREAM_INIT, generator
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -192,12 +196,13 @@ def _mirror_base(value: torch.Tensor, perms: tuple[torch.Tensor, ...]) -> torch.
 def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | None = None) -> Genome:
     """Blocks and reference initial values (weights ``N(0, 1) / sqrt(n_pre)``) from the config.
 
-    ``n_in`` and ``n_out`` default to the task family's (:func:`es_l2l.tasks.io_sizes`).
+    ``n_in`` and ``n_out`` default to the task family's (:meth:`TaskFamily.io_sizes`).
 
     The initial weights are drawn from a generator derived from the run seed, so the same config
     and seed always start from the same network.
     """
-    family_in, family_out = io_sizes(cfg.task)
+    family = family_of(cfg)
+    family_in, family_out = family.io_sizes(cfg.task)
     n_in = family_in if n_in is None else n_in
     n_out = family_out if n_out is None else n_out
     m, g = cfg.model, cfg.genome
@@ -234,11 +239,9 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
     searched = tuple(b.name for b in blocks if b.name in set(g.search))
     mirror = None
     if cfg.genome.mirror:
-        from es_l2l.tasks.maze import mirror_permutations
-
-        mirror = mirror_permutations(cfg.task)
+        mirror = family.mirror_permutations(cfg.task)
         if len(mirror[0]) != n_in or len(mirror[1]) != n_out:
-            raise ValueError(f"genome.mirror needs the maze's own {len(mirror[0])} inputs and {len(mirror[1])} outputs, "
+            raise ValueError(f"genome.mirror needs the family's own {len(mirror[0])} inputs and {len(mirror[1])} outputs, "
                              f"got n_in={n_in}, n_out={n_out}; drop the override or set genome.mirror=false")
     genome = Genome(
         blocks=blocks,

@@ -7,13 +7,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class ProgressDisplay:
-    """A rich progress bar showing generation, fitness and the latest validation MSE.
+    """A rich progress bar showing generation, fitness and the latest value of the validation objective.
 
     The bar counts generations, or (``budget`` set) per cent of a seconds / neuron-steps budget.
     """
 
-    def __init__(self, total: int, console: Console | None = None, budget: tuple[str, float] | None = None):
-        self.budget = budget
+    def __init__(self, total: int, console: Console | None = None, budget: tuple[str, float] | None = None, objective=None):
+        self.budget, self.objective = budget, objective
         done = TextColumn("{task.percentage:>3.0f}% of budget") if budget else MofNCompleteColumn()
         self.progress = Progress(
             TextColumn("[bold]{task.fields[label]}"),
@@ -30,11 +30,14 @@ class ProgressDisplay:
 
     @classmethod
     def for_config(cls, cfg, console: Console | None = None) -> "ProgressDisplay":
+        from es_l2l.families import family_of
+
+        objective = family_of(cfg).objective
         if cfg.run.max_seconds is not None and cfg.run.max_neuron_steps is None:
-            return cls(cfg.run.generations, console, ("elapsed_s", cfg.run.max_seconds))
+            return cls(cfg.run.generations, console, ("elapsed_s", cfg.run.max_seconds), objective)
         if cfg.run.max_neuron_steps is not None and cfg.run.max_seconds is None:
-            return cls(cfg.run.generations, console, ("neuron_steps", cfg.run.max_neuron_steps))
-        return cls(cfg.run.generations, console)
+            return cls(cfg.run.generations, console, ("neuron_steps", cfg.run.max_neuron_steps), objective)
+        return cls(cfg.run.generations, console, objective=objective)
 
     def __enter__(self):
         self.progress.start()
@@ -44,10 +47,8 @@ class ProgressDisplay:
         self.progress.stop()
 
     def __call__(self, status: dict) -> None:
-        if "val_mse_late" in status:
-            self.val = f"val MSE(late) {status['val_mse_late']:.4f}"
-        elif "val_reward" in status:
-            self.val = f"val reward {status['val_reward']:.2f}"
+        if self.objective is not None and self.objective.key in status:
+            self.val = f"{self.objective.label} {self.objective.fmt(status[self.objective.key])}"
         info = self.val
         if "fitness_mean" in status:
             info = f"fitness {status['fitness_mean']:.4f} (best {status['fitness_best']:.4f})  " + info

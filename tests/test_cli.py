@@ -9,7 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from es_l2l.checkpoint import load_checkpoint
-from es_l2l.report import LSNN_TRAINED, held_out_report
+from es_l2l.families.teacher.report import LSNN_TRAINED, held_out_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"

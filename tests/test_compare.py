@@ -6,9 +6,9 @@ import pytest
 
 from es_l2l.config import load_config
 from es_l2l.genome import build_genome
-from es_l2l.outer.loop import run_outer
+from es_l2l.outer import OUTER_LOOPS
 from es_l2l.distributed import LocalEvaluator
-from es_l2l.tasks.teacher import n_inputs
+from es_l2l.families.teacher.tasks import n_inputs
 from tests.test_cli import es_l2l, runs_in, store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_neuron_step_budget_is_respected_within_one_step(outer):
     genome = build_genome(cfg, n_inputs(cfg.task))
     seen = []
     evaluator = None if outer == "bptt" else LocalEvaluator(cfg, genome)
-    run_outer(cfg, genome, evaluator, [seen.append])
+    OUTER_LOOPS[outer].run(cfg, genome, evaluator, [seen.append])
     steps = [s["neuron_steps"] for s in seen]
     assert steps[-1] >= budget > steps[-2]
     assert len(seen) == 1 + 4

@@ -66,25 +66,24 @@ def run(quick: bool, workers=(1, 2), popsize: int = 256, generations: int = 3, w
     from es_l2l.config import load_config
     from es_l2l.distributed import RayEvaluator
     from es_l2l.genome import build_genome
-    from es_l2l.outer.es import MetaProblem, make_searcher
-    from es_l2l.tasks.base import STREAM_TRAIN
-    from es_l2l.tasks.teacher import n_inputs
+    from es_l2l.outer.evo import MetaProblem, make_searcher
+    from es_l2l.seeds import STREAM_TRAIN
 
     root = __import__("pathlib").Path(__file__).resolve().parents[2]
-    config = root / "configs" / ("smoke.yaml" if quick else "teacher_es.yaml")
+    config = root / "configs" / "smoke.yaml" if quick else None  # None: the embedded defaults
     if quick:
         popsize, generations, warmup = 32, 1, 1
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(num_cpus=max(workers), _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     meter = Meter()
-    out = {"config": str(config.relative_to(root)), "popsize": popsize, "generations_measured": generations,
+    out = {"config": str(config.relative_to(root)) if config else "embedded defaults", "popsize": popsize, "generations_measured": generations,
            "warmup_generations": warmup, "traffic": "seeds", "runs": []}
     try:
         for n_workers in workers:
             log(f"  ES generation, P={popsize}, {n_workers} worker(s)")
             cfg = load_config(config, [f"es.popsize={popsize}", f"run.workers={n_workers}", "es.traffic=seeds"])
-            genome = build_genome(cfg, n_inputs(cfg.task))
+            genome = build_genome(cfg)
             evaluator = _timed_evaluator(RayEvaluator)(cfg, n_workers)
             problem = MetaProblem(genome.dim, evaluator, seed=1)
             searcher = make_searcher(cfg.es, problem, genome.initial_vector())

@@ -1,1 +1,11 @@
-"""Outer loops: they tune the LSNN across tasks and emit one status dict per generation."""
+"""Outer loops: the registry. ``OUTER_LOOPS`` maps a config's ``outer`` to an :class:`es_l2l.outer.base.OuterLoop`;
+each contributes its config section (``es:``, ``bptt:``, ``hybrid:``) to the root config."""
+
+from __future__ import annotations
+
+from es_l2l.outer.base import OuterLoop
+from es_l2l.outer.bptt import BPTT
+from es_l2l.outer.es import ES
+from es_l2l.outer.hybrid import Hybrid
+
+OUTER_LOOPS: dict[str, OuterLoop] = {"es": ES(), "bptt": BPTT(), "hybrid": Hybrid()}

@@ -11,18 +11,53 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from pydantic import Field, model_validator
 
-from es_l2l.config import BPTTConfig, ExperimentConfig
-from es_l2l.fitness import Evaluation, detach, evaluate_params, task_batch
-from es_l2l.genome import Genome
+from es_l2l.families import family_of
+from es_l2l.fitness import detach
 from es_l2l.outer import deep_r
-from es_l2l.outer.loop import Driver, RunResult, Subscriber
-from es_l2l.tasks.base import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, generator
+from es_l2l.outer.base import OuterLoop, RunResult, Subscriber
+from es_l2l.outer.deep_r import DeepRConfig
+from es_l2l.outer.driver import Driver
+from es_l2l.schema import DIFFERENTIABLE, Strict
+from es_l2l.seeds import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, generator
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.families.base import Evaluation
+    from es_l2l.genome import Genome
 
 
-def learning_rate(cfg: BPTTConfig, step: int, total: int) -> float:
+class BPTTConfig(Strict):
+    """Gradient outer loop: Adam through the unrolled spiking dynamics (pseudo-derivative)."""
+
+    train: list[Literal[DIFFERENTIABLE]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["w_in", "w_rec", "w_out", "b_out"],
+        description="blocks trained by gradient; any of " + ", ".join(DIFFERENTIABLE),
+    )
+    batch_size: int | None = Field(None, ge=1, description="tasks per gradient step (None: task.batch_size)")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
+    lr_decay: float = Field(0.5, gt=0, le=1, description="step schedule: multiply the rate by this ...")
+    lr_decay_every: int = Field(500, ge=1, description="... every this many steps")
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient's global norm (None: no clipping)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
+    deep_r: DeepRConfig = Field(default_factory=DeepRConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.train)) != len(self.train):
+            raise ValueError("bptt.train lists a block twice")
+        for block in self.deep_r.blocks if self.deep_r.enabled else ():
+            if block not in self.train:
+                raise ValueError(f"bptt.deep_r rewires '{block}', so bptt.train must include it")
+        return self
+
+
+def learning_rate(cfg: "BPTTConfig", step: int, total: int) -> float:
     """The scheduled learning rate at (0-based) ``step`` of ``total``."""
     if cfg.lr_schedule == "step":
         return cfg.lr * cfg.lr_decay ** (step // cfg.lr_decay_every)
@@ -76,18 +111,13 @@ class GradientTrainer:
         self._write_back()
 
     def loss_and_eval(self, seed_keys: tuple[int, ...]) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
-        """The loss on the tasks of ``seed_keys`` (teacher: -fitness; maze: A2C), its evaluation and extra terms."""
+        """The family's gradient loss on the tasks of ``seed_keys``, its evaluation and extra terms."""
         genes = self.genome.decode(self.vector.unsqueeze(0).to(self.device))
         for name, value in self._block_values().items():
             genes[name] = value.unsqueeze(0)
         params = self.genome.to_model(genes)
         batch = self.cfg.bptt.batch_size or self.cfg.task.batch_size
-        if self.cfg.family == "maze":
-            from es_l2l.outer.a2c import a2c_loss
-
-            return a2c_loss(self.cfg, params, seed_keys, batch)
-        ev = evaluate_params(self.cfg, params, task_batch(self.cfg, seed_keys, batch))
-        return -ev.fitness.sum(), ev, {}
+        return family_of(self.cfg).gradient_loss(self.cfg, params, seed_keys, batch)
 
     def step(self, seed_keys: tuple[int, ...], total_steps: int) -> dict:
         """One Adam step (then DEEP R) on the tasks of ``seed_keys``; returns the step's metrics."""
@@ -156,3 +186,34 @@ def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber
         if driver.record(step, seconds, steps, metrics, lambda: trainer.vector.clone()):
             break
     return driver.result(trainer.vector.clone())
+
+
+def check_gradient_blocks(cfg: ExperimentConfig) -> None:
+    """What every loop that takes gradient steps needs of the config (BPTT and the hybrid)."""
+    searched = set(cfg.genome.search)
+    for block in cfg.bptt.train:
+        if block not in searched:
+            raise ValueError(f"bptt.train lists '{block}' but genome.search does not; add it to genome.search")
+    if cfg.bptt.deep_r.enabled and (cfg.model.p_in < 1 or cfg.model.p_rec < 1):
+        raise ValueError("bptt.deep_r sets the connectivity itself; set model.p_in=1 and model.p_rec=1")
+    if cfg.bptt.deep_r.enabled and cfg.genome.mirror:
+        raise ValueError("bptt.deep_r rewires connections one by one and breaks genome.mirror's symmetry; "
+                         "set genome.mirror=false or bptt.deep_r.enabled=false")
+    if cfg.bptt.deep_r.enabled and {"mask_in", "mask_rec"} & searched:
+        raise ValueError("bptt.deep_r sets the connectivity itself; remove mask_in and mask_rec from genome.search")
+
+
+class BPTT(OuterLoop):
+    name = section = "bptt"
+    config = BPTTConfig
+    driver_gpu = True
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        check_gradient_blocks(cfg)
+
+    def describe(self, cfg: ExperimentConfig, family) -> str:
+        how = f"BPTT on the {family.gradient_loss_name} loss (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}"
+        return how + (" with DEEP R" if cfg.bptt.deep_r.enabled else "")
+
+    def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
+        return run_bptt(cfg, genome, subscribers)

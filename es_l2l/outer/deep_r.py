@@ -13,9 +13,25 @@ Pure functions on tensors; the randomness comes from explicit generators.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
+from pydantic import Field
+
+from es_l2l.schema import Strict
+
+
+class DeepRConfig(Strict):
+    """DEEP R (Bellec et al., ICLR 2018): sparse, sign-preserving connectivity learned by rewiring."""
+
+    enabled: bool = Field(False, description="rewire the listed weight blocks during BPTT")
+    blocks: list[Literal["w_in", "w_rec"]] = Field(default_factory=lambda: ["w_rec"], description="rewired blocks")
+    connectivity: float = Field(0.2, gt=0, le=1, description="fraction of possible connections that are active")
+    l1: float = Field(1e-4, ge=0, description="l1 pull on active connection strengths, per step (x lr)")
+    temperature: float = Field(1e-6, ge=0, description="noise temperature: each step adds N(0, 2 lr T)")
+    dale: bool = Field(False, description="Dale's law: every presynaptic neuron is excitatory or inhibitory")
+    excitatory_fraction: float = Field(0.8, gt=0, lt=1, description="share of excitatory neurons under Dale's law")
+
 
 REVIVED_STRENGTH = 1e-6  # strength of a connection that comes alive (the reference uses a tiny epsilon)
 

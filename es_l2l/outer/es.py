@@ -1,184 +1,138 @@
-"""Evolution strategies on evotorch: the search problem and the searcher factory.
+"""The evolution-strategy outer loop: evotorch's search over the flat genome, one status dict a generation.
 
-The flat genome vector is the only currency between the search algorithm and the simulation.
-Fitness is minus the loss on a fresh task batch each generation, the same tasks for every
-member; PGPE uses antithetic sampling and centered-rank fitness shaping.
+Each generation the searcher samples a population around its centre, the evaluator (Ray actors
+or the driver itself) scores every member on the same fresh tasks, and the searcher updates.
+Resumable: every ``run.checkpoint_every`` generations the status dict carries the whole search
+state, from which :meth:`ES.run` continues to exactly the numbers of an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import warnings
+import pickle
+import time
+from typing import TYPE_CHECKING, Literal
 
-import torch
+from pydantic import Field, model_validator
 
-with warnings.catch_warnings():  # evotorch calls torch.jit.script at import time
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from evotorch import Problem, SolutionBatch
-    from evotorch.algorithms import CEM, CMAES, PGPE, SNES
-    from evotorch.algorithms.searchalgorithm import SearchAlgorithm
+from es_l2l.outer.base import OuterLoop, RunResult, Subscriber
+from es_l2l.outer.driver import Driver
+from es_l2l.schema import BLOCKS, Strict
+from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, derive_seed
 
-from es_l2l.config import ESConfig
-from es_l2l.distributed import Evaluator, SampleRecipe, checksums
-from es_l2l.fitness import Evaluation
-
-
-class NonFiniteFitness(RuntimeError):
-    """Some members' fitness came back NaN or infinite."""
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.genome import Genome
+    from es_l2l.traffic import Evaluator
 
 
-class MetaProblem(Problem):
-    """Maximise fitness of genomes; evaluation is delegated to an :class:`Evaluator`.
+ALGORITHMS = ("pgpe", "snes", "cem", "cmaes")
 
-    ``seed_keys`` names the task batch of the current generation; the driver calls
-    :meth:`start_generation` before each step, and ``last_eval`` keeps the step's full evaluation
-    for the status dict. With seed traffic, the evaluation ships a :class:`SampleRecipe` (the
-    searcher's distribution and the generator state recorded before sampling) instead of the
-    population. Pickling drops the evaluator (it owns Ray actors): :meth:`attach` a new one.
-    """
 
-    def __init__(self, dim: int, evaluator: Evaluator, seed: int, nan_policy: str = "error", **problem_kwargs):
-        super().__init__(
-            "max", solution_length=dim, initial_bounds=(-1.0, 1.0), dtype=torch.float32, seed=seed, **problem_kwargs
-        )
-        self._evaluator = evaluator
-        self._nan_policy = nan_policy
-        self.seed_keys: tuple[int, ...] = ()
-        self.last_eval: Evaluation | None = None
-        self.searcher: SearchAlgorithm | None = None  # set by make_searcher: whose distribution samples
-        self._rng_state: torch.Tensor | None = None
-        self._pending: tuple | None = None  # (recipe, result references) sent before evotorch sampled
-        self._armed = False  # send the recipe when evotorch next asks for the generator
+class ESConfig(Strict):
+    """Evolution strategy (evotorch). ``None`` means the algorithm's own default."""
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.update(_evaluator=None, last_eval=None, _pending=None, _armed=False)
-        return state
+    algorithm: Literal[ALGORITHMS] = "pgpe"  # type: ignore[valid-type]
+    popsize: int = Field(64, ge=4, description="population size P (even for antithetic PGPE)")
+    stdev_init: float = Field(0.05, gt=0, description="initial search stdev (search space)")
+    stdev_blocks: dict[Literal[BLOCKS], float] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="initial stdev of chosen genome blocks, overriding stdev_init there, e.g. {w_out: 0.3, b_out: 0.3}: "
+        "wider search on the readout varies behaviour without upsetting the recurrent memory (pgpe, snes, cem)",
+    )
+    center_lr: float | None = Field(0.1, gt=0, description="PGPE/SNES center learning rate (None: SNES default)")
+    stdev_lr: float | None = Field(None, gt=0, description="PGPE/SNES stdev learning rate")
+    optimizer: Literal["clipup", "adam", "sgd"] = Field("clipup", description="PGPE center optimizer")
+    max_speed: float | None = Field(None, gt=0, description="ClipUp max speed (default 2 * center_lr)")
+    stdev_max_change: float = Field(0.2, gt=0, description="PGPE: max relative stdev change per step")
+    parenthood_ratio: float = Field(0.25, gt=0, lt=1, description="CEM elite fraction")
+    separable: bool = Field(True, description="CMA-ES: separable (diagonal) covariance")
+    nan_policy: Literal["error", "worst"] = Field(
+        "error", description="a NaN fitness stops the run (error) or ranks last (worst)"
+    )
+    traffic: Literal["seeds", "vectors"] | None = Field(
+        None,
+        description="what Ray workers receive: the distribution and the sampler's RNG state, from which they "
+        "regenerate their members (seeds: O(P + D) bytes a generation), or the members themselves (vectors: "
+        "O(P x D)); None: seeds for pgpe, snes and cem, vectors for cmaes",
+    )
 
-    def attach(self, evaluator: Evaluator) -> None:
-        self._evaluator = evaluator
-
-    def start_generation(self, seed_keys: tuple[int, ...]) -> None:
-        """Name this generation's tasks and record the sampler's state before evotorch samples.
-
-        With seed traffic and an evaluator that can :meth:`submit_recipe`, the work is sent the
-        moment evotorch asks this problem for its generator to sample (its distribution is
-        updated by then, at the start of ``step``): the workers regenerate and evaluate while
-        evotorch samples the same population on the driver, which takes the driver's sampling
-        off the generation's critical path. The checksums in :meth:`_evaluate_batch` prove both
-        drew the same members.
-        """
-        self.seed_keys = seed_keys
-        self._rng_state = self._generator.get_state()
-        self._pending = None
-        self._armed = hasattr(self._evaluator, "submit_recipe") and getattr(self._evaluator, "seed_traffic", False)
+    @model_validator(mode="after")
+    def _even(self):
+        if self.algorithm == "pgpe" and self.popsize % 2:
+            raise ValueError(f"es.popsize must be even for pgpe (antithetic pairs), got {self.popsize}")
+        bad = {k: v for k, v in self.stdev_blocks.items() if not v > 0}
+        if bad:
+            raise ValueError(f"es.stdev_blocks must be positive, got {bad}")
+        if self.algorithm == "cmaes" and self.stdev_blocks:
+            raise ValueError("es.stdev_blocks needs a per-coordinate stdev (pgpe, snes, cem); CMA-ES takes one scalar stdev_init")
+        if self.algorithm == "cmaes" and self.traffic == "seeds":
+            raise ValueError("es.traffic=seeds needs a Gaussian search distribution (pgpe, snes, cem); set es.traffic=vectors for cmaes")
+        return self
 
     @property
-    def generator(self) -> torch.Generator | None:
-        if getattr(self, "_armed", False):  # evotorch is about to sample this generation: send the recipe
-            self._armed = False
-            popsize = getattr(self.searcher, "_popsize", None)
-            self._rng_state = self._generator.get_state()
-            recipe = self._recipe(int(popsize)) if popsize else None
-            if recipe is not None:
-                self._pending = (recipe, self._evaluator.submit_recipe(recipe, self.seed_keys))
-        return self._generator
-
-    def _recipe(self, popsize: int) -> SampleRecipe | None:
-        dist = getattr(self.searcher, "_distribution", None)
-        if self._rng_state is None or dist is None or not getattr(self._evaluator, "seed_traffic", False):
-            return None
-        recipe, self._rng_state = SampleRecipe(dist, self._rng_state, popsize), None  # valid for one sample only
-        return recipe
-
-    def _evaluate_batch(self, batch: SolutionBatch) -> None:
-        values = batch.values.detach().clone()
-        pending, self._pending = getattr(self, "_pending", None), None  # valid for one sample only
-        if pending is not None and pending[0].popsize == len(values):
-            ev = self._evaluator.collect(pending[1], expected=checksums(values))
-        elif (recipe := self._recipe(len(values))) is not None:
-            ev = self._evaluator.evaluate_recipe(recipe, values, self.seed_keys)
-        else:
-            ev = self._evaluator(values, self.seed_keys)
-        fit = ev.fitness.clone()
-        bad = ~torch.isfinite(fit)
-        if bad.any():
-            if self._nan_policy == "error" or bad.all():
-                raise NonFiniteFitness(
-                    f"{int(bad.sum())} of {len(fit)} members returned a non-finite fitness on tasks "
-                    f"{self.seed_keys}; lower es.stdev_init or tighten genome bounds, or set "
-                    "es.nan_policy=worst to rank such members last"
-                )
-            fit[bad] = fit[~bad].min() - 1.0
-        batch.set_evals(fit)
-        self.last_eval = ev._replace(fitness=fit)
+    def seed_traffic(self) -> bool:
+        """Whether Ray workers regenerate their members from the sampler's state."""
+        return self.traffic == "seeds" or (self.traffic is None and self.algorithm != "cmaes")
 
 
-def initial_stdev(cfg: ESConfig, genome) -> float | torch.Tensor:
-    """``cfg.stdev_init``, or a (D,) vector where ``cfg.stdev_blocks`` sets some blocks' own stdev."""
-    if not cfg.stdev_blocks:
-        return cfg.stdev_init
-    stdev = torch.full((genome.dim,), cfg.stdev_init)
-    for name, where in genome.slices().items():
-        stdev[where] = cfg.stdev_blocks.get(name, cfg.stdev_init)
-    return stdev
+def run_es(
+    cfg: ExperimentConfig,
+    genome: Genome,
+    evaluator: Evaluator,
+    subscribers: list[Subscriber] = (),
+    resume: dict | None = None,
+) -> RunResult:
+    """Meta-train with the configured evolution strategy; returns the initial, final and best genomes.
+
+    Every ``run.checkpoint_every`` generations the status dict carries ``resume_state``: the whole
+    search (distribution, optimizer state, sampler RNG state, via pickling the searcher without its
+    evaluator) and the driver's own state (generation, best genome). ``resume=`` that dict continues
+    after its generation; since each generation's tasks are a pure function of (seed, generation),
+    the continued run ends exactly where an uninterrupted one does.
+    """
+    from es_l2l.outer.evo import MetaProblem, center_of, initial_stdev, make_searcher, stdev_of  # evotorch: imported when used
+
+    if resume is None:
+        search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
+        problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
+        searcher = make_searcher(cfg.es, problem, genome.initial_vector(), initial_stdev(cfg.es, genome))
+    else:
+        searcher = pickle.loads(resume["searcher"])
+        problem = searcher.problem
+        problem.attach(evaluator)
+    driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
+    state = lambda: {"searcher": pickle.dumps(searcher)}  # noqa: E731  MetaProblem drops its evaluator when pickled
+    for gen in range(driver.first_generation, cfg.run.generations + 1):
+        t0 = time.perf_counter()
+        problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))  # with seed traffic, this sends the work
+        searcher.step()
+        seconds = time.perf_counter() - t0
+        ev = problem.last_eval
+        metrics = {
+            "fitness_mean": float(ev.fitness.mean()),
+            "fitness_best": float(ev.fitness.max()),
+            "fitness_std": float(ev.fitness.std()),
+            **ev.summary(),
+            "stdev": stdev_of(searcher),
+        }
+        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher), state):
+            break
+    return driver.result(center_of(searcher))
 
 
-def make_searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor, stdev: float | torch.Tensor | None = None) -> SearchAlgorithm:
-    """The evotorch search algorithm named by ``cfg.algorithm``, started at ``center`` with
-    ``stdev`` (default ``cfg.stdev_init``; :func:`initial_stdev` gives the per-block one)."""
-    stdev = cfg.stdev_init if stdev is None else stdev
-    searcher = _searcher(cfg, problem, center, stdev.tolist() if isinstance(stdev, torch.Tensor) else stdev)
-    problem.searcher = searcher
-    return searcher
+class ES(OuterLoop):
+    name = section = "es"
+    config = ESConfig
+    uses_evaluator = True
+    resumable = True
 
+    def check(self, cfg: ExperimentConfig) -> None:
+        for block in cfg.es.stdev_blocks:
+            if block not in cfg.genome.search:
+                raise ValueError(f"es.stdev_blocks lists '{block}' but genome.search does not; add it to genome.search")
 
-def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor, stdev: float | list[float]) -> SearchAlgorithm:
-    if cfg.algorithm == "pgpe":
-        lr = cfg.center_lr or 0.1
-        return PGPE(
-            problem,
-            popsize=cfg.popsize,
-            center_learning_rate=lr,
-            stdev_learning_rate=cfg.stdev_lr or 0.1,
-            stdev_init=stdev,
-            center_init=center,
-            optimizer=cfg.optimizer,
-            optimizer_config={"max_speed": cfg.max_speed or 2 * lr} if cfg.optimizer == "clipup" else None,
-            ranking_method="centered",
-            stdev_max_change=cfg.stdev_max_change,
-            symmetric=True,
-        )
-    if cfg.algorithm == "snes":
-        return SNES(
-            problem,
-            popsize=cfg.popsize,
-            stdev_init=stdev,
-            center_init=center,
-            center_learning_rate=cfg.center_lr,
-            stdev_learning_rate=cfg.stdev_lr,
-        )
-    if cfg.algorithm == "cem":
-        return CEM(
-            problem,
-            popsize=cfg.popsize,
-            parenthood_ratio=cfg.parenthood_ratio,
-            stdev_init=stdev,
-            center_init=center,
-            stdev_max_change=cfg.stdev_max_change,
-        )
-    if cfg.algorithm == "cmaes":
-        return CMAES(problem, popsize=cfg.popsize, stdev_init=stdev, center_init=center, separable=cfg.separable)
-    raise ValueError(f"unknown es.algorithm '{cfg.algorithm}'")  # unreachable: the config validates it
+    def describe(self, cfg: ExperimentConfig, family) -> str:
+        return f"{cfg.es.algorithm.upper()} P={cfg.es.popsize}"
 
-
-def center_of(searcher: SearchAlgorithm) -> torch.Tensor:
-    """The search distribution's mean: the genome ES currently proposes."""
-    if isinstance(searcher, CMAES):
-        return searcher.m.detach().clone()
-    return searcher.status["center"].detach().clone()
-
-
-def stdev_of(searcher: SearchAlgorithm) -> float:
-    if isinstance(searcher, CMAES):
-        return float(searcher.sigma)
-    return float(searcher.status["stdev"].mean())
+    def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
+        return run_es(cfg, genome, evaluator, subscribers, resume=resume)

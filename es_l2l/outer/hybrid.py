@@ -19,16 +19,31 @@ for the weights than BPTT alone, which loses any comparison at equal budget befo
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from pydantic import Field
 
-from es_l2l.config import ExperimentConfig
-from es_l2l.distributed import Evaluator
-from es_l2l.genome import Genome
-from es_l2l.outer.bptt import GradientTrainer
-from es_l2l.outer.es import MetaProblem, center_of, make_searcher, stdev_of
-from es_l2l.outer.loop import Driver, RunResult, Subscriber
-from es_l2l.tasks.base import STREAM_SEARCH, STREAM_TRAIN, derive_seed
+from es_l2l.outer.base import OuterLoop, RunResult, Subscriber
+from es_l2l.outer.bptt import GradientTrainer, check_gradient_blocks
+from es_l2l.outer.driver import Driver
+from es_l2l.schema import BLOCKS, Strict
+from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, derive_seed
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.genome import Genome
+    from es_l2l.traffic import Evaluator
+
+
+class HybridConfig(Strict):
+    """Interleaved hybrid: one ES step on ``es_blocks``, then ``bptt_steps`` gradient steps on ``bptt.train``."""
+
+    es_blocks: list[Literal[BLOCKS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["tau_m", "tau_a", "b0", "beta"],
+        description="blocks ES searches; bptt.train lists the blocks gradient steps train",
+    )
+    bptt_steps: int = Field(2, ge=1, le=1000, description="gradient steps after each ES step")
 
 
 def block_indices(genome: Genome, names: list[str] | tuple[str, ...]) -> torch.Tensor:
@@ -56,6 +71,8 @@ class HybridStep:
     """Owns the ES searcher (over ``es_blocks``) and the gradient trainer (over ``bptt.train``)."""
 
     def __init__(self, cfg: ExperimentConfig, genome: Genome, evaluator: Evaluator):
+        from es_l2l.outer.evo import MetaProblem, make_searcher  # evotorch: imported when used
+
         self.cfg, self.genome = cfg, genome
         self.trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
         self.index = block_indices(genome, cfg.hybrid.es_blocks)
@@ -70,6 +87,8 @@ class HybridStep:
 
     def es_step(self, gen: int) -> dict:
         """One ES step on ``es_blocks``; the full genome takes the new centre."""
+        from es_l2l.outer.evo import center_of, stdev_of
+
         self.expand.full = self.trainer.vector
         self.problem.start_generation((self.cfg.run.seed, STREAM_TRAIN, gen))
         self.searcher.step()
@@ -81,8 +100,7 @@ class HybridStep:
             "fitness_mean": float(ev.fitness.mean()),
             "fitness_best": float(ev.fitness.max()),
             "fitness_std": float(ev.fitness.std()),
-            "train_mse_mean": float(ev.mse.mean()),
-            "rate_hz": float(ev.rate_hz.mean()),
+            **ev.summary(),
             "stdev": stdev_of(self.searcher),
             "neuron_steps": ev.neuron_steps,
         }
@@ -94,7 +112,9 @@ class HybridStep:
             m = self.trainer.step((self.cfg.run.seed, STREAM_TRAIN, gen, j + 1), self.cfg.run.generations * k)
             steps += m.pop("neuron_steps")
             out = m
-        return {"bptt_train_mse": out["train_mse_mean"], "grad_norm": out["grad_norm"], "lr": out["lr"], "neuron_steps": steps}
+        # the gradient steps' own training scalars, e.g. train_mse_mean -> bptt_train_mse
+        trained = {f"bptt_{k.removesuffix('_mean')}": v for k, v in out.items() if k.startswith("train_")}
+        return {**trained, "grad_norm": out["grad_norm"], "lr": out["lr"], "neuron_steps": steps}
 
 
 def run_hybrid(cfg: ExperimentConfig, genome: Genome, evaluator: Evaluator, subscribers: list[Subscriber] = ()) -> RunResult:
@@ -109,3 +129,30 @@ def run_hybrid(cfg: ExperimentConfig, genome: Genome, evaluator: Evaluator, subs
         if driver.record(gen, seconds, steps, es | grad, lambda: hybrid.vector):
             break
     return driver.result(hybrid.vector)
+
+
+class Hybrid(OuterLoop):
+    name = section = "hybrid"
+    config = HybridConfig
+    uses_evaluator = True
+    driver_gpu = True
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        check_gradient_blocks(cfg)
+        for block in cfg.hybrid.es_blocks:
+            if block not in cfg.genome.search:
+                raise ValueError(f"hybrid.es_blocks lists '{block}' but genome.search does not; add it to genome.search")
+        both = sorted(set(cfg.hybrid.es_blocks) & set(cfg.bptt.train))
+        if both:
+            raise ValueError(f"hybrid.es_blocks and bptt.train both list {', '.join(both)}; give each block to one side")
+        if not cfg.hybrid.es_blocks:
+            raise ValueError("hybrid.es_blocks is empty; list the blocks ES searches, e.g. [tau_m, tau_a, b0, beta]")
+
+    def describe(self, cfg: ExperimentConfig, family) -> str:
+        return (
+            f"hybrid: {cfg.es.algorithm.upper()} P={cfg.es.popsize} on {', '.join(cfg.hybrid.es_blocks)}, "
+            f"{cfg.hybrid.bptt_steps} BPTT steps on the {family.gradient_loss_name} loss on {', '.join(cfg.bptt.train)}"
+        )
+
+    def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
+        return run_hybrid(cfg, genome, evaluator, subscribers)

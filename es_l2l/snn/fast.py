@@ -353,7 +353,7 @@ def fast_rollout(
 
 class KernelLoop:
     """The C kernel's state for ``P`` members x ``B`` tasks, advanced by any number of steps per
-    call: a whole rollout in one call, or a closed loop (the maze agent) whose next inputs depend
+    call: a whole rollout in one call, or a closed loop (an agent acting in an environment) whose next inputs depend
     on this call's output. No gradients; CPU float32 (see :func:`fused_mode`)."""
 
     MODES = {"dense": 0, "event": 1, "auto": 2}

@@ -9,7 +9,7 @@ from es_l2l.config import load_config
 from es_l2l.genome import build_genome
 from es_l2l.outer.bptt import GradientTrainer, learning_rate, run_bptt
 from es_l2l.snn import LSNNParams, lsnn_step, rollout, zero_state
-from es_l2l.tasks.teacher import n_inputs
+from es_l2l.families.teacher.tasks import n_inputs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

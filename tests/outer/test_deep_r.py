@@ -8,8 +8,8 @@ from es_l2l.config import load_config
 from es_l2l.genome import build_genome
 from es_l2l.outer import deep_r
 from es_l2l.outer.bptt import run_bptt
-from es_l2l.tasks.base import generator
-from es_l2l.tasks.teacher import n_inputs
+from es_l2l.seeds import generator
+from es_l2l.families.teacher.tasks import n_inputs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -8,9 +8,9 @@ import torch
 from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
-from es_l2l.outer.es import MetaProblem, NonFiniteFitness
-from es_l2l.outer.loop import run_es
-from es_l2l.tasks.teacher import n_inputs
+from es_l2l.outer.evo import MetaProblem, NonFiniteFitness
+from es_l2l.outer.es import run_es
+from es_l2l.families.teacher.tasks import n_inputs
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 
@@ -72,8 +72,9 @@ def test_same_numbers_with_zero_one_and_two_workers_and_either_traffic(ray_local
 
 def _a_wrong_regeneration_is_an_error(cfg, genome, pool):
     """The checksums catch workers that regenerate other members than the driver evaluated."""
-    from es_l2l.distributed import ClusterError, SampleRecipe
-    from es_l2l.outer.es import make_searcher
+    from es_l2l.distributed import ClusterError
+    from es_l2l.traffic import SampleRecipe
+    from es_l2l.outer.evo import make_searcher
 
     problem = MetaProblem(genome.dim, pool, seed=5)
     searcher = make_searcher(cfg.es, problem, genome.initial_vector())
@@ -169,7 +170,7 @@ def test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_chan
 
 @pytest.mark.parametrize("algorithm", ["pgpe", "snes", "cem"])
 def test_stdev_blocks_widen_the_search_on_their_blocks_only(algorithm):
-    from es_l2l.outer.es import initial_stdev, make_searcher
+    from es_l2l.outer.evo import initial_stdev, make_searcher
 
     cfg = tiny(f"es.algorithm={algorithm}", "es.popsize=200", "es.stdev_init=0.02", "es.stdev_blocks={w_out: 0.4}", "run.workers=0")
     genome = build_genome(cfg, n_inputs(cfg.task))

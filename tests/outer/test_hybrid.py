@@ -8,7 +8,7 @@ from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.hybrid import HybridStep, run_hybrid
-from es_l2l.tasks.teacher import n_inputs
+from es_l2l.families.teacher.tasks import n_inputs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -16,8 +16,8 @@ from es_l2l.checkpoint import load_checkpoint, load_resume
 from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.genome import build_genome
-from es_l2l.outer.loop import run_es
-from es_l2l.tasks.teacher import n_inputs
+from es_l2l.outer.es import run_es
+from es_l2l.families.teacher.tasks import n_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"

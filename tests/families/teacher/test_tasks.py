@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from es_l2l.config import TeacherConfig
-from es_l2l.tasks import teacher
-from es_l2l.tasks.base import derive_seed, generator
-from es_l2l.tasks.teacher_baselines import (
+from es_l2l.families.teacher.config import TeacherConfig
+from es_l2l.families.teacher import tasks as teacher
+from es_l2l.seeds import derive_seed, generator
+from es_l2l.families.teacher.baselines import (
     baseline_mse_per_trial,
     linear_share,
     predict_online_least_squares,

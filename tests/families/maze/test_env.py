@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from es_l2l.config import MazeConfig
-from es_l2l.tasks import maze
-from es_l2l.tasks.base import generator
-from es_l2l.tasks.maze import DOWN, LEFT, RIGHT, UP, Mazes
-from es_l2l.tasks.maze_baselines import (
+from es_l2l.families.maze.config import MazeConfig
+from es_l2l.families.maze import env as maze
+from es_l2l.seeds import generator
+from es_l2l.families.maze.env import DOWN, LEFT, RIGHT, UP, Mazes
+from es_l2l.families.maze.baselines import (
     exploit_statistic,
     explorer_policy,
     oracle_policy,
@@ -268,8 +268,8 @@ def test_relocating_mazes_are_drawn_after_the_family_and_respawn_off_the_new_goa
 
 def test_the_curriculum_covers_only_early_training_mazes():
     from es_l2l.config import ExperimentConfig
-    from es_l2l.fitness import maze_batch
-    from es_l2l.tasks.base import STREAM_TRAIN, STREAM_VALIDATION
+    from es_l2l.families.maze.evaluate import maze_batch
+    from es_l2l.seeds import STREAM_TRAIN, STREAM_VALIDATION
 
     cfg = ExperimentConfig.model_validate({"task": {"family": "maze", "search_curriculum": 3}})
     # Training generations (and A2C steps) count from 1: the first 3 relocate.

@@ -5,14 +5,16 @@ import math
 import pytest
 import torch
 
-from es_l2l.agent import N_OUT, choose, play, policy
-from es_l2l.config import MazeConfig, build_config
-from es_l2l.fitness import evaluate, maze_batch, maze_eval
+from es_l2l.families.maze.agent import N_OUT, choose, play, policy
+from es_l2l.config import build_config
+from es_l2l.families.maze.config import MazeConfig
+from es_l2l.fitness import evaluate
+from es_l2l.families.maze.evaluate import maze_batch, maze_eval
 from es_l2l.genome import build_genome
-from es_l2l.outer.a2c import discounted_returns
+from es_l2l.families.maze.a2c import discounted_returns
 from es_l2l.snn import LSNNParams
-from es_l2l.tasks import maze
-from es_l2l.tasks.maze import DOWN, LEFT, RIGHT, UP, Mazes
+from es_l2l.families.maze import env as maze
+from es_l2l.families.maze.env import DOWN, LEFT, RIGHT, UP, Mazes
 
 CFG = build_config({"model": {"n_lif": 4, "n_alif": 4}, "task": {"family": "maze", "n_steps": 12, "ms_per_step": 3}})
 TASK: MazeConfig = CFG.task
@@ -117,9 +119,9 @@ def test_discounted_returns_by_hand():
 
 
 def test_policy_gradient_reaches_the_readout_and_the_recurrent_weights():
-    from es_l2l.outer.a2c import a2c_loss
+    from es_l2l.families.maze.a2c import a2c_loss
 
-    cfg = CFG.model_copy(update={"a2c": CFG.a2c.model_copy(update={"entropy_weight": 0.1})})
+    cfg = build_config(CFG.model_dump(), ["task.a2c.entropy_weight=0.1"])
     genome = build_genome(cfg)
     genes = genome.decode(genome.initial_vector().unsqueeze(0))
     for name in ("w_rec", "w_out"):

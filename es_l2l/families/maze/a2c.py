@@ -1,4 +1,4 @@
-"""A2C through the spiking dynamics: the maze family's gradient outer loop (Bellec et al. 2018, Fig. 3).
+"""A2C through the spiking dynamics: the maze family's gradient loss (Bellec et al. 2018, Fig. 3).
 
 The agent samples its actions from the softmax policy; the loss of an episode batch is
 
@@ -8,17 +8,21 @@ The agent samples its actions from the softmax policy; the loss of an episode ba
 with discounted returns ``R_t = sum_{k >= 0} discount^k r_{t+k}`` (to the episode's end) and
 advantages ``A_t = R_t - V_t`` (the critic's value held fixed in the policy term; optionally
 scaled to unit variance over the batch). Gradients flow through the spikes by the
-pseudo-derivative, exactly as in the teacher family's BPTT; :class:`es_l2l.outer.bptt.GradientTrainer`
-owns the optimiser, schedule, clipping and DEEP R.
+pseudo-derivative, as for any family's gradient loss; :class:`es_l2l.outer.bptt.GradientTrainer`
+owns the optimiser, schedule, clipping and DEEP R. The settings live in the config's ``task.a2c``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from es_l2l.config import ExperimentConfig
-from es_l2l.fitness import MazeEval, detach, maze_eval, play_params
+from typing import TYPE_CHECKING
+
+from es_l2l.families.maze.evaluate import MazeEval, maze_eval, play_params
 from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
 
 
 def discounted_returns(reward: torch.Tensor, discount: float) -> torch.Tensor:
@@ -34,7 +38,7 @@ def a2c_loss(
     cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int
 ) -> tuple[torch.Tensor, MazeEval, dict[str, float]]:
     """The A2C loss of one sampled episode per maze (differentiable), its evaluation and loss terms."""
-    a = cfg.a2c
+    a = cfg.task.a2c
     ep = play_params(cfg, params, seed_keys, batch, greedy=False)
     value = ep.value
     ret = discounted_returns(ep.reward.to(value), a.discount)
@@ -48,4 +52,8 @@ def a2c_loss(
     loss = policy_loss + a.value_weight * value_loss - a.entropy_weight * entropy
     loss = loss + cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz).sum()
     terms = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
-    return loss, maze_eval(cfg, detach(ep)), terms
+    return loss, maze_eval(cfg, _detach(ep)), terms
+
+
+def _detach(ep):
+    return type(ep)(*(t.detach() if isinstance(t, torch.Tensor) else t for t in ep))

@@ -6,37 +6,20 @@ of them.
 
 from __future__ import annotations
 
-import pickle
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from es_l2l.config import ExperimentConfig
-from es_l2l.distributed import Evaluator
-from es_l2l.fitness import Evaluation, MazeEval, evaluate, in_search_curriculum
-from es_l2l.genome import Genome
-from es_l2l.outer.es import MetaProblem, center_of, initial_stdev, make_searcher, stdev_of
-from es_l2l.tasks.base import STREAM_SEARCH, STREAM_TEST, STREAM_TRAIN, STREAM_VALIDATION, derive_seed
+from es_l2l.families import family_of
+from es_l2l.fitness import evaluate
+from es_l2l.outer.base import RunResult, Subscriber
+from es_l2l.seeds import STREAM_VALIDATION
 
-Subscriber = Callable[[dict], None]
-
-
-def window(n_trials: int) -> int:
-    """Trials in the "first" and "last" windows of an episode."""
-    return max(1, n_trials // 6)
-
-
-def episode_metrics(mse_per_trial: torch.Tensor, prefix: str) -> dict[str, float]:
-    """Scalar summaries of an (n_trials,) MSE curve."""
-    k, n = window(len(mse_per_trial)), len(mse_per_trial)
-    return {
-        f"{prefix}_mse": float(mse_per_trial.mean()),
-        f"{prefix}_mse_late": float(mse_per_trial[n // 2 :].mean()),
-        f"{prefix}_mse_first": float(mse_per_trial[:k].mean()),
-        f"{prefix}_mse_last": float(mse_per_trial[-k:].mean()),
-    }
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.families.base import Evaluation
+    from es_l2l.genome import Genome
 
 
 def held_out(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, stream: int) -> Evaluation:
@@ -45,37 +28,9 @@ def held_out(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, stream
     return evaluate(cfg, genome, vector.unsqueeze(0), keys, batch=cfg.run.validation_tasks, device=cfg.run.device)
 
 
-def objective(cfg: ExperimentConfig) -> tuple[str, bool]:
-    """The validation metric that picks the best genome, and whether higher is better."""
-    return ("val_reward", True) if cfg.family == "maze" else ("val_mse_late", False)
-
-
 def validation_metrics(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor) -> dict[str, float]:
-    """One genome's scalar summaries on the validation tasks (``val_*``)."""
-    ev = held_out(cfg, genome, vector, STREAM_VALIDATION)
-    if isinstance(ev, MazeEval):
-        return {
-            "val_reward": float(ev.reward[0]),
-            "val_found": float(ev.found[0]),
-            "val_first_find": float(ev.first_find[0]),
-            "val_later_trip": float(ev.later_trip[0]),
-            "val_rate_hz": float(ev.rate_hz[0]),
-        }
-    return episode_metrics(ev.mse_per_trial[0], "val")
-
-
-def held_out_test_keys(cfg: ExperimentConfig) -> tuple[int, int]:
-    return (cfg.run.seed, STREAM_TEST)
-
-
-@dataclass
-class RunResult:
-    initial: torch.Tensor  # (D,) genome at generation 0
-    final: torch.Tensor  # (D,) search centre at the end
-    best: torch.Tensor  # (D,) centre with the best validation score (see ``objective``)
-    best_generation: int
-    generations: int
-    history: list[dict] = field(default_factory=list)
+    """One genome's scalar summaries on the validation tasks (``val_*``, the family's)."""
+    return family_of(cfg).validation_metrics(held_out(cfg, genome, vector, STREAM_VALIDATION))
 
 
 class Driver:
@@ -96,7 +51,9 @@ class Driver:
         resume: dict | None = None,
     ):
         self.cfg, self.genome, self.subscribers = cfg, genome, list(subscribers)
-        self.key, self.maximize = objective(cfg)
+        self.family = family_of(cfg)
+        self.objective = self.family.objective
+        self.key = self.objective.key
         self.wall_start = time.perf_counter()
         self.history: list[dict] = []
         if resume is not None:  # continue after the checkpointed generation (see resume_state)
@@ -119,7 +76,7 @@ class Driver:
         return self.generation + 1
 
     def resume_state(self, **loop_state) -> dict:
-        """What a resumed driver needs, plus the outer loop's own state (e.g. the pickled searcher)."""
+        """What a resumed driver needs, plus the outer loop's own state (e.g. the search's)."""
         return {
             "generation": self.generation,
             "initial": self.initial,
@@ -136,7 +93,7 @@ class Driver:
         return validation_metrics(self.cfg, self.genome, vector)
 
     def improves(self, value: float) -> bool:
-        return value > self.best_val if self.maximize else value < self.best_val
+        return self.objective.better(value, self.best_val)
 
     def _emit(self, status: dict) -> None:
         for subscriber in self.subscribers:
@@ -175,8 +132,7 @@ class Driver:
             "elapsed_s": self.train_seconds,
             "wall_s": time.perf_counter() - self.wall_start,
         }
-        if self.cfg.family == "maze" and self.cfg.task.search_curriculum:  # this generation trained on relocating goals
-            status["search_curriculum"] = float(in_search_curriculum(self.cfg, generation))
+        status.update(self.family.status_extras(self.cfg, generation))  # e.g. a training curriculum's flag
         stop = self.budget_spent() or generation >= self.cfg.run.generations
         if generation % self.cfg.run.validate_every == 0 or stop:
             vector = center()
@@ -194,67 +150,3 @@ class Driver:
 
     def result(self, final: torch.Tensor) -> RunResult:
         return RunResult(self.initial, final, self.best, self.best_generation, self.generation, self.history)
-
-
-def run_es(
-    cfg: ExperimentConfig,
-    genome: Genome,
-    evaluator: Evaluator,
-    subscribers: list[Subscriber] = (),
-    resume: dict | None = None,
-) -> RunResult:
-    """Meta-train with the configured evolution strategy; returns the initial, final and best genomes.
-
-    Every ``run.checkpoint_every`` generations the status dict carries ``resume_state``: the whole
-    search (distribution, optimizer state, sampler RNG state, via pickling the searcher without its
-    evaluator) and the driver's own state (generation, best genome). ``resume=`` that dict continues
-    after its generation; since each generation's tasks are a pure function of (seed, generation),
-    the continued run ends exactly where an uninterrupted one does.
-    """
-    if resume is None:
-        search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
-        problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
-        searcher = make_searcher(cfg.es, problem, genome.initial_vector(), initial_stdev(cfg.es, genome))
-    else:
-        searcher = pickle.loads(resume["searcher"])
-        problem = searcher.problem
-        problem.attach(evaluator)
-    driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
-    state = lambda: {"searcher": pickle.dumps(searcher)}  # noqa: E731  MetaProblem drops its evaluator when pickled
-    for gen in range(driver.first_generation, cfg.run.generations + 1):
-        t0 = time.perf_counter()
-        problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))  # with seed traffic, this sends the work
-        searcher.step()
-        seconds = time.perf_counter() - t0
-        ev = problem.last_eval
-        metrics = {
-            "fitness_mean": float(ev.fitness.mean()),
-            "fitness_best": float(ev.fitness.max()),
-            "fitness_std": float(ev.fitness.std()),
-            **ev.summary(),
-            "stdev": stdev_of(searcher),
-        }
-        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher), state):
-            break
-    return driver.result(center_of(searcher))
-
-
-def run_outer(
-    cfg: ExperimentConfig,
-    genome: Genome,
-    evaluator: Evaluator | None,
-    subscribers: list[Subscriber] = (),
-    resume: dict | None = None,
-) -> RunResult:
-    """The outer loop that ``cfg.outer`` names (es, bptt or hybrid); only ES runs resume."""
-    if cfg.outer == "es":
-        return run_es(cfg, genome, evaluator, subscribers, resume=resume)
-    if resume is not None:
-        raise ValueError(f"only ES runs can be resumed, this one is outer={cfg.outer}")
-    if cfg.outer == "bptt":
-        from es_l2l.outer.bptt import run_bptt
-
-        return run_bptt(cfg, genome, subscribers)
-    from es_l2l.outer.hybrid import run_hybrid
-
-    return run_hybrid(cfg, genome, evaluator, subscribers)

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from es_l2l.checkpoint import load_checkpoint
-from es_l2l.maze_report import LSNN_TRAINED, maze_report
+from es_l2l.families.maze.report import LSNN_TRAINED, maze_report
 from tests.test_cli import es_l2l, runs_in, store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 PICTURES = {"trajectories.png", "reward_curve.png", "spike_raster.png"}
 
 

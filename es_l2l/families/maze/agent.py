@@ -2,7 +2,7 @@
 
 One call plays ``P`` networks on ``B`` mazes for a whole episode. Every environment step the
 network sees its position, previous action and previous reward as Poisson spikes for
-``task.ms_per_step`` ms (:func:`es_l2l.tasks.maze.input_spikes`'s encoding), then its readout
+``task.ms_per_step`` ms (:func:`es_l2l.families.maze.env.input_spikes`'s encoding), then its readout
 ``W_out zf + b_out`` (5 outputs) gives the policy logits (4 actions, softmax) and the value.
 
 The random draws of an episode (input spikes, action sampling) come from one generator per
@@ -14,14 +14,17 @@ input noise is shared by all members, a member's spikes depend on its own state:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from es_l2l.config import MazeConfig, ModelConfig
+from es_l2l.families.maze import env as maze
+from es_l2l.families.maze.config import MazeConfig
+from es_l2l.families.maze.env import Mazes
 from es_l2l.snn import LSNNParams, input_current, lsnn_step, zero_state
-from es_l2l.tasks import maze
-from es_l2l.tasks.maze import Mazes
+
+if TYPE_CHECKING:
+    from es_l2l.config import ModelConfig
 
 N_OUT = maze.N_ACTIONS + 1  # four policy logits, then the value
 

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import torch
 
-from es_l2l.config import MazeConfig
+from es_l2l.families.maze.config import MazeConfig
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 N_ACTIONS = 4

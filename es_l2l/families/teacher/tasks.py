@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from es_l2l.config import TeacherConfig
+from es_l2l.families.teacher.config import TeacherConfig
 
 
 class TeacherTasks(NamedTuple):

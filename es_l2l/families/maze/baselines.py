@@ -31,9 +31,9 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from es_l2l.config import MazeConfig
-from es_l2l.tasks import maze
-from es_l2l.tasks.maze import DOWN, LEFT, RIGHT, UP, MazeState, Mazes
+from es_l2l.families.maze import env as maze
+from es_l2l.families.maze.config import MazeConfig
+from es_l2l.families.maze.env import DOWN, LEFT, RIGHT, UP, MazeState, Mazes
 
 
 class Trajectory(NamedTuple):

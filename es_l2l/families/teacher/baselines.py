@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from es_l2l.config import TeacherConfig
-from es_l2l.tasks import teacher
-from es_l2l.tasks.base import STREAM_BASELINE, STREAM_FAMILY_STATS, generator
+from es_l2l.families.teacher import tasks as teacher
+from es_l2l.families.teacher.config import TeacherConfig
+from es_l2l.seeds import STREAM_BASELINE, STREAM_FAMILY_STATS, generator
 
 
 def family_mean(cfg: TeacherConfig, seed: int, n_tasks: int = 4096) -> float:

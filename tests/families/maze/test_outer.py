@@ -8,9 +8,9 @@ from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.bptt import run_bptt
-from es_l2l.outer.loop import run_es
+from es_l2l.outer.es import run_es
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 # A 2 x 3 maze (every corner cell is a candidate goal), 20 moves, few neurons: learnable in seconds.
 TINY = ["task.rows=2", "task.cols=3", "task.n_steps=20", "task.ms_per_step=3", "run.validation_tasks=64"]
 

@@ -1,8 +1,6 @@
-"""The task-family contract: a family samples a batch of tasks from an explicit generator."""
+"""Seeds and generators: every random draw derives from (run seed, stream, generation, member, ...)."""
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,12 +25,3 @@ STREAM_FAMILY_STATS = 5
 STREAM_TEST = 6
 STREAM_REWIRE = 7
 STREAM_BASELINE = 8
-
-
-class TaskFamily(Protocol):
-    """A distribution over tasks; ``sample`` must be a pure function of the generator state."""
-
-    n_inputs: int
-    n_outputs: int
-
-    def sample(self, gen: torch.Generator, batch: int): ...

@@ -6,28 +6,23 @@ and validation tasks, so model selection never sees them).
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from es_l2l.config import ExperimentConfig
-from es_l2l.fitness import evaluate_params, task_batch
-from es_l2l.genome import Genome
-from es_l2l.outer.loop import episode_metrics, held_out_test_keys, window
-from es_l2l.tasks.teacher_baselines import baseline_mse_per_trial, linear_share, within_share
+from es_l2l.families.teacher.baselines import baseline_mse_per_trial, linear_share, within_share
+from es_l2l.families.teacher.evaluate import episode_metrics, evaluate_params, task_batch, window
+from es_l2l.plots import pyplot, save_figure
+from es_l2l.seeds import STREAM_TEST
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.genome import Genome
 
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
-
-
-def save_figure(fig, path) -> Path:
-    """Lay out, write and close a matplotlib figure; returns its path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
 
 
 @dataclass
@@ -42,6 +37,41 @@ class HeldOutReport:
         """Baseline name -> whether the meta-trained LSNN has lower MSE over the late trials."""
         mine = self.metrics[LSNN_TRAINED]["test_mse_late"]
         return {k: mine < m["test_mse_late"] for k, m in self.metrics.items() if k != LSNN_TRAINED}
+
+    def score(self) -> float:
+        """The trained network's test MSE over the second half of each episode (the objective's metric)."""
+        return self.metrics[LSNN_TRAINED]["test_mse_late"]
+
+    def verdict(self) -> str:
+        return verdict(self)
+
+    def print(self, console, result) -> None:
+        """Table, family statistics, verdict and the validation summary line, to the terminal."""
+        console.print(summary_table(self))
+        console.print(
+            f"family: {self.within_share:.0%} of target variance lies within tasks; a linear fit explains "
+            f"{self.linear_share:.0%} of it."
+        )
+        console.print(verdict(self))
+        if result is None:  # es-l2l evaluate: no training history
+            console.print(f"test MSE over late trials: {self.score():.4f}")
+            return
+        vals = [h for h in result.history if "val_mse_late" in h]
+        console.print(
+            f"validation MSE over late trials: {vals[0]['val_mse_late']:.4f} at generation 0 -> "
+            f"{vals[-1]['val_mse_late']:.4f} at generation {vals[-1]['generation']} "
+            f"(best {min(h['val_mse_late'] for h in vals):.4f} at generation {result.best_generation}); "
+            f"test MSE over late trials: {self.score():.4f} (generation 0: {self.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
+        )
+
+    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
+        """Plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
+        with tempfile.TemporaryDirectory() as tmp:
+            tracker.log_artifact(plot_curves(self, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
+        tracker.log_text(self.to_csv(), "mse_per_trial.csv")
+        tracker.log_metrics(self.flat_metrics(), step=result.generations)
+        tags = {f"beats.{k}": str(v).lower() for k, v in self.beaten().items()}
+        tracker.set_tags(tags | {"verdict": verdict(self)[:5000]})
 
     def to_csv(self) -> str:
         """MSE per trial index, one column per predictor."""
@@ -65,7 +95,7 @@ def curves_csv(curves: dict[str, torch.Tensor]) -> str:
 
 @torch.no_grad()
 def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> HeldOutReport:
-    tasks = task_batch(cfg, held_out_test_keys(cfg), cfg.run.validation_tasks)
+    tasks = task_batch(cfg, (cfg.run.seed, STREAM_TEST), cfg.run.validation_tasks)
     params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
     ev = evaluate_params(cfg, params, tasks)
     curves = {LSNN_TRAINED: ev.mse_per_trial[1].cpu(), LSNN_UNTRAINED: ev.mse_per_trial[0].cpu()}
@@ -74,21 +104,8 @@ def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor
     return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch)
 
 
-def family_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor):
-    """The held-out report of ``cfg``'s task family: :class:`HeldOutReport` or :class:`es_l2l.maze_report.MazeReport`."""
-    if cfg.family == "maze":
-        from es_l2l.maze_report import maze_report
-
-        return maze_report(cfg, genome, initial, trained)
-    return held_out_report(cfg, genome, initial, trained)
-
-
 def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     styles = {LSNN_TRAINED: dict(color="C3", lw=2.5), LSNN_UNTRAINED: dict(color="C3", lw=1.2, ls=":")}
     baseline_colors = iter(["C0", "C1", "C2", "C4", "C5", "C6"])

@@ -2,7 +2,7 @@
 
 Every agent plays the same fixed test mazes (a stream that training and model selection never
 see): the meta-trained LSNN, the LSNN at generation 0, and the random, explorer and oracle
-agents of :mod:`es_l2l.tasks.maze_baselines`. The acceptance questions are answered in numbers:
+agents of :mod:`es_l2l.families.maze.baselines`. The acceptance questions are answered in numbers:
 is the LSNN's mean reward at least halfway from the random agent to the explorer, and does it
 exploit (fewer moves per trip after its first find than to the first find)?
 
@@ -15,18 +15,23 @@ during one test episode, rewards marked).
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from es_l2l.config import ExperimentConfig
-from es_l2l.fitness import maze_batch, play_params
-from es_l2l.genome import Genome
-from es_l2l.report import save_figure
-from es_l2l.tasks.base import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, generator
-from es_l2l.tasks.maze import move
-from es_l2l.tasks.maze_baselines import episode_means, play_baselines
+from es_l2l.families.base import standard_error
+from es_l2l.families.maze.baselines import episode_means, play_baselines
+from es_l2l.families.maze.env import move
+from es_l2l.families.maze.evaluate import maze_batch, play_params
+from es_l2l.plots import pyplot, save_figure
+from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, generator
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.genome import Genome
 
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 BASELINES = ("random", "explorer", "oracle")
@@ -65,6 +70,23 @@ class MazeReport:
             out.update({f"{slug}.test_{k}": v for k, v in m.items() if math.isfinite(v)})
         return out
 
+    def score(self) -> float:
+        """The trained agent's mean test reward per episode (the objective's metric)."""
+        return self.trained()["reward"]
+
+    def verdict(self) -> str:
+        return verdict(self)
+
+    def print(self, console, result) -> None:
+        """Table, verdict and (after training) the validation summary line, to the terminal."""
+        console.print(summary_table(self))
+        console.print(verdict(self))
+        if result is not None:
+            console.print(summary_line(self, result.history, result.best_generation))
+
+    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
+        log_maze_results(tracker, cfg, genome, self, result)
+
     def to_markdown(self) -> str:
         lines = [
             f"Held-out test mazes: {self.n_mazes} episodes, LSNN actions: {self.policy}",
@@ -85,7 +107,7 @@ def _row(reward: torch.Tensor, reached: torch.Tensor) -> dict[str, float]:
     reward = reward.double()
     return {
         "reward": float(reward.mean()),
-        "reward_se": float(reward.std() / math.sqrt(len(reward))) if len(reward) > 1 else float("nan"),
+        "reward_se": standard_error(reward),
         "found": float(found),
         "first_find": float(first_find),
         "later_trip": float(later_trip),
@@ -163,18 +185,9 @@ def summary_line(report: MazeReport, history: list[dict], best_generation: int) 
 # --- pictures -------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Path) -> Path:
     """Validation reward per episode against generation, baselines (same validation mazes) as lines."""
-    plt = _pyplot()
+    plt = pyplot()
     vals = [h for h in history if "val_reward" in h]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.plot([h["generation"] for h in vals], [h["val_reward"] for h in vals], color="C3", lw=2, marker=".", label="LSNN (search centre)")
@@ -197,7 +210,7 @@ def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Pa
 @torch.no_grad()
 def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path: str | Path, n: int = 4) -> Path:
     """``n`` test episodes of the agent on the grid: moves before the first goal against the trips after it."""
-    plt = _pyplot()
+    plt = pyplot()
     task = cfg.task
     ep = play_params(cfg, genome.params(vector.unsqueeze(0).to(cfg.run.device)), (cfg.run.seed, STREAM_TEST), n)
     mazes, _ = maze_batch(cfg, (cfg.run.seed, STREAM_TEST), n)
@@ -234,7 +247,7 @@ def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tenso
 @torch.no_grad()
 def plot_raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path: str | Path) -> Path:
     """Spikes of every neuron during one test episode; goal arrivals marked."""
-    plt = _pyplot()
+    plt = pyplot()
     ep = play_params(cfg, genome.params(vector.unsqueeze(0).to(cfg.run.device)), (cfg.run.seed, STREAM_TEST), 1, record_spikes=True)
     spikes = ep.spikes[0, 0].cpu()  # (T * ms, N)
     t, j = spikes.nonzero(as_tuple=True)
@@ -254,8 +267,6 @@ def plot_raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, pat
 
 def log_maze_results(tracker, cfg: ExperimentConfig, genome: Genome, report: MazeReport, result) -> None:
     """Report table, metrics, verdict tags and the three pictures into the MLflow run."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         tracker.log_artifact(plot_reward_curve(cfg, result.history, Path(tmp) / "reward_curve.png"))
         tracker.log_artifact(plot_trajectories(cfg, genome, result.best, Path(tmp) / "trajectories.png"))

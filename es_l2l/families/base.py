@@ -1,0 +1,147 @@
+"""The task-family contract: everything the shell, the genome and the outer loops ask of a family.
+
+A family is one folder under ``es_l2l/families/`` (or any importable module, named in YAML as
+``task.family: package.module:attribute``) holding an object that implements :class:`TaskFamily`.
+The shell (CLI, experiment, compare, Ray workers, MLflow, progress display) and every outer loop
+talk to families only through this contract, so adding one edits nothing outside its folder but
+the registry line in :mod:`es_l2l.families`.
+
+What a family provides:
+
+* ``config``: its pydantic section, validated as the config's ``task:``; it must have a ``family``
+  field (the family's registry name) and a ``batch_size`` (tasks per training generation).
+* :meth:`TaskFamily.io_sizes`: the network's input and readout sizes for a config.
+* :meth:`TaskFamily.evaluate`: ``P`` networks (model-space parameters, leading population axis) on
+  the ``batch`` tasks named by ``seed_keys`` -> an :data:`Evaluation`. A pure function of its
+  arguments, differentiable when the parameters require grad.
+* ``objective``: the validation metric that picks the best genome and its direction.
+* :meth:`TaskFamily.validation_metrics`: the ``val_*`` scalars of one network's evaluation.
+* :meth:`TaskFamily.gradient_loss`: what gradient outer loops minimise (default ``-fitness``).
+* :meth:`TaskFamily.report`: the held-out test report (a :class:`Report`).
+* :meth:`TaskFamily.summarise_comparison`: what ``es-l2l compare`` shows for the family.
+* optional: extra status-dict entries per generation (a training curriculum), a weight tying
+  (mirror permutations), extra config checks and moved config keys.
+
+An **Evaluation** is a NamedTuple whose fields include ``fitness`` (P,) (higher is better: the
+outer loops maximise it), ``rate_hz`` (P,) and ``neuron_steps`` (int, simulated neuron updates),
+with ``summary() -> dict[str, float]`` (the ``train_*`` status scalars, ``train_<metric>_mean``
+first) and, optionally, ``light()`` (the copy a Ray worker sends back: per-task data dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+import torch
+
+from es_l2l.tables import Comparison, generic_comparison
+
+if TYPE_CHECKING:  # type names only: families never import the root config or the genome
+    from es_l2l.config import ExperimentConfig
+    from es_l2l.genome import Genome
+    from es_l2l.snn import LSNNParams
+
+
+class Evaluation(Protocol):
+    fitness: torch.Tensor  # (P,) higher is better
+    rate_hz: torch.Tensor  # (P,) mean firing rate
+    neuron_steps: int
+
+    def summary(self) -> dict[str, float]: ...
+
+
+class Objective(NamedTuple):
+    """The validation metric that selects the best genome, and which way is better."""
+
+    key: str  # status-dict key, e.g. "val_mse_late"
+    maximize: bool
+    label: str  # short, for the terminal: "val MSE(late)"
+    digits: int = 4  # decimals when printed
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly better than ``b``."""
+        return a > b if self.maximize else a < b
+
+    def best(self, values) -> float:
+        return max(values) if self.maximize else min(values)
+
+    def worst(self, values) -> float:
+        return min(values) if self.maximize else max(values)
+
+    def reached(self, value: float, target: float) -> bool:
+        """Whether ``value`` is at least as good as ``target``."""
+        return value >= target if self.maximize else value <= target
+
+    def fmt(self, value: float) -> str:
+        return f"{value:.{self.digits}f}"
+
+
+class Report(Protocol):
+    """A family's held-out test report: the trained network beside the untrained one and the baselines."""
+
+    def flat_metrics(self) -> dict[str, float]: ...
+
+    def beaten(self) -> dict[str, bool]: ...
+
+    def verdict(self) -> str: ...
+
+    def score(self) -> float:
+        """The trained network's test value of the objective's metric (same direction)."""
+        ...
+
+    def print(self, console, result) -> None: ...
+
+    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None: ...
+
+
+class TaskFamily:
+    """Base class of the contract; a family overrides what it has (see the module docstring)."""
+
+    name: str = ""
+    config: type = object  # the pydantic model of its ``task:`` section
+    objective: Objective = Objective("val_fitness", True, "val fitness")
+    gradient_loss_name: str = "-fitness"  # shown in the run's one-line description
+    moved_keys: dict[str, str] = {}  # old top-level config key -> where it lives now
+
+    def io_sizes(self, task) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def evaluate(self, cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int) -> Evaluation:
+        raise NotImplementedError
+
+    def validation_metrics(self, ev: Evaluation) -> dict[str, float]:
+        """The ``val_*`` scalars of a one-member evaluation; must include ``objective.key``."""
+        return {self.objective.key: float(ev.fitness[0])}
+
+    def gradient_loss(
+        self, cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int
+    ) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
+        """The scalar loss gradient outer loops minimise on these tasks, its evaluation and extra terms."""
+        ev = self.evaluate(cfg, params, seed_keys, batch)
+        return -ev.fitness.sum(), ev, {}
+
+    def report(self, cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> Report:
+        raise NotImplementedError
+
+    def summarise_comparison(self, plan, children: list, parent) -> Comparison:
+        """Table rows, verdict and pictures of a comparison, logged to the ``parent`` run (see
+        :func:`es_l2l.tables.generic_comparison` for the generic version every family may reuse)."""
+        return generic_comparison(self.objective, plan, children, parent)
+
+    def status_extras(self, cfg: ExperimentConfig, generation: int) -> dict[str, float]:
+        """Extra status-dict scalars of training generation ``generation`` (e.g. a curriculum flag)."""
+        return {}
+
+    def mirror_permutations(self, task) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(input, output) permutations of a left-right weight tying, or None where the family has none."""
+        return None
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        """Raise ValueError (one sentence naming the keys) where ``cfg`` does not fit the family."""
+
+
+def standard_error(values: torch.Tensor) -> float:
+    """Standard error of the mean of a 1-d sample (NaN for fewer than two values)."""
+    values = values.double()
+    return float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")

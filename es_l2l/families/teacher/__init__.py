@@ -1,0 +1,43 @@
+"""Learning from a teacher (supervised learning-to-learn; Bellec et al. 2018, Fig. 2).
+
+Each task is a random 2-layer sigmoid network G; within an episode the LSNN sees inputs and the
+previous trial's target and predicts the current target. Objective: validation MSE over the
+second half of each episode, lower is better. Gradient loss: the MSE (``-fitness``).
+"""
+
+from __future__ import annotations
+
+from es_l2l.families.base import TaskFamily
+from es_l2l.families.teacher.config import TeacherConfig
+from es_l2l.families.teacher.evaluate import OBJECTIVE, episode_metrics, evaluate_params, task_batch
+
+
+class TeacherFamily(TaskFamily):
+    name = "teacher"
+    config = TeacherConfig
+    objective = OBJECTIVE
+    gradient_loss_name = "MSE"
+
+    def io_sizes(self, task) -> tuple[int, int]:
+        from es_l2l.families.teacher.tasks import n_inputs
+
+        return n_inputs(task), 1
+
+    def evaluate(self, cfg, params, seed_keys, batch):
+        return evaluate_params(cfg, params, task_batch(cfg, seed_keys, batch))
+
+    def validation_metrics(self, ev) -> dict[str, float]:
+        return episode_metrics(ev.mse_per_trial[0], "val")
+
+    def report(self, cfg, genome, initial, trained):
+        from es_l2l.families.teacher.report import held_out_report
+
+        return held_out_report(cfg, genome, initial, trained)
+
+    def summarise_comparison(self, plan, children, parent):
+        from es_l2l.families.teacher.compare import summarise
+
+        return summarise(plan, children, parent)
+
+
+FAMILY = TeacherFamily()

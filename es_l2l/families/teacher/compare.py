@@ -1,0 +1,154 @@
+"""What ``es-l2l compare`` shows for the teacher family: validation MSE over training, test MSE per
+trial index, time and compute to a target MSE, every baseline on the same held-out tasks."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from es_l2l.families.teacher.baselines import baseline_mse_per_trial
+from es_l2l.families.teacher.evaluate import OBJECTIVE, episode_metrics, task_batch
+from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv
+from es_l2l.plots import pyplot, save_figure
+from es_l2l.seeds import STREAM_VALIDATION
+from es_l2l.tables import Comparison, csv_table, default_target, markdown_table, row_head, to_target, validation_history
+
+KEY = OBJECTIVE.key
+
+
+def summary_rows(children: list, target: float) -> list[dict[str, Any]]:
+    """One row per finished child: the comparison's table."""
+    rows = []
+    for c in children:
+        if c.outcome is None:
+            continue
+        vals = validation_history(c.outcome, KEY)
+        test = c.outcome.report.metrics[LSNN_TRAINED]
+        seconds, steps = to_target(c.outcome, OBJECTIVE, target)
+        rows.append(
+            {
+                **row_head(c, vals),
+                "final_val_mse_late": vals[-1]["val_mse_late"],
+                "best_val_mse_late": min(h["val_mse_late"] for h in vals),
+                "test_mse_late": test["test_mse_late"],
+                "test_mse_first": test["test_mse_first"],
+                "test_mse_last": test["test_mse_last"],
+                "s_to_target": seconds,
+                "neuron_steps_to_target": steps,
+            }
+        )
+    return rows
+
+COLUMNS = [
+    ("name", "config"),
+    ("outer", "outer loop"),
+    ("generations", "gens/steps"),
+    ("train_s", "train s"),
+    ("neuron_steps", "neuron-steps"),
+    ("final_val_mse_late", "final val MSE"),
+    ("best_val_mse_late", "best val MSE"),
+    ("test_mse_late", "test MSE (late)"),
+    ("test_mse_first", "test first"),
+    ("test_mse_last", "test last"),
+    ("s_to_target", "s to target"),
+    ("neuron_steps_to_target", "steps to target"),
+]
+
+def baseline_rows(report) -> list[dict[str, Any]]:
+    rows = []
+    for name, m in report.metrics.items():
+        if name == LSNN_TRAINED:
+            continue
+        label = "LSNN generation 0" if name == LSNN_UNTRAINED else name
+        rows.append({"name": label, "outer": "baseline", **{k: m[k] for k in ("test_mse_late", "test_mse_first", "test_mse_last")}})
+    return rows
+
+PRINTED = ("name", "outer", "generations", "train_s", "neuron_steps", "best_val_mse_late", "test_mse_late", "test_mse_last", "s_to_target")
+
+def plot_comparison(children: list, val_baselines: dict[str, float], report, target: float, path: Path, title: str) -> Path:
+    """Validation MSE against training seconds and against neuron-steps, and the test MSE per trial index."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), dpi=110)
+    names = [n for n in report.curves if n != LSNN_TRAINED]
+    colors = {n: ("gray" if n == LSNN_UNTRAINED else f"C{j + 3}") for j, n in enumerate(names)}
+    for i, c in enumerate(ch for ch in children if ch.outcome is not None):
+        vals = validation_history(c.outcome, KEY)
+        mse = [h["val_mse_late"] for h in vals]
+        label = f"{c.name} ({c.outer})"
+        axes[0].plot([h["elapsed_s"] for h in vals], mse, color=f"C{i}", lw=2, marker=".", label=label)
+        later = [h for h in vals if h["neuron_steps"] > 0]  # the log axis has no place for step 0
+        axes[1].plot([h["neuron_steps"] for h in later], [h["val_mse_late"] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
+        curve = c.outcome.report.curves[LSNN_TRAINED]
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=label)
+    for name, value in val_baselines.items():
+        for ax in axes[:2]:
+            ax.axhline(value, color=colors.get(name, "black"), ls="--", lw=1, label=name)
+    for name in names:
+        curve = report.curves[name]
+        ls = ":" if name == LSNN_UNTRAINED else "--"
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=colors[name], ls=ls, lw=1.2, label=name)
+    for ax in axes[:2]:
+        ax.axhline(target, color="black", lw=0.6, alpha=0.5)
+    axes[0].set_xlabel("training wall time (s)")
+    axes[1].set_xlabel("simulated neuron-steps")
+    axes[1].set_xscale("log")
+    axes[2].set_xlabel("trial index within the episode")
+    axes[0].set_ylabel("validation MSE, second half of episodes")
+    axes[2].set_ylabel("test MSE (best genome)")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+def verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
+    """Who won at equal budget, and which baselines each outer loop beats."""
+    if not rows:
+        return "No outer loop finished."
+    ranked = sorted(rows, key=lambda r: r["test_mse_late"])
+    order = ", then ".join(f"{r['name']} ({r['outer']}, {r['test_mse_late']:.4f})" for r in ranked)
+    base = {name: m["test_mse_late"] for name, m in report.metrics.items()}
+    fam, run = base.get("family mean", float("inf")), base.get("running mean", 0.0)
+    beat_fam = [r["name"] for r in rows if r["test_mse_late"] < fam]
+    beat_run = [r["name"] for r in rows if r["test_mse_late"] < run]
+    baselines = {k: v for k, v in base.items() if k not in (LSNN_TRAINED, LSNN_UNTRAINED)}  # the first child's LSNN is not one
+    strongest_name, strongest = min(baselines.items(), key=lambda kv: kv[1])
+    beat_strongest = [r["name"] for r in rows if r["test_mse_late"] < strongest]
+    return (
+        f"At equal budget ({budget_text} each), lowest test MSE over the second half of each episode: {order}. "
+        f"Beat the family mean ({fam:.4f}): {', '.join(beat_fam) or 'none'}. "
+        f"Beat the running mean ({run:.4f}), i.e. learned more than each task's offset: {', '.join(beat_run) or 'none'}. "
+        f"The strongest baseline, {strongest_name} ({strongest:.4f}), is beaten by {', '.join(beat_strongest) or 'none'}."
+    )
+
+def summarise(plan, children: list, parent) -> Comparison:
+    """Table, verdict, figure and metrics of a teacher comparison, logged to the parent run."""
+    first, names = plan.configs[0], [c.name for c in plan.configs]
+    done = [c for c in children if c.outcome is not None]
+    report = done[0].outcome.report  # the same held-out test tasks for every child
+    tasks = task_batch(first, (first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
+    val_curves = baseline_mse_per_trial(first.task, tasks, first.run.seed)
+    val_baselines = {k: episode_metrics(v, "val")["val_mse_late"] for k, v in val_curves.items()}
+    target = default_target(OBJECTIVE, plan, done)
+    rows = summary_rows(children, target)
+    table_rows = rows + baseline_rows(report)
+    text = verdict(rows, report, plan.budget_text)
+    title = f"{' vs '.join(names)}: {plan.budget_text} each; target validation MSE {target:.4f}"
+    with tempfile.TemporaryDirectory() as tmp:
+        parent.log_artifact(plot_comparison(children, val_baselines, report, target, Path(tmp) / "comparison.png", title))
+    parent.log_text(markdown_table(table_rows) + "\n" + text + "\n", "comparison.md")
+    parent.log_text(csv_table(table_rows), "comparison.csv")
+    curves = {c.name: c.outcome.report.curves[LSNN_TRAINED] for c in done}
+    curves.update({k: v for k, v in report.curves.items() if k != LSNN_TRAINED})
+    parent.log_text(curves_csv(curves), "mse_per_trial.csv")
+    metrics = {"target_mse": target}
+    for r in rows:
+        metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
+    metrics.update({f"baseline.{k.replace(' ', '_')}.test_mse_late": m["test_mse_late"] for k, m in report.metrics.items()})
+    parent.log_metrics(metrics)
+    winner = min(rows, key=lambda r: r["test_mse_late"])
+    parent.set_tags({"winner": winner["name"], "verdict": text[:5000]})
+    return Comparison(table_rows, text, title, COLUMNS, PRINTED)

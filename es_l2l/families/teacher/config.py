@@ -1,0 +1,32 @@
+"""The teacher family's config section (``task:`` with ``family: teacher``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from es_l2l.schema import TaskSection
+
+
+class TeacherConfig(TaskSection):
+    """Learning from a teacher: targets are random 2-layer sigmoid networks G(x1, x2)."""
+
+    family: Literal["teacher"] = "teacher"
+    n_trials: int = Field(30, ge=2, le=1000, description="trials per episode")
+    trial_ms: int = Field(20, ge=2, le=1000, description="steps per trial")
+    readout_ms: int = Field(10, ge=1, description="last steps of a trial averaged into the prediction")
+    hidden_units: int = Field(8, ge=1, le=1000, description="hidden sigmoid units of G")
+    weight_range: float = Field(1.0, gt=0, description="G's weights and biases ~ U[-r, r]")
+    input_range: float = Field(6.0, gt=0, description="inputs x1, x2 ~ U[-r, r]")
+    output_scale: float = Field(0.5, gt=0, description="G is multiplied by this")
+    target_range: float = Field(2.0, gt=0, description="targets are population coded over [-r, r]")
+    neurons_per_variable: int = Field(10, ge=2, le=1000, description="input neurons per coded variable")
+    max_rate_hz: float = Field(200.0, gt=0, le=1000, description="peak Poisson rate of an input neuron")
+    batch_size: int = Field(16, ge=1, description="tasks per generation (same for every member)")
+
+    @model_validator(mode="after")
+    def _readout_fits(self):
+        if self.readout_ms > self.trial_ms:
+            raise ValueError(f"task.readout_ms ({self.readout_ms}) must be at most task.trial_ms ({self.trial_ms})")
+        return self

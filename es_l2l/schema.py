@@ -1,0 +1,38 @@
+"""The pieces every config section is made of: the strict base model and the one error type.
+
+Kept apart from :mod:`es_l2l.config` (the root schema, which composes the sections that task
+families and outer loops contribute) so that a family's or an outer loop's own section can be
+declared beside its code without importing the root.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one actionable sentence."""
+
+
+class Strict(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskSection(Strict):
+    """What every family's ``task:`` section has (the family's own model adds the rest)."""
+
+    family: str
+    batch_size: int
+
+
+def allowed_keys(section: Any) -> str:
+    return ", ".join(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel) else "?"
+
+
+# The genome's parameter blocks (es_l2l.genome), by name: what config sections may list.
+BLOCKS = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta", "mask_in", "mask_rec")
+DIFFERENTIABLE = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "beta")  # what gradients can train
