@@ -1,9 +1,6 @@
 """LSNN dynamics: pure, population-batched functions."""
 
 from es_l2l.snn.lsnn import (
-    LSNNParams,
-    LSNNState,
-    Rollout,
     decay,
     firing_rate_hz,
     input_current,
@@ -13,6 +10,7 @@ from es_l2l.snn.lsnn import (
     zero_state,
 )
 from es_l2l.snn.spike import SpikeFunction, pseudo_derivative, spike
+from es_l2l.snn.types import LSNNParams, LSNNState, Rollout, no_autapses, readout
 
 __all__ = [
     "LSNNParams",
@@ -23,8 +21,10 @@ __all__ = [
     "firing_rate_hz",
     "input_current",
     "lsnn_step",
+    "no_autapses",
     "pseudo_derivative",
     "rate_regulariser",
+    "readout",
     "rollout",
     "spike",
     "zero_state",

@@ -1,7 +1,7 @@
 """Fast LSNN simulation: state in preallocated buffers, an in-place neuron update, and an
 event-driven recurrent input ``W_rec z`` that adds only the rows of spiking neurons.
 
-The equations are :func:`es_l2l.snn.lsnn.lsnn_step`'s (Bellec et al. 2018; DESIGN.md's order);
+The equations are :func:`es_l2l.snn.lsnn.lsnn_step`'s (Bellec et al. 2018; the order in docs/model.md);
 this file re-applies the same floating-point operations in the same order, in place, so the
 dense path gives the reference's numbers bit for bit and the event path differs only in the
 summation order of ``W_rec z`` (floats to rounding; spikes identical in the tests). It is a
@@ -32,6 +32,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from es_l2l.snn.types import Rollout, readout
 
 RECURRENT_MODES = ("auto", "dense", "event")
 # auto's crossover, measured by the benchmark (es-l2l bench --only sim): the tensor path's
@@ -274,7 +276,6 @@ def fast_rollout(
     ``cuda_graph``: on CUDA, replay the time loop from a captured graph (dense recurrent input).
     ``stats``: a dict that receives the implementation used and the number of dense and event steps.
     """
-    from es_l2l.snn.lsnn import Rollout  # here: lsnn imports this module
 
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
@@ -347,7 +348,7 @@ def fast_rollout(
     if stats is not None:
         stats.update(fused=mode, kernel_unavailable=why, dense_steps=n_dense, event_steps=n_event)
     zf = torch.stack(traces, dim=2)  # (P, B, K, N)
-    y = torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    y = readout(zf, params)
     return Rollout(y=y, spike_count=s.count, spikes=torch.stack(spikes, dim=2) if record_spikes else None, n_steps=steps)
 
 
@@ -422,21 +423,19 @@ class KernelLoop:
 def _kernel_rollout(params, x, *, n_ref, dt, keep, record_spikes, recurrent, event_threshold, stats):
     """The C kernel path: the whole time loop in one call of ``lsnn_run_f32``, which picks the
     recurrent input per member (or group of a member's rows) and step; ``stats`` get the share."""
-    from es_l2l.snn.lsnn import Rollout
 
     loop = KernelLoop(params, x.shape[-3], n_ref=n_ref, dt=dt, recurrent=recurrent, event_threshold=event_threshold)
     zf_out, spikes = loop.advance(x, keep=keep, record_spikes=record_spikes)
     steps = x.shape[-2]
     if stats is not None:
         stats.update(fused="kernel", kernel_unavailable=None, dense_steps=loop.dense_steps, event_steps=steps - loop.dense_steps)
-    y = torch.matmul(zf_out, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    y = readout(zf_out, params)
     return Rollout(y=y, spike_count=loop.spike_count, spikes=spikes, n_steps=steps)
 
 
 def _cuda_graph_rollout(params, x, *, n_ref, dt, keep, record_spikes, chunk_bytes, matmul_dtype):
     """The time loop captured in CUDA graphs: one graph replays ``K`` steps (dense ``W_rec z``)
     from static buffers, so a step costs no kernel launch from Python. Not run on hardware yet."""
-    from es_l2l.snn.lsnn import Rollout
 
     pop, _, n = params.w_in.shape
     batch, steps = x.shape[-3], x.shape[-2]
@@ -493,7 +492,7 @@ def _cuda_graph_rollout(params, x, *, n_ref, dt, keep, record_spikes, chunk_byte
                 traces.append(zf_out[k].clone())
         t += k_count
     zf = torch.stack(traces, dim=2)
-    y = torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    y = readout(zf, params)
     return Rollout(y=y, spike_count=s.count, spikes=torch.stack(spikes, dim=2) if record_spikes else None, n_steps=steps)
 
 

@@ -3,7 +3,7 @@ learning-to-learn in networks of spiking neurons", NeurIPS; arXiv:1803.09574).
 
 Every parameter carries a leading population axis ``P``: one call advances ``P`` networks on
 ``B`` tasks each. One step, with ``dt = 1`` ms, in the reference cell's order
-(see ``shared/DESIGN.md``):
+(the equations in the project's own words: ``docs/model.md``):
 
 1. adaptation   ``b <- rho * b + (1 - rho) * z_prev``,  ``rho = exp(-dt / tau_a)``
 2. threshold    ``A = b0 + beta * b``          (``beta = 0``: a plain LIF neuron)
@@ -18,51 +18,11 @@ All states start at zero.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
 from es_l2l.snn.fast import RECURRENT_MODES, fast_rollout, recurrent_current
 from es_l2l.snn.spike import spike
-
-
-class LSNNParams(NamedTuple):
-    """Model-space parameters of ``P`` networks with ``N`` neurons."""
-
-    w_in: torch.Tensor  # (P, n_in, N)
-    w_rec: torch.Tensor  # (P, N, N), zero diagonal, connectivity mask applied
-    w_out: torch.Tensor  # (P, N, n_out)
-    b_out: torch.Tensor  # (P, n_out)
-    alpha: torch.Tensor  # (P, N)  membrane decay exp(-dt / tau_m)
-    rho: torch.Tensor  # (P, N)  adaptation decay exp(-dt / tau_a)
-    b0: torch.Tensor  # (P, N)  baseline threshold
-    beta: torch.Tensor  # (P, N)  adaptation strength (0 for LIF neurons)
-    kappa: torch.Tensor  # (P, 1)  readout trace decay exp(-dt / tau_out)
-
-    @property
-    def pop_size(self) -> int:
-        return self.w_rec.shape[0]
-
-    @property
-    def n_neurons(self) -> int:
-        return self.w_rec.shape[-1]
-
-
-class LSNNState(NamedTuple):
-    """Dynamic state, each (P, B, N)."""
-
-    v: torch.Tensor  # membrane potential
-    z: torch.Tensor  # spikes of the previous step
-    b: torch.Tensor  # threshold adaptation
-    r: torch.Tensor  # refractory steps left
-    zf: torch.Tensor  # low-pass filtered spikes (readout trace)
-
-
-class Rollout(NamedTuple):
-    y: torch.Tensor  # (P, B, K, n_out) readout at the K requested steps
-    spike_count: torch.Tensor  # (P, B, N) spikes per neuron over the rollout
-    spikes: torch.Tensor | None  # (P, B, T, N) when recorded
-    n_steps: int
+from es_l2l.snn.types import LSNNParams, LSNNState, Rollout, no_autapses, readout
 
 
 def zero_state(pop: int, batch: int, n: int, *, dtype=torch.float32, device=None) -> LSNNState:
@@ -130,7 +90,7 @@ def rollout(
 
     ``x``: (B, T, n_in), shared by the whole population, or (P, B, T, n_in).
     ``readout_steps``: (K,) sorted step indices at which the readout ``W_out zf + b_out`` is
-    returned (all ``T`` steps when None).
+    returned (all ``T`` steps when None). A nonzero diagonal of ``w_rec`` is ignored (no autapses).
 
     Without gradients (no parameter or input requires grad, or grad mode is off) the forward runs
     in :func:`es_l2l.snn.fast.fast_rollout`: preallocated state, in-place update (``fused=
@@ -143,6 +103,7 @@ def rollout(
     """
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
+    params = no_autapses(params)  # the model has no self-connections, whoever built w_rec
     graph = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in params))
     if not graph:
         mode = "dense" if recurrent == "auto" and params.w_in.device.type == "cuda" else recurrent
@@ -191,10 +152,8 @@ def step_rollout(
                 spikes.append(z)
             if keep[t0 + k]:
                 traces.append(state.zf)
-    zf = torch.stack(traces, dim=2)  # (P, B, K, N)
-    y = torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
     return Rollout(
-        y=y,
+        y=readout(torch.stack(traces, dim=2), params),  # (P, B, K, n_out)
         spike_count=count,
         spikes=torch.stack(spikes, dim=2) if record_spikes else None,
         n_steps=steps,

@@ -22,6 +22,7 @@ from es_l2l.families.maze import env as maze
 from es_l2l.families.maze.config import MazeConfig
 from es_l2l.families.maze.env import Mazes
 from es_l2l.snn import LSNNParams, input_current, lsnn_step, zero_state
+from es_l2l.snn.types import readout
 
 if TYPE_CHECKING:
     from es_l2l.config import ModelConfig
@@ -91,7 +92,6 @@ def play(
     state = maze.reset(task, mazes, (pop,))
     net = zero_state(pop, batch, n, dtype=dtype, device=device)
     count = torch.zeros(pop, batch, n, dtype=dtype, device=device)
-    w_out, b_out = params.w_out.unsqueeze(1), params.b_out.unsqueeze(1)  # (P, 1, N, 5), (P, 1, 5)
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos", "action", "reward", "reached", "logp", "entropy", "value")}
     spikes = []
     loop = _kernel_loop(params, batch, model)
@@ -111,7 +111,7 @@ def play(
                 if record_spikes:
                     spikes.append(z)
             zf = net.zf
-        out = (zf.unsqueeze(2) @ w_out).squeeze(2) + b_out  # (P, B, 5)
+        out = readout(zf.unsqueeze(2), params).squeeze(2)  # (P, B, 5)
         logp_all, value = policy(out, task.temperature)
         u_act = torch.rand(batch, generator=gen).to(device)
         action = choose(logp_all, u_act, greedy)

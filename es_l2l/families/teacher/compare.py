@@ -139,8 +139,8 @@ def summarise(plan, children: list, parent) -> Comparison:
     title = f"{' vs '.join(names)}: {plan.budget_text} each; target validation MSE {target:.4f}"
     with tempfile.TemporaryDirectory() as tmp:
         parent.log_artifact(plot_comparison(children, val_baselines, report, target, Path(tmp) / "comparison.png", title))
-    parent.log_text(markdown_table(table_rows) + "\n" + text + "\n", "comparison.md")
-    parent.log_text(csv_table(table_rows), "comparison.csv")
+    parent.log_text(markdown_table(table_rows, COLUMNS) + "\n" + text + "\n", "comparison.md")
+    parent.log_text(csv_table(table_rows, COLUMNS), "comparison.csv")
     curves = {c.name: c.outcome.report.curves[LSNN_TRAINED] for c in done}
     curves.update({k: v for k, v in report.curves.items() if k != LSNN_TRAINED})
     parent.log_text(curves_csv(curves), "mse_per_trial.csv")

@@ -1,0 +1,62 @@
+"""The LSNN's parameter, state and result types, the readout, and the no-autapse rule: what every
+simulation path (the step graph, the in-place forward, the C kernel) shares."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class LSNNParams(NamedTuple):
+    """Model-space parameters of ``P`` networks with ``N`` neurons."""
+
+    w_in: torch.Tensor  # (P, n_in, N)
+    w_rec: torch.Tensor  # (P, N, N), zero diagonal, connectivity mask applied
+    w_out: torch.Tensor  # (P, N, n_out)
+    b_out: torch.Tensor  # (P, n_out)
+    alpha: torch.Tensor  # (P, N)  membrane decay exp(-dt / tau_m)
+    rho: torch.Tensor  # (P, N)  adaptation decay exp(-dt / tau_a)
+    b0: torch.Tensor  # (P, N)  baseline threshold
+    beta: torch.Tensor  # (P, N)  adaptation strength (0 for LIF neurons)
+    kappa: torch.Tensor  # (P, 1)  readout trace decay exp(-dt / tau_out)
+
+    @property
+    def pop_size(self) -> int:
+        return self.w_rec.shape[0]
+
+    @property
+    def n_neurons(self) -> int:
+        return self.w_rec.shape[-1]
+
+
+class LSNNState(NamedTuple):
+    """Dynamic state, each (P, B, N)."""
+
+    v: torch.Tensor  # membrane potential
+    z: torch.Tensor  # spikes of the previous step
+    b: torch.Tensor  # threshold adaptation
+    r: torch.Tensor  # refractory steps left
+    zf: torch.Tensor  # low-pass filtered spikes (readout trace)
+
+
+class Rollout(NamedTuple):
+    y: torch.Tensor  # (P, B, K, n_out) readout at the K requested steps
+    spike_count: torch.Tensor  # (P, B, N) spikes per neuron over the rollout
+    spikes: torch.Tensor | None  # (P, B, T, N) when recorded
+    n_steps: int
+
+
+def readout(zf: torch.Tensor, params: LSNNParams) -> torch.Tensor:
+    """The linear readout ``W_out zf + b_out`` of readout traces ``zf`` (P, B, K, N) -> (P, B, K, n_out)."""
+    return torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+
+
+def no_autapses(params: LSNNParams) -> LSNNParams:
+    """``params`` with the diagonal of ``w_rec`` zero (a neuron does not feed itself back): the same
+    tensors where it already is (no copy), a masked copy (differentiable) where it is not."""
+    w = params.w_rec
+    if not torch.diagonal(w, dim1=-2, dim2=-1).any():
+        return params
+    eye = torch.eye(w.shape[-1], dtype=torch.bool, device=w.device)
+    return params._replace(w_rec=w.masked_fill(eye, 0.0))

@@ -1,0 +1,168 @@
+"""Adding a task family is one folder: a family defined in this file, named by its import path in
+YAML, runs through the real ``es-l2l run`` with ES (on a real Ray worker) and with BPTT, and
+``compare`` puts the two side by side, with no file under es_l2l/ edited.
+
+The family: two groups of input neurons fire Poisson spikes at random rates; at the last step the
+readout must give the total spike count of both groups (scaled). The baseline predicts the mean.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from pydantic import Field
+
+from es_l2l.families.base import Objective, TaskFamily
+from es_l2l.schema import TaskSection
+from es_l2l.seeds import STREAM_TEST, generator
+from es_l2l.snn import firing_rate_hz, rollout
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "tests.families.test_plugin_family:FAMILY"
+
+
+class SumConfig(TaskSection):
+    family: Literal["tests.families.test_plugin_family:FAMILY"] = NAME
+    batch_size: int = Field(8, ge=1)
+    neurons_per_group: int = Field(4, ge=1)
+    steps: int = Field(20, ge=2)
+    max_rate_hz: float = Field(200.0, gt=0)
+
+
+class SumEval(NamedTuple):
+    fitness: torch.Tensor  # (P,)
+    mse: torch.Tensor  # (P,)
+    rate_hz: torch.Tensor  # (P,)
+    neuron_steps: int
+
+    def summary(self) -> dict[str, float]:
+        return {"train_mse_mean": float(self.mse.mean()), "rate_hz": float(self.rate_hz.mean())}
+
+
+def sample(task: SumConfig, seed_keys, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input spikes (B, T, 2n) and targets (B,): the total count over both groups, over its scale."""
+    gen = generator(*seed_keys)
+    rates = torch.rand(batch, 2, generator=gen) * task.max_rate_hz * 1e-3  # spikes per ms
+    p = rates.repeat_interleave(task.neurons_per_group, dim=1)  # (B, 2n)
+    x = (torch.rand(batch, task.steps, p.shape[1], generator=gen) < p[:, None, :]).float()
+    scale = task.steps * task.neurons_per_group * task.max_rate_hz * 1e-3
+    return x, x.sum(dim=(1, 2)) / scale
+
+
+class SumReport:
+    def __init__(self, mse: float, baseline: float):
+        self.mse, self.baseline = mse, baseline
+
+    def score(self) -> float:
+        return self.mse
+
+    def beaten(self) -> dict[str, bool]:
+        return {"mean": self.mse < self.baseline}
+
+    def verdict(self) -> str:
+        return f"test MSE {self.mse:.4f} against the mean's {self.baseline:.4f}"
+
+    def flat_metrics(self) -> dict[str, float]:
+        return {"test_mse": self.mse, "mean.test_mse": self.baseline}
+
+    def print(self, console, result) -> None:
+        console.print(f"spike-sum family: {self.verdict()}")
+
+    def log(self, tracker, cfg, genome, result) -> None:
+        tracker.log_metrics(self.flat_metrics(), step=result.generations)
+        tracker.set_tags({"verdict": self.verdict()})
+
+
+class SumFamily(TaskFamily):
+    name = NAME
+    config = SumConfig
+    objective = Objective("val_mse", maximize=False, label="val MSE")
+    gradient_loss_name = "MSE"
+
+    def io_sizes(self, task):
+        return 2 * task.neurons_per_group, 1
+
+    def evaluate(self, cfg, params, seed_keys, batch):
+        x, target = sample(cfg.task, seed_keys, batch)
+        last = torch.tensor([cfg.task.steps - 1])
+        out = rollout(params, x, n_ref=cfg.model.n_ref, gamma=cfg.model.gamma, dt=cfg.model.dt, readout_steps=last)
+        mse = (out.y[:, :, 0, 0] - target).pow(2).mean(dim=1)
+        pop, b, n = out.spike_count.shape
+        rate = firing_rate_hz(out.spike_count, out.n_steps, cfg.model.dt).mean(dim=1)
+        return SumEval(-mse, mse, rate, pop * b * n * out.n_steps)
+
+    def validation_metrics(self, ev):
+        return {"val_mse": float(ev.mse[0])}
+
+    def report(self, cfg, genome, initial, trained):
+        keys = (cfg.run.seed, STREAM_TEST)
+        ev = self.evaluate(cfg, genome.params(trained.unsqueeze(0)), keys, cfg.run.validation_tasks)
+        _, target = sample(cfg.task, keys, cfg.run.validation_tasks)
+        return SumReport(float(ev.mse[0]), float((target - target.mean()).pow(2).mean()))
+
+
+FAMILY = SumFamily()
+
+
+def config(outer: str, tmp: Path) -> Path:
+    tree = {
+        "name": f"spike-sum-{outer}",
+        "outer": outer,
+        "model": {"n_lif": 6, "n_alif": 6},
+        "task": {"family": NAME},
+        "es": {"popsize": 8},
+        "bptt": {"lr": 0.01},
+        "run": {"generations": 3, "workers": 1, "validate_every": 1, "validation_tasks": 16},
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "artifact_root": str(tmp / "mlruns")},
+    }
+    path = tmp / f"{outer}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def es_l2l(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "es_l2l.cli", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_path):
+    for outer in ("es", "bptt"):
+        proc = es_l2l(tmp_path, "run", str(config(outer, tmp_path)))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "spike-sum family: test MSE" in proc.stdout
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.data.params["outer"] for r in runs) == ["bptt", "es"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "val_mse")
+        assert [m.step for m in history] == [0, 1, 2, 3]  # validated every generation / step
+        assert "test_mse" in run.data.metrics and run.data.params["task.family"] == NAME
+
+
+def test_compare_runs_the_family_with_its_generic_summary(tmp_path):
+    (tmp_path / "cmp.yaml").write_text(yaml.safe_dump({"configs": [str(config("es", tmp_path)), str(config("bptt", tmp_path))],
+                                                       "budget_neuron_steps": 2e6}))
+    proc = es_l2l(tmp_path, "compare", str(tmp_path / "cmp.yaml"), "--set", "run.workers=0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "lowest test MSE" in proc.stdout and "spike-sum-es (es" in proc.stdout and "spike-sum-bptt (bptt" in proc.stdout
+
+
+def test_the_family_validates_its_own_section():
+    from es_l2l.config import ConfigError, build_config
+
+    cfg = build_config({"task": {"family": NAME, "steps": 5}})
+    assert isinstance(cfg.task, SumConfig) and cfg.task.steps == 5 and cfg.name == f"{NAME}-es"
+    try:
+        build_config({"task": {"family": NAME, "colour": 1}})
+    except ConfigError as exc:
+        assert str(exc).startswith("unknown config key 'task.colour'; allowed keys in task: family, batch_size")
+    else:
+        raise AssertionError("an unknown key in the family's section must be an error")
