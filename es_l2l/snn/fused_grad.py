@@ -25,12 +25,16 @@ the caller falls back to ``step_rollout`` under autograd:
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
 
 from es_l2l.snn import grad_kernel
 from es_l2l.snn.lsnn import LSNNParams, Rollout
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_SUFFIX_STATE: dict = {}
 
 
 def why_unsupported(params: LSNNParams, x: torch.Tensor) -> str | None:
@@ -50,6 +54,33 @@ def why_unsupported(params: LSNNParams, x: torch.Tensor) -> str | None:
 def supports(params: LSNNParams, x: torch.Tensor) -> bool:
     """Whether :func:`fused_rollout` can compute this rollout's gradients (see :func:`why_unsupported`)."""
     return why_unsupported(params, x) is None
+
+
+_HUGE = 2 << 20
+
+
+def _libc():
+    if "libc" not in _SUFFIX_STATE:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            _SUFFIX_STATE["libc"] = libc
+        except (OSError, AttributeError):
+            _SUFFIX_STATE["libc"] = None
+    return _SUFFIX_STATE["libc"]
+
+
+def _empty_huge(*shape, dtype) -> torch.Tensor:
+    """``torch.empty`` whose pages (not touched yet) are advised as transparent huge pages: the
+    recording is written once, and first-touch faults on 4 KiB pages cost about as much as the
+    forward itself. A hint only (Linux ``madvise(MADV_HUGEPAGE)``); ignored where unsupported."""
+    t = torch.empty(*shape, dtype=dtype)
+    libc = _libc() if sys.platform.startswith("linux") else None
+    if libc is not None and t.nbytes >= 2 * _HUGE:
+        start = -(-t.data_ptr() // 4096) * 4096
+        end = (t.data_ptr() + t.nbytes) // 4096 * 4096
+        libc.madvise(start, end - start, 14)  # MADV_HUGEPAGE
+    return t
 
 
 def _ptr(t: torch.Tensor | None):
@@ -79,9 +110,9 @@ class _FusedLSNN(torch.autograd.Function):
         zf_out = torch.empty(pop, batch, k, n, dtype=dtype)
         sk_out = torch.empty(pop, batch, k, n, dtype=dtype) if need_kappa else None
         count = torch.zeros(pop, batch, n, dtype=dtype)
-        rec_v = torch.empty(pop, steps, batch, n, dtype=dtype)
-        rec_b = torch.empty(pop, steps, batch, n, dtype=dtype)
-        rec_z = torch.empty(pop, steps, batch, grad_kernel.words(n), dtype=torch.int64)
+        rec_v = _empty_huge(pop, steps, batch, n, dtype=dtype)
+        rec_b = _empty_huge(pop, steps, batch, n, dtype=dtype)
+        rec_z = _empty_huge(pop, steps, batch, grad_kernel.words(n), dtype=torch.int64)
         threads = torch.get_num_threads()
         g = grad_kernel.groups(pop, batch, threads)
         fwd(pop, batch, n, width, n_in, n_ref, dt, threads, g, steps, _ptr(xs), xs_p, xs_b, _ptr(w_in.detach().contiguous()),

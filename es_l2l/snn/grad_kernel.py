@@ -151,6 +151,73 @@ static inline void split_SUF(long P, long B, long G, long item, long *p, long *l
     *hi = *lo + per < B ? *lo + per : B;
 }
 
+/* Steps 1-3 and 5 of lsnn_step for one row (N neurons) given the row's input current c (step 4),
+   recording v_{t-1} and b_t. z: the previous step's spikes on entry, this step's on exit. */
+static inline REAL fwd_row_SUF(long N, REAL n_ref_f, REAL dt, REAL kp, REAL okp, const REAL *restrict c,
+        const REAL *restrict rh, const REAL *restrict om, const REAL *restrict al, const REAL *restrict oa,
+        const REAL *restrict b0p, const REAL *restrict bep, REAL *restrict vq, REAL *restrict bq, REAL *restrict rq,
+        REAL *restrict zfq, REAL *restrict skq, REAL *restrict zq, REAL *restrict cr, REAL *restrict rv, REAL *restrict rb)
+{
+    REAL s = 0;
+    for (long i = 0; i < N; ++i) {
+        REAL zpi = zq[i];
+        REAL bi = rh[i] * bq[i] + om[i] * zpi;             /* 1. adaptation */
+        REAL thr = b0p[i] + bep[i] * bi;                   /* 2. threshold A */
+        REAL vi = vq[i], ri = rq[i];
+        REAL zi = (REAL)(((vi - thr) / thr > 0) & !(ri > 0));   /* 3. spike, not refractory */
+        REAL dec = ri - 1;
+        dec = dec > 0 ? dec : 0;
+        rq[i] = zi * n_ref_f + (1 - zi) * dec;             /* exact: zi is 0 or 1 */
+        rv[i] = vi;
+        rb[i] = bi;
+        vq[i] = (al[i] * vi + oa[i] * c[i]) - (thr * zpi) * dt;   /* 5. membrane, reset */
+        bq[i] = bi;
+        REAL zfo = zfq[i];
+        zfq[i] = kp * zfo + okp * zi;                      /* readout trace */
+        skq[i] = kp * skq[i] + (zfo - zi);                 /* d zf / d kappa */
+        cr[i] += zi;
+        zq[i] = zi;
+        s += zi;
+    }
+    return s;
+}
+
+/* One step of the adjoint recursion for one row (see the module docstring). Reads gz (dL/dz_t from
+   step t+1), writes gzp (dL/dz_{t-1} before the W_rec gI term) and gI; updates gv, gb, gzf and
+   the per-neuron gradient sums in place. */
+static inline void bwd_row_SUF(long N, REAL dt, REAL gamma, REAL kp, REAL okp, const REAL *restrict vp,
+        const REAL *restrict bt, const REAL *restrict bprev, const REAL *restrict inj, const REAL *restrict gc,
+        const REAL *restrict m, const REAL *restrict zq, const REAL *restrict cq, const REAL *restrict gzq,
+        const REAL *restrict rh, const REAL *restrict om, const REAL *restrict al, const REAL *restrict oa,
+        const REAL *restrict b0p, const REAL *restrict bep, REAL *restrict gvq, REAL *restrict gbq,
+        REAL *restrict gzfq, REAL *restrict gzpq, REAL *restrict gIq, REAL *restrict ga, REAL *restrict gr,
+        REAL *restrict gb0, REAL *restrict gbe)
+{
+    for (long i = 0; i < N; ++i) {
+        REAL gzfi = gzfq[i] + inj[i];
+        REAL gzt = gzq[i] + okp * gzfi + gc[i];
+        gzfq[i] = kp * gzfi;
+        REAL A = b0p[i] + bep[i] * bt[i];
+        REAL vpi = vp[i];
+        REAL vs = (vpi - A) / A;
+        REAL av = vs < 0 ? -vs : vs;
+        REAL ps = 1 - av;
+        ps = ps > 0 ? gamma * ps : 0;
+        REAL gvs = gzt * m[i] * ps;
+        REAL gvi = gvq[i];
+        gIq[i] = oa[i] * gvi;
+        ga[i] += (vpi - cq[i]) * gvi;
+        REAL gA = -(zq[i] * dt) * gvi - gvs / A - gvs * (vpi - A) / (A * A);
+        gvq[i] = al[i] * gvi + gvs / A;
+        REAL gbt = gbq[i] + bep[i] * gA;
+        gb0[i] += gA;
+        gbe[i] += bt[i] * gA;
+        gr[i] += (bprev[i] - zq[i]) * gbt;
+        gbq[i] = rh[i] * gbt;
+        gzpq[i] = om[i] * gbt - (A * dt) * gvi;
+    }
+}
+
 /* Forward of P members x B rows x N neurons for T steps from the zero state, recording v_{t-1},
    b_t (P, T, B, N) and z_t as bits (P, T, B, NW). x element (p, b, t, k) at x[p*xs_p + b*xs_b +
    t*n_in + k]. w_rec (P, N, NP) padded with zeros. Coefficients (P, N), kappa and 1 - kappa (P).
@@ -192,33 +259,10 @@ long lsnn_fwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
                 }
                 for (long q = 0; q < rows; ++q) {
                     const long o = q * N, rec = ((p * T + t) * B + lo + q) * N;
-                    REAL *restrict rv = rec_v + rec, *restrict rb = rec_b + rec, *restrict cr = count + (p * B + lo + q) * N;
-                    const REAL *restrict c = cur + q * NP;
-                    REAL *restrict vq = v + o, *restrict bq = bb + o, *restrict rq = rf + o, *restrict zfq = zf + o;
-                    REAL *restrict skq = sk + o, *restrict zq = z + o;
-                    REAL s = 0;
-                    for (long i = 0; i < N; ++i) {
-                        REAL zpi = zq[i];
-                        REAL bi = rh[i] * bq[i] + om[i] * zpi;             /* 1. adaptation */
-                        REAL thr = b0p[i] + bep[i] * bi;                   /* 2. threshold A */
-                        REAL vi = vq[i], ri = rq[i];
-                        REAL zi = (REAL)(((vi - thr) / thr > 0) & !(ri > 0));   /* 3. spike, not refractory */
-                        REAL dec = ri - 1;
-                        dec = dec > 0 ? dec : 0;
-                        rq[i] = zi * n_ref_f + (1 - zi) * dec;
-                        rv[i] = vi;
-                        rb[i] = bi;
-                        vq[i] = (al[i] * vi + oa[i] * c[i]) - (thr * zpi) * dt;   /* 5. membrane, reset */
-                        bq[i] = bi;
-                        REAL zfo = zfq[i];
-                        zfq[i] = kp * zfo + okp * zi;
-                        skq[i] = kp * skq[i] + (zfo - zi);                 /* d zf / d kappa */
-                        cr[i] += zi;
-                        zq[i] = zi;
-                        s += zi;
-                    }
+                    REAL s = fwd_row_SUF(N, n_ref_f, dt, kp, okp, cur + q * NP, rh, om, al, oa, b0p, bep, v + o, bb + o,
+                                         rf + o, zf + o, sk + o, z + o, count + (p * B + lo + q) * N, rec_v + rec, rec_b + rec);
                     spikes += (long)s;
-                    pack_SUF(N, zq, rec_z + ((p * T + t) * B + lo + q) * NW);
+                    pack_SUF(N, z + o, rec_z + ((p * T + t) * B + lo + q) * NW);
                 }
                 if (keep[t] >= 0)
                     for (long q = 0; q < rows; ++q) {
@@ -292,39 +336,10 @@ void lsnn_bwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
                 const long slot = keep[t];
                 for (long q = 0; q < rows; ++q) {
                     const long o = q * N, row = p * B + lo + q, rec = ((p * T + t) * B + lo + q) * N;
-                    const REAL *restrict vp = rec_v + rec, *restrict bt = rec_b + rec;
-                    const REAL *restrict bprev = t > 0 ? rec_b + rec - B * N : zeros;
-                    const REAL *restrict inj = slot >= 0 ? g_zf + (row * K + slot) * N : zeros;
-                    const REAL *restrict gc = g_count ? g_count + row * N : zeros;
-                    const REAL *restrict m = n_ref > 0 ? msk + o : ones;
-                    const REAL *restrict zq = zp + o;
-                    const REAL *restrict cq = need_alpha ? cur + q * NP : zeros;   /* I_t (unused without alpha) */
-                    REAL *restrict gvq = gv + o, *restrict gbq = gb + o, *restrict gzfq = gzf + o;
-                    const REAL *restrict gzq = gz + q * NP;
-                    REAL *restrict gzpq = gzp + q * NP, *restrict gIq = gI + q * NP;
-                    for (long i = 0; i < N; ++i) {
-                        REAL gzfi = gzfq[i] + inj[i];
-                        REAL gzt = gzq[i] + okp * gzfi + gc[i];
-                        gzfq[i] = kp * gzfi;
-                        REAL A = b0p[i] + bep[i] * bt[i];
-                        REAL vpi = vp[i];
-                        REAL vs = (vpi - A) / A;
-                        REAL av = vs < 0 ? -vs : vs;
-                        REAL ps = 1 - av;
-                        ps = ps > 0 ? gamma * ps : 0;
-                        REAL gvs = gzt * m[i] * ps;
-                        REAL gvi = gvq[i];
-                        gIq[i] = oa[i] * gvi;
-                        ga[i] += (vpi - cq[i]) * gvi;
-                        REAL gA = -(zq[i] * dt) * gvi - gvs / A - gvs * (vpi - A) / (A * A);
-                        gvq[i] = al[i] * gvi + gvs / A;
-                        REAL gbt = gbq[i] + bep[i] * gA;
-                        gb0[i] += gA;
-                        gbe[i] += bt[i] * gA;
-                        gr[i] += (bprev[i] - zq[i]) * gbt;
-                        gbq[i] = rh[i] * gbt;
-                        gzpq[i] = om[i] * gbt - (A * dt) * gvi;
-                    }
+                    bwd_row_SUF(N, dt, gamma, kp, okp, rec_v + rec, rec_b + rec, t > 0 ? rec_b + rec - B * N : zeros,
+                                slot >= 0 ? g_zf + (row * K + slot) * N : zeros, g_count ? g_count + row * N : zeros,
+                                n_ref > 0 ? msk + o : ones, zp + o, need_alpha ? cur + q * NP : zeros, gz + q * NP,
+                                rh, om, al, oa, b0p, bep, gv + o, gb + o, gzf + o, gzp + q * NP, gI + q * NP, ga, gr, gb0, gbe);
                 }
                 dense_SUF(rows, N, NP, WT, gI, NP, gzp);          /* gz_{t-1} += W_rec gI */
                 for (long q = 0; q < rows; ++q) {                 /* event-driven weight gradients */
