@@ -22,7 +22,7 @@ adjoints ``gv = dL/dv_t``, ``gb = dL/db_t``, ``gzf = dL/dzf_t``, ``gz = dL/dz_t`
 - ``gz_t += (1-kappa) gzf_t (+ dL/dzf_t at a readout) + dL/dcount``; ``gzf_{t-1} = kappa gzf_t``
 - ``A = b0 + beta b_t``, ``vs = (v_{t-1} - A) / A``, ``gvs = gz_t * gamma max(0, 1-|vs|) * m_t``
   (``m_t = 0`` while refractory: recomputed from the spike bits of the last ``n_ref`` steps)
-- ``gI = (1-alpha) gv``;  ``gA = -z_{t-1} dt gv - gvs / A - gvs (v_{t-1} - A) / A^2``
+- ``gI = (1-alpha) gv``;  ``gA = -z_{t-1} dt gv - gvs / A - (gvs / A) vs``
 - ``galpha += (v_{t-1} - I_t) gv`` (``I_t`` recomputed from the spikes, only when asked)
 - ``gv_{t-1} = alpha gv + gvs / A``;  ``gbt = gb + beta gA``; ``gb0 += gA``; ``gbeta += b_t gA``
 - ``grho += (b_{t-1} - z_{t-1}) gbt``;  ``gb_{t-1} = rho gbt``
@@ -199,16 +199,17 @@ static inline void bwd_row_SUF(long N, REAL dt, REAL gamma, REAL kp, REAL okp, c
         gzfq[i] = kp * gzfi;
         REAL A = b0p[i] + bep[i] * bt[i];
         REAL vpi = vp[i];
-        REAL vs = (vpi - A) / A;
+        REAL vs = (vpi - A) / A;                           /* as the forward's spike test */
         REAL av = vs < 0 ? -vs : vs;
         REAL ps = 1 - av;
         ps = ps > 0 ? gamma * ps : 0;
         REAL gvs = gzt * m[i] * ps;
+        REAL gvsA = gvs / A;                               /* d vs / d v = 1 / A, d vs / d A = -(1 + vs) / A */
         REAL gvi = gvq[i];
         gIq[i] = oa[i] * gvi;
         ga[i] += (vpi - cq[i]) * gvi;
-        REAL gA = -(zq[i] * dt) * gvi - gvs / A - gvs * (vpi - A) / (A * A);
-        gvq[i] = al[i] * gvi + gvs / A;
+        REAL gA = -(zq[i] * dt) * gvi - gvsA - gvsA * vs;
+        gvq[i] = al[i] * gvi + gvsA;
         REAL gbt = gbq[i] + bep[i] * gA;
         gb0[i] += gA;
         gbe[i] += bt[i] * gA;
