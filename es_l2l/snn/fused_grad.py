@@ -11,9 +11,11 @@ gives for the ``w_rec`` tensor it is handed; a mask applied upstream zeroes them
 built on ``y`` and ``spike_count`` by autograd (MSE at some steps, cross-entropy at the last,
 A2C on the readouts) composes.
 
-Memory: the forward keeps ``v`` and ``b`` per neuron-step and the spikes as bits,
-``2 * sizeof(real) + 8 * ceil(N / 64) / N`` bytes per neuron-step (8.15 for float32 at N=220,
-:func:`es_l2l.snn.grad_kernel.bytes_per_neuron_step`), about a sixth of what autograd keeps.
+Memory: the forward keeps ``v`` per neuron-step, the spikes as bits and the adaptation ``b``
+every 16 steps (recomputed exactly in between), ``sizeof(real) * (1 + ceil(T / 16) / T) + 8 *
+ceil(N / 64) / N`` bytes per neuron-step (4.40 for float32 at N=220, T=784;
+:func:`es_l2l.snn.grad_kernel.bytes_per_neuron_step`), about a fifth of the 20 that autograd
+keeps when only the weights are trained (more when alpha, rho, b0, beta are).
 
 Where it does not apply (:func:`why_unsupported` returns the reason, :func:`supports` the bool),
 the caller falls back to ``step_rollout`` under autograd:
@@ -111,17 +113,19 @@ class _FusedLSNN(torch.autograd.Function):
         sk_out = torch.empty(pop, batch, k, n, dtype=dtype) if need_kappa else None
         count = torch.zeros(pop, batch, n, dtype=dtype)
         rec_v = _empty_huge(pop, steps, batch, n, dtype=dtype)
-        rec_b = _empty_huge(pop, steps, batch, n, dtype=dtype)
+        every = grad_kernel.CHECKPOINT
+        rec_b = _empty_huge(pop, grad_kernel.segments(steps, every), batch, n, dtype=dtype)
         rec_z = _empty_huge(pop, steps, batch, grad_kernel.words(n), dtype=torch.int64)
         threads = torch.get_num_threads()
         g = grad_kernel.groups(pop, batch, threads)
         fwd(pop, batch, n, width, n_in, n_ref, dt, threads, g, steps, _ptr(xs), xs_p, xs_b, _ptr(w_in.detach().contiguous()),
             _ptr(w_rec_p), *[_ptr(t) for t in coef], *[_ptr(t) for t in kap], _ptr(slots), k, _ptr(zf_out), _ptr(sk_out),
-            _ptr(count), _ptr(rec_v), _ptr(rec_b), _ptr(rec_z))
+            _ptr(count), _ptr(rec_v), every, _ptr(rec_b), _ptr(rec_z))
         if stats is not None:
             stats["recorded_bytes"] = rec_v.nbytes + rec_b.nbytes + rec_z.nbytes
             stats["neuron_steps"] = pop * batch * n * steps
         ctx.cfg = cfg
+        ctx.every = every
         ctx.shape = (pop, batch, n, n_in, steps, width, xs_p, xs_b)
         ctx.save_for_backward(xs, w_in, w_rec_p, *coef, *kap, rec_v, rec_b, rec_z, sk_out if need_kappa else torch.empty(0))
         return zf_out, count
@@ -163,7 +167,7 @@ class _FusedLSNN(torch.autograd.Function):
             w_rec_t = kernel.padded(w_rec_t.contiguous())
             bwd(pop, batch, n, width, n_in, n_ref, dt, gamma, threads, g, steps, t_last, _ptr(xs), xs_p, xs_b,
                 _ptr(w_in.detach().contiguous()), _ptr(w_rec_p), _ptr(w_rec_t), *[_ptr(t) for t in coef],
-                *[_ptr(t) for t in kap], _ptr(slots), k, _ptr(g_zf), _ptr(g_count), _ptr(rec_v), _ptr(rec_b), _ptr(rec_z),
+                *[_ptr(t) for t in kap], _ptr(slots), k, _ptr(g_zf), _ptr(g_count), _ptr(rec_v), ctx.every, _ptr(rec_b), _ptr(rec_z),
                 int(bool(need[4])), _ptr(g_w_in), _ptr(g_w_rec), *[_ptr(t) for t in g_vec])
 
         def fold(t):  # (P*G, ...) item slices -> (P, ...)

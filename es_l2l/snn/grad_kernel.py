@@ -8,10 +8,11 @@ The source is written once and instantiated for ``float`` (``_f32``) and ``doubl
 Forward (``lsnn_fwd_*``): the time loop of ``lsnn_step`` (same operations, same order, built with
 ``-ffp-contract=off``; input current from the nonzero inputs, recurrent input from the spiking
 rows of ``W_rec``, ascending), per work item (member, group of rows). It records, per neuron and
-step ``t``: ``v_{t-1}`` (the membrane the spike test reads), ``b_t`` (the adaptation the
-threshold is computed from) and ``z_t`` as one bit. That is ``2 * sizeof(real) + 8 *
-ceil(N / 64) / N`` bytes per neuron-step (8.15 for float32 at N=220; see
-:func:`recorded_bytes`). It also returns the readout trace ``zf`` at the readout steps, the spike
+step ``t``: ``v_{t-1}`` (the membrane the spike test reads) and ``z_t`` as one bit, and every
+:data:`CHECKPOINT` steps the adaptation ``b`` entering the segment; backward recomputes ``b_t``
+inside a segment from that checkpoint and the spike bits with the forward's own operations (bit
+for bit). That is ``sizeof(real) * (1 + ceil(T / 16) / T) + 8 * ceil(N / 64) / N`` bytes per
+neuron-step (4.40 for float32 at N=220, T=784; see :func:`recorded_bytes`). It also returns the readout trace ``zf`` at the readout steps, the spike
 count and, when the readout decay ``kappa`` needs a gradient, ``d zf / d kappa`` at the readout
 steps (forward-mode sensitivity; ``zf`` never feeds back into the dynamics).
 
@@ -143,6 +144,13 @@ static inline void unpack_SUF(long N, const uint64_t *restrict bits, REAL *restr
     }
 }
 
+/* 1. adaptation for one row, as the forward computes it: bout = rho bin + (1 - rho) z_prev. */
+static inline void adapt_SUF(long N, const REAL *restrict rh, const REAL *restrict om, const REAL *restrict bin,
+                             const REAL *restrict zp, REAL *restrict bout)
+{
+    for (long i = 0; i < N; ++i) bout[i] = rh[i] * bin[i] + om[i] * zp[i];
+}
+
 static inline void split_SUF(long P, long B, long G, long item, long *p, long *lo, long *hi)
 {
     long per = (B + G - 1) / G;
@@ -219,8 +227,9 @@ static inline void bwd_row_SUF(long N, REAL dt, REAL gamma, REAL kp, REAL okp, c
     }
 }
 
-/* Forward of P members x B rows x N neurons for T steps from the zero state, recording v_{t-1},
-   b_t (P, T, B, N) and z_t as bits (P, T, B, NW). x element (p, b, t, k) at x[p*xs_p + b*xs_b +
+/* Forward of P members x B rows x N neurons for T steps from the zero state, recording v_{t-1}
+   (P, T, B, N), z_t as bits (P, T, B, NW) and, per segment c of KC steps, the b entering it,
+   b_{c KC - 1} (P, C, B, N), C = ceil(T / KC). x element (p, b, t, k) at x[p*xs_p + b*xs_b +
    t*n_in + k]. w_rec (P, N, NP) padded with zeros. Coefficients (P, N), kappa and 1 - kappa (P).
    keep[t]: the readout slot of step t or -1; zf_out and sk_out (d zf / d kappa, may be NULL)
    (P, B, K, N); count (P, B, N), zeroed by the caller. Returns the number of spikes. */
@@ -228,15 +237,16 @@ long lsnn_fwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
                   const REAL *x, long xs_p, long xs_b, const REAL *w_in, const REAL *w_rec,
                   const REAL *rho, const REAL *omr, const REAL *alpha, const REAL *oma, const REAL *b0, const REAL *beta,
                   const REAL *kappa, const REAL *omk, const long *keep, long K,
-                  REAL *zf_out, REAL *sk_out, REAL *count, REAL *rec_v, REAL *rec_b, uint64_t *rec_z)
+                  REAL *zf_out, REAL *sk_out, REAL *count, REAL *rec_v, long KC, REAL *rec_b, uint64_t *rec_z)
 {
-    const long NW = (N + 63) / 64, per = (B + G - 1) / G;
+    const long NW = (N + 63) / 64, per = (B + G - 1) / G, C = (T + KC - 1) / KC;
     const REAL n_ref_f = (REAL)n_ref;
     long total = 0;
     #pragma omp parallel num_threads(nthreads) reduction(+:total)
     {
         REAL *cur = scratch(per * NP * sizeof(REAL));
         REAL *st = scratch(6 * per * N * sizeof(REAL));
+        REAL *dummy = scratch(N * sizeof(REAL));
         #pragma omp for schedule(static)
         for (long item = 0; item < P * G; ++item) {
             long p, lo, hi;
@@ -251,7 +261,10 @@ long lsnn_fwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
             const REAL *b0p = b0 + p * N, *bep = beta + p * N;
             const REAL kp = kappa[p], okp = omk[p];
             long spikes = 0;
+            for (long q = 0; q < rows; ++q)                       /* b entering segment 0: the zero state */
+                memset(rec_b + ((p * C) * B + lo + q) * N, 0, N * sizeof(REAL));
             for (long t = 0; t < T; ++t) {
+                const long ck = (t + 1) % KC == 0 && t + 1 < T ? (t + 1) / KC : -1;   /* b_t starts segment ck */
                 for (long q = 0; q < rows; ++q) {                 /* 4. I = W_in x_t + W_rec z_prev */
                     REAL *c = cur + q * NP;
                     memset(c, 0, NP * sizeof(REAL));
@@ -260,8 +273,9 @@ long lsnn_fwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
                 }
                 for (long q = 0; q < rows; ++q) {
                     const long o = q * N, rec = ((p * T + t) * B + lo + q) * N;
+                    REAL *rb = ck >= 0 ? rec_b + ((p * C + ck) * B + lo + q) * N : dummy;
                     REAL s = fwd_row_SUF(N, n_ref_f, dt, kp, okp, cur + q * NP, rh, om, al, oa, b0p, bep, v + o, bb + o,
-                                         rf + o, zf + o, sk + o, z + o, count + (p * B + lo + q) * N, rec_v + rec, rec_b + rec);
+                                         rf + o, zf + o, sk + o, z + o, count + (p * B + lo + q) * N, rec_v + rec, rb);
                     spikes += (long)s;
                     pack_SUF(N, z + o, rec_z + ((p * T + t) * B + lo + q) * NW);
                 }
@@ -276,11 +290,13 @@ long lsnn_fwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
         }
         free(cur);
         free(st);
+        free(dummy);
     }
     return total;
 }
 
-/* Backward from step t_last down to 0 (adjoints are zero after t_last). g_zf (P, B, K, N): dL/dzf
+/* Backward from step t_last down to 0 (adjoints are zero after t_last); b_t is recomputed per
+   segment of KC steps from the checkpoints rec_b and the spike bits. g_zf (P, B, K, N): dL/dzf
    at the readout slots; g_count (P, B, N) or NULL. w_rec_t (P, N, NP): W_rec transposed
    (post x pre), padded. Gradients go to the item slices (P*G, ...) zeroed by the caller:
    g_w_in (P*G, n_in, N), g_w_rec (P*G, N, NP), g_alpha, g_rho, g_b0, g_beta (P*G, N); g_alpha
@@ -289,15 +305,17 @@ void lsnn_bwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
                   long T, long t_last, const REAL *x, long xs_p, long xs_b, const REAL *w_in, const REAL *w_rec,
                   const REAL *w_rec_t, const REAL *rho, const REAL *omr, const REAL *alpha, const REAL *oma,
                   const REAL *b0, const REAL *beta, const REAL *kappa, const REAL *omk, const long *keep, long K,
-                  const REAL *g_zf, const REAL *g_count, const REAL *rec_v, const REAL *rec_b, const uint64_t *rec_z,
-                  int need_alpha, REAL *g_w_in, REAL *g_w_rec, REAL *g_alpha, REAL *g_rho, REAL *g_b0, REAL *g_beta)
+                  const REAL *g_zf, const REAL *g_count, const REAL *rec_v, long KC, const REAL *rec_b,
+                  const uint64_t *rec_z, int need_alpha, REAL *g_w_in, REAL *g_w_rec, REAL *g_alpha, REAL *g_rho,
+                  REAL *g_b0, REAL *g_beta)
 {
-    const long NW = (N + 63) / 64, per = (B + G - 1) / G;
+    const long NW = (N + 63) / 64, per = (B + G - 1) / G, C = (T + KC - 1) / KC;
     #pragma omp parallel num_threads(nthreads)
     {
         const long nbuf = 5 * per * N + 4 * per * NP + 2 * N;
         REAL *buf = scratch(nbuf * sizeof(REAL));
         uint64_t *refr = malloc((NW + 1) * sizeof(uint64_t));
+        REAL *segb = scratch(KC * per * N * sizeof(REAL));      /* b_t of the current segment, recomputed */
         #pragma omp for schedule(static)
         for (long item = 0; item < P * G; ++item) {
             long p, lo, hi;
@@ -317,6 +335,18 @@ void lsnn_bwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
             REAL *gwi = g_w_in + item * n_in * N, *gW = g_w_rec + item * N * NP;
             REAL *ga = g_alpha + item * N, *gr = g_rho + item * N, *gb0 = g_b0 + item * N, *gbe = g_beta + item * N;
             for (long t = t_last; t >= 0; --t) {
+                const long c = t / KC, t0 = c * KC;
+                if (t == t_last || t % KC == KC - 1) {            /* entering segment c from above: b_t0 .. b_t */
+                    for (long s = t0; s <= t; ++s)
+                        for (long q = 0; q < rows; ++q) {
+                            const REAL *bin = s == t0 ? rec_b + ((p * C + c) * B + lo + q) * N
+                                                      : segb + ((s - 1 - t0) * rows + q) * N;
+                            REAL *bout = segb + ((s - t0) * rows + q) * N;
+                            if (s > 0) unpack_SUF(N, rec_z + ((p * T + s - 1) * B + lo + q) * NW, zp + q * N, 0);
+                            else memset(zp + q * N, 0, N * sizeof(REAL));
+                            adapt_SUF(N, rh, om, bin, zp + q * N, bout);
+                        }
+                }
                 for (long q = 0; q < rows; ++q) {
                     const uint64_t *zprev = t > 0 ? rec_z + ((p * T + t - 1) * B + lo + q) * NW : NULL;
                     if (zprev) unpack_SUF(N, zprev, zp + q * N, 0);
@@ -337,7 +367,9 @@ void lsnn_bwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
                 const long slot = keep[t];
                 for (long q = 0; q < rows; ++q) {
                     const long o = q * N, row = p * B + lo + q, rec = ((p * T + t) * B + lo + q) * N;
-                    bwd_row_SUF(N, dt, gamma, kp, okp, rec_v + rec, rec_b + rec, t > 0 ? rec_b + rec - B * N : zeros,
+                    const REAL *bt = segb + ((t - t0) * rows + q) * N;
+                    const REAL *bprev = t > t0 ? bt - rows * N : rec_b + ((p * C + c) * B + lo + q) * N;
+                    bwd_row_SUF(N, dt, gamma, kp, okp, rec_v + rec, bt, bprev,
                                 slot >= 0 ? g_zf + (row * K + slot) * N : zeros, g_count ? g_count + row * N : zeros,
                                 n_ref > 0 ? msk + o : ones, zp + o, need_alpha ? cur + q * NP : zeros, gz + q * NP,
                                 rh, om, al, oa, b0p, bep, gv + o, gb + o, gzf + o, gzp + q * NP, gI + q * NP, ga, gr, gb0, gbe);
@@ -372,6 +404,7 @@ void lsnn_bwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
         }
         free(buf);
         free(refr);
+        free(segb);
     }
 }
 """
@@ -395,11 +428,11 @@ def _bind(dll: ctypes.CDLL) -> dict:
     fns = {}
     for suf, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         fwd = getattr(dll, f"lsnn_fwd_{suf}")
-        fwd.argtypes = [L, L, L, L, L, L, real, I, L, L, P, L, L, P, P] + [P] * 8 + [P, L] + [P] * 6
+        fwd.argtypes = [L, L, L, L, L, L, real, I, L, L, P, L, L, P, P] + [P] * 8 + [P, L] + [P] * 4 + [L, P, P]
         fwd.restype = L
         bwd = getattr(dll, f"lsnn_bwd_{suf}")
         bwd.argtypes = ([L, L, L, L, L, L, real, real, I, L, L, L, P, L, L, P, P, P] + [P] * 8 + [P, L]
-                        + [P] * 5 + [I] + [P] * 6)
+                        + [P] * 3 + [L, P, P] + [I] + [P] * 6)
         bwd.restype = None
         fns[suf] = (fwd, bwd)
     return fns
@@ -431,14 +464,22 @@ def words(n: int) -> int:
     return -(-n // 64)
 
 
-def recorded_bytes(pop: int, batch: int, n: int, steps: int, real_bytes: int = 4) -> int:
-    """Bytes the forward records for backward: ``v`` and ``b`` as reals, spikes as bits (whole
-    64-bit words per row), i.e. ``2 * real_bytes + 8 * ceil(n / 64) / n`` per neuron-step."""
-    return pop * steps * batch * (2 * real_bytes * n + 8 * words(n))
+CHECKPOINT = 16  # b is recorded every CHECKPOINT steps and recomputed in between
 
 
-def bytes_per_neuron_step(n: int, real_bytes: int = 4) -> float:
-    return 2 * real_bytes + 8 * words(n) / n
+def segments(steps: int, every: int = CHECKPOINT) -> int:
+    return -(-steps // every)
+
+
+def recorded_bytes(pop: int, batch: int, n: int, steps: int, real_bytes: int = 4, every: int = CHECKPOINT) -> int:
+    """Bytes the forward records for backward: ``v`` every step and ``b`` every ``every`` steps as
+    reals, spikes as bits (whole 64-bit words per row): per neuron-step
+    ``real_bytes * (1 + ceil(T / every) / T) + 8 * ceil(N / 64) / N`` (4.40 for float32, N=220, T=784)."""
+    return pop * batch * (steps * real_bytes * n + segments(steps, every) * real_bytes * n + steps * 8 * words(n))
+
+
+def bytes_per_neuron_step(n: int, steps: int, real_bytes: int = 4, every: int = CHECKPOINT) -> float:
+    return recorded_bytes(1, 1, n, steps, real_bytes, every) / (n * steps)
 
 
 def groups(pop: int, batch: int, threads: int) -> int:

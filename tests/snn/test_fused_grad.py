@@ -146,13 +146,30 @@ def test_thread_split_of_rows_gives_the_same_gradients():
 
 
 def test_recorded_bytes_match_the_docstring():
-    for n, dtype, per in ((20, torch.float32, 8 + 8 / 20), (70, torch.float32, 8 + 16 / 70), (20, torch.float64, 16 + 8 / 20)):
-        params, x = network(n=n, dtype=dtype), inputs(dtype=dtype)
+    """v every step, b every CHECKPOINT steps (reals), spikes as bits in whole 64-bit words per row."""
+    every = grad_kernel.CHECKPOINT
+    for n, steps, dtype in ((20, 60, torch.float32), (70, 37, torch.float32), (20, 60, torch.float64)):
+        params, x = network(n=n, dtype=dtype), inputs(steps=steps, dtype=dtype)
         stats = {}
         fused_rollout(leaves(params), x, n_ref=1, stats=stats)
-        assert stats["recorded_bytes"] == grad_kernel.recorded_bytes(2, 3, n, 60, dtype.itemsize)
+        real = dtype.itemsize
+        per = real * (1 + math.ceil(steps / every) / steps) + 8 * math.ceil(n / 64) / n
+        assert stats["recorded_bytes"] == grad_kernel.recorded_bytes(2, 3, n, steps, real)
         assert stats["recorded_bytes"] / stats["neuron_steps"] == pytest.approx(per)
-        assert grad_kernel.bytes_per_neuron_step(n, dtype.itemsize) == pytest.approx(per)
+        assert grad_kernel.bytes_per_neuron_step(n, steps, real) == pytest.approx(per)
+    assert grad_kernel.bytes_per_neuron_step(220, 784) == pytest.approx(4.40, abs=0.005)
+
+
+@pytest.mark.parametrize("steps", [16, 33, 47])
+def test_segment_boundaries_of_the_b_checkpoints(steps):
+    """b is recomputed per segment of CHECKPOINT steps: T a multiple of it, one past, and a
+    backward starting mid-segment (last readout at T - 5) all give autograd's gradients."""
+    params, x = network(b0=0.02, beta=3.0), inputs(steps=steps)
+    for ro in (torch.tensor([steps - 1]), torch.tensor([steps // 2, steps - 5])):
+        kw = dict(n_ref=2, readout_steps=ro)
+        _, _, ref = grads(step_rollout, params, x, lambda o: o.y.pow(2).sum(), **kw)
+        _, _, got = grads(fused_rollout, params, x, lambda o: o.y.pow(2).sum(), **kw)
+        assert_grads_equal(ref, got, 1e-10)
 
 
 def test_adam_training_follows_the_autograd_curve():
