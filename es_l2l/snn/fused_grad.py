@@ -101,9 +101,7 @@ class _FusedLSNN(torch.autograd.Function):
         dtype = w_in.dtype
         xs = x.detach().to(dtype).contiguous()
         xs_b, xs_p = steps * n_in, (0 if xs.dim() == 3 else batch * steps * n_in)
-        from es_l2l.snn import kernel
-
-        w_rec_p = kernel.padded(w_rec.detach())
+        w_rec_p = grad_kernel.padded(w_rec.detach())
         width = w_rec_p.shape[-1]
         coef = [t.detach().expand(pop, n).contiguous() for t in (rho, 1.0 - rho, alpha, 1.0 - alpha, b0, beta)]
         kap = [t.detach().reshape(pop).contiguous() for t in (kappa, 1.0 - kappa)]
@@ -161,10 +159,7 @@ class _FusedLSNN(torch.autograd.Function):
         g_w_rec = torch.zeros(pop * g, n, width, dtype=dtype)
         g_vec = torch.zeros(4, pop * g, n, dtype=dtype)  # alpha, rho, b0, beta
         if t_last >= 0:
-            w_rec_t = w_rec_p[..., :n].transpose(1, 2)
-            from es_l2l.snn import kernel
-
-            w_rec_t = kernel.padded(w_rec_t.contiguous())
+            w_rec_t = grad_kernel.padded(w_rec_p[..., :n].transpose(1, 2))
             bwd(pop, batch, n, width, n_in, n_ref, dt, gamma, threads, g, steps, t_last, _ptr(xs), xs_p, xs_b,
                 _ptr(w_in.detach().contiguous()), _ptr(w_rec_p), _ptr(w_rec_t), *[_ptr(t) for t in coef],
                 *[_ptr(t) for t in kap], _ptr(slots), k, _ptr(g_zf), _ptr(g_count), _ptr(rec_v), ctx.every, _ptr(rec_b), _ptr(rec_z),

@@ -48,8 +48,18 @@ HEADER = r"""
 #include <stdlib.h>
 #include <string.h>
 
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-typedef double v4d __attribute__((vector_size(32), aligned(8)));
+/* 512-bit vectors where the CPU has AVX-512, else 256-bit (rows are padded to 16 floats either way). */
+#if defined(__AVX512F__) && !defined(ES_L2L_NARROW)
+typedef float vf32 __attribute__((vector_size(64), aligned(4)));
+typedef double vf64 __attribute__((vector_size(64), aligned(8)));
+#define VL_f32 16
+#define VL_f64 8
+#else
+typedef float vf32 __attribute__((vector_size(32), aligned(4)));
+typedef double vf64 __attribute__((vector_size(32), aligned(8)));
+#define VL_f32 8
+#define VL_f64 4
+#endif
 
 static inline void *scratch(size_t bytes) { return aligned_alloc(64, ((bytes + 63) / 64) * 64 + 64); }
 """
@@ -409,7 +419,7 @@ void lsnn_bwd_SUF(long P, long B, long N, long NP, long n_in, long n_ref, REAL d
 }
 """
 
-TYPES = {"f32": ("float", "v8f", "8"), "f64": ("double", "v4d", "4")}
+TYPES = {"f32": ("float", "vf32", "VL_f32"), "f64": ("double", "vf64", "VL_f64")}
 
 
 def source() -> str:
@@ -457,6 +467,17 @@ def load():
 def why_not() -> str | None:
     load()
     return _STATE["why"]
+
+
+def padded(w: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    """(P, N, N) -> (P, N, NP), rows padded with zeros to NP, the next multiple of 16 (the widest vector)."""
+    import torch
+
+    pop, n, _ = w.shape
+    width = -(-n // 16) * 16
+    out = torch.zeros(pop, n, width, dtype=w.dtype)
+    out[..., :n] = w
+    return out
 
 
 def words(n: int) -> int:
