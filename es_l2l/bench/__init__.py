@@ -11,7 +11,8 @@ shapes, and printing a table:
   ``torch.compile`` with its compile cost); bf16 against fp32; CUDA (graph capture) where present;
 - ``norse``: Norse's LSNN cell on one network (in its own venv) against our batched population;
 - ``es``: one ES generation at P=256 on 1 and 2 Ray workers: simulation, driver, communication, bytes;
-- ``bptt``: one BPTT step at the same shapes: seconds and autograd memory.
+- ``bptt``: one BPTT step at the same shapes: seconds and autograd memory;
+- ``bptt_fused``: the fused C BPTT against autograd and the three-bmm roofline (:mod:`es_l2l.bench.bptt_fused`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from es_l2l.bench.common import machine, reference_params, write  # noqa: F401  (re-exported)
 
-SECTIONS = ("sim", "norse", "es", "bptt")
+SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused")
 
 
 def main(quick: bool = False, out: str = "benchmarks/results", console=None, only=None, pops=None, neurons=None,
@@ -76,5 +77,12 @@ def main(quick: bool = False, out: str = "benchmarks/results", console=None, onl
         res = bptt_step.run(quick, neurons=neurons, log=say)
         path = write(out, "bptt", quick, res)
         say(bptt_step.report(res))
+        say(f"  written: {path}")
+    if "bptt_fused" in only:
+        from es_l2l.bench import bptt_fused
+
+        res = bptt_fused.run(quick, repeats=repeats, log=say)
+        path = write(out, "bptt_fused", quick, res)
+        say(bptt_fused.report(res))
         say(f"  written: {path}")
     return 0

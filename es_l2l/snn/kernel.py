@@ -17,7 +17,9 @@ Built with the system C compiler (``cc -O3 -march=native -fopenmp -ffp-contract=
 -fno-trapping-math``: no multiply-add is fused where the reference rounds twice and nothing is
 reassociated, so every operation rounds as the reference's does; selects may be vectorised;
 only the dense recurrent tiles fuse, where the product by a spike is exact)
-into a per-user cache keyed by the source, the flags and the CPU. :func:`load` returns ``None``
+into a private per-user cache (:func:`build_and_load`: 0700 directory checked for owner and
+mode, key over the source, the flags, the compiler's ``--version`` and the CPU, sha256 of each
+library recorded at build time and verified before it is loaded). :func:`load` returns ``None``
 (and :func:`why_not` says why) where no compiler works; the caller then falls back to the
 in-place tensor update.
 """
@@ -29,6 +31,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat as _stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -282,22 +285,99 @@ def cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def _build() -> ctypes.CDLL:
+def _compiler() -> tuple[str, str]:
+    """The C compiler's path and its ``--version`` output (part of every cache key)."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
-    key = hashlib.sha256("\n".join([SOURCE, " ".join(FLAGS), cc, _cpu_id()]).encode()).hexdigest()[:16]
-    lib = cache_dir() / f"lsnn_step_{key}.so"
+    if _STATE.get("cc", (None,))[0] != cc:
+        done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        _STATE["cc"] = (cc, done.stdout.strip() or done.stderr.strip())
+    return _STATE["cc"]
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a directory that is a symlink, not ours, or writable by group or others."""
+    st = os.lstat(path)
+    if _stat.S_ISLNK(st.st_mode) or not _stat.S_ISDIR(st.st_mode):
+        raise PermissionError(f"refusing the kernel cache {path}: it is a symlink or not a directory; "
+                              f"remove it or point ES_L2L_CACHE at a private directory")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"refusing the kernel cache {path}: it is owned by uid {st.st_uid} with mode "
+                              f"{oct(st.st_mode & 0o777)} (must be yours and not group/world-writable); run "
+                              f"`chmod 700 {path}` (or remove it) or point ES_L2L_CACHE at a private directory")
+
+
+def private_cache_dir() -> Path:
+    """:func:`cache_dir`, created 0700 where missing; it and its parent must be the user's own and
+    not writable by group or others (else :class:`PermissionError` naming the directory and the fix)."""
+    d = cache_dir()
+    if not d.parent.exists():
+        d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not d.exists():
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:  # a concurrent builder made it
+            pass
+    _check_private(d.parent)
+    _check_private(d)
+    return d
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_and_load(name: str, source: str, flags: list[str] | None = None) -> ctypes.CDLL:
+    """Compile ``source`` into a shared library and load it, through a hardened per-user cache.
+
+    The library is ``<cache>/<name>_<key>.so``, ``key`` hashing the source, the flags, the
+    compiler's path and ``--version`` output and the CPU. The cache directory must be private
+    (:func:`private_cache_dir`). At build time the library's sha256 is written next to it
+    (``.so.sha256``); before every ``ctypes.CDLL`` the library must be a regular file owned by
+    the user, not group/world-writable, and hash to that record, else it is refused
+    (:class:`PermissionError`, nothing loaded) and the caller falls back.
+    """
+    flags = list(FLAGS if flags is None else flags)
+    cc, version = _compiler()
+    key = hashlib.sha256("\n".join([source, " ".join(flags), cc, version, _cpu_id()]).encode()).hexdigest()[:16]
+    d = private_cache_dir()
+    lib = d / f"{name}_{key}.so"
+    sidecar = d / f"{name}_{key}.so.sha256"
     if not lib.exists():
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:  # several Ray workers may build at once
-            src, out = Path(tmp) / "lsnn_step.c", Path(tmp) / "lsnn_step.so"
-            src.write_text(SOURCE)
-            done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, timeout=120)
+        with tempfile.TemporaryDirectory(dir=d) as tmp:  # several Ray workers may build at once
+            src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
+            src.write_text(source)
+            # relative names, run in tmp: the binary does not embed the random folder's name, so
+            # concurrent builders write identical files (and the same hash)
+            done = subprocess.run([cc, *flags, src.name, "-o", out.name], capture_output=True, text=True, timeout=300,
+                                  cwd=tmp)
             if done.returncode != 0:
                 raise RuntimeError(f"{Path(cc).name} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-            os.replace(out, lib)  # atomic: a concurrent builder's identical file is fine
-    dll = ctypes.CDLL(str(lib))
+            os.chmod(out, 0o700)
+            digest = Path(tmp) / "digest"
+            digest.write_text(_sha256(out) + "\n")
+            os.replace(digest, sidecar)  # the record first, then the library: both atomic
+            os.replace(out, lib)
+    _verify(lib, sidecar)
+    return ctypes.CDLL(str(lib))
+
+
+def _verify(lib: Path, sidecar: Path) -> None:
+    st = os.lstat(lib)
+    if not _stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"refusing {lib}: not a regular file of yours, or writable by group/others; delete it to rebuild")
+    try:
+        expected = sidecar.read_text().strip()
+    except OSError:
+        expected = None
+    if expected != _sha256(lib):
+        raise PermissionError(f"refusing {lib}: its sha256 does not match the record {sidecar.name} written when it was "
+                              f"built; delete both files in {lib.parent} to rebuild")
+
+
+def _build() -> ctypes.CDLL:
+    dll = build_and_load("lsnn_step", SOURCE)
     L, F, I, P = ctypes.c_long, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     fn = dll.lsnn_run_f32
     fn.argtypes = [L, L, L, L, L, L, F, I, L, L, L, P, L, L, P, P] + [P] * 8 + [P] * 6 + [I, F, P, L, P, P, P]
