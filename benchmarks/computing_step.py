@@ -59,10 +59,11 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--neurons", type=int, nargs="+", default=[20, 50])
+    ap.add_argument("--neurons", type=int, nargs="*", default=[20, 50])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--symbol-ms", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--lstm-hidden", type=int, nargs="*", default=[], help="also time LSTMs of these sizes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = StoreRecallTaskConfig(symbol_ms=args.symbol_ms, batch_size=args.batch)
@@ -72,6 +73,19 @@ def main() -> None:
     steps, index = store_recall.readout_union(batch)
     common = dict(T=cfg.n_steps, B=cfg.batch_size, n_in=cfg.n_in, threads=args.threads, sample_s=round(sample_s, 3),
                   mean_delay_ms=float(batch.delay_ms.float().mean()), torch=torch.__version__)
+
+    def time_lstm(hidden: int) -> None:
+        lstm = [t.requires_grad_(True) for t in init_lstm(1, cfg.n_in, hidden, 2, generator(1, STREAM_INIT))]
+
+        def lstm_loss():
+            y = lstm_rollout(LSTMParams(*lstm), batch.x, steps)
+            return store_recall.cross_entropy(store_recall.gather_recall(y, index), batch.targets).sum()
+
+        fwd, bwd = timed(lstm_loss, args.repeats)
+        print(json.dumps(dict(model="lstm", hidden=hidden, weights=lstm_param_count(cfg.n_in, hidden, 2),
+                              forward_s=round(fwd, 3), backward_s=round(bwd, 3), step_s=round(fwd + bwd, 3), **common)),
+              flush=True)
+
     for n in args.neurons:
         leaves = [t.requires_grad_(True) for t in lsnn_params(cfg.n_in, n, generator(0, STREAM_INIT))]
 
@@ -83,17 +97,9 @@ def main() -> None:
         print(json.dumps(dict(model="lsnn", neurons=n, weights=lsnn_weight_count(cfg.n_in, n, 2),
                               forward_s=round(fwd, 3), backward_s=round(bwd, 3), step_s=round(fwd + bwd, 3), **common)),
               flush=True)
-        hidden = lstm_hidden_for(lsnn_weight_count(cfg.n_in, n, 2), cfg.n_in, 2)
-        lstm = [t.requires_grad_(True) for t in init_lstm(1, cfg.n_in, hidden, 2, generator(1, STREAM_INIT))]
-
-        def lstm_loss():
-            y = lstm_rollout(LSTMParams(*lstm), batch.x, steps)
-            return store_recall.cross_entropy(store_recall.gather_recall(y, index), batch.targets).sum()
-
-        fwd, bwd = timed(lstm_loss, args.repeats)
-        print(json.dumps(dict(model="lstm", hidden=hidden, weights=lstm_param_count(cfg.n_in, hidden, 2),
-                              forward_s=round(fwd, 3), backward_s=round(bwd, 3), step_s=round(fwd + bwd, 3), **common)),
-              flush=True)
+        time_lstm(lstm_hidden_for(lsnn_weight_count(cfg.n_in, n, 2), cfg.n_in, 2))  # same weight count
+    for hidden in args.lstm_hidden:
+        time_lstm(hidden)
 
 
 if __name__ == "__main__":
