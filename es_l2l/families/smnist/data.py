@@ -132,7 +132,9 @@ def _find(data_dir: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz", alt, alt + ".gz"):
         if (data_dir / name).is_file():
             return data_dir / name
-    raise FileNotFoundError(f"no {stem}[.gz] in {data_dir} (MNIST is never downloaded; point data_dir at the IDX files)")
+    raise FileNotFoundError(
+        f"no {stem}[.gz] in {data_dir} (MNIST is never downloaded; point data_dir at the IDX files)"
+    )
 
 
 def load_idx_pair(data_dir: str | Path, prefix: str) -> Digits:

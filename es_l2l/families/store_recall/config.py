@@ -34,7 +34,9 @@ class StoreRecallTaskConfig(BaseModel):
     distractors: bool = Field(
         True, description="every frame that is neither STORE nor RECALL shows a random bit (False: silent)"
     )
-    n_in: int = Field(100, ge=4, le=100_000, description="input neurons, split into 4 groups: bit 0, bit 1, store, recall")
+    n_in: int = Field(
+        100, ge=4, le=100_000, description="input neurons, split into 4 groups: bit 0, bit 1, store, recall"
+    )
     rate_hz: float = Field(50.0, gt=0, le=1000, description="Poisson rate of an active input neuron")
     readout_ms: int | None = Field(
         None, ge=1, description="last steps of each RECALL frame whose readout is averaged (None: the whole frame)"
