@@ -1,0 +1,115 @@
+"""A population of LSTMs (the non-spiking baseline), pure and vectorised over members.
+
+``P`` independent one-layer LSTMs with ``n_in`` inputs, ``H`` units and a linear readout of the
+hidden state to ``n_out``. Parameters are named tensors with a leading population axis; gates are
+ordered (input, forget, cell, output) as in :class:`torch.nn.LSTM`, whose two biases
+``b_ih + b_hh`` are one bias ``b`` here. Inputs multiply from the left (``x @ w_ih``), so
+``w_ih[p] = lstm.weight_ih_l0.T``.
+
+One step, for every member at once (``bmm`` over ``P``)::
+
+    i, f, g, o = split(x_t @ w_ih + h @ w_hh + b)
+    c <- sigmoid(f) * c + sigmoid(i) * tanh(g)
+    h <- sigmoid(o) * tanh(c)
+    y_t = h @ w_out + b_out
+
+All states start at zero. Sizing against an LSNN: :func:`lstm_param_count` and
+:func:`lstm_hidden_for` give the largest ``H`` within a parameter budget (e.g.
+:func:`lsnn_weight_count`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+
+class LSTMParams(NamedTuple):
+    w_ih: torch.Tensor  # (P, n_in, 4H)
+    w_hh: torch.Tensor  # (P, H, 4H)
+    b: torch.Tensor  # (P, 4H)
+    w_out: torch.Tensor  # (P, H, n_out)
+    b_out: torch.Tensor  # (P, n_out)
+
+    @property
+    def pop_size(self) -> int:
+        return self.w_hh.shape[0]
+
+    @property
+    def hidden(self) -> int:
+        return self.w_hh.shape[1]
+
+
+def init_lstm(pop: int, n_in: int, hidden: int, n_out: int, gen: torch.Generator, *,
+              forget_bias: float = 0.0, dtype=torch.float32) -> LSTMParams:
+    """torch.nn.LSTM's initialisation, drawn from ``gen``: every LSTM weight and bias uniform in
+    ``[-1/sqrt(H), 1/sqrt(H)]`` (here one bias, not the sum of two), ``forget_bias`` added to the
+    forget gate's bias; readout ``N(0, 1) / sqrt(H)``, readout bias 0."""
+    k = 1.0 / math.sqrt(hidden)
+    u = lambda *shape: (torch.rand(*shape, generator=gen, dtype=dtype) * 2 - 1) * k  # noqa: E731
+    w_ih, w_hh, b = u(pop, n_in, 4 * hidden), u(pop, hidden, 4 * hidden), u(pop, 4 * hidden)
+    b[:, hidden : 2 * hidden] += forget_bias
+    w_out = torch.randn(pop, hidden, n_out, generator=gen, dtype=dtype) / math.sqrt(hidden)
+    return LSTMParams(w_ih=w_ih, w_hh=w_hh, b=b, w_out=w_out, b_out=torch.zeros(pop, n_out, dtype=dtype))
+
+
+def lstm_param_count(n_in: int, hidden: int, n_out: int) -> int:
+    """Parameters per member: ``4H (n_in + H + 1) + H n_out + n_out``."""
+    return 4 * hidden * (n_in + hidden + 1) + hidden * n_out + n_out
+
+
+def lstm_hidden_for(n_params: int, n_in: int, n_out: int) -> int:
+    """The largest ``H >= 1`` whose :func:`lstm_param_count` is at most ``n_params`` (1 if none)."""
+    # 4H^2 + H (4 n_in + 4 + n_out) + n_out <= n_params
+    a, b, c = 4.0, 4.0 * n_in + 4.0 + n_out, float(n_out - n_params)
+    h = max(1, int((-b + math.sqrt(max(0.0, b * b - 4 * a * c))) / (2 * a)))
+    while h > 1 and lstm_param_count(n_in, h, n_out) > n_params:
+        h -= 1
+    while lstm_param_count(n_in, h + 1, n_out) <= n_params:
+        h += 1
+    return h
+
+
+def lsnn_weight_count(n_in: int, n_rec: int, n_out: int) -> int:
+    """Trainable weights of a dense LSNN: ``W_in``, ``W_rec`` without its diagonal, ``W_out``, ``b_out``
+    (the per-neuron constants tau, b0, beta are left out)."""
+    return n_in * n_rec + n_rec * (n_rec - 1) + n_rec * n_out + n_out
+
+
+def lstm_rollout(params: LSTMParams, x: torch.Tensor, readout_steps: torch.Tensor | None = None) -> torch.Tensor:
+    """Run all ``P`` LSTMs from the zero state; differentiable by autograd.
+
+    ``x``: (B, T, n_in) shared by the population, or (P, B, T, n_in). ``readout_steps``: (K,)
+    step indices (all ``T`` when None). Returns the readout ``y`` (P, B, K, n_out).
+    """
+    pop, n_in, four_h = params.w_ih.shape
+    hidden = four_h // 4
+    batch, steps = x.shape[-3], x.shape[-2]
+    x = x.to(params.w_ih.dtype)
+    if x.dim() == 3:  # shared inputs: one matmul for the whole population
+        pre = torch.matmul(x.reshape(1, batch * steps, n_in), params.w_ih)  # (P, B*T, 4H)
+    else:
+        pre = torch.bmm(x.reshape(pop, batch * steps, n_in), params.w_ih)
+    pre = (pre + params.b[:, None, :]).view(pop, batch, steps, four_h)
+    if readout_steps is None:
+        readout_steps = torch.arange(steps)
+    keep = torch.zeros(steps, dtype=torch.bool)
+    keep[readout_steps.cpu()] = True
+    keep = keep.tolist()
+    h = pre.new_zeros(pop, batch, hidden)
+    c = pre.new_zeros(pop, batch, hidden)
+    kept = []
+    for t, pre_t in enumerate(pre.unbind(2)):  # (P, B, 4H)
+        gates = torch.baddbmm(pre_t, h, params.w_hh)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        if keep[t]:
+            kept.append(h)
+    hk = torch.stack(kept, dim=2)  # (P, B, K, H), steps in ascending order
+    return torch.matmul(hk, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+
+
+__all__ = ["LSTMParams", "init_lstm", "lsnn_weight_count", "lstm_hidden_for", "lstm_param_count", "lstm_rollout"]
