@@ -23,7 +23,7 @@ from es_l2l.families.store_recall import task as store_recall
 from es_l2l.families.store_recall.config import StoreRecallTaskConfig
 from es_l2l.models.lstm import LSTMParams, init_lstm, lsnn_weight_count, lstm_hidden_for, lstm_param_count, lstm_rollout
 from es_l2l.snn.lsnn import LSNNParams, rollout
-from es_l2l.tasks.base import STREAM_INIT, STREAM_TRAIN, generator
+from es_l2l.seeds import STREAM_INIT, STREAM_TRAIN, generator
 
 
 def lsnn_params(n_in: int, n: int, gen: torch.Generator) -> list[torch.Tensor]:

@@ -37,9 +37,9 @@ from es_l2l.bench.meter import Meter  # noqa: E402
 from es_l2l.config import load_config  # noqa: E402
 from es_l2l.distributed import LocalEvaluator, RayEvaluator  # noqa: E402
 from es_l2l.genome import build_genome  # noqa: E402
-from es_l2l.outer.es import MetaProblem, make_searcher  # noqa: E402
-from es_l2l.tasks.base import STREAM_TRAIN  # noqa: E402
-from es_l2l.tasks.teacher import n_inputs  # noqa: E402
+from es_l2l.outer.evo import MetaProblem, make_searcher  # noqa: E402
+from es_l2l.seeds import STREAM_TRAIN  # noqa: E402
+from es_l2l.families.teacher.tasks import n_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from es_l2l.models.lstm import (
     lstm_param_count,
     lstm_rollout,
 )
-from es_l2l.tasks.base import STREAM_INIT, STREAM_TRAIN, generator
+from es_l2l.seeds import STREAM_INIT, STREAM_TRAIN, generator
 
 
 def _torch_lstm(params: LSTMParams, member: int) -> tuple[torch.nn.LSTM, torch.nn.Linear]:

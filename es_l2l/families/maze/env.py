@@ -32,7 +32,7 @@ Network input each environment step (:func:`input_probabilities`): one-hot chann
 Public API: ``MazeConfig`` (es_l2l.config), ``Mazes``, ``MazeState``, ``sample_mazes``,
 ``reset``, ``step``, ``is_done``, ``move``, ``corners``, ``n_inputs``, ``position_channels``,
 ``position_code``, ``mirror_permutations``, ``input_probabilities``, ``input_spikes``. Baselines live in
-:mod:`es_l2l.tasks.maze_baselines`.
+:mod:`es_l2l.families.maze.baselines`.
 """
 
 from __future__ import annotations

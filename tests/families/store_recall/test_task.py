@@ -4,7 +4,7 @@ from pydantic import ValidationError
 
 from es_l2l.families.store_recall import task
 from es_l2l.families.store_recall.config import StoreRecallTaskConfig
-from es_l2l.tasks.base import STREAM_TRAIN, generator
+from es_l2l.seeds import STREAM_TRAIN, generator
 
 
 def small(**kw) -> StoreRecallTaskConfig:
