@@ -39,6 +39,12 @@ class BPTTConfig(Strict):
         description="blocks trained by gradient; any of " + ", ".join(DIFFERENTIABLE),
     )
     batch_size: int | None = Field(None, ge=1, description="tasks per gradient step (None: task.batch_size)")
+    backend: Literal["auto", "kernel", "autograd"] = Field(
+        "auto",
+        description="how gradients go through the spikes: kernel (the fused C backward, exact, CPU), autograd (torch's "
+        "graph of every step) or auto (the kernel where it applies: CPU float32/float64 rollouts; autograd elsewhere, "
+        "e.g. on CUDA or in a closed loop)",
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
     lr_decay: float = Field(0.5, gt=0, le=1, description="step schedule: multiply the rate by this ...")

@@ -10,12 +10,13 @@ from es_l2l.snn.lsnn import (
     zero_state,
 )
 from es_l2l.snn.spike import SpikeFunction, pseudo_derivative, spike
-from es_l2l.snn.types import LSNNParams, LSNNState, Rollout, no_autapses, readout
+from es_l2l.snn.types import LSNNParams, LSNNState, Rollout, SimOptions, no_autapses, readout, sim_options
 
 __all__ = [
     "LSNNParams",
     "LSNNState",
     "Rollout",
+    "SimOptions",
     "SpikeFunction",
     "decay",
     "firing_rate_hz",
@@ -26,6 +27,7 @@ __all__ = [
     "rate_regulariser",
     "readout",
     "rollout",
+    "sim_options",
     "spike",
     "zero_state",
 ]

@@ -33,7 +33,7 @@ import sys
 import torch
 
 from es_l2l.snn import grad_kernel
-from es_l2l.snn.lsnn import LSNNParams, Rollout
+from es_l2l.snn.types import LSNNParams, Rollout
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SUFFIX_STATE: dict = {}

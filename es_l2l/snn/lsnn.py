@@ -22,7 +22,7 @@ import torch
 
 from es_l2l.snn.fast import RECURRENT_MODES, fast_rollout, recurrent_current
 from es_l2l.snn.spike import spike
-from es_l2l.snn.types import LSNNParams, LSNNState, Rollout, no_autapses, readout
+from es_l2l.snn.types import BACKENDS, LSNNParams, LSNNState, Rollout, SimOptions, no_autapses, readout
 
 
 def zero_state(pop: int, batch: int, n: int, *, dtype=torch.float32, device=None) -> LSNNState:
@@ -75,10 +75,12 @@ def input_current(x: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
 def rollout(
     params: LSNNParams,
     x: torch.Tensor,
+    options: SimOptions | None = None,
     *,
-    n_ref: int,
+    n_ref: int | None = None,
     gamma: float = 0.3,
     dt: float = 1.0,
+    backend: str = "auto",
     readout_steps: torch.Tensor | None = None,
     record_spikes: bool = False,
     chunk_bytes: int = 1 << 28,
@@ -99,10 +101,19 @@ def rollout(
     kernel, 3% otherwise; dense on CUDA, where a spike count would synchronise the device). Spikes equal the graph path's; floats
     differ by rounding only where the event path summed in another order. With gradients the
     step is :func:`lsnn_step`'s graph, ``"auto"`` meaning dense and ``"event"`` the
-    differentiable event-driven product.
+    differentiable event-driven product, unless ``backend`` (``options.backend``) picks the fused
+    C backward (:mod:`es_l2l.snn.fused_grad`: ``"kernel"``, or ``"auto"`` where it applies: CPU,
+    float32 or float64, no gradient for ``x``, no recorded spikes), which gives the same gradients
+    without a graph of ``T`` steps.
     """
+    if options is not None:
+        n_ref, gamma, dt, backend = options
+    if n_ref is None:
+        raise TypeError("rollout needs n_ref, or options=SimOptions(...)")
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     params = no_autapses(params)  # the model has no self-connections, whoever built w_rec
     graph = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in params))
     if not graph:
@@ -111,6 +122,14 @@ def rollout(
                             chunk_bytes=chunk_bytes, recurrent=mode, event_threshold=event_threshold, fused=fused)
     if fused is not None:
         raise ValueError("fused= applies to the no-grad forward only; leave it None when gradients are recorded")
+    if backend != "autograd" and not record_spikes and recurrent != "event":
+        from es_l2l.snn.fused_grad import fused_rollout, why_unsupported
+
+        why = why_unsupported(params, x)
+        if why is None:  # exact BPTT in two C calls (same gradients as the step graph)
+            return fused_rollout(params, x, n_ref=n_ref, gamma=gamma, dt=dt, readout_steps=readout_steps)
+        if backend == "kernel":
+            raise ValueError(f"bptt.backend=kernel does not apply here ({why}); set bptt.backend=auto or autograd")
     return step_rollout(params, x, n_ref=n_ref, gamma=gamma, dt=dt, readout_steps=readout_steps,
                         record_spikes=record_spikes, chunk_bytes=chunk_bytes,
                         recurrent="event" if recurrent == "event" else "dense")

@@ -47,6 +47,24 @@ class Rollout(NamedTuple):
     n_steps: int
 
 
+BACKENDS = ("auto", "kernel", "autograd")
+
+
+class SimOptions(NamedTuple):
+    """The simulation constants a rollout needs, in one place (read from a config by :func:`sim_options`)."""
+
+    n_ref: int  # refractory steps
+    gamma: float = 0.3  # pseudo-derivative dampening
+    dt: float = 1.0  # ms per step
+    backend: str = "auto"  # gradients: "kernel" (fused C backward), "autograd" (the step graph), "auto"
+
+
+def sim_options(cfg) -> SimOptions:
+    """The :class:`SimOptions` of an experiment config (``model`` and, where present, ``bptt.backend``)."""
+    m = cfg.model
+    return SimOptions(m.n_ref, m.gamma, m.dt, getattr(getattr(cfg, "bptt", None), "backend", "auto"))
+
+
 def readout(zf: torch.Tensor, params: LSNNParams) -> torch.Tensor:
     """The linear readout ``W_out zf + b_out`` of readout traces ``zf`` (P, B, K, N) -> (P, B, K, n_out)."""
     return torch.matmul(zf, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]

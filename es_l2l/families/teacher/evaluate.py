@@ -9,7 +9,7 @@ import torch
 from es_l2l.families.base import Objective
 from es_l2l.families.teacher import tasks as teacher
 from es_l2l.seeds import generator
-from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout
+from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout, sim_options
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -58,14 +58,7 @@ def task_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) ->
 
 def evaluate_params(cfg: ExperimentConfig, params: LSNNParams, tasks: teacher.TeacherTasks) -> TeacherEval:
     """Simulate ``P`` networks on ``B`` teacher episodes and score them (differentiable)."""
-    out = rollout(
-        params,
-        tasks.spikes.to(params.w_in.device),
-        n_ref=cfg.model.n_ref,
-        gamma=cfg.model.gamma,
-        dt=cfg.model.dt,
-        readout_steps=tasks.readout_steps,
-    )
+    out = rollout(params, tasks.spikes.to(params.w_in.device), sim_options(cfg), readout_steps=tasks.readout_steps)
     pred = teacher.predictions(cfg.task, out.y)  # (P, B, n_trials)
     err = (pred - tasks.y.to(pred.device)).pow(2)
     mse_per_trial = err.mean(dim=1)
