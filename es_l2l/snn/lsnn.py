@@ -95,8 +95,8 @@ def rollout(
     returned (all ``T`` steps when None). A nonzero diagonal of ``w_rec`` is ignored (no autapses).
 
     Without gradients (no parameter or input requires grad, or grad mode is off) the forward runs
-    in :func:`es_l2l.snn.fast.fast_rollout`: preallocated state, in-place update (``fused=
-    "compile"``: one ``torch.compile``-d kernel) and, with ``recurrent="auto"``, an event-driven
+    in :func:`es_l2l.snn.fast.fast_rollout`: the C kernel, else preallocated state and an in-place
+    update, and, with ``recurrent="auto"``, an event-driven
     ``W_rec z`` while at most ``event_threshold`` of the units spike (default: 20% with the C
     kernel, 3% otherwise; dense on CUDA, where a spike count would synchronise the device). Spikes equal the graph path's; floats
     differ by rounding only where the event path summed in another order. With gradients the
