@@ -18,8 +18,9 @@ import torch
 
 from typing import TYPE_CHECKING
 
+from es_l2l.families.maze.agent import policy
 from es_l2l.families.maze.evaluate import MazeEval, maze_eval, play_params
-from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser
+from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout, sim_options
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -39,7 +40,7 @@ def a2c_loss(
 ) -> tuple[torch.Tensor, MazeEval, dict[str, float]]:
     """The A2C loss of one sampled episode per maze (differentiable), its evaluation and loss terms."""
     a = cfg.task.a2c
-    ep = play_params(cfg, params, seed_keys, batch, greedy=False)
+    ep = replayed_episode(cfg, params, seed_keys, batch)
     value = ep.value
     ret = discounted_returns(ep.reward.to(value), a.discount)
     adv = ret - value.detach()
@@ -53,6 +54,38 @@ def a2c_loss(
     loss = loss + cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz).sum()
     terms = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
     return loss, maze_eval(cfg, _detach(ep)), terms
+
+
+def replayed_episode(cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int):
+    """One sampled episode per maze, differentiable in ``params``.
+
+    Where the fused backward applies (``bptt.backend`` auto or kernel, CPU), the agent plays on
+    the C kernel without a graph and records the input spikes it met; the episode is then replayed
+    as an open-loop rollout of those inputs through the fused forward and backward
+    (:mod:`es_l2l.snn.fused_grad`), which gives the readouts at every environment step with their
+    exact gradients. The actions are the played ones: the inputs depend on the parameters only
+    through discrete actions, which carry no gradient in A2C either way. Elsewhere the closed loop
+    is recorded by autograd step by step.
+    """
+    opts = sim_options(cfg)
+    if opts.backend == "autograd":
+        return play_params(cfg, params, seed_keys, batch, greedy=False)
+    with torch.no_grad():
+        ep = play_params(cfg, LSNNParams(*(t.detach() for t in params)), seed_keys, batch, greedy=False, record_inputs=True)
+    from es_l2l.snn.fused_grad import why_unsupported
+
+    why = why_unsupported(params, ep.inputs)
+    if why is not None:
+        if opts.backend == "kernel":
+            raise ValueError(f"bptt.backend=kernel does not apply here ({why}); set bptt.backend=auto or autograd")
+        return play_params(cfg, params, seed_keys, batch, greedy=False)
+    ms = cfg.task.ms_per_step
+    ends = torch.arange(ms - 1, ep.inputs.shape[2], ms)  # the last ms of every environment step
+    out = rollout(params, ep.inputs, opts, readout_steps=ends)  # (P, B, T, 5), differentiable
+    logp_all, value = policy(out.y, cfg.task.temperature)
+    logp = logp_all.gather(-1, ep.action.to(logp_all.device).unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return ep._replace(logp=logp, entropy=entropy, value=value, spike_count=out.spike_count, inputs=None)
 
 
 def _detach(ep):

@@ -21,8 +21,8 @@ import torch
 from es_l2l.families.maze import env as maze
 from es_l2l.families.maze.config import MazeConfig
 from es_l2l.families.maze.env import Mazes
-from es_l2l.snn import LSNNParams, input_current, lsnn_step, zero_state
-from es_l2l.snn.types import readout
+from es_l2l.snn import LSNNParams, SimOptions, readout
+from es_l2l.snn.closed_loop import Stepper
 
 if TYPE_CHECKING:
     from es_l2l.config import ModelConfig
@@ -43,6 +43,7 @@ class Episode(NamedTuple):
     spike_count: torch.Tensor  # (P, B, N)
     spikes: torch.Tensor | None  # (P, B, T * ms_per_step, N) when recorded
     neuron_steps: int
+    inputs: torch.Tensor | None = None  # (P, B, T * ms_per_step, n_in) input spikes, when recorded
 
     def total_reward(self) -> torch.Tensor:
         """(P, B) total reward per episode."""
@@ -62,18 +63,6 @@ def choose(logp: torch.Tensor, u: torch.Tensor, greedy: bool) -> torch.Tensor:
     return (cdf < u.unsqueeze(-1)).sum(-1).clamp(max=maze.N_ACTIONS - 1)
 
 
-def _kernel_loop(params: LSNNParams, batch: int, model: ModelConfig):
-    """The C kernel's closed-loop state where no gradient is wanted and the kernel applies
-    (CPU, float32, built), else ``None`` (the differentiable step loop runs)."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in params):
-        return None
-    from es_l2l.snn.fast import KernelLoop, fused_mode
-
-    if fused_mode(params, params.w_in, None)[0] != "kernel":
-        return None
-    return KernelLoop(params, batch, n_ref=model.n_ref, dt=model.dt)
-
-
 def play(
     task: MazeConfig,
     model: ModelConfig,
@@ -83,34 +72,29 @@ def play(
     *,
     greedy: bool = False,
     record_spikes: bool = False,
+    record_inputs: bool = False,
 ) -> Episode:
     """Play one episode of every maze with every member (differentiable when ``params`` need
-    grad; otherwise on the C kernel where it applies, with the same numbers)."""
+    grad; otherwise on the C kernel where it applies, with the same numbers). ``record_inputs``
+    keeps the input spikes the agent met, so that its episode can be replayed as an open-loop
+    rollout (:func:`es_l2l.families.maze.a2c.a2c_loss` replays it through the fused backward)."""
     pop, n_in, n = params.w_in.shape
     batch = mazes.goal.shape[0]
     device, dtype = params.w_in.device, params.w_in.dtype
     state = maze.reset(task, mazes, (pop,))
-    net = zero_state(pop, batch, n, dtype=dtype, device=device)
-    count = torch.zeros(pop, batch, n, dtype=dtype, device=device)
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos", "action", "reward", "reached", "logp", "entropy", "value")}
-    spikes = []
-    loop = _kernel_loop(params, batch, model)
+    spikes, inputs = [], []
+    net = Stepper(params, batch, SimOptions(model.n_ref, model.gamma, model.dt))
     for _ in range(task.n_steps):
         prob = maze.input_probabilities(task, state, model.dt).to(device)  # (P, B, n_in)
         u_in = torch.rand(batch, task.ms_per_step, n_in, generator=gen).to(device)
         x = (u_in < prob.unsqueeze(2)).to(dtype)  # (P, B, ms, n_in)
-        if loop is not None:  # no gradients: the C kernel runs this step's ms in one call
-            _, z = loop.advance(x, record_spikes=record_spikes)
-            zf = loop.zf
-            if record_spikes:
-                spikes.extend(z.unbind(2))
-        else:
-            for i_in in input_current(x, params.w_in).unbind(2):
-                z, net = lsnn_step(i_in, net, params, n_ref=model.n_ref, gamma=model.gamma, dt=model.dt)
-                count = count + z
-                if record_spikes:
-                    spikes.append(z)
-            zf = net.zf
+        z = net.advance(x, record_spikes=record_spikes)  # this step's ms: one kernel call without gradients
+        if record_spikes:
+            spikes.append(z)
+        if record_inputs:
+            inputs.append(x)
+        zf = net.zf
         out = readout(zf.unsqueeze(2), params).squeeze(2)  # (P, B, 5)
         logp_all, value = policy(out, task.temperature)
         u_act = torch.rand(batch, generator=gen).to(device)
@@ -126,7 +110,8 @@ def play(
     stacked = {k: torch.stack(v, dim=-1) for k, v in cols.items()}
     return Episode(
         **stacked,
-        spike_count=loop.spike_count if loop is not None else count,
-        spikes=torch.stack(spikes, dim=2) if record_spikes else None,
+        spike_count=net.spike_count,
+        spikes=torch.cat(spikes, dim=2) if record_spikes else None,
+        inputs=torch.cat(inputs, dim=2) if record_inputs else None,
         neuron_steps=pop * batch * n * task.n_steps * task.ms_per_step,
     )

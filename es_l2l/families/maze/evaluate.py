@@ -67,11 +67,17 @@ def maze_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) ->
 
 
 def play_params(
-    cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int, greedy: bool | None = None, record_spikes: bool = False
+    cfg: ExperimentConfig,
+    params: LSNNParams,
+    seed_keys: tuple[int, ...],
+    batch: int,
+    greedy: bool | None = None,
+    record_spikes: bool = False,
+    record_inputs: bool = False,
 ):
     """Closed-loop episodes of ``P`` networks on the mazes of ``seed_keys`` -> :class:`es_l2l.families.maze.agent.Episode`."""
     from es_l2l.families.maze.agent import play
 
     mazes, gen = maze_batch(cfg, seed_keys, batch)
     greedy = cfg.task.policy == "greedy" if greedy is None else greedy
-    return play(cfg.task, cfg.model, params, mazes, gen, greedy=greedy, record_spikes=record_spikes)
+    return play(cfg.task, cfg.model, params, mazes, gen, greedy=greedy, record_spikes=record_spikes, record_inputs=record_inputs)

@@ -156,3 +156,25 @@ def test_the_kernel_closed_loop_plays_the_same_episode_as_the_differentiable_ste
     for name in ("pos", "action", "reward", "reached", "spike_count", "spikes"):
         assert torch.equal(getattr(fast, name), getattr(graph, name).detach()), name
     torch.testing.assert_close(fast.logp, graph.logp.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_a2c_replay_through_the_fused_backward_equals_the_closed_loop_graph():
+    """The episode played on the kernel and replayed through the fused backward gives the closed
+    loop's log-probabilities, values and gradients (autograd through every step of the loop)."""
+    from es_l2l.families.maze.a2c import a2c_loss
+
+    grads, evals = {}, {}
+    for backend in ("kernel", "autograd"):
+        cfg = build_config(CFG.model_dump(), [f"bptt.backend={backend}", "task.a2c.entropy_weight=0.1"])
+        genome = build_genome(cfg)
+        genes = genome.decode(genome.initial_vector().unsqueeze(0))
+        for name in ("w_in", "w_rec", "w_out", "b_out"):
+            genes[name] = genes[name].clone().requires_grad_(True)
+        loss, ev, terms = a2c_loss(cfg, genome.to_model(genes), (0, 2, 1), 4)
+        loss.backward()
+        grads[backend] = {n: genes[n].grad for n in ("w_in", "w_rec", "w_out", "b_out")}
+        evals[backend] = (loss.item(), ev.reward, terms)
+    assert torch.equal(evals["kernel"][1], evals["autograd"][1])  # the same actions and rewards
+    assert abs(evals["kernel"][0] - evals["autograd"][0]) < 1e-5
+    for name in grads["kernel"]:
+        torch.testing.assert_close(grads["kernel"][name], grads["autograd"][name], rtol=1e-4, atol=1e-6)
