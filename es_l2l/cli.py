@@ -18,6 +18,8 @@ EXIT_RUNTIME = 1
 
 
 def _parser() -> argparse.ArgumentParser:
+    from es_l2l.bench import SECTIONS
+
     p = argparse.ArgumentParser(prog="es-l2l", description="Evolution strategies meta-train spiking networks (LSNNs) to learn to learn.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="meta-train an LSNN (outer loop ES, BPTT or hybrid, from the config), tracked in MLflow")
@@ -51,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the benchmark suite: simulation grid, Norse peer, ES generation, BPTT step -> JSON")
     bench.add_argument("--quick", action="store_true", help="small shapes (about a minute), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
-    bench.add_argument("--only", nargs="+", choices=["sim", "norse", "es", "bptt", "bptt_fused"], help="run only these sections (default: all)")
+    bench.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections (default: all)")
     bench.add_argument("--pop", type=int, nargs="+", metavar="P", help="populations of the simulation grid (default 1 16 64 256)")
     bench.add_argument("--neurons", type=int, nargs="+", metavar="N", help="network sizes of the grid and BPTT (default 100 200 400)")
     bench.add_argument("--repeats", type=int, help="interleaved repeats per grid cell (default 2)")

@@ -12,7 +12,8 @@ shapes, and printing a table:
 - ``norse``: Norse's LSNN cell on one network (in its own venv) against our batched population;
 - ``es``: one ES generation at P=256 on 1 and 2 Ray workers: simulation, driver, communication, bytes;
 - ``bptt``: one BPTT step at the same shapes: seconds and autograd memory;
-- ``bptt_fused``: the fused C BPTT against autograd and the three-bmm roofline (:mod:`es_l2l.bench.bptt_fused`).
+- ``bptt_fused``: the fused C BPTT against autograd and the three-bmm roofline (:mod:`es_l2l.bench.bptt_fused`);
+- ``outer_steps``: seconds per gradient step of the shipped gradient configs, fused backward against autograd.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from es_l2l.bench.common import machine, reference_params, write  # noqa: F401  (re-exported)
 
-SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused")
+SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused", "outer_steps")
 
 
 def main(quick: bool = False, out: str = "benchmarks/results", console=None, only=None, pops=None, neurons=None,
@@ -84,5 +85,12 @@ def main(quick: bool = False, out: str = "benchmarks/results", console=None, onl
         res = bptt_fused.run(quick, repeats=repeats, log=say)
         path = write(out, "bptt_fused", quick, res)
         say(bptt_fused.report(res))
+        say(f"  written: {path}")
+    if "outer_steps" in only:
+        from es_l2l.bench import outer_steps
+
+        res = outer_steps.run(quick, log=say)
+        path = write(out, "outer_steps", quick, res)
+        say(outer_steps.report(res))
         say(f"  written: {path}")
     return 0
