@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--target-mse", dest="target_mse_renamed", type=float, help=argparse.SUPPRESS)
     cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a value in every config (repeatable)")
+    cmp.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                     help="run every config with each seed; adds each arm's mean and 95%% CI over seeds and the paired "
+                     "differences (same seed: same held-out tasks), naming a winner only where the CI excludes zero")
     submit = sub.add_parser("submit", help="submit a run to a Ray cluster through Ray's Jobs SDK")
     submit.add_argument("config", help="experiment YAML; the resolved config (with --set) is what the job runs")
     submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
@@ -151,7 +154,7 @@ def cmd_compare(args, console: Console) -> int:
 
     if args.target_mse_renamed is not None:
         raise ConfigError("--target-mse is now --target (in the task family's objective: its validation metric and direction)")
-    plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target)
+    plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target, args.seeds)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return compare(plan, console)

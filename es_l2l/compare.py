@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
-from es_l2l.tables import rich_table
+from es_l2l.stats import mean_ci, paired_difference, verdict
+from es_l2l.tables import csv_table, markdown_table, rich_table
 
 
 class CompareError(RuntimeError):
@@ -30,6 +31,7 @@ class Plan:
     configs: list[ExperimentConfig]
     budget: tuple[str, float]  # ("seconds" | "neuron_steps", amount)
     target: float | None = None  # in the family objective's units (default: the worst child's best)
+    seeds: list[int] = field(default_factory=list)  # run every arm with each (empty: the configs' own seed)
     sources: list[str] = field(default_factory=list)
 
     @property
@@ -38,7 +40,7 @@ class Plan:
         return f"{amount:g} s of training" if kind == "seconds" else f"{amount:.3g} neuron-steps"
 
 
-COMPARE_KEYS = {"configs", "budget_seconds", "budget_neuron_steps", "target", "set"}
+COMPARE_KEYS = {"configs", "budget_seconds", "budget_neuron_steps", "target", "set", "seeds"}
 MOVED_KEYS = {"target_mse": "target"}
 
 
@@ -48,6 +50,7 @@ def resolve_plan(
     budget_seconds: float | None,
     budget_neuron_steps: float | None,
     target: float | None,
+    seeds: list[int] | None = None,
 ) -> Plan:
     """Experiment configs with the budget applied, checked to be comparable (ConfigError otherwise).
 
@@ -68,6 +71,7 @@ def resolve_plan(
         if budget_seconds is None and budget_neuron_steps is None:
             budget_seconds, budget_neuron_steps = tree.get("budget_seconds"), tree.get("budget_neuron_steps")
         target = target if target is not None else tree.get("target")
+        seeds = seeds if seeds else tree.get("seeds")
         overrides = list(tree.get("set") or []) + overrides
     if budget_seconds is not None and budget_neuron_steps is not None:
         raise ConfigError("give one budget, seconds or neuron-steps, not both")
@@ -99,7 +103,12 @@ def resolve_plan(
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"two configs share the name '{max(set(names), key=names.count)}'; give each compared config its own name")
-    return Plan(configs, budget, target, [str(s) for s in sources])
+    seeds = [int(s) for s in seeds or []]
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {seeds}")
+    if seeds:  # the first seed's runs are the ones the family's table and plots show
+        configs = [build_config(c.model_dump(), [f"run.seed={seeds[0]}"]) for c in configs]
+    return Plan(configs, budget, target, sources=[str(s) for s in sources], seeds=seeds)
 
 
 @dataclass
@@ -109,6 +118,7 @@ class Child:
     run_id: str | None
     outcome: Any = None  # experiment.Outcome
     error: str | None = None
+    seed: int | None = None
 
 
 def compare(plan: Plan, console: Console) -> int:
@@ -135,11 +145,15 @@ def compare(plan: Plan, console: Console) -> int:
     for cfg in plan.configs:
         parent.log_text(cfg.to_yaml(), f"{cfg.name}.yaml")
     children: list[Child] = []
+    seeds = plan.seeds or [first.run.seed]
+    runs = [(seed, cfg if seed == cfg.run.seed else build_config(cfg.model_dump(), [f"run.seed={seed}"]))
+            for seed in seeds for cfg in plan.configs]
     try:
-        for cfg in plan.configs:
-            child = Child(cfg.name, cfg.outer, None)
+        for seed, cfg in runs:
+            child = Child(cfg.name, cfg.outer, None, seed=seed)
+            tags = {"mlflow.parentRunId": parent.run_id, "es_l2l.compare": "child", "es_l2l.seed": str(seed)}
             try:
-                child.outcome = run_experiment(cfg, console, tags={"mlflow.parentRunId": parent.run_id, "es_l2l.compare": "child"})
+                child.outcome = run_experiment(cfg, console, tags=tags)
                 child.run_id = child.outcome.run_id
             except (ClusterError, RunFailed) as exc:
                 child.error, child.run_id = str(exc), getattr(exc, "run_id", None)
@@ -149,7 +163,15 @@ def compare(plan: Plan, console: Console) -> int:
         if not done:
             parent.end("FAILED")
             raise CompareError("no compared run finished: " + "; ".join(f"{c.name}: {c.error}" for c in children))
-        table_rows, text, title, columns, printed = family_of(first).summarise_comparison(plan, children, parent)
+        family = family_of(first)
+        shown = [c for c in children if c.seed == seeds[0]]
+        table_rows, text, title, columns, printed = family.summarise_comparison(plan, shown, parent)
+        seed_rows, seed_text = seed_summary(plan, children, family.objective) if len(seeds) > 1 else ([], "")
+        if seed_rows:
+            parent.log_text(markdown_table(seed_rows, SEED_COLUMNS) + "\n" + seed_text + "\n", "seeds.md")
+            parent.log_text(csv_table(seed_rows, SEED_COLUMNS), "seeds.csv")
+            parent.log_metrics({f"seeds.{r['name']}.{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
+            parent.set_tags({"verdict_seeds": seed_text[:5000]})
     except KeyboardInterrupt:
         parent.end("KILLED")
         raise
@@ -157,7 +179,41 @@ def compare(plan: Plan, console: Console) -> int:
     parent.end("FAILED" if failed else "FINISHED")
     console.print(rich_table(table_rows, title, columns, printed))
     console.print(text)
+    if seed_rows:
+        console.print(rich_table(seed_rows, f"test {family.objective.label.removeprefix('val ')} over seeds {seeds} (95% CI)",
+                                 SEED_COLUMNS, tuple(k for k, _ in SEED_COLUMNS)))
+        console.print(seed_text)
     console.print(f"MLflow parent run id: {parent.run_id}\nbrowse it:            {ui_command(parent.uri)}")
     if failed:
         raise CompareError("; ".join(f"{c.name} failed: {c.error}" for c in failed) + f" (the other runs and the parent run {parent.run_id} are logged)")
     return 0
+
+
+SEED_COLUMNS = [("name", "arm"), ("outer", "outer loop / pair"), ("n", "seeds"), ("mean", "mean"), ("ci_low", "95% CI low"),
+                ("ci_high", "95% CI high"), ("verdict", "verdict")]
+
+
+def seed_summary(plan: Plan, children: list[Child], objective) -> tuple[list[dict[str, Any]], str]:
+    """Per arm: mean test score and its 95% CI over seeds; per pair of arms: the paired difference
+    (same seed, same held-out tasks) and its CI; a winner only where that CI excludes zero."""
+    scores: dict[str, dict[int, float]] = {}
+    outers = {c.name: c.outer for c in plan.configs}
+    for c in children:
+        if c.outcome is not None:
+            scores.setdefault(c.name, {})[c.seed] = c.outcome.report.score()
+    rows, sentences = [], []
+    for name, by_seed in scores.items():
+        ci = mean_ci(list(by_seed.values()))
+        rows.append({"name": name, "outer": outers[name], "n": ci.n, "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "verdict": ""})
+    names = list(scores)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            common = sorted(set(scores[a]) & set(scores[b]))
+            diff = paired_difference([scores[a][s] for s in common], [scores[b][s] for s in common])
+            text = verdict(a, b, diff, objective.maximize)
+            sentences.append(f"{text} (paired difference {diff.mean:+.4g}, 95% CI [{diff.low:.4g}, {diff.high:.4g}], {diff.n} seeds)")
+            rows.append({"name": f"{a} - {b}", "outer": "paired", "n": diff.n, "mean": diff.mean, "ci_low": diff.low,
+                         "ci_high": diff.high, "verdict": text.split(": ", 1)[1]})
+    way = "higher" if objective.maximize else "lower"
+    head = f"Over seeds {plan.seeds} ({plan.budget_text} each, {way} test {objective.label.removeprefix('val ')} is better): "
+    return rows, head + "; ".join(sentences) + "."

@@ -10,6 +10,7 @@ from es_l2l.outer import OUTER_LOOPS
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.families.teacher.tasks import n_inputs
 from tests.test_cli import es_l2l, runs_in, store
+from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -93,3 +94,25 @@ def test_compare_needs_a_budget(tmp_path):
     proc = es_l2l(tmp_path, "compare", str(CONFIGS / "smoke.yaml"), str(CONFIGS / "smoke_bptt.yaml"), *store(tmp_path), timeout=60)
     assert proc.returncode == 2
     assert "compare needs a budget: pass --budget-seconds S or --budget-neuron-steps N" in proc.stderr
+
+
+def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
+    proc = es_l2l(tmp_path, "compare", str(CONFIGS / "smoke.yaml"), str(CONFIGS / "smoke_bptt.yaml"), "--seeds", "0", "1",
+                  "--budget-neuron-steps", "3e6", "--set", "run.workers=0", *store(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if r.data.tags.get("es_l2l.compare") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted((r.data.tags["es_l2l.seed"], r.data.params["outer"]) for r in children) == [
+        ("0", "bptt"), ("0", "es"), ("1", "bptt"), ("1", "es")]
+    scores = {}
+    for r in children:
+        scores.setdefault(r.data.params["name"], []).append(r.data.metrics["lsnn_meta_trained.test_mse_late"])
+    from es_l2l.stats import mean_ci
+
+    es = mean_ci(scores["teacher-es-smoke"])
+    m = parent.data.metrics
+    assert m["seeds.teacher-es-smoke.mean"] == pytest.approx(es.mean) and m["seeds.teacher-es-smoke.ci_low"] == pytest.approx(es.low)
+    assert "paired difference" in parent.data.tags["verdict_seeds"]
+    assert "95% CI" in proc.stdout and "seeds" in proc.stdout
