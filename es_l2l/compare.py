@@ -138,6 +138,10 @@ def compare(plan: Plan, console: Console) -> int:
     )
     quiet_libraries()
     console.print(f"[bold]es-l2l compare[/] {' vs '.join(names)} at {plan.budget_text} each; MLflow parent run {parent.run_id}")
+    terms = terms_of(plan)
+    for line in terms:
+        console.print(f"  terms: {line}")
+    parent.log_text("\n".join(terms) + "\n", "terms.txt")
     from mlflow.entities import Param
 
     params = [Param("budget_kind", plan.budget[0]), Param("budget", str(plan.budget[1])), Param("children", ",".join(names))]
@@ -217,3 +221,46 @@ def seed_summary(plan: Plan, children: list[Child], objective) -> tuple[list[dic
     way = "higher" if objective.maximize else "lower"
     head = f"Over seeds {plan.seeds} ({plan.budget_text} each, {way} test {objective.label.removeprefix('val ')} is better): "
     return rows, head + "; ".join(sentences) + "."
+
+
+def _cores(cfg: ExperimentConfig) -> str:
+    """The CPUs an arm trains on: its evaluation workers', else the driver's threads."""
+    from es_l2l.outer import OUTER_LOOPS
+
+    if OUTER_LOOPS[cfg.outer].uses_evaluator and cfg.run.workers:
+        return f"{cfg.run.workers * cfg.run.cpus_per_worker:g} CPU(s) (Ray workers)"
+    return f"{cfg.run.threads or torch_threads()} CPU(s) (driver threads)"
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def terms_of(plan: Plan) -> list[str]:
+    """The terms each arm runs on, where they differ: cores, weight tying, what the loop may change,
+    how actions are chosen; a line per difference (printed and logged as the parent's terms.txt)."""
+    from es_l2l.outer import OUTER_LOOPS
+
+    def changes(cfg: ExperimentConfig) -> str:
+        if cfg.outer == "es":
+            return "searches " + ",".join(cfg.genome.search)
+        if cfg.outer == "hybrid":
+            return f"searches {','.join(cfg.hybrid.es_blocks)}, trains {','.join(cfg.bptt.train)}"
+        return "trains " + ",".join(cfg.bptt.train)
+
+    facets = {
+        "cores": _cores,
+        "network": lambda c: f"{c.model.n_lif}+{c.model.n_alif} neurons" + (", mirror-tied" if c.genome.mirror else ""),
+        "changes": changes,
+        "outer loop": lambda c: OUTER_LOOPS[c.outer].name,
+    }
+    lines = []
+    for facet, fn in facets.items():
+        values = {c.name: fn(c) for c in plan.configs}
+        if len({v.split(" (")[0] for v in values.values()}) > 1:
+            lines.append(f"{facet} differ: " + "; ".join(f"{k}: {v}" for k, v in values.items()))
+        else:
+            lines.append(f"same {facet}: {next(iter(values.values()))}")
+    return lines

@@ -23,12 +23,13 @@ MAZE_COLUMNS = [
     ("final_val_reward", "final val reward"),
     ("best_val_reward", "best val reward"),
     ("test_reward", "test reward"),
+    ("test_reward_other_policy", "test reward, other action rule"),
     ("test_first_find", "moves to 1st goal"),
     ("test_later_trip", "moves / later trip"),
     ("s_to_target", "s to target"),
     ("neuron_steps_to_target", "steps to target"),
 ]
-MAZE_PRINTED = ("name", "outer", "generations", "train_s", "best_val_reward", "test_reward", "test_first_find", "test_later_trip", "s_to_target")
+MAZE_PRINTED = ("name", "outer", "generations", "train_s", "best_val_reward", "test_reward", "test_reward_other_policy", "test_first_find", "test_later_trip", "s_to_target")
 
 
 def maze_rows(children: list, target: float) -> list[dict[str, Any]]:
@@ -45,6 +46,7 @@ def maze_rows(children: list, target: float) -> list[dict[str, Any]]:
                 "final_val_reward": vals[-1]["val_reward"],
                 "best_val_reward": max(h["val_reward"] for h in vals),
                 "test_reward": test["reward"],
+                "test_reward_other_policy": c.outcome.report.alt["reward"] if c.outcome.report.alt else NOT_REACHED,
                 "test_first_find": test["first_find"],
                 "test_later_trip": test["later_trip"],
                 "s_to_target": hit["elapsed_s"] if hit else NOT_REACHED,

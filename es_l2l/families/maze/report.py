@@ -42,6 +42,7 @@ class MazeReport:
     metrics: dict[str, dict[str, float]]  # agent -> reward, reward_se, found, first_find, later_trip
     n_mazes: int
     policy: str
+    alt: dict | None = None  # the trained agent under the other action rule: {"policy": ..., reward, ...}
 
     @property
     def halfway(self) -> float:
@@ -65,6 +66,8 @@ class MazeReport:
 
     def flat_metrics(self) -> dict[str, float]:
         out = {"test_halfway_random_explorer": self.halfway}
+        if self.alt:
+            out[f"lsnn_meta_trained.test_reward_{self.alt['policy']}"] = self.alt["reward"]
         for name, m in self.metrics.items():
             slug = name.lower().replace(" ", "_").replace("-", "_")
             out.update({f"{slug}.test_{k}": v for k, v in m.items() if math.isfinite(v)})
@@ -81,6 +84,8 @@ class MazeReport:
         """Table, verdict and (after training) the validation summary line, to the terminal."""
         console.print(summary_table(self))
         console.print(verdict(self))
+        if self.alt:
+            console.print(self.alt_line())
         if result is not None:
             console.print(summary_line(self, result.history, result.best_generation))
 
@@ -98,7 +103,14 @@ class MazeReport:
             lines.append(
                 f"| {name} | {m['reward']:.2f} | {m['reward_se']:.2f} | {m['found']:.0%} | {m['first_find']:.2f} | {m['later_trip']:.2f} |"
             )
-        return "\n".join(lines + ["", verdict(self)]) + "\n"
+        return "\n".join(lines + ["", self.alt_line(), "", verdict(self)]) + "\n"
+
+    def alt_line(self) -> str:
+        if not self.alt:
+            return ""
+        a = self.alt
+        return (f"The meta-trained LSNN with {a['policy']} actions (instead of {self.policy}): reward {a['reward']:.2f} "
+                f"(s.e. {a['reward_se']:.2f}), a find in {a['found']:.0%} of episodes.")
 
 
 def _row(reward: torch.Tensor, reached: torch.Tensor) -> dict[str, float]:
@@ -128,7 +140,13 @@ def maze_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, tr
     reward, reached = ep.total_reward().cpu(), ep.reached.cpu()
     metrics = {LSNN_TRAINED: _row(reward[1], reached[1]), LSNN_UNTRAINED: _row(reward[0], reached[0])}
     metrics.update(baseline_rows(cfg, STREAM_TEST))
-    return MazeReport(metrics, cfg.run.validation_tasks, cfg.task.policy)
+    # the trained agent under the other action rule too: A2C trains with sampled actions, ES
+    # optimises whichever rule task.policy names; both are reported so neither is judged unfairly
+    other = "sample" if cfg.task.policy == "greedy" else "greedy"
+    ep = play_params(cfg, genome.params(trained.unsqueeze(0).to(cfg.run.device)),
+                     (cfg.run.seed, STREAM_TEST), cfg.run.validation_tasks, greedy=other == "greedy")
+    alt = {"policy": other, **_row(ep.total_reward()[0].cpu(), ep.reached[0].cpu())}
+    return MazeReport(metrics, cfg.run.validation_tasks, cfg.task.policy, alt)
 
 
 def verdict(report: MazeReport) -> str:

@@ -37,6 +37,9 @@ def test_maze_run_logs_report_pictures_and_reloads(tmp_path, config, outer):
     cfg, genome, genomes, _ = load_checkpoint(path)
     report = maze_report(cfg, genome, genomes["initial"], genomes["best"])
     assert report.metrics[LSNN_TRAINED]["reward"] == pytest.approx(m["lsnn_meta_trained.test_reward"], rel=1e-6)
+    other = "greedy" if cfg.task.policy == "sample" else "sample"  # the other action rule is reported too
+    assert report.alt["policy"] == other and report.alt["reward"] == pytest.approx(m[f"lsnn_meta_trained.test_reward_{other}"], rel=1e-6)
+    assert f"with {other} actions (instead of {cfg.task.policy})" in proc.stdout
     ev = es_l2l(tmp_path, "evaluate", path)
     assert ev.returncode == 0 and "oracle" in ev.stdout and "halfway" in ev.stdout
 
@@ -63,3 +66,11 @@ def test_compare_es_against_a2c_on_mazes(tmp_path):
     md = Path(client.download_artifacts(parent.info.run_id, "comparison.md", str(tmp_path))).read_text()
     assert "explorer" in md and "Reached halfway from random to explorer" in md
     assert parent.data.tags["winner"] in ("maze-es-smoke", "maze-a2c-smoke")
+
+
+def test_report_gives_the_other_action_rule_and_compare_prints_the_terms(tmp_path):
+    from es_l2l.compare import resolve_plan, terms_of
+
+    lines = terms_of(resolve_plan([str(ROOT / "configs" / "compare_maze.yaml")], [], None, None, None))
+    assert "same cores: 2 CPU(s) (Ray workers)" in lines and "same network: 32+32 neurons, mirror-tied" in lines
+    assert any(line.startswith("changes differ: maze-es: searches") for line in lines)
