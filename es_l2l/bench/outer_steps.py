@@ -1,6 +1,6 @@
 """Seconds per gradient step of the shipped gradient configs, fused C backward against autograd.
 
-For each config (the teacher's BPTT and hybrid configs, the maze's A2C config) one
+For each config listed in ``benchmarks/outer_steps.yaml`` (the shipped gradient configs) one
 :class:`es_l2l.outer.bptt.GradientTrainer` per backend takes the same steps (the same tasks),
 interleaved so that both meet the same machine load; the ratio says how many more outer steps a
 fixed training budget buys with ``bptt.backend=kernel`` (the default on CPU).
@@ -16,10 +16,15 @@ import torch
 from es_l2l.bench.common import median, table
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ("teacher_bptt.yaml", "teacher_hybrid.yaml", "maze_a2c.yaml")
 
 
-def run(quick: bool, steps: int | None = None, configs=CONFIGS, log=print) -> dict:
+def shipped_configs() -> list[str]:
+    import yaml
+
+    return yaml.safe_load((ROOT / "benchmarks" / "outer_steps.yaml").read_text())["configs"]
+
+
+def run(quick: bool, steps: int | None = None, configs=None, log=print) -> dict:
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
     from es_l2l.outer.bptt import GradientTrainer
@@ -27,10 +32,10 @@ def run(quick: bool, steps: int | None = None, configs=CONFIGS, log=print) -> di
 
     steps = steps or (2 if quick else 6)
     rows = []
-    for name in configs:
+    for name in configs or shipped_configs():
         trainers, times = {}, {"kernel": [], "autograd": []}
         for backend in times:
-            cfg = load_config(ROOT / "configs" / name, [f"bptt.backend={backend}"])
+            cfg = load_config(ROOT / name, [f"bptt.backend={backend}"])
             genome = build_genome(cfg)
             trainers[backend] = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
         for k in range(steps + 1):  # the first step of each is a warm-up (kernel build, allocations)
