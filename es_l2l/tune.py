@@ -128,9 +128,9 @@ def resolve_tune(path: str, overrides: list[str], trials: int | None = None, bud
     from es_l2l.tracking import tracking_uri
 
     src = Path(path)
-    tree = read_yaml(src, "a tuning file such as configs/tune_teacher_es.yaml")
+    tree = read_yaml(src, "a tuning file such as configs/tune_*.yaml")
     if "config" not in tree or "space" not in tree:
-        raise ConfigError(f"'{src}' is not a tuning file: it needs 'config' (an experiment YAML) and 'space' (see configs/tune_teacher_es.yaml)")
+        raise ConfigError(f"'{src}' is not a tuning file: it needs 'config' (an experiment YAML) and 'space' (see configs/tune_*.yaml)")
     unknown = set(tree) - TUNE_KEYS
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in tuning file '{src}'; allowed: {', '.join(sorted(TUNE_KEYS))}")
@@ -276,8 +276,15 @@ def tune(plan: TunePlan, console: Console) -> int:
 
     start = {k: _plain(v) for k, v in plan.base.flat().items() if k in plan.space}
     points = [start] if plan.include_config and all(_in_space(start[k], *plan.space[k]) for k in plan.space) else None
-    if plan.searcher == "optuna":
-        import optuna
+    searcher = plan.searcher
+    if searcher == "optuna":
+        try:
+            import optuna
+        except ImportError:
+            console.print("[yellow]warning:[/] optuna is not installed (pip install optuna); searching at random instead")
+            searcher = "random"
+    parent.set_tags({"es_l2l.tune.searcher": searcher})
+    if searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
