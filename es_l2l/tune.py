@@ -272,7 +272,7 @@ def tune(plan: TunePlan, console: Console) -> int:
     parent.log_text(plan.source.read_text(), "tune.yaml")
     parent.log_text(plan.base.to_yaml(), f"{plan.config_path.stem}.yaml")
     console.print(f"[bold]es-l2l tune[/] {cfg.name}: {plan.trials} trial(s) of {plan.budget_text} each, {plan.searcher} search"
-                  f"{', ASHA' if plan.scheduler else ''} on {metric} ({mode}); MLflow parent run {parent.run_id}")
+                  f"{', ASHA' if plan.scheduler else ''} on {metric} ({mode})\nMLflow parent run {parent.run_id}")
 
     start = {k: _plain(v) for k, v in plan.base.flat().items() if k in plan.space}
     points = [start] if plan.include_config and all(_in_space(start[k], *plan.space[k]) for k in plan.space) else None
