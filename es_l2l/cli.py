@@ -1,4 +1,5 @@
 """Command line: ``es-l2l run CONFIG [--set dotted.key=value ...] [--resume RUN_ID]``, ``es-l2l compare CONFIG...``,
+``es-l2l tune TUNING_YAML``,
 ``es-l2l submit CONFIG --address ...``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                      help="run every config with each seed; adds each arm's mean and 95%% CI over seeds and the paired "
                      "differences (same seed: same held-out tasks), naming a winner only where the CI excludes zero")
+    tn = sub.add_parser("tune", help="search an outer loop's hyperparameters on Ray Tune (Optuna TPE or random, ASHA) at equal budgets; trials are child runs of one MLflow run")
+    tn.add_argument("config", metavar="TUNING_YAML", help="a tuning file (configs/tune_*.yaml): config, budget, trials, searcher, scheduler, space")
+    tn.add_argument("--trials", type=int, metavar="N", help="number of trials (default: the file's)")
+    tbudget = tn.add_mutually_exclusive_group()
+    tbudget.add_argument("--budget-seconds", type=float, metavar="S", help="training wall time per trial (default: the file's)")
+    tbudget.add_argument("--budget-neuron-steps", type=float, metavar="N", help="simulated neuron-steps per trial (default: the file's)")
+    tn.add_argument("--searcher", choices=["optuna", "random"], help="Optuna's TPE through Tune, or Tune's random search (default: the file's)")
+    tn.add_argument("--out", metavar="PATH", help="where to write the best config (default: <config stem>.best.yaml here)")
+    tn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a value of the tuned config (repeatable)")
     submit = sub.add_parser("submit", help="submit a run to a Ray cluster through Ray's Jobs SDK")
     submit.add_argument("config", help="experiment YAML; the resolved config (with --set) is what the job runs")
     submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
@@ -163,6 +173,20 @@ def cmd_compare(args, console: Console) -> int:
         return EXIT_RUNTIME
 
 
+def cmd_tune(args, console: Console) -> int:
+    from es_l2l.tune import TuneError, resolve_tune, tune
+
+    plan = resolve_tune(args.config, args.overrides, args.trials, args.budget_seconds, args.budget_neuron_steps, args.out, args.searcher)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.distributed import ClusterError
+
+    try:
+        return tune(plan, console)
+    except (TuneError, ClusterError) as exc:
+        _error(exc)
+        return EXIT_RUNTIME
+
+
 def cmd_evaluate(args, console: Console) -> int:
     from es_l2l.checkpoint import load_checkpoint
     from es_l2l.families import family_of
@@ -202,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, console)
         if args.command == "compare":
             return cmd_compare(args, console)
+        if args.command == "tune":
+            return cmd_tune(args, console)
         if args.command == "evaluate":
             return cmd_evaluate(args, console)
         if args.command == "submit":

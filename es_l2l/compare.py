@@ -82,13 +82,7 @@ def resolve_plan(
         raise ConfigError(f"the budget must be positive, got {budget[1]:g}")
     if len(sources) < 1:
         raise ConfigError("compare needs at least one experiment config")
-    limit = [f"run.max_seconds={budget[1]}", "run.max_neuron_steps=null"] if budget[0] == "seconds" else [
-        f"run.max_neuron_steps={int(budget[1])}", "run.max_seconds=null"
-    ]
-    configs = []
-    for src in sources:
-        cfg = load_config(src, overrides)
-        configs.append(build_config(cfg.model_dump(), ["run.generations=1000000000", *limit]))
+    configs = [apply_budget(load_config(src, overrides), budget) for src in sources]
     first = configs[0]
     for src, cfg in zip(sources, configs):
         for what, mine, theirs in (
@@ -109,6 +103,14 @@ def resolve_plan(
     if seeds:  # the first seed's runs are the ones the family's table and plots show
         configs = [build_config(c.model_dump(), [f"run.seed={seeds[0]}"]) for c in configs]
     return Plan(configs, budget, target, sources=[str(s) for s in sources], seeds=seeds)
+
+
+def apply_budget(cfg: ExperimentConfig, budget: tuple[str, float]) -> ExperimentConfig:
+    """``cfg`` stopped by the budget alone: ("seconds" | "neuron_steps", amount), generations unbounded."""
+    limit = [f"run.max_seconds={budget[1]}", "run.max_neuron_steps=null"] if budget[0] == "seconds" else [
+        f"run.max_neuron_steps={int(budget[1])}", "run.max_seconds=null"
+    ]
+    return build_config(cfg.model_dump(), ["run.generations=1000000000", *limit])
 
 
 @dataclass

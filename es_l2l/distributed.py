@@ -41,8 +41,8 @@ class LocalEvaluator:
         pass
 
 
-def init_ray(cfg: ExperimentConfig) -> None:
-    """Attach to ``run.address`` or start a quiet local Ray bound to 127.0.0.1."""
+def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
+    """Attach to ``run.address`` or start a quiet local Ray bound to 127.0.0.1 (with at least ``min_cpus``)."""
     import ray
 
     if ray.is_initialized():
@@ -56,7 +56,7 @@ def init_ray(cfg: ExperimentConfig) -> None:
         except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
             raise _unreachable(address, type(exc).__name__) from None
         return
-    cpus = max(int(np.ceil(cfg.run.workers * cfg.run.cpus_per_worker)), os.cpu_count() or 1)
+    cpus = max(int(np.ceil(max(cfg.run.workers * cfg.run.cpus_per_worker, min_cpus))), os.cpu_count() or 1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
         num_cpus=cpus,

@@ -59,11 +59,13 @@ def run_experiment(
     tags: dict[str, str] | None = None,
     resume: dict | None = None,
     run_id: str | None = None,
+    subscribers: list | None = None,
 ) -> Outcome:
     """Meta-train with ``cfg.outer``, track in MLflow, score on held-out tasks beside the baselines.
 
     ``resume`` (a ``resume.pkl`` state) and ``run_id`` continue an interrupted ES run in its own
-    MLflow run. Raises ``ClusterError`` before any MLflow run exists when Ray is unusable (or GPUs
+    MLflow run. ``subscribers`` also get every status dict (``es-l2l tune`` reports validation
+    rounds to Ray Tune through one). Raises ``ClusterError`` before any MLflow run exists when Ray is unusable (or GPUs
     are short and ``run.gpu_fallback`` is false), and :class:`RunFailed` (after marking the MLflow
     run FAILED) when the run stops on an error.
     """
@@ -106,11 +108,12 @@ def run_experiment(
     console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
     try:
         with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
-            result = loop.run(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp)], resume=resume)
+            result = loop.run(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp), *(subscribers or [])],
+                            resume=resume)
     except (ClusterError, NonFiniteFitness, FloatingPointError) as exc:
         tracker.end("FAILED")
         raise RunFailed(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)", tracker.run_id) from exc
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: e.g. Ray Tune stopping a trial early
         tracker.end("KILLED")
         raise
     finally:

@@ -13,7 +13,7 @@ def test_shipped_default_config_equals_embedded_defaults():
     assert load_config(ROOT / "configs" / "teacher_es.yaml") == ExperimentConfig()
 
 
-EXPERIMENTS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("compare_"))
+EXPERIMENTS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith(("compare_", "tune_")))
 COMPARISONS = sorted((ROOT / "configs").glob("compare_*.yaml"))
 
 

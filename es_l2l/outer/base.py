@@ -50,6 +50,11 @@ class OuterLoop:
     resumable: bool = False  # can continue from a ``resume_state``
     driver_gpu: bool = False  # takes gradient steps in the driver (so with run.device=cuda the driver needs a GPU)
 
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The outer-loop config sections this loop reads (its own; the hybrid also reads es and bptt)."""
+        return (self.section,) if self.section else ()
+
     def check(self, cfg: ExperimentConfig) -> None:
         """Raise ValueError (one sentence naming the keys) where ``cfg`` does not fit this loop."""
 

@@ -136,6 +136,7 @@ class Hybrid(OuterLoop):
     config = HybridConfig
     uses_evaluator = True
     driver_gpu = True
+    sections = ("hybrid", "es", "bptt")
 
     def check(self, cfg: ExperimentConfig) -> None:
         check_gradient_blocks(cfg)

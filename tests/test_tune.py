@@ -1,0 +1,90 @@
+"""``es-l2l tune`` end to end on a real local Ray: one parent run, a child run per trial, the best config runs."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from es_l2l.config import ConfigError, load_config
+from es_l2l.tune import bundles, resolve_tune
+from tests.test_cli import es_l2l, runs_in, store
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+TUNE_FILES = sorted(CONFIGS.glob("tune_*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tune")
+    proc = es_l2l(tmp, "tune", str(CONFIGS / "tune_smoke.yaml"), "--trials", "3", "--out", "best.yaml", *store(tmp), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return tmp, proc
+
+
+def test_tune_logs_one_parent_and_a_child_run_per_trial(tuned):
+    tmp, proc = tuned
+    client, runs = runs_in(tmp)
+    parent = next(r for r in runs if r.data.tags.get("es_l2l.tune") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 4 and len(children) == 3 and all(r.data.tags["es_l2l.tune"] == "trial" for r in children)
+    assert parent.info.status == "FINISHED" and {r.info.status for r in children} <= {"FINISHED", "KILLED"}
+    assert sorted(r.data.tags["mlflow.runName"] for r in children) == [f"teacher-es-smoke trial {i}" for i in (1, 2, 3)]
+    for r in children:  # the sampled values are the child's config params; the budget is the same for all
+        assert r.data.params["es.popsize"] in ("16", "32") and 0.01 <= float(r.data.params["es.stdev_init"]) <= 0.3
+        assert r.data.params["run.max_neuron_steps"] == "4000000" and r.data.params["run.workers"] == "1"
+    stopped = [r for r in children if r.info.status == "KILLED"]
+    assert all("ASHA" in r.data.tags["es_l2l.tune.stopped"] for r in stopped)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.md", "trials.csv", "best.yaml", "tune.yaml"} <= names
+    rows = list(csv.DictReader(Path(client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp))).read_text().splitlines()))
+    assert sorted(r["run_id"] for r in rows) == sorted(r.info.run_id for r in children)
+    best = min(rows, key=lambda r: float(r["best_val"]))  # the teacher's objective is minimised
+    assert parent.data.tags["best_run_id"] == best["run_id"]
+    assert parent.data.params["best.es.popsize"] == best["es.popsize"]
+    assert parent.data.metrics["best.best_val_mse_late"] == pytest.approx(float(best["best_val"]))
+    assert "best config: best.yaml" in proc.stdout and parent.info.run_id in proc.stdout
+
+
+def test_the_best_config_is_the_tuned_config_with_the_best_values_and_runs(tuned):
+    tmp, _ = tuned
+    client, runs = runs_in(tmp)
+    parent = next(r for r in runs if r.data.tags.get("es_l2l.tune") == "parent")
+    cfg = load_config(tmp / "best.yaml")
+    assert cfg.es.popsize == int(parent.data.params["best.es.popsize"])
+    assert cfg.es.stdev_init == pytest.approx(float(parent.data.params["best.es.stdev_init"]))
+    assert cfg.run.max_neuron_steps is None and cfg.run.generations == 6  # the smoke config's own budget, not the trials'
+    proc = es_l2l(tmp, "run", "best.yaml", "--set", "run.generations=1", "--workers", "0", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_an_unknown_key_in_the_space_is_one_line_and_exit_2(tmp_path):
+    tree = yaml.safe_load((CONFIGS / "tune_smoke.yaml").read_text())
+    tree["config"] = str(CONFIGS / "smoke.yaml")
+    tree["space"]["es.popsze"] = {"choice": [16, 32]}
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(tree))
+    proc = es_l2l(tmp_path, "tune", "tune.yaml", *store(tmp_path), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"config error: unknown config key 'es.popsze' in the search space of 'tune.yaml' "
+                                   "(did you mean 'es.popsize'?); use a dotted key of teacher-es-smoke's config")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("path", TUNE_FILES, ids=lambda p: p.name)
+def test_every_shipped_tuning_file_resolves(path):
+    plan = resolve_tune(str(path), [])
+    assert plan.trials >= 1 and plan.space and plan.trial.run.generations == 10**9
+    assert bundles(plan.trial)[0] == {"CPU": 1.0} and len(bundles(plan.trial)) == 1 + (plan.trial.run.workers if plan.trial.outer != "bptt" else 0)
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"bptt.lr": {"loguniform": [0.001, 0.01]}}, "'bptt.lr' in the search space of '.*' does nothing for outer=es"),
+    ({"run.seed": {"choice": [0, 1]}}, "'run.seed' .* must be equal across trials"),
+    ({"es.popsize": {"choice": [33, 64]}}, "'es.popsize' .* 33 is not a valid value"),
+    ({"es.stdev_init": {"loguniform": [0, 0.3]}}, "loguniform takes \\[low, high\\], low > 0"),
+])
+def test_the_space_is_checked_against_the_config(tmp_path, space, message):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"config": str(CONFIGS / "smoke.yaml"), "budget_seconds": 1, "space": space}))
+    with pytest.raises(ConfigError, match=message):
+        resolve_tune(str(tmp_path / "t.yaml"), [])
