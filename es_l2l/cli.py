@@ -78,32 +78,14 @@ def _error(message) -> None:
 
 def _resume_state(args, cfg: ExperimentConfig) -> tuple[ExperimentConfig, dict]:
     """The stored config (plus this command's overrides) and driver state of run ``args.resume``."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from es_l2l.checkpoint import RESUME_ARTIFACT, load_resume
+    from es_l2l.checkpoint import fetch_resume
     from es_l2l.config import build_config
     from es_l2l.tracking import tracking_uri
 
-    uri = tracking_uri(cfg)
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        run = client.get_run(args.resume)
-    except MlflowException:
-        raise ResumeError(f"no MLflow run '{args.resume}' at {uri}; pass the tracking URI it was logged to (--set tracking.uri=... or MLFLOW_TRACKING_URI)") from None
-    outer = run.data.params.get("outer", "es")
-    if outer != "es":
-        raise ResumeError(f"MLflow run '{args.resume}' is an outer={outer} run; only ES runs resume, so start it again instead")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            state = load_resume(client.download_artifacts(args.resume, RESUME_ARTIFACT, tmp))
-        except (MlflowException, OSError):
-            raise ResumeError(f"MLflow run '{args.resume}' has no {RESUME_ARTIFACT} yet (it is logged every run.checkpoint_every generations); start it again instead") from None
-    return build_config(state.pop("config"), _overrides(args)), state
-
-
-class ResumeError(RuntimeError):
-    """The run to resume or its checkpoint cannot be found."""
+    state = fetch_resume(args.resume, tracking_uri(cfg))  # ResumeError: one line
+    stored = state.pop("config")
+    stored.setdefault("tracking", {})["uri"] = cfg.tracking.uri  # the stored one is redacted (no credentials)
+    return build_config(stored, _overrides(args)), state
 
 
 def cmd_run(args, console: Console) -> int:
@@ -112,6 +94,8 @@ def cmd_run(args, console: Console) -> int:
     cfg = _resolve(args)  # ConfigError -> exit 2 before anything starts
     resume = None
     if args.resume:
+        from es_l2l.checkpoint import ResumeError
+
         try:
             cfg, resume = _resume_state(args, cfg)
         except ResumeError as exc:
@@ -186,10 +170,16 @@ def cmd_evaluate(args, console: Console) -> int:
     from es_l2l.report import LSNN_TRAINED, family_report, summary_table, verdict
 
     path = Path(args.checkpoint)
-    if not path.is_file():
+    if args.tasks is not None and args.tasks < 1:
+        raise ConfigError(f"--tasks must be a positive number of test episodes, got {args.tasks}")
+    if not path.exists():
         _error(f"checkpoint '{path}' does not exist; download it from the run's MLflow artifacts")
         return EXIT_RUNTIME
-    cfg, genome, genomes, meta = load_checkpoint(path)
+    try:
+        cfg, genome, genomes, meta = load_checkpoint(path)  # data only (weights_only); ValueError: one line
+    except ValueError as exc:
+        _error(exc)
+        return EXIT_RUNTIME
     if args.tasks:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
     report = family_report(cfg, genome, genomes["initial"], genomes[args.genome])
