@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     submit.add_argument("--follow", action="store_true", help="stream the job's logs; exit 0 only if it SUCCEEDED")
+    sync = sub.add_parser("sync", help="upload what a run spooled while its tracking server was unreachable")
+    sync.add_argument("spool", help="the spool folder the run named, e.g. .es_l2l_spool/<run id>")
+    sync.add_argument("--tracking-uri", help="tracking URI (default: MLFLOW_TRACKING_URI, else the one the run used)")
     bench = sub.add_parser("bench", help="the benchmark suite: simulation grid, Norse peer, ES generation, BPTT step -> JSON")
     bench.add_argument("--quick", action="store_true", help="small shapes (about a minute), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
@@ -102,20 +105,25 @@ def cmd_run(args, console: Console) -> int:
             _error(exc)
             return EXIT_RUNTIME
     if args.print_config:
-        console.print(cfg.to_yaml())
+        from es_l2l.redact import safe_yaml
+
+        console.print(safe_yaml(cfg))  # tracking.uri without credentials
         return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, run_experiment
 
+    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+
     try:
-        out = run_experiment(cfg, console, resume=resume, run_id=args.resume)
+        with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: marked KILLED, checkpoints kept
+            out = run_experiment(cfg, console, resume=resume, run_id=args.resume)
     except (ClusterError, RunFailed) as exc:
         _error(exc)
         return EXIT_RUNTIME
-    except KeyboardInterrupt:
-        console.print("interrupted; the MLflow run keeps the metrics logged so far")
-        return 130
+    except KeyboardInterrupt as exc:
+        console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}; the MLflow run keeps the metrics logged so far")
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
     _print_summary(console, out.report, out.result, out.run_id, out.uri)
     return 0
 
@@ -157,11 +165,17 @@ def cmd_compare(args, console: Console) -> int:
 
     plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target_mse)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.lifecycle import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+
     try:
-        return compare(plan, console)
+        with sigterm_as_interrupt():
+            return compare(plan, console)
     except CompareError as exc:
         _error(exc)
         return EXIT_RUNTIME
+    except Terminated:
+        console.print("terminated; the MLflow runs keep the metrics logged so far")
+        return EXIT_SIGTERM
 
 
 def cmd_evaluate(args, console: Console) -> int:
@@ -208,6 +222,23 @@ def cmd_submit(args, console: Console) -> int:
         return EXIT_RUNTIME
 
 
+def cmd_sync(args, console: Console) -> int:
+    from es_l2l.spool import is_outage, sync
+
+    try:
+        run_id, sent = sync(args.spool, args.tracking_uri)
+    except ValueError as exc:
+        _error(exc)
+        return EXIT_RUNTIME
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        _error(f"the tracking store is still unreachable; the spool {args.spool} is kept, try again later")
+        return EXIT_RUNTIME
+    console.print(f"uploaded {sent} spooled item(s) to MLflow run {run_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -222,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args, console)
         if args.command == "submit":
             return cmd_submit(args, console)
+        if args.command == "sync":
+            return cmd_sync(args, console)
         if args.command == "bench":
             from es_l2l.bench import main as bench_main
 

@@ -287,6 +287,7 @@ def compare(plan: Plan, console: Console) -> int:
     """Run every child under the plan's budget, then log the comparison to the parent run."""
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
+    from es_l2l.redact import safe_yaml
     from es_l2l.tracking import MlflowRun, ui_command
 
     first = plan.configs[0]
@@ -304,7 +305,7 @@ def compare(plan: Plan, console: Console) -> int:
     params = [Param("budget_kind", plan.budget[0]), Param("budget", str(plan.budget[1])), Param("children", ",".join(names))]
     parent.client.log_batch(parent.run_id, params=params)
     for cfg in plan.configs:
-        parent.log_text(cfg.to_yaml(), f"{cfg.name}.yaml")
+        parent.log_text(safe_yaml(cfg), f"{cfg.name}.yaml")  # tracking.uri without credentials
     children: list[Child] = []
     try:
         for cfg in plan.configs:
