@@ -9,7 +9,7 @@ import torch
 from es_l2l.config import ExperimentConfig
 from es_l2l.genome import Genome, build_genome
 from es_l2l.redact import safe_config
-from es_l2l.safe_io import UnsafeFile, load_blob, save_blob
+from es_l2l.safe_io import UnsafeFile, is_raw_pickle, load_blob, save_blob, torch_load_data
 
 FORMAT = "es-l2l/checkpoint/1"
 RESUME_FORMAT = "es-l2l/resume/2"
@@ -31,8 +31,10 @@ def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[st
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"'{path}' is a directory, not an es-l2l checkpoint; pass its checkpoint.pt")
+    if path.is_file() and is_raw_pickle(path):
+        raise ValueError(f"'{path}' is not an es-l2l checkpoint (a bare pickle, which es-l2l never loads); pass a checkpoint.pt from a run's artifacts")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)  # data only: never runs code from the file
+        blob = torch_load_data(path)  # data only (weights_only): never runs code from the file
     except Exception as exc:  # a text file, a random file, a pickle with objects...
         raise ValueError(f"'{path}' is not an es-l2l checkpoint ({type(exc).__name__}); pass a checkpoint.pt from a run's artifacts") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:

@@ -72,15 +72,22 @@ def probe_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     if is_http(uri):
         for key, value in HTTP_CLIENT_ENV.items():
             os.environ.setdefault(key, value)
-        base = uri.rstrip("/")
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         req = urllib.request.Request(base + "/health")
-        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        user = parts.username or os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = parts.password or os.environ.get("MLFLOW_TRACKING_PASSWORD")
         if user and password:
             import base64
 
             req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         try:
-            with _opener(uri).open(req, timeout=timeout) as resp:
+            with urllib.request.build_opener().open(req, timeout=timeout) as resp:
                 resp.read(1024)
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
@@ -114,11 +121,6 @@ def init_store(uri: str) -> None:
 
     with store_lock(uri):
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-
-
-def _opener(uri: str):
-    # Credentials in the URI itself are not sent by urllib; the server then answers 401 (said above).
-    return urllib.request.build_opener()
 
 
 def get_or_create_experiment(client, name: str, artifact_location: str | None, uri: str) -> str:

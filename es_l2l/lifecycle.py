@@ -75,20 +75,34 @@ def describe_error(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:1000]
 
 
-def _safely(what, fn, *args) -> None:
+def _safely(what, fn, *args, quiet: bool = False) -> bool:
     try:
         fn(*args)
+        return True
     except Exception as exc:  # the tracking store itself may be what failed: never hide the first error
-        import sys
+        if not quiet:
+            import sys
 
-        print(f"warning: could not {what} ({describe_error(exc)})", file=sys.stderr)
+            print(f"warning: could not {what} ({describe_error(exc)})", file=sys.stderr)
+        return False
 
 
-def _end(tracker, status: str, tags: dict[str, str], text: str | None = None) -> None:
+def _end(tracker, status: str, tags: dict[str, str], text: str | None = None) -> str | None:
+    """Tag and end the run; returns where the traceback ``text`` went (the artifact, or a local file)."""
+    where = None
     _safely("tag the MLflow run", tracker.set_tags, tags)
     if text:
-        _safely("log error.txt", tracker.log_text, text, "error.txt")
+        if _safely("log error.txt", tracker.log_text, text, "error.txt", quiet=True):
+            where = "the run's artifact error.txt"
+        else:  # the artifact store is what failed: keep the traceback on this machine
+            import tempfile
+            from pathlib import Path
+
+            local = Path(tempfile.gettempdir()) / f"es-l2l-{tracker.run_id}-error.txt"
+            local.write_text(text)
+            where = str(local)
     _safely(f"mark the MLflow run {status}", tracker.end, status)
+    return where
 
 
 # Errors whose message already says what to do: passed on as they are.
@@ -115,9 +129,9 @@ def final_state(tracker):
         raise
     except BaseException as exc:
         line = describe_error(exc)
-        _end(tracker, "FAILED", {"error": line}, "".join(traceback.format_exception(exc)))
+        where = _end(tracker, "FAILED", {"error": line}, "".join(traceback.format_exception(exc)))
         if type(exc).__name__ in EXPECTED or isinstance(exc, RunFailed):
             msg = str(exc)
         else:
-            msg = f"{line} (traceback in the run's artifact error.txt)"
+            msg = f"{line} (traceback in {where})"
         raise RunFailed(f"{msg} (MLflow run {tracker.run_id} keeps the metrics and checkpoints logged so far)", tracker.run_id) from exc

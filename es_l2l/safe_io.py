@@ -102,18 +102,33 @@ def save_blob(path: str | Path, fmt: str, obj: Any) -> Path:
     return path
 
 
+def is_raw_pickle(path: Path) -> bool:
+    """A bare pickle stream (protocol 2+): never a ``torch.save`` file, which is a zip archive."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and head[0] == 0x80
+
+
+def torch_load_data(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never code from the file."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_blob(path: str | Path, fmt: str, what: str = "file") -> Any:
     """The object saved by :func:`save_blob` under ``fmt``; :class:`UnsafeFile` for anything else."""
     path = Path(path)
     if path.is_dir():
         raise UnsafeFile(f"'{path}' is a directory, not an es-l2l {what}")
-    head = path.read_bytes()[:2] if path.is_file() else b""
-    if head[:1] == b"\x80" and head[1:2] != b"":  # a raw pickle stream (protocol 2+), never a torch zip file
+    if path.is_file() and is_raw_pickle(path):
         raise UnsafeFile(
             f"'{path}' is a pickle written by an older version of es-l2l and cannot be loaded safely; start the run again"
         )
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch_load_data(path)
     except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), EOFError...
         raise UnsafeFile(f"'{path}' is not an es-l2l {what} ({type(exc).__name__}); pass a file es-l2l wrote") from None
     if not isinstance(blob, dict) or blob.get("format") != fmt or not isinstance(blob.get("json"), str):
