@@ -15,6 +15,7 @@ de-duplicates identical metric rows). ``es-l2l sync <spool dir>`` uploads a spoo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -100,6 +101,7 @@ class Spool:
         try:
             if self.pending:
                 flush(client, self.dir, self.run_id)
+                self._cleanup()
             _apply(client, self.run_id, kind, fields)
         except Exception as exc:
             if not is_outage(exc):
@@ -117,6 +119,13 @@ class Spool:
         self.down_since = None
         return True
 
+    def _cleanup(self) -> None:
+        """Remove the folder once everything in it is uploaded (the root too, when it is left empty)."""
+        if self.dir.exists() and not self.pending:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.dir.parent.rmdir()
+
     def _spool(self, kind: str, fields: dict) -> None:
         if kind == "metrics":
             self.spool_metrics(fields["metrics"])
@@ -129,6 +138,7 @@ class Spool:
             return True
         try:
             flush(client, self.dir, self.run_id)
+            self._cleanup()
             self.down_since = None
             return True
         except Exception as exc:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from es_l2l.config import ExperimentConfig
-from es_l2l.redact import redact_uri
+from es_l2l.redact import has_credentials, redact_uri
 
 
 def tracking_uri(cfg: ExperimentConfig) -> str:
@@ -55,6 +55,8 @@ class MlflowRun:
         from es_l2l.spool import Spool
 
         self.uri = tracking_uri(cfg)
+        if has_credentials(self.uri):  # MLflow prints "View run ... at: <uri>" with the URI as given
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.client = MlflowClient(tracking_uri=self.uri)
         self.logged_through = -1  # generations up to this one are in the run already (resume)
         if run_id is not None:  # reopen a run to continue it (es-l2l run --resume)
