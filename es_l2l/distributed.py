@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from typing import Any, NamedTuple, Protocol
 
@@ -131,19 +132,28 @@ def init_ray(cfg: ExperimentConfig) -> None:
 
     if ray.is_initialized():
         return
-    from es_l2l.guard import attach_address, ray_init_error
+    from es_l2l.guard import attach_address, captured_stderr_fd, ray_init_error
     from es_l2l.lifecycle import reinstall
 
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     address = attach_address(cfg)  # run.address, else RAY_ADDRESS (set by `ray job submit`), else None
     if address:
         _check_reachable(address)
-        try:
-            ray.init(address=address, **quiet)  # an existing cluster: never num_cpus
-        except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
-            raise ray_init_error(address, exc) or _unreachable(address, type(exc).__name__) from None
-        finally:
-            reinstall()  # ray.init replaced our SIGTERM handler with sys.exit
+        # Ray's core logs connection retries (and the reason, e.g. a missing token) straight to fd 2:
+        # read them to name the cause in one line instead of printing them
+        with captured_stderr_fd() as logged:
+            try:
+                ray.init(address=address, **quiet)  # an existing cluster: never num_cpus
+                replay = logged()
+            except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
+                error = ray_init_error(address, exc, logged()) or _unreachable(address, type(exc).__name__)
+                replay = None
+            finally:
+                reinstall()  # ray.init replaced our SIGTERM handler with sys.exit
+        if replay is None:
+            raise error from None
+        if replay.strip():
+            print(replay, end="", file=sys.stderr)
         return
     # A local Ray is sized for the actors' reservation (oversubscribing a small machine on purpose);
     # an attached cluster is not, and guard.check_cpus says so when it is too small.

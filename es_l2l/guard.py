@@ -112,19 +112,27 @@ def probe_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         raise PreflightError(f"the folder of the tracking database {db} does not exist; create it or fix tracking.uri")
     if not os.access(db.parent, os.W_OK):
         raise PreflightError(f"the folder of the tracking database {db} is not writable; fix its permissions or tracking.uri")
-    init_store(uri)
+    # the database itself is created with the run (get_or_create_experiment, under store_lock): no file
+    # appears for a run that fails its other checks
 
 
-def init_store(uri: str) -> None:
-    """Create (or migrate) a SQLite store once, under a file lock: simultaneous first runs both succeed."""
+def open_client(uri: str):
+    """An ``MlflowClient``; a SQLite store is created (or migrated) under a file lock, so that two
+    first runs in a fresh folder do not race on creating its tables."""
     from mlflow.tracking import MlflowClient
 
     with store_lock(uri):
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        client = MlflowClient(tracking_uri=uri)
+        if sqlite_path(uri) is not None:
+            client.search_experiments(max_results=1)
+    return client
 
 
 def get_or_create_experiment(client, name: str, artifact_location: str | None, uri: str) -> str:
-    """The experiment's id; two runs creating it at once both get it (one creates, the other finds)."""
+    """The experiment's id; two runs creating it at once both get it (one creates, the other finds).
+
+    For a SQLite store, the first call also creates (or migrates) the database: under the lock, so
+    that two first runs in a fresh folder do not race on creating its tables."""
     from mlflow.exceptions import MlflowException
 
     with store_lock(uri):
@@ -218,12 +226,39 @@ def attach_address(cfg: ExperimentConfig) -> str | None:
     return cfg.run.address or os.environ.get("RAY_ADDRESS") or None
 
 
-AUTH_HINTS = ("authentication", "unauthenticated", "auth token", "auth_token", "invalid token", "token is missing")
+AUTH_HINTS = ("authentication", "unauthenticated", "invalidauthtoken", "auth token", "auth_token", "invalid token",
+              "token is missing")
 
 
-def ray_init_error(address: str, exc: BaseException) -> ClusterError | None:
-    """A :class:`ClusterError` naming a missing or wrong Ray token, when that is what ``ray.init`` says."""
-    text = f"{type(exc).__name__}: {exc}".lower()
+@contextlib.contextmanager
+def captured_stderr_fd():
+    """Redirect file descriptor 2 (where Ray's C++ core logs, bypassing Python) to a temporary file;
+    yields a function returning what was written so far. Restored (and not replayed) on exit."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+
+        def read() -> str:
+            tmp.flush()
+            tmp.seek(0)
+            return tmp.read().decode("utf-8", "replace")
+
+        try:
+            yield read
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def ray_init_error(address: str, exc: BaseException, logged: str = "") -> ClusterError | None:
+    """A :class:`ClusterError` naming a missing or wrong Ray token, when that is what ``ray.init``
+    raised or what Ray's core logged while it tried (``logged``)."""
+    text = f"{type(exc).__name__}: {exc}\n{logged}".lower()
     if type(exc).__name__ == "AuthenticationError" or any(h in text for h in AUTH_HINTS):
         return ClusterError(
             f"the Ray cluster at '{address}' requires an authentication token and this process has none or a wrong one; "

@@ -48,16 +48,14 @@ class MlflowRun:
         log_config: bool = True,
         run_id: str | None = None,
     ):
-        from mlflow.tracking import MlflowClient
-
-        from es_l2l.guard import get_or_create_experiment
+        from es_l2l.guard import get_or_create_experiment, open_client
         from es_l2l.redact import safe_flat, safe_yaml
         from es_l2l.spool import Spool
 
         self.uri = tracking_uri(cfg)
         if has_credentials(self.uri):  # MLflow prints "View run ... at: <uri>" with the URI as given
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = open_client(self.uri)  # a new SQLite store is created under a file lock
         self.logged_through = -1  # generations up to this one are in the run already (resume)
         if run_id is not None:  # reopen a run to continue it (es-l2l run --resume)
             self.run_id = run_id

@@ -127,7 +127,7 @@ def test_submit_reaches_succeeded_and_its_mlflow_run_is_found(ray_head, mlflow_s
     (run,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`ray.job_submission_id` = '{job_id}'")
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "fitness_mean")] == [1, 2]
-    assert {"checkpoint.pt", "resume.pkl", "config.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoint.pt", "resume.pt", "config.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 
