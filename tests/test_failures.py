@@ -266,3 +266,10 @@ def test_two_first_runs_at_once_in_a_fresh_folder_both_succeed(tmp_path):
     exp = client.get_experiment_by_name("es-l2l")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_submit_without_a_tracking_store_is_refused_before_anything_is_submitted(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = es_l2l(tmp_path, "submit", str(SMOKE), "--address", "http://127.0.0.1:9", env=env, timeout=60)
+    assert proc.returncode == 1 and one_line(proc), proc.stderr
+    assert "es-l2l submit needs a tracking store the cluster can reach" in proc.stderr
