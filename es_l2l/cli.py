@@ -110,6 +110,9 @@ def cmd_run(args, console: Console) -> int:
         console.print(safe_yaml(cfg))  # tracking.uri without credentials
         return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.guard import local_ray_token
+
+    local_ray_token(cfg)  # before ray is imported: a local Ray's open ports need a random token
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, run_experiment
 
@@ -165,7 +168,10 @@ def cmd_compare(args, console: Console) -> int:
 
     plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target_mse)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.guard import local_ray_token
     from es_l2l.lifecycle import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+
+    local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))
 
     try:
         with sigterm_as_interrupt():
