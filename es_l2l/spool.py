@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 SPOOL_ROOT_ENV = "ES_L2L_SPOOL"  # where spools live (default ./.es_l2l_spool)
-RETRY_S = 10.0
+RETRY_S = float(os.environ.get("ES_L2L_SPOOL_RETRY_S", "10"))  # seconds between tries while the store is down
 BATCH = 1000
 
 _OUTAGE_HINTS = (
@@ -64,6 +64,10 @@ class Spool:
     def pending(self) -> bool:
         return (self.dir / "metrics.jsonl").exists() or (self.dir / "records.jsonl").exists()
 
+    def spooled_steps(self, key: str) -> list[int]:
+        """Steps of metric ``key`` waiting in the spool (a resumed run must not log them again)."""
+        return [int(r["step"]) for r in _read_jsonl(self.dir / "metrics.jsonl") if r.get("key") == key]
+
     def _ensure(self) -> None:
         if not self.dir.exists():
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +75,16 @@ class Spool:
 
     def _append(self, name: str, rows: list[dict]) -> None:
         self._ensure()
-        with open(self.dir / name, "a") as fh:
+        path = self.dir / name
+        if path.exists() and path.stat().st_size:
+            with open(path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"  # a line cut short by a killed process: start a new one
+        else:
+            torn = False
+        with open(path, "a") as fh:
+            if torn:
+                fh.write("\n")
             for row in rows:
                 fh.write(json.dumps(row, allow_nan=True) + "\n")
             fh.flush()
@@ -174,6 +187,20 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _offset(path: Path) -> int:
+    """How many items of a spool file were sent (0 when unknown: replays are idempotent)."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _set_offset(path: Path, n: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(n))
+    tmp.replace(path)  # atomic: a process killed here leaves the old offset or the new one
+
+
 def flush(client, folder: Path, run_id: str) -> int:
     """Upload a spool folder's metrics, then its records, in order; remove each file once sent. Returns items sent."""
     from mlflow.entities import Metric
@@ -183,24 +210,24 @@ def flush(client, folder: Path, run_id: str) -> int:
     metrics_file = folder / "metrics.jsonl"
     rows = _read_jsonl(metrics_file)
     done_file = folder / "metrics.sent"
-    start = int(done_file.read_text()) if done_file.exists() else 0
+    start = _offset(done_file)
     for i in range(start, len(rows), BATCH):
         chunk = [Metric(r["key"], float(r["value"]), int(r["timestamp"]), int(r["step"])) for r in rows[i : i + BATCH]]
         client.log_batch(run_id, metrics=chunk)
-        done_file.write_text(str(i + len(chunk)))
+        _set_offset(done_file, i + len(chunk))
         sent += len(chunk)
     metrics_file.unlink(missing_ok=True)
     done_file.unlink(missing_ok=True)
     records_file = folder / "records.jsonl"
     records = _read_jsonl(records_file)
     done_file = folder / "records.sent"
-    start = int(done_file.read_text()) if done_file.exists() else 0
+    start = _offset(done_file)
     for i, rec in enumerate(records[start:], start):
         kind = rec.pop("kind")
         if kind == "artifact":
             rec["path"] = folder / rec.pop("file")
         _apply(client, run_id, kind, rec)
-        done_file.write_text(str(i + 1))
+        _set_offset(done_file, i + 1)
         sent += 1
     records_file.unlink(missing_ok=True)
     done_file.unlink(missing_ok=True)

@@ -61,9 +61,10 @@ class MlflowRun:
             self.run_id = run_id
             self.experiment_id = self.client.get_run(run_id).info.experiment_id
             self.client.update_run(run_id, status="RUNNING")
-            steps = [m.step for m in self.client.get_metric_history(run_id, STEP_METRIC)]
-            self.logged_through = max(steps, default=-1)
             self.spool = Spool(self.run_id, self.uri)
+            self.spool.try_flush(self.client)  # what the killed driver spooled goes out first
+            steps = [m.step for m in self.client.get_metric_history(run_id, STEP_METRIC)]
+            self.logged_through = max([*steps, *self.spool.spooled_steps(STEP_METRIC)], default=-1)
             return
         root = None if self.uri.startswith(("http://", "https://")) else Path(cfg.tracking.artifact_root).resolve().as_uri()
         exp_id = get_or_create_experiment(self.client, cfg.tracking.experiment, root, self.uri)
@@ -98,7 +99,15 @@ class MlflowRun:
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
+        if step <= self.logged_through:  # a resumed run: the killed driver may have logged these already
+            metrics = [m for m in metrics if not self._has_step(m.key, step)]
         self.spool.send(self.client, "metrics", metrics=metrics)
+
+    def _has_step(self, key: str, step: int) -> bool:
+        try:
+            return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
+        except Exception:  # the store is down: log it (a duplicate beats a gap)
+            return False
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.spool.send(self.client, "artifact", path=str(path), artifact_path=artifact_path)

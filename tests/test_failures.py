@@ -74,24 +74,29 @@ def group_gone(pgid: int, timeout: float = 20) -> bool:
 # --- 1. every run ends in a final state -------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", ["0", "1"])
-def test_sigterm_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_down(tmp_path, workers):
+@pytest.mark.parametrize("how, workers", [("SIGTERM", "0"), ("SIGTERM", "1"), ("Ctrl-C", "1")])
+def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_down(tmp_path, how, workers):
     proc = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", workers), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)
         t0 = time.monotonic()
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        if how == "SIGTERM":  # kill PID, ray job stop, a scheduler: the driver alone
+            os.kill(proc.pid, signal.SIGTERM)
+        else:  # Ctrl-C in a terminal: SIGINT to the whole foreground process group, Ray's processes included
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
         took = time.monotonic() - t0
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err[-2000:]
-    assert took < 10, took
-    assert "terminated; the MLflow run keeps the metrics logged so far" in " ".join(out.split())
+    assert proc.returncode == (143 if how == "SIGTERM" else 130), err[-2000:]
+    assert took < (10 if how == "SIGTERM" else 4), took
+    verb = "terminated" if how == "SIGTERM" else "interrupted"
+    assert f"{verb}; the MLflow run keeps the metrics logged so far" in " ".join(out.split())
     (run,) = runs_in(tmp_path)
-    assert run.info.status == "KILLED" and run.data.tags["stopped_by"] == "SIGTERM"
+    assert run.info.status == "KILLED" and run.data.tags["stopped_by"] == ("SIGTERM" if how == "SIGTERM" else "SIGINT")
     assert {"checkpoint.pt", "resume.pt", "config.yaml"} <= {a.path for a in client_of(tmp_path).list_artifacts(run.info.run_id)}
     assert group_gone(proc.pid), "Ray processes outlived the driver"
 
