@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.genome import Genome, build_genome
+from es_l2l.redact import safe_config
+from es_l2l.safe_io import UnsafeFile, is_raw_pickle, load_blob, save_blob, torch_load_data
 
 FORMAT = "es-l2l/checkpoint/1"
-RESUME_FORMAT = "es-l2l/resume/1"
-RESUME_ARTIFACT = "resume.pkl"
+RESUME_FORMAT = "es-l2l/resume/2"
+RESUME_ARTIFACT = "resume.pt"
+LEGACY_RESUME_ARTIFACT = "resume.pkl"  # a pickle (es-l2l before resume/2): refused, never loaded
 
 
 def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, torch.Tensor], **meta) -> Path:
     path = Path(path)
     torch.save(
-        {"format": FORMAT, "config": cfg.model_dump(mode="json"), "genomes": {k: v.cpu() for k, v in genomes.items()}, "meta": meta},
+        {"format": FORMAT, "config": safe_config(cfg), "genomes": {k: v.cpu() for k, v in genomes.items()}, "meta": meta},
         path,
     )
     return path
@@ -26,18 +28,35 @@ def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, 
 
 def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[str, torch.Tensor], dict]:
     """Returns (config, genome layout, named genome vectors, metadata)."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if blob.get("format") != FORMAT:
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a directory, not an es-l2l checkpoint; pass its checkpoint.pt")
+    if path.is_file() and is_raw_pickle(path):
+        raise ValueError(f"'{path}' is not an es-l2l checkpoint (a bare pickle, which es-l2l never loads); pass a checkpoint.pt from a run's artifacts")
+    try:
+        blob = torch_load_data(path)  # data only (weights_only): never runs code from the file
+    except Exception as exc:  # a text file, a random file, a pickle with objects...
+        raise ValueError(f"'{path}' is not an es-l2l checkpoint ({type(exc).__name__}); pass a checkpoint.pt from a run's artifacts") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        blob = blob if isinstance(blob, dict) else {}
         raise ValueError(f"'{path}' is not an es-l2l checkpoint (format {blob.get('format')!r}, expected {FORMAT!r})")
-    cfg = ExperimentConfig.model_validate(blob["config"])
+    try:
+        cfg = ExperimentConfig.model_validate(blob.get("config"))
+    except Exception as exc:  # pydantic ValidationError: a checkpoint from an incompatible version
+        raise ValueError(f"'{path}' holds a config this es-l2l cannot read ({str(exc).splitlines()[0]}); evaluate it with the version that wrote it") from None
     genome = build_genome(cfg)
-    return cfg, genome, blob["genomes"], blob["meta"]
+    genomes = blob.get("genomes")
+    if not isinstance(genomes, dict) or not {"best", "final", "initial"} <= set(genomes) or any(
+        not isinstance(genomes[k], torch.Tensor) or genomes[k].shape != (genome.dim,) for k in ("best", "final", "initial")
+    ):
+        raise ValueError(f"'{path}' is a damaged es-l2l checkpoint (its genomes do not match its config's layout, D={genome.dim})")
+    return cfg, genome, genomes, blob.get("meta") or {}
 
 
 class Checkpointer:
     """Status-dict subscriber: at each validation step, logs ``checkpoint.pt`` (current centre,
     best genome so far, initial genome) to the run, so a run that fails keeps its latest genomes;
-    every ``run.checkpoint_every`` generations, logs ``resume.pkl`` for ``es-l2l run --resume``."""
+    every ``run.checkpoint_every`` generations, logs ``resume.pt`` for ``es-l2l run --resume``."""
 
     def __init__(self, cfg: ExperimentConfig, tracker, folder: str | Path):
         self.cfg, self.tracker, self.folder = cfg, tracker, Path(folder)
@@ -54,15 +73,59 @@ class Checkpointer:
 
 
 def save_resume(path: str | Path, cfg: ExperimentConfig, state: dict) -> Path:
-    """The driver's resumable state (see ``run_es``) with the config, as a pickle."""
-    path = Path(path)
-    path.write_bytes(pickle.dumps({"format": RESUME_FORMAT, "config": cfg.model_dump(mode="json"), **state}))
-    return path
+    """The driver's resumable state (see ``run_es``) with the config: tensors plus JSON (es_l2l.safe_io)."""
+    return save_blob(path, RESUME_FORMAT, {"config": safe_config(cfg), **state})
+
+
+_RESUME_KEYS = {"config": dict, "generation": int, "initial": torch.Tensor, "best": torch.Tensor, "best_generation": int,
+                "neuron_steps": int, "status0": dict, "searcher": dict}
 
 
 def load_resume(path: str | Path) -> dict:
-    """A pickle: load only resume files from your own runs."""
-    blob = pickle.loads(Path(path).read_bytes())
-    if not isinstance(blob, dict) or blob.get("format") != RESUME_FORMAT:
-        raise ValueError(f"'{path}' is not an es-l2l resume file (expected format {RESUME_FORMAT!r})")
+    """A resume file written by :func:`save_resume`; loading it runs no code from the file.
+
+    Raises ``ValueError`` (one line) for a legacy pickle ``resume.pkl`` or anything that is not one.
+    """
+    blob = load_blob(path, RESUME_FORMAT, "resume file")
+    for key, kind in _RESUME_KEYS.items():
+        if not isinstance(blob.get(key), kind):
+            raise UnsafeFile(f"'{path}' is a damaged es-l2l resume file ({key} is missing or not a {kind.__name__})")
     return blob
+
+
+class ResumeError(RuntimeError):
+    """The run to resume, or its resume file, cannot be used (one line for the user)."""
+
+
+def fetch_resume(run_id: str, uri: str) -> dict:
+    """The resume state of MLflow run ``run_id`` at ``uri``, checked: an ES run, not FINISHED, with a
+    ``resume.pt`` (a legacy ``resume.pkl`` is refused, never unpickled). Raises :class:`ResumeError`."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from es_l2l.redact import redact_uri
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ResumeError(f"no MLflow run '{run_id}' at {redact_uri(uri)}; pass the tracking URI it was logged to (--set tracking.uri=... or MLFLOW_TRACKING_URI)") from None
+    outer = run.data.params.get("outer", "es")
+    if outer != "es":
+        raise ResumeError(f"MLflow run '{run_id}' is an outer={outer} run; only ES runs resume, so start it again instead")
+    if run.info.status == "FINISHED":
+        raise ResumeError(f"MLflow run '{run_id}' is FINISHED; there is nothing to resume (start a new run to train longer)")
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if RESUME_ARTIFACT not in names:
+        if LEGACY_RESUME_ARTIFACT in names:
+            raise ResumeError(f"MLflow run '{run_id}' has only a {LEGACY_RESUME_ARTIFACT}, written by an older version of es-l2l as a pickle, which cannot be loaded safely; start the run again")
+        raise ResumeError(f"MLflow run '{run_id}' has no {RESUME_ARTIFACT} yet (it is logged every run.checkpoint_every generations); start it again instead")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return load_resume(client.download_artifacts(run_id, RESUME_ARTIFACT, tmp))
+        except UnsafeFile as exc:
+            raise ResumeError(str(exc)) from None
+        except (MlflowException, OSError) as exc:
+            raise ResumeError(f"cannot download {RESUME_ARTIFACT} of MLflow run '{run_id}' ({type(exc).__name__}); check the tracking server and retry") from None

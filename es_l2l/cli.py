@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -63,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     submit.add_argument("--follow", action="store_true", help="stream the job's logs; exit 0 only if it SUCCEEDED")
+    sync = sub.add_parser("sync", help="upload what a run spooled while its tracking server was unreachable")
+    sync.add_argument("spool", help="the spool folder the run named, e.g. .es_l2l_spool/<run id>")
+    sync.add_argument("--tracking-uri", help="tracking URI (default: MLFLOW_TRACKING_URI, else the one the run used)")
     bench = sub.add_parser("bench", help="the benchmark suite: simulation grid, Norse peer, ES generation, BPTT step -> JSON")
     bench.add_argument("--quick", action="store_true", help="small shapes (about a minute), for a smoke check")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
@@ -94,32 +96,14 @@ def _error(message) -> None:
 
 def _resume_state(args, cfg: ExperimentConfig) -> tuple[ExperimentConfig, dict]:
     """The stored config (plus this command's overrides) and driver state of run ``args.resume``."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from es_l2l.checkpoint import RESUME_ARTIFACT, load_resume
+    from es_l2l.checkpoint import fetch_resume
     from es_l2l.config import build_config
     from es_l2l.tracking import tracking_uri
 
-    uri = tracking_uri(cfg)
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        run = client.get_run(args.resume)
-    except MlflowException:
-        raise ResumeError(f"no MLflow run '{args.resume}' at {uri}; pass the tracking URI it was logged to (--set tracking.uri=... or MLFLOW_TRACKING_URI)") from None
-    outer = run.data.params.get("outer", "es")
-    if outer != "es":
-        raise ResumeError(f"MLflow run '{args.resume}' is an outer={outer} run; only ES runs resume, so start it again instead")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            state = load_resume(client.download_artifacts(args.resume, RESUME_ARTIFACT, tmp))
-        except (MlflowException, OSError):
-            raise ResumeError(f"MLflow run '{args.resume}' has no {RESUME_ARTIFACT} yet (it is logged every run.checkpoint_every generations); start it again instead") from None
-    return build_config(state.pop("config"), _overrides(args)), state
-
-
-class ResumeError(RuntimeError):
-    """The run to resume or its checkpoint cannot be found."""
+    state = fetch_resume(args.resume, tracking_uri(cfg))  # ResumeError: one line
+    stored = state.pop("config")
+    stored.setdefault("tracking", {})["uri"] = cfg.tracking.uri  # the stored one is redacted (no credentials)
+    return build_config(stored, _overrides(args)), state
 
 
 def cmd_run(args, console: Console) -> int:
@@ -128,26 +112,36 @@ def cmd_run(args, console: Console) -> int:
     cfg = _resolve(args)  # ConfigError -> exit 2 before anything starts
     resume = None
     if args.resume:
+        from es_l2l.checkpoint import ResumeError
+
         try:
             cfg, resume = _resume_state(args, cfg)
         except ResumeError as exc:
             _error(exc)
             return EXIT_RUNTIME
     if args.print_config:
-        console.print(cfg.to_yaml())
+        from es_l2l.redact import safe_yaml
+
+        console.print(safe_yaml(cfg))  # tracking.uri without credentials
         return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.guard import local_ray_token
+
+    local_ray_token(cfg)  # before ray is imported: a local Ray's open ports need a random token
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, run_experiment
 
+    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+
     try:
-        out = run_experiment(cfg, console, resume=resume, run_id=args.resume)
+        with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: marked KILLED, checkpoints kept
+            out = run_experiment(cfg, console, resume=resume, run_id=args.resume)
     except (ClusterError, RunFailed) as exc:
         _error(exc)
         return EXIT_RUNTIME
-    except KeyboardInterrupt:
-        console.print("interrupted; the MLflow run keeps the metrics logged so far")
-        return 130
+    except KeyboardInterrupt as exc:
+        console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}; the MLflow run keeps the metrics logged so far")
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
     _print_summary(console, out.report, out.result, out.run_id, out.uri)
     return 0
 
@@ -166,11 +160,20 @@ def cmd_compare(args, console: Console) -> int:
         raise ConfigError("--target-mse is now --target (in the task family's objective: its validation metric and direction)")
     plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target, args.seeds)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.guard import local_ray_token
+    from es_l2l.lifecycle import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+
+    local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))
+
     try:
-        return compare(plan, console)
+        with sigterm_as_interrupt():
+            return compare(plan, console)
     except CompareError as exc:
         _error(exc)
         return EXIT_RUNTIME
+    except Terminated:
+        console.print("terminated; the MLflow runs keep the metrics logged so far")
+        return EXIT_SIGTERM
 
 
 def cmd_tune(args, console: Console) -> int:
@@ -192,10 +195,16 @@ def cmd_evaluate(args, console: Console) -> int:
     from es_l2l.families import family_of
 
     path = Path(args.checkpoint)
-    if not path.is_file():
+    if args.tasks is not None and args.tasks < 1:
+        raise ConfigError(f"--tasks must be a positive number of test episodes, got {args.tasks}")
+    if not path.exists():
         _error(f"checkpoint '{path}' does not exist; download it from the run's MLflow artifacts")
         return EXIT_RUNTIME
-    cfg, genome, genomes, meta = load_checkpoint(path)
+    try:
+        cfg, genome, genomes, meta = load_checkpoint(path)  # data only (weights_only); ValueError: one line
+    except ValueError as exc:
+        _error(exc)
+        return EXIT_RUNTIME
     if args.tasks:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
     report = family_of(cfg).report(cfg, genome, genomes["initial"], genomes[args.genome])
@@ -216,6 +225,23 @@ def cmd_submit(args, console: Console) -> int:
         return EXIT_RUNTIME
 
 
+def cmd_sync(args, console: Console) -> int:
+    from es_l2l.spool import is_outage, sync
+
+    try:
+        run_id, sent = sync(args.spool, args.tracking_uri)
+    except ValueError as exc:
+        _error(exc)
+        return EXIT_RUNTIME
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        _error(f"the tracking store is still unreachable; the spool {args.spool} is kept, try again later")
+        return EXIT_RUNTIME
+    console.print(f"uploaded {sent} spooled item(s) to MLflow run {run_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -232,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args, console)
         if args.command == "submit":
             return cmd_submit(args, console)
+        if args.command == "sync":
+            return cmd_sync(args, console)
         if args.command == "bench":
             from es_l2l.bench import main as bench_main
 

@@ -10,7 +10,6 @@ on the same held-out tasks, a verdict).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +127,7 @@ def compare(plan: Plan, console: Console) -> int:
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
     from es_l2l.families import family_of
+    from es_l2l.redact import safe_yaml
     from es_l2l.tracking import MlflowRun, ui_command
 
     first = plan.configs[0]
@@ -149,7 +149,7 @@ def compare(plan: Plan, console: Console) -> int:
     params = [Param("budget_kind", plan.budget[0]), Param("budget", str(plan.budget[1])), Param("children", ",".join(names))]
     parent.client.log_batch(parent.run_id, params=params)
     for cfg in plan.configs:
-        parent.log_text(cfg.to_yaml(), f"{cfg.name}.yaml")
+        parent.log_text(safe_yaml(cfg), f"{cfg.name}.yaml")  # tracking.uri without credentials
     children: list[Child] = []
     seeds = plan.seeds or [first.run.seed]
     runs = [(seed, cfg if seed == cfg.run.seed else build_config(cfg.model_dump(), [f"run.seed={seed}"]))

@@ -266,12 +266,24 @@ def build_config(tree: dict[str, Any] | None, overrides: list[str] | tuple[str, 
 def read_yaml(path: str | Path, example: str = "one of configs/*.yaml") -> dict[str, Any]:
     """A YAML file's top-level mapping; ConfigError (naming ``example``) when it is missing or not one."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; pass a YAML file such as {example}")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as {example}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not a text file (not UTF-8); pass a YAML file such as {example}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file '{path}' is a binary file, not YAML; pass a YAML file such as {example}")
+    try:
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__}); fix its syntax") from None
+    if tree is None:
+        raise ConfigError(f"config file '{path}' is empty; write at least one section (or leave CONFIG out for the defaults)")
     if not isinstance(tree, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of sections (model, task, es, ...)")
     return tree

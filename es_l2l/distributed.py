@@ -12,20 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
+
 import numpy as np
 import torch
 
 from es_l2l.config import ExperimentConfig
+from es_l2l.errors import ClusterError  # noqa: F401  (raised here; re-exported for callers)
 from es_l2l.families.base import Evaluation
 from es_l2l.fitness import concat, evaluate, light
 from es_l2l.genome import Genome, build_genome
 from es_l2l.outer import OUTER_LOOPS
 from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, regenerate, unpack
-
-
-class ClusterError(RuntimeError):
-    """Ray could not be started or reached, or a worker was lost for good."""
 
 
 class LocalEvaluator:
@@ -47,24 +46,43 @@ def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
 
     if ray.is_initialized():
         return
+    from es_l2l.guard import attach_address, captured_stderr_fd, ray_init_error
+    from es_l2l.lifecycle import reinstall
+
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
-    address = cfg.run.address
+    address = attach_address(cfg)  # run.address, else RAY_ADDRESS (set by `ray job submit`), else None
     if address:
         _check_reachable(address)
-        try:
-            ray.init(address=address, **quiet)
-        except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
-            raise _unreachable(address, type(exc).__name__) from None
+        # Ray's core logs connection retries (and the reason, e.g. a missing token) straight to fd 2:
+        # read them to name the cause in one line instead of printing them
+        with captured_stderr_fd() as logged:
+            try:
+                ray.init(address=address, **quiet)  # an existing cluster: never num_cpus
+                replay = logged()
+            except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
+                error = ray_init_error(address, exc, logged()) or _unreachable(address, type(exc).__name__)
+                replay = None
+            finally:
+                reinstall()  # ray.init replaced our SIGTERM handler with sys.exit
+        if replay is None:
+            raise error from None
+        if replay.strip():
+            print(replay, end="", file=sys.stderr)
         return
+    # A local Ray is sized for the actors' reservation (oversubscribing a small machine on purpose);
+    # an attached cluster is not, and guard.check_cpus says so when it is too small.
     cpus = max(int(np.ceil(max(cfg.run.workers * cfg.run.cpus_per_worker, min_cpus))), os.cpu_count() or 1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        num_cpus=cpus,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        dashboard_host="127.0.0.1",
-        **quiet,
-    )
+    try:
+        ray.init(
+            num_cpus=cpus,
+            _node_ip_address="127.0.0.1",  # every Ray port on loopback (docs/failures.md lists them)
+            include_dashboard=False,
+            dashboard_host="127.0.0.1",
+            **quiet,
+        )
+    finally:
+        reinstall()
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -180,6 +198,9 @@ class RayEvaluator:
         why = gpu_shortfall(cfg)
         if why:
             raise ClusterError(why)
+        from es_l2l.guard import check_cpus
+
+        check_cpus(cfg, n_workers)  # too few CPUs would leave actors pending forever: one sentence instead
         gpus = cfg.run.gpus_per_worker if cfg.run.device == "cuda" else 0.0
         self.seed_traffic = cfg.es.seed_traffic
         # Our own actors, not evotorch's num_actors (which turns 1 into none): n_workers is what runs.

@@ -13,12 +13,7 @@ from rich.console import Console
 from es_l2l.config import ExperimentConfig
 
 
-class RunFailed(RuntimeError):
-    """The run stopped on an error; its MLflow run is marked FAILED and keeps what it logged."""
-
-    def __init__(self, message: str, run_id: str | None = None):
-        super().__init__(message)
-        self.run_id = run_id
+from es_l2l.lifecycle import RunFailed  # noqa: F401  (raised by run_experiment; defined with the run's end states)
 
 
 @dataclass
@@ -63,20 +58,22 @@ def run_experiment(
 ) -> Outcome:
     """Meta-train with ``cfg.outer``, track in MLflow, score on held-out tasks beside the baselines.
 
-    ``resume`` (a ``resume.pkl`` state) and ``run_id`` continue an interrupted ES run in its own
+    ``resume`` (a ``resume.pt`` state) and ``run_id`` continue an interrupted ES run in its own
     MLflow run. ``subscribers`` also get every status dict (``es-l2l tune`` reports validation
     rounds to Ray Tune through one). Raises ``ClusterError`` before any MLflow run exists when Ray is unusable (or GPUs
     are short and ``run.gpu_fallback`` is false), and :class:`RunFailed` (after marking the MLflow
     run FAILED) when the run stops on an error.
     """
     from es_l2l.checkpoint import Checkpointer
-    from es_l2l.distributed import ClusterError, make_evaluator, settle_device
+    from es_l2l.distributed import make_evaluator, settle_device
     from es_l2l.families import family_of
     from es_l2l.genome import build_genome
+    from es_l2l.guard import preflight
+    from es_l2l.lifecycle import final_state
     from es_l2l.outer import OUTER_LOOPS
-    from es_l2l.outer.base import NonFiniteFitness
     from es_l2l.progress import ProgressDisplay
     from es_l2l.submit import JOB_ID_ENV
+    from es_l2l.redact import redact_uri
     from es_l2l.tracking import MlflowRun
 
     quiet_libraries()
@@ -85,6 +82,7 @@ def run_experiment(
     torch.manual_seed(0)  # nothing should draw from it; fixes any library that does
     genome = build_genome(cfg)
     console.print(f"[bold]es-l2l {cfg.outer}[/] {describe(cfg, genome)}")
+    preflight(cfg, genome.dim)  # tracking store answers, memory fits: PreflightError (a ClusterError) before any work
     cfg, fallback = settle_device(cfg)  # GPU shortfall: an error, or CPU when run.gpu_fallback allows it
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}")
@@ -99,31 +97,25 @@ def run_experiment(
         tags["gpu_fallback"] = fallback
     if os.environ.get(JOB_ID_ENV):  # set by es-l2l submit, so the run can be found by its job
         tags["ray.job_submission_id"] = os.environ[JOB_ID_ENV]
-    if run_id is not None:
-        tracker = MlflowRun(cfg, run_id=run_id)
-        tracker.set_tags(tags)
-    else:
-        tracker = MlflowRun(cfg, tags=tags)
-    verb = f"resumed after generation {resume['generation']}" if resume else "started"
-    console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {tracker.uri}")
     try:
-        with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
-            result = loop.run(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp), *(subscribers or [])],
-                            resume=resume)
-    except (ClusterError, NonFiniteFitness, FloatingPointError) as exc:
-        tracker.end("FAILED")
-        raise RunFailed(f"{exc} (MLflow run {tracker.run_id} keeps the metrics logged so far)", tracker.run_id) from exc
-    except (KeyboardInterrupt, SystemExit):  # SystemExit: e.g. Ray Tune stopping a trial early
-        tracker.end("KILLED")
-        raise
-    finally:
+        tracker = MlflowRun(cfg, run_id=run_id) if run_id is not None else MlflowRun(cfg, tags=tags)
+    except BaseException:
         if evaluator is not None:
             evaluator.close()
-    try:
+        raise
+    if run_id is not None:
+        tracker.set_tags(tags)
+    verb = f"resumed after generation {resume['generation']}" if resume else "started"
+    console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {redact_uri(tracker.uri)}")
+    with final_state(tracker):  # any exception: FAILED with an error tag; Ctrl-C, SIGTERM or a stop (SystemExit): KILLED
+        try:
+            with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
+                result = loop.run(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp), *(subscribers or [])],
+                                  resume=resume)
+        finally:
+            if evaluator is not None:
+                evaluator.close()
         report = family.report(cfg, genome, result.initial, result.best)
         report.log(tracker, cfg, genome, result)  # plots, tables, test metrics, verdict tags
-    except BaseException:
-        tracker.end("FAILED")
-        raise
-    tracker.end("FINISHED")
+        tracker.end("FINISHED")
     return Outcome(cfg, result, report, tracker.run_id, tracker.uri)

@@ -19,7 +19,8 @@ class ConfigError(ValueError):
 class Strict(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field in every section refuses inf and nan, in one place
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TaskSection(Strict):

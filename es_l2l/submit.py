@@ -9,14 +9,18 @@ dependencies (torch, evotorch, mlflow): bake them into the node image (see clust
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import yaml
+
 from es_l2l.config import ExperimentConfig
 from es_l2l.distributed import ClusterError
+from es_l2l.redact import redact_uri, safe_config
 from es_l2l.tracking import tracking_uri
 
 JOB_ID_ENV = "ES_L2L_RAY_JOB_ID"  # the driver tags its MLflow run with it
@@ -28,11 +32,13 @@ def runtime_env(cfg: ExperimentConfig, folder: Path, job_id: str) -> dict:
     """Write the package and the resolved config into ``folder``; the runtime environment shipping them."""
     package = Path(__file__).resolve().parent
     shutil.copytree(package, folder / package.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (folder / "config.yaml").write_text(cfg.to_yaml())
+    tree = safe_config(cfg)  # no credentials in the package Ray stores
     env = {JOB_ID_ENV: job_id, "RAY_USAGE_STATS_ENABLED": "0"}
     uri = tracking_uri(cfg)
     if uri.startswith(("http://", "https://", "databricks")):
-        env["MLFLOW_TRACKING_URI"] = uri
+        env["MLFLOW_TRACKING_URI"] = uri  # prefer MLFLOW_TRACKING_USERNAME/PASSWORD on the cluster to a URI with them
+        tree["tracking"]["uri"] = None
+    (folder / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     return {"working_dir": str(folder), "env_vars": env}
 
 
@@ -51,6 +57,11 @@ def _client(address: str):
 
 def submit(cfg: ExperimentConfig, address: str, follow: bool, say=print) -> int:
     """Submit the run; with ``follow``, stream its logs and return 0 only if it SUCCEEDED."""
+    if not cfg.tracking.uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ClusterError(
+            "es-l2l submit needs a tracking store the cluster can reach: the default ./mlflow.db would be written into "
+            "the job's temporary working folder and deleted with it; pass --set tracking.uri=http://HOST:5000"
+        )
     client = _client(address)
     job_id = f"es-l2l-{cfg.name}-{uuid.uuid4().hex[:8]}"
     uri = tracking_uri(cfg)
@@ -58,12 +69,12 @@ def submit(cfg: ExperimentConfig, address: str, follow: bool, say=print) -> int:
         env = runtime_env(cfg, Path(tmp), job_id)
         client.submit_job(entrypoint=ENTRYPOINT, runtime_env=env, submission_id=job_id, metadata={"config": cfg.name})
     if "MLFLOW_TRACKING_URI" not in env["env_vars"]:
-        say(f"warning: tracking URI {uri} is local to this machine: the job logs to a SQLite file in its working "
-            "directory on the cluster; set tracking.uri to a tracking server the cluster can reach")
+        say(f"warning: tracking URI {uri} is local to this machine: the job logs to a SQLite file at that path on the "
+            "cluster; set tracking.uri to a tracking server the cluster can reach")
     say(f"submitted Ray job {job_id}")
     say(f"follow: ray job logs --address {address} {job_id} --follow")
     say(f"stop:   ray job stop --address {address} {job_id}")
-    say(f"MLflow: the run tagged ray.job_submission_id='{job_id}' in experiment '{cfg.tracking.experiment}' at {uri}")
+    say(f"MLflow: the run tagged ray.job_submission_id='{job_id}' in experiment '{cfg.tracking.experiment}' at {redact_uri(uri)}")
     if not follow:
         return 0
 

@@ -13,24 +13,25 @@ import time
 from pathlib import Path
 
 from es_l2l.config import ExperimentConfig
-
-
-def tracking_uri(cfg: ExperimentConfig) -> str:
-    if cfg.tracking.uri:
-        return cfg.tracking.uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+from es_l2l.guard import tracking_uri  # noqa: F401  (re-exported: where a run logs)
+from es_l2l.redact import has_credentials, redact_uri
 
 
 def ui_command(uri: str) -> str:
+    uri = redact_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000  # then open http://127.0.0.1:5000"
 
 
 class MlflowRun:
-    """Owns one MLflow run; call it with a status dict to log that generation's metrics in one batch."""
+    """Owns one MLflow run; call it with a status dict to log that generation's metrics in one batch.
+
+    Creating (or reopening) the run needs the store; after that, an outage does not stop training:
+    metrics, tags, artifacts and the final status wait in a local spool (es_l2l.spool) and go out
+    when the store is back, or with ``es-l2l sync``. A reopened run (``run_id``) skips the
+    generations it already holds, so a resumed run logs every step once.
+    """
 
     def __init__(
         self,
@@ -40,49 +41,69 @@ class MlflowRun:
         log_config: bool = True,
         run_id: str | None = None,
     ):
-        from mlflow.tracking import MlflowClient
+        from es_l2l.guard import get_or_create_experiment, open_client
+        from es_l2l.redact import safe_flat, safe_yaml
+        from es_l2l.spool import Spool
 
         self.uri = tracking_uri(cfg)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        if has_credentials(self.uri):  # MLflow prints "View run ... at: <uri>" with the URI as given
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        self.client = open_client(self.uri)  # a new SQLite store is created under a file lock
+        self.logged_through = -1  # generations up to this one are in the run already (resume)
         if run_id is not None:  # reopen a run to continue it (es-l2l run --resume)
             self.run_id = run_id
             self.experiment_id = self.client.get_run(run_id).info.experiment_id
             self.client.update_run(run_id, status="RUNNING")
+            self.spool = Spool(self.run_id, self.uri)
+            self.spool.try_flush(self.client)  # what the killed driver spooled goes out first
+            steps = [m.step for m in self.client.get_metric_history(run_id, STEP_METRIC)]
+            self.logged_through = max([*steps, *self.spool.spooled_steps(STEP_METRIC)], default=-1)
             return
-        exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
-        if exp is None:
-            root = None if self.uri.startswith(("http://", "https://")) else Path(cfg.tracking.artifact_root).resolve().as_uri()
-            exp_id = self.client.create_experiment(cfg.tracking.experiment, artifact_location=root)
-        else:
-            exp_id = exp.experiment_id
+        root = None if self.uri.startswith(("http://", "https://")) else Path(cfg.tracking.artifact_root).resolve().as_uri()
+        exp_id = get_or_create_experiment(self.client, cfg.tracking.experiment, root, self.uri)
         self.experiment_id = exp_id
         run = self.client.create_run(exp_id, run_name=run_name or cfg.tracking.run_name or cfg.name, tags=tags)
         self.run_id = run.info.run_id
+        self.spool = Spool(self.run_id, self.uri)
         from mlflow.entities import Param
 
         if not log_config:
             return
-        params = [Param(k, str(v)[:500]) for k, v in cfg.flat().items()]
+        params = [Param(k, str(v)[:500]) for k, v in safe_flat(cfg).items()]  # no credentials in params
         for i in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[i : i + 100])
-        self.log_text(cfg.to_yaml(), "config.yaml")
+        self.log_text(safe_yaml(cfg), "config.yaml")
 
     def __call__(self, status: dict) -> None:
         from mlflow.entities import Metric
 
         step, now = int(status["generation"]), int(time.time() * 1000)
+        if step <= self.logged_through:
+            return  # logged before the driver was killed: the resumed run repeats it exactly, log it once
         metrics = [
             Metric(k, float(v), now, step)
             for k, v in status.items()
             if k != "generation" and isinstance(v, (int, float))
         ]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.spool.send(self.client, "metrics", metrics=metrics)
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
-        self({"generation": step, **values})
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
+        if step <= self.logged_through:  # a resumed run: the killed driver may have logged these already
+            metrics = [m for m in metrics if not self._has_step(m.key, step)]
+        self.spool.send(self.client, "metrics", metrics=metrics)
+
+    def _has_step(self, key: str, step: int) -> bool:
+        try:
+            return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
+        except Exception:  # the store is down: log it (a duplicate beats a gap)
+            return False
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.spool.send(self.client, "artifact", path=str(path), artifact_path=artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +113,17 @@ class MlflowRun:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+            self.spool.send(self.client, "tag", key=k, value=str(v))
 
     def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+        """Mark the run ended; when the store is still down, say (one line) how to upload the spool later."""
+        self.spool.send(self.client, "status", status=status)
+        if self.spool.pending and not self.spool.try_flush(self.client):
+            import sys
+
+            print(f"the tracking store at {redact_uri(self.uri)} is still unreachable: the run's remaining metrics, "
+                  f"artifacts and its {status} status are kept in {self.spool.dir}; upload them later with: "
+                  f"es-l2l sync {self.spool.dir}", file=sys.stderr)
+
+
+STEP_METRIC = "elapsed_s"  # in every generation's status (generation 0 included): its history lists the logged steps

@@ -127,14 +127,15 @@ def test_submit_reaches_succeeded_and_its_mlflow_run_is_found(ray_head, mlflow_s
     (run,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`ray.job_submission_id` = '{job_id}'")
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "fitness_mean")] == [1, 2]
-    assert {"checkpoint.pt", "resume.pkl", "config.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoint.pt", "resume.pt", "config.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 
 def test_submit_without_the_token_is_one_clear_line(ray_head, tmp_path):
     env = {k: v for k, v in ray_head["env"].items() if k != "RAY_AUTH_TOKEN"}
     env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-such-token")
-    proc = es_l2l("submit", str(SMOKE), "--address", ray_head["dashboard"], env=env, cwd=tmp_path, timeout=120)
+    proc = es_l2l("submit", str(SMOKE), "--address", ray_head["dashboard"], f"--set=tracking.uri=sqlite:///{tmp_path / 'm.db'}",
+                  env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: cannot reach Ray's job server") and "RAY_AUTH_TOKEN" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -107,6 +107,10 @@ class TaskFamily:
     def io_sizes(self, task) -> tuple[int, int]:
         raise NotImplementedError
 
+    def episode_steps(self, task) -> int:
+        """Simulation steps of one task episode (what the memory estimate before a run multiplies)."""
+        return 1000
+
     def evaluate(self, cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int) -> Evaluation:
         raise NotImplementedError
 

@@ -8,7 +8,6 @@ state, from which :meth:`ES.run` continues to exactly the numbers of an uninterr
 
 from __future__ import annotations
 
-import pickle
 import time
 from typing import TYPE_CHECKING, Literal
 
@@ -85,23 +84,22 @@ def run_es(
     """Meta-train with the configured evolution strategy; returns the initial, final and best genomes.
 
     Every ``run.checkpoint_every`` generations the status dict carries ``resume_state``: the whole
-    search (distribution, optimizer state, sampler RNG state, via pickling the searcher without its
-    evaluator) and the driver's own state (generation, best genome). ``resume=`` that dict continues
+    search (distribution, optimizer state, sampler RNG state, as plain data: es_l2l.search_state)
+    and the driver's own state (generation, best genome). ``resume=`` that dict continues
     after its generation; since each generation's tasks are a pure function of (seed, generation),
     the continued run ends exactly where an uninterrupted one does.
     """
     from es_l2l.outer.evo import MetaProblem, center_of, initial_stdev, make_searcher, stdev_of  # evotorch: imported when used
 
-    if resume is None:
-        search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
-        problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
-        searcher = make_searcher(cfg.es, problem, genome.initial_vector(), initial_stdev(cfg.es, genome))
-    else:
-        searcher = pickle.loads(resume["searcher"])
-        problem = searcher.problem
-        problem.attach(evaluator)
+    from es_l2l.search_state import restore_searcher, searcher_state
+
+    search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
+    problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
+    searcher = make_searcher(cfg.es, problem, genome.initial_vector(), initial_stdev(cfg.es, genome))
+    if resume is not None:  # the fresh searcher takes the saved state: plain data, no pickle
+        restore_searcher(searcher, resume["searcher"])
     driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
-    state = lambda: {"searcher": pickle.dumps(searcher)}  # noqa: E731  MetaProblem drops its evaluator when pickled
+    state = lambda: {"searcher": searcher_state(searcher)}  # noqa: E731  tensors and numbers (es_l2l.search_state)
     for gen in range(driver.first_generation, cfg.run.generations + 1):
         t0 = time.perf_counter()
         problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))  # with seed traffic, this sends the work

@@ -101,9 +101,7 @@ def fast_rollout(
         mode, why = "inplace", f"the C kernel computes W_rec z in float32, not {matmul_dtype}"
     if event_threshold is None:
         event_threshold = KERNEL_EVENT_THRESHOLD if mode == "kernel" else EVENT_THRESHOLD
-    pop, _, n = params.w_in.shape
-    batch, steps = x.shape[-3], x.shape[-2]
-    dtype, device = params.w_in.dtype, params.w_in.device
+    steps, device = x.shape[-2], params.w_in.device
     if readout_steps is None:
         readout_steps = torch.arange(steps)
     keep = torch.zeros(steps, dtype=torch.bool)

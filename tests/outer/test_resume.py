@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from es_l2l.checkpoint import load_checkpoint, load_resume
+from es_l2l.checkpoint import load_checkpoint, load_resume, save_resume
 from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.genome import build_genome
@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
-@pytest.mark.parametrize("algorithm", ["pgpe", "cmaes"])
-def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm):
+@pytest.mark.parametrize("algorithm", ["pgpe", "pgpe+adam", "snes", "cem", "cmaes"])
+def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm, tmp_path):
+    algorithm, _, optimizer = algorithm.partition("+")
     cfg = load_config(SMOKE, ["run.workers=0", "run.generations=7", "run.checkpoint_every=2", "run.validate_every=3",
-                              f"es.algorithm={algorithm}"])
+                              f"es.algorithm={algorithm}", "task.batch_size=4", "run.validation_tasks=16",
+                              *([f"es.optimizer={optimizer}"] if optimizer else [])])
     genome = build_genome(cfg, n_inputs(cfg.task))
     states = {}
     full = run_es(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
@@ -35,7 +37,9 @@ def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm
     # Generation 4 carries the best genome found at the validation of generation 3.
     for gen in (2, 4):
         seen = []
-        resumed = run_es(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=saved[gen])
+        # through the file: tensors + JSON, loaded with weights_only (no pickle)
+        state = load_resume(save_resume(tmp_path / f"resume{gen}.pt", cfg, saved[gen]))
+        resumed = run_es(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=state)
         assert [s["generation"] for s in seen] == list(range(gen + 1, 8))
         assert torch.equal(resumed.final, full.final) and torch.equal(resumed.best, full.best)
         assert resumed.best_generation == full.best_generation
@@ -64,7 +68,7 @@ def test_a_killed_driver_resumes_and_ends_with_the_uninterrupted_genome(tmp_path
     driver = subprocess.Popen(_cli("run", str(SMOKE), *store, *sets), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
-        resume_file = _wait_for("mlruns/**/resume.pkl", tmp_path, 240, driver)
+        resume_file = _wait_for("mlruns/**/resume.pt", tmp_path, 240, driver)
         time.sleep(0.3)  # let the artifact copy complete, then kill the driver without warning
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(30)

@@ -25,6 +25,9 @@ class MazeFamily(TaskFamily):
 
         return n_inputs(task), N_ACTIONS + 1  # four policy logits, then the value
 
+    def episode_steps(self, task) -> int:
+        return task.n_steps * task.ms_per_step
+
     def evaluate(self, cfg, params, seed_keys, batch):
         return maze_eval(cfg, play_params(cfg, params, seed_keys, batch))
 

@@ -23,6 +23,9 @@ class TeacherFamily(TaskFamily):
 
         return n_inputs(task), 1
 
+    def episode_steps(self, task) -> int:
+        return task.n_trials * task.trial_ms
+
     def evaluate(self, cfg, params, seed_keys, batch):
         return evaluate_params(cfg, params, task_batch(cfg, seed_keys, batch))
 

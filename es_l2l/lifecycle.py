@@ -1,0 +1,137 @@
+"""Every MLflow run ends in a final state, and SIGTERM stops a run like Ctrl-C.
+
+* :func:`final_state` wraps everything that happens after the MLflow run exists: Ctrl-C or
+  SIGTERM mark it KILLED, any other exception marks it FAILED with the error as the run's
+  ``error`` tag (and the traceback as the artifact ``error.txt``); the logged checkpoints stay.
+* :func:`sigterm_as_interrupt` turns SIGTERM into :class:`Terminated` (a ``KeyboardInterrupt``) in
+  the main thread, so ``kill PID``, ``ray job stop`` and schedulers stop a run the way Ctrl-C does.
+  ``ray.init`` installs its own SIGTERM handler (``sys.exit``); :func:`reinstall` puts ours back,
+  and :func:`es_l2l.distributed.init_ray` calls it right after ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from contextlib import contextmanager
+
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class RunFailed(RuntimeError):
+    """The run stopped on an error; its MLflow run is marked FAILED and keeps what it logged."""
+
+    def __init__(self, message: str, run_id: str | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM."""
+
+
+_installed = False
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated("SIGTERM")
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within this block (main thread only), SIGTERM raises :class:`Terminated`."""
+    global _installed
+    if not _main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _installed = True
+    try:
+        yield
+    finally:
+        _installed = False
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def reinstall() -> None:
+    """Put our SIGTERM handler back after a library (``ray.init``) replaced it."""
+    if _installed and _main_thread() and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception's type and first line, credentials redacted."""
+    from es_l2l.redact import redact_text
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:1000]
+
+
+def _safely(what, fn, *args, quiet: bool = False) -> bool:
+    try:
+        fn(*args)
+        return True
+    except Exception as exc:  # the tracking store itself may be what failed: never hide the first error
+        if not quiet:
+            import sys
+
+            print(f"warning: could not {what} ({describe_error(exc)})", file=sys.stderr)
+        return False
+
+
+def _end(tracker, status: str, tags: dict[str, str], text: str | None = None) -> str | None:
+    """Tag and end the run; returns where the traceback ``text`` went (the artifact, or a local file)."""
+    where = None
+    _safely("tag the MLflow run", tracker.set_tags, tags)
+    if text:
+        if _safely("log error.txt", tracker.log_text, text, "error.txt", quiet=True):
+            where = "the run's artifact error.txt"
+        else:  # the artifact store is what failed: keep the traceback on this machine
+            import tempfile
+            from pathlib import Path
+
+            local = Path(tempfile.gettempdir()) / f"es-l2l-{tracker.run_id}-error.txt"
+            local.write_text(text)
+            where = str(local)
+    _safely(f"mark the MLflow run {status}", tracker.end, status)
+    return where
+
+
+# Errors whose message already says what to do: passed on as they are.
+EXPECTED = ("ClusterError", "NonFiniteFitness", "FloatingPointError")
+
+
+@contextmanager
+def final_state(tracker):
+    """Mark ``tracker``'s run KILLED (Ctrl-C, SIGTERM) or FAILED (anything else) when the block raises.
+
+    Exceptions other than interrupts come out as :class:`RunFailed` with one line to print.
+    """
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        _end(tracker, "KILLED", {"stopped_by": how})
+        raise
+    except SystemExit as exc:  # a library's own SIGTERM handler (sys.exit(15)), or a deliberate stop (Ray Tune's early stopping)
+        if exc.code == signal.SIGTERM:
+            _end(tracker, "KILLED", {"stopped_by": "SIGTERM"})
+            raise Terminated("SIGTERM") from None
+        _end(tracker, "KILLED", {"stopped_by": f"SystemExit({exc.code})"})
+        raise
+    except BaseException as exc:
+        line = describe_error(exc)
+        where = _end(tracker, "FAILED", {"error": line}, "".join(traceback.format_exception(exc)))
+        if type(exc).__name__ in EXPECTED or isinstance(exc, RunFailed):
+            msg = str(exc)
+        else:
+            msg = f"{line} (traceback in {where})"
+        raise RunFailed(f"{msg} (MLflow run {tracker.run_id} keeps the metrics and checkpoints logged so far)", tracker.run_id) from exc
