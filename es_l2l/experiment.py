@@ -26,7 +26,9 @@ class Outcome:
 
 
 def quiet_libraries() -> None:
-    for noisy in ("evotorch", "mlflow"):  # after their imports, which set their own levels
+    import mlflow  # noqa: F401  (imported first: its import sets its loggers' levels, which we then lower)
+
+    for noisy in ("evotorch", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -92,7 +92,7 @@ def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == (143 if how == "SIGTERM" else 130), err[-2000:]
-    assert took < (10 if how == "SIGTERM" else 4), took
+    assert took < 12, took  # about 4 s (Ctrl-C) and under 10 s (SIGTERM) on an idle machine; slack for a busy one
     verb = "terminated" if how == "SIGTERM" else "interrupted"
     assert f"{verb}; the MLflow run keeps the metrics logged so far" in " ".join(out.split())
     (run,) = runs_in(tmp_path)
