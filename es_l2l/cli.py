@@ -132,7 +132,7 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, run_experiment
 
-    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, exit_now, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: marked KILLED, checkpoints kept
@@ -142,7 +142,7 @@ def cmd_run(args, console: Console) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt as exc:
         console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}; the MLflow run keeps the metrics logged so far")
-        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+        exit_now(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)  # Ray down, no slow native teardown
     _print_summary(console, out.report, out.result, out.run_id, out.uri)
     return 0
 

@@ -67,6 +67,31 @@ def reinstall() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def exit_now(code: int):
+    """End the process after an interrupt: shut Ray down, flush, and skip the interpreter's finalisation.
+
+    Measured: after ``main`` returns, Ray's native teardown at interpreter exit takes 3-5 s more on a
+    busy 2-core machine (after ``ray.shutdown`` itself, ~1.5 s), which broke "Ctrl-C stops within 4 s".
+    The run is already marked KILLED and its files are closed by then.
+    """
+    import os
+    import sys
+
+    try:
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
 def describe_error(exc: BaseException) -> str:
     """One line: the exception's type and first line, credentials redacted."""
     from es_l2l.redact import redact_text
