@@ -136,7 +136,7 @@ def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
     return {
         key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         for key in run.data.metrics
-        if key not in TIMING
+        if key not in TIMING and not key.startswith("system/")  # machine load, not results
     }
 
 

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     run.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last resume.pkl checkpoint (same tracking URI; no CONFIG)")
     ev = sub.add_parser("evaluate", help="score a checkpoint's genome on held-out test tasks beside the baselines")
-    ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run)")
+    ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run), runs:/RUN_ID, or models:/NAME/VERSION")
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
     ev.add_argument("--tasks", type=int, help="number of test episodes (default: the run's run.validation_tasks)")
     cmp = sub.add_parser("compare", help="run several outer loops (ES, BPTT, hybrid) on the same budget as child runs of one MLflow run")
@@ -195,9 +195,22 @@ def cmd_evaluate(args, console: Console) -> int:
     from es_l2l.checkpoint import load_checkpoint
     from es_l2l.families import family_of
 
-    path = Path(args.checkpoint)
     if args.tasks is not None and args.tasks < 1:
         raise ConfigError(f"--tasks must be a positive number of test episodes, got {args.tasks}")
+    if args.checkpoint.startswith(("runs:/", "models:/")):  # a run's checkpoint or a (registered) model
+        import tempfile
+
+        from es_l2l.mlflow_model import checkpoint_from_uri
+
+        folder = tempfile.mkdtemp(prefix="es-l2l-evaluate-")
+        try:
+            path = checkpoint_from_uri(args.checkpoint, folder)
+        except Exception as exc:  # MlflowException, FileNotFoundError, ...
+            _error(f"cannot fetch '{args.checkpoint}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); check the URI and "
+                   "MLFLOW_TRACKING_URI")
+            return EXIT_RUNTIME
+    else:
+        path = Path(args.checkpoint)
     if not path.exists():
         _error(f"checkpoint '{path}' does not exist; download it from the run's MLflow artifacts")
         return EXIT_RUNTIME

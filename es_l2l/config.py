@@ -117,6 +117,7 @@ class TrackingConfig(Strict):
     uri: str | None = Field(None, description="MLflow tracking URI (default sqlite:///./mlflow.db)")
     artifact_root: str = Field("mlruns", description="artifact folder for a new local experiment")
     experiment: str = Field("es-l2l", min_length=1, description="MLflow experiment name")
+    system_metrics: bool = Field(True, description="log CPU and memory use (system/...) while a run trains, where psutil is installed")
     run_name: str | None = None
 
 

@@ -109,6 +109,7 @@ def run_experiment(
         tracker.set_tags(tags)
     verb = f"resumed after generation {resume['generation']}" if resume else "started"
     console.print(f"MLflow run {tracker.run_id} {verb} in experiment '{cfg.tracking.experiment}' at {redact_uri(tracker.uri)}")
+    monitor = system_metrics(cfg, tracker)
     with final_state(tracker):  # any exception: FAILED with an error tag; Ctrl-C, SIGTERM or a stop (SystemExit): KILLED
         try:
             with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +118,48 @@ def run_experiment(
         finally:
             if evaluator is not None:
                 evaluator.close()
+            if monitor is not None:
+                monitor.finish()
         report = family.report(cfg, genome, result.initial, result.best)
         report.log(tracker, cfg, genome, result)  # plots, tables, test metrics, verdict tags
+        log_summary(tracker, cfg, genome, report, result, describe(cfg, genome))
         tracker.end("FINISHED")
     return Outcome(cfg, result, report, tracker.run_id, tracker.uri)
+
+
+def system_metrics(cfg: ExperimentConfig, tracker):
+    """MLflow's system-metrics monitor (CPU, memory: ``system/...``) on this run, where psutil is installed."""
+    if not cfg.tracking.system_metrics:
+        return None
+    try:
+        import psutil  # noqa: F401
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(tracker.run_id, sampling_interval=10, tracking_uri=tracker.uri)
+        monitor.start()
+        return monitor
+    except Exception:  # no psutil, or an MLflow without the monitor: the run goes on without them
+        return None
+
+
+def log_summary(tracker, cfg: ExperimentConfig, genome, report, result, description: str) -> None:
+    """What the run page should say: the description (summary table and verdict, markdown), the
+    held-out results as an MLflow table, and the trained network as a pyfunc model."""
+    from es_l2l.checkpoint import save_checkpoint
+    from es_l2l.mlflow_model import log_model
+
+    rows = getattr(report, "metrics", None)  # predictor -> {metric: value}
+    lines = [f"**{description}**", ""]
+    if isinstance(rows, dict) and rows:
+        keys = list(next(iter(rows.values())))
+        lines += ["| predictor | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
+        lines += [f"| {name} | " + " | ".join(f"{m[k]:.4g}" for k in keys) + " |" for name, m in rows.items()]
+        table = {"predictor": list(rows), **{k: [float(m[k]) for m in rows.values()] for k in keys}}
+        tracker.client.log_table(tracker.run_id, table, "held_out.json")
+    lines += ["", report.verdict()]
+    tracker.set_tags({"mlflow.note.content": "\n".join(lines)[:50000]})
+    with tempfile.TemporaryDirectory() as tmp:
+        genomes = {"best": result.best, "final": result.final, "initial": result.initial}
+        path = save_checkpoint(f"{tmp}/checkpoint.pt", cfg, genomes, best_generation=result.best_generation,
+                               generations=result.generations)
+        log_model(tracker, path)
