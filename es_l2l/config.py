@@ -15,12 +15,14 @@ from pydantic import Field, SerializeAsAny, ValidationError, create_model, field
 from pydantic_core import PydanticCustomError
 
 from es_l2l.families import default_family, get_family
+from es_l2l.models import MODELS, get_model
 from es_l2l.outer import OUTER_LOOPS
 from es_l2l.schema import BLOCKS, ConfigError, Strict, TaskSection, allowed_keys
 
 class ModelConfig(Strict):
-    """The LSNN: LIF and ALIF (adaptive threshold) populations, reference defaults."""
+    """The network: an LSNN (LIF and ALIF populations, reference defaults) or another model kind."""
 
+    kind: str = Field("lsnn", description="model kind: " + ", ".join(MODELS) + " (lsnn with n_alif=0: LIF only)")
     n_lif: int = Field(16, ge=0, le=4096, description="number of LIF neurons (beta = 0)")
     n_alif: int = Field(16, ge=0, le=4096, description="number of adaptive-threshold neurons")
     tau_m: float = Field(20.0, gt=0, description="membrane time constant (ms)")
@@ -37,10 +39,18 @@ class ModelConfig(Strict):
     p_rec: float = Field(1.0, gt=0, le=1, description="initial recurrent connection probability")
     rate_target_hz: float = Field(10.0, ge=0, description="firing-rate regulariser target f0")
     rate_reg: float = Field(0.0, ge=0, description="firing-rate regulariser weight")
+    lstm_units: int = Field(16, ge=1, le=4096, description="kind lstm: hidden units")
+    lstm_forget_bias: float = Field(1.0, description="kind lstm: added to the forget gates' initial bias")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        get_model(value)  # ValueError naming the allowed kinds
+        return value
 
     @model_validator(mode="after")
     def _some_neurons(self):
-        if self.n_lif + self.n_alif < 2:
+        if self.kind == "lsnn" and self.n_lif + self.n_alif < 2:
             raise ValueError("model.n_lif + model.n_alif must be at least 2")
         return self
 
@@ -188,6 +198,7 @@ class _Root(Strict):
         if self.genome.mirror and family.mirror_permutations(self.task) is None:
             raise ValueError(f"genome.mirror ties the network to a left-right mirror that the {self.task.family} family does not have; "
                              "set genome.mirror=false or use a family with a mirror symmetry")
+        get_model(self.model.kind).check(self)
         family.check(self)
         OUTER_LOOPS[self.outer].check(self)
         return self

@@ -34,6 +34,7 @@ def quiet_libraries() -> None:
 
 def describe(cfg: ExperimentConfig, genome) -> str:
     from es_l2l.families import family_of
+    from es_l2l.models import model_of
     from es_l2l.outer import OUTER_LOOPS
 
     loop = OUTER_LOOPS[cfg.outer]
@@ -45,7 +46,7 @@ def describe(cfg: ExperimentConfig, genome) -> str:
         budget.append(f"{cfg.run.max_neuron_steps:.3g} neuron-steps")
     workers = f", {cfg.run.workers or 'no'} Ray worker(s)" if loop.uses_evaluator else ""
     return (
-        f"{cfg.name} ({cfg.family} family): {how}, {cfg.model.n_lif}+{cfg.model.n_alif} neurons, genome D={genome.dim}, "
+        f"{cfg.name} ({cfg.family} family): {how}, {model_of(cfg).size(cfg)}, genome D={genome.dim}, "
         f"budget {' or '.join(budget)}{workers}"
     )
 

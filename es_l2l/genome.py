@@ -19,29 +19,11 @@ import torch
 from typing import TYPE_CHECKING
 
 from es_l2l.families import family_of
+from es_l2l.models import Block, get_model
 from es_l2l.seeds import STREAM_INIT, generator
-from es_l2l.snn import LSNNParams, decay
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
-
-
-@dataclass(frozen=True)
-class Block:
-    name: str
-    shape: tuple[int, ...]  # per member
-    transform: str  # "identity" | "log" | "logit"
-    low: float  # model-space bounds
-    high: float
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def bounds_search(self) -> tuple[float, float]:
-        if self.transform == "log":
-            return math.log(self.low), math.log(self.high)
-        return self.low, self.high
 
 
 @dataclass(frozen=True)
@@ -59,6 +41,7 @@ class Genome:
     tau_out: float
     dt: float
     mirror: tuple[torch.Tensor, torch.Tensor] | None = None  # (perm_in, perm_out) of a mirror symmetry
+    kind: str = "lsnn"  # the model kind (es_l2l.models.MODELS) whose blocks these are
 
     def block_perms(self) -> dict[str, tuple[torch.Tensor, ...]]:
         """Per block, the index map of each per-member axis under the mirror (``mirror`` set).
@@ -143,8 +126,9 @@ class Genome:
             highs.append(torch.full((bm[name].size,), hi))
         return torch.cat(lows), torch.cat(highs)
 
-    def to_model(self, genes: dict[str, torch.Tensor]) -> LSNNParams:
-        """Search-space blocks -> model parameters of the whole population (pure, differentiable)."""
+    def to_model(self, genes: dict[str, torch.Tensor]):
+        """Search-space blocks -> model parameters of the whole population (pure, differentiable):
+        :class:`~es_l2l.snn.LSNNParams` for an LSNN, the model kind's own for others."""
         bm, genes = self.block_map, self.symmetrize(genes)
 
         def value(name: str) -> torch.Tensor:
@@ -153,27 +137,9 @@ class Genome:
             g = g.clamp(lo, hi)
             return torch.exp(g) if block.transform == "log" else g
 
-        w_in, w_rec = value("w_in"), value("w_rec")
-        pop, n = w_rec.shape[0], w_rec.shape[-1]
-        mask_in = (genes["mask_in"] > 0).to(w_in.dtype)
-        no_autapse = 1.0 - torch.eye(n, dtype=w_rec.dtype, device=w_rec.device)
-        mask_rec = (genes["mask_rec"] > 0).to(w_rec.dtype) * no_autapse
-        like = lambda fill, k: torch.full((pop, k), fill, dtype=w_rec.dtype, device=w_rec.device)  # noqa: E731
-        tau_a = torch.cat([like(self.tau_a_lif, self.n_lif), value("tau_a")], dim=1)
-        beta = torch.cat([like(0.0, self.n_lif), value("beta")], dim=1)
-        return LSNNParams(
-            w_in=w_in * mask_in,
-            w_rec=w_rec * mask_rec,
-            w_out=value("w_out"),
-            b_out=value("b_out"),
-            alpha=decay(value("tau_m"), self.dt),
-            rho=decay(tau_a, self.dt),
-            b0=value("b0"),
-            beta=beta,
-            kappa=like(math.exp(-self.dt / self.tau_out), 1),
-        )
+        return get_model(self.kind).to_params(self, genes, value)
 
-    def params(self, vectors: torch.Tensor) -> LSNNParams:
+    def params(self, vectors: torch.Tensor):
         """(P, D) genomes -> model parameters."""
         return self.to_model(self.decode(vectors))
 
@@ -194,7 +160,8 @@ def _mirror_base(value: torch.Tensor, perms: tuple[torch.Tensor, ...]) -> torch.
 
 
 def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | None = None) -> Genome:
-    """Blocks and reference initial values (weights ``N(0, 1) / sqrt(n_pre)``) from the config.
+    """Blocks and initial values of the config's model kind (:data:`es_l2l.models.MODELS`; for the
+    LSNN the reference values, weights ``N(0, 1) / sqrt(n_pre)``).
 
     ``n_in`` and ``n_out`` default to the task family's (:meth:`TaskFamily.io_sizes`).
 
@@ -205,37 +172,10 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
     family_in, family_out = family.io_sizes(cfg.task)
     n_in = family_in if n_in is None else n_in
     n_out = family_out if n_out is None else n_out
+    model = get_model(cfg.model.kind)
+    blocks = model.blocks(cfg, n_in, n_out)
+    base = model.initial(cfg, n_in, n_out, generator(cfg.run.seed, STREAM_INIT))
     m, g = cfg.model, cfg.genome
-    n = m.n_lif + m.n_alif
-    wb = g.weight_bound
-    blocks = (
-        Block("w_in", (n_in, n), "identity", -wb, wb),
-        Block("w_rec", (n, n), "identity", -wb, wb),
-        Block("w_out", (n, n_out), "identity", -wb, wb),
-        Block("b_out", (n_out,), "identity", -wb, wb),
-        Block("tau_m", (n,), "log", *g.tau_m_bounds),
-        Block("tau_a", (m.n_alif,), "log", *g.tau_a_bounds),
-        Block("b0", (n,), "log", *g.b0_bounds),
-        Block("beta", (m.n_alif,), "identity", *g.beta_bounds),
-        Block("mask_in", (n_in, n), "logit", -1.0, 1.0),
-        Block("mask_rec", (n, n), "logit", -1.0, 1.0),
-    )
-    gen = generator(cfg.run.seed, STREAM_INIT)
-    randn = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    rand = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
-    base = {
-        "w_in": m.w_in_scale * randn(n_in, n) / math.sqrt(n_in),
-        "w_rec": m.w_rec_scale * randn(n, n) / math.sqrt(n),
-        "w_out": randn(n, n_out) / math.sqrt(n),
-        "b_out": torch.zeros(n_out),
-        "tau_m": torch.full((n,), math.log(m.tau_m)),
-        "tau_a": torch.full((m.n_alif,), math.log(m.tau_a)),
-        "b0": torch.full((n,), math.log(m.b0)),
-        "beta": torch.full((m.n_alif,), m.beta),
-        # A connection exists where its logit is positive: p - U(0, 1) > 0 with probability p.
-        "mask_in": m.p_in - rand(n_in, n),
-        "mask_rec": m.p_rec - rand(n, n),
-    }
     searched = tuple(b.name for b in blocks if b.name in set(g.search))
     mirror = None
     if cfg.genome.mirror:
@@ -249,12 +189,13 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
         base=base,
         n_in=n_in,
         n_out=n_out,
-        n_lif=m.n_lif,
-        n_alif=m.n_alif,
+        n_lif=m.n_lif if model.spiking else 0,
+        n_alif=m.n_alif if model.spiking else 0,
         tau_a_lif=m.tau_a,
         tau_out=m.tau_out,
         dt=m.dt,
         mirror=mirror,
+        kind=model.name,
     )
     if mirror is None:
         return genome

@@ -27,7 +27,7 @@ def test_every_shipped_comparison_resolves_with_a_budget(path):
     from es_l2l.compare import resolve_plan
 
     plan = resolve_plan([str(path)], [], None, None, None)
-    expected = {"es", "bptt"} if plan.configs[0].family == "maze" else {"es", "bptt", "hybrid"}
+    expected = {"maze": {"es", "bptt"}, "store_recall": {"es", "bptt"}, "smnist": {"bptt"}}.get(plan.configs[0].family, {"es", "bptt", "hybrid"})
     assert {c.outer for c in plan.configs} == expected
     assert all(c.run.max_seconds == plan.budget[1] for c in plan.configs) and plan.budget[0] == "seconds"
 

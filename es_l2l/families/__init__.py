@@ -12,9 +12,11 @@ import importlib
 
 from es_l2l.families.base import TaskFamily
 from es_l2l.families.maze import FAMILY as _MAZE
+from es_l2l.families.smnist import FAMILY as _SMNIST
+from es_l2l.families.store_recall import FAMILY as _STORE_RECALL
 from es_l2l.families.teacher import FAMILY as _TEACHER
 
-FAMILIES: dict[str, TaskFamily] = {"teacher": _TEACHER, "maze": _MAZE}
+FAMILIES: dict[str, TaskFamily] = {"teacher": _TEACHER, "maze": _MAZE, "store_recall": _STORE_RECALL, "smnist": _SMNIST}
 
 
 def default_family() -> str:

@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import torch
 
+from es_l2l.models.base import Block, ModelKind
+
 
 class LSTMParams(NamedTuple):
     w_ih: torch.Tensor  # (P, n_in, 4H)
@@ -112,4 +114,60 @@ def lstm_rollout(params: LSTMParams, x: torch.Tensor, readout_steps: torch.Tenso
     return torch.matmul(hk, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
 
 
-__all__ = ["LSTMParams", "init_lstm", "lsnn_weight_count", "lstm_hidden_for", "lstm_param_count", "lstm_rollout"]
+__all__ = ["LSTMModel", "LSTMParams", "init_lstm", "lsnn_weight_count", "lstm_hidden_for", "lstm_param_count", "lstm_rollout"]
+
+
+class LSTMModel(ModelKind):
+    """The LSTM model kind (``model.kind: lstm``, ``model.lstm_units`` units).
+
+    Genome blocks: ``w_in`` (n_in + 1, 4H), the input weights with the gate bias as the weights of
+    a constant input (its last row), so the bias is searched and trained with ``w_in``;
+    ``w_rec`` (H, 4H); ``w_out`` (H, n_out); ``b_out`` (n_out,). All weights are clipped to
+    ``genome.weight_bound``. No spikes: a rollout's spike count is zero (rate 0 Hz) and the rate
+    regulariser does not apply.
+    """
+
+    name = "lstm"
+    spiking = False
+
+    def blocks(self, cfg, n_in, n_out):
+        h, wb = cfg.model.lstm_units, cfg.genome.weight_bound
+        return (
+            Block("w_in", (n_in + 1, 4 * h), "identity", -wb, wb),
+            Block("w_rec", (h, 4 * h), "identity", -wb, wb),
+            Block("w_out", (h, n_out), "identity", -wb, wb),
+            Block("b_out", (n_out,), "identity", -wb, wb),
+        )
+
+    def initial(self, cfg, n_in, n_out, gen):
+        p = init_lstm(1, n_in, cfg.model.lstm_units, n_out, gen, forget_bias=cfg.model.lstm_forget_bias)
+        return {"w_in": torch.cat([p.w_ih[0], p.b[0].unsqueeze(0)]), "w_rec": p.w_hh[0], "w_out": p.w_out[0], "b_out": p.b_out[0]}
+
+    def to_params(self, genome, genes, value) -> LSTMParams:
+        w_in = value("w_in")
+        return LSTMParams(w_ih=w_in[:, :-1], w_hh=value("w_rec"), b=w_in[:, -1], w_out=value("w_out"), b_out=value("b_out"))
+
+    def simulate(self, cfg, params, x, readout_steps=None, record_spikes=False):
+        from es_l2l.snn import Rollout
+
+        y = lstm_rollout(params, x.to(params.w_ih.device), readout_steps)
+        pop, batch, steps = y.shape[0], x.shape[-3], x.shape[-2]
+        zeros = y.new_zeros(pop, batch, params.hidden)
+        spikes = y.new_zeros(pop, batch, steps, params.hidden) if record_spikes else None
+        return Rollout(y=y, spike_count=zeros.detach(), spikes=spikes, n_steps=steps)
+
+    def size(self, cfg) -> str:
+        return f"LSTM of {cfg.model.lstm_units} units"
+
+    def check(self, cfg) -> None:
+        if cfg.genome.mirror:
+            raise ValueError("genome.mirror ties LSNN neurons in mirror pairs; set genome.mirror=false for model.kind=lstm")
+        bptt = getattr(cfg, "bptt", None)
+        if bptt is not None and bptt.deep_r.enabled:
+            raise ValueError("bptt.deep_r rewires LSNN synapses; set bptt.deep_r.enabled=false for model.kind=lstm")
+        mine = {"w_in", "w_rec", "w_out", "b_out"}
+        if bptt is not None and cfg.outer != "es" and not mine & set(bptt.train):
+            raise ValueError("bptt.train lists no block of an LSTM; list some of w_in, w_rec, w_out, b_out")
+
+
+MODEL = LSTMModel()

@@ -79,7 +79,8 @@ class GradientTrainer:
     """
 
     def __init__(self, cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, names: list[str] | tuple[str, ...]):
-        self.cfg, self.genome, self.names = cfg, genome, tuple(names)
+        self.cfg, self.genome = cfg, genome
+        self.names = tuple(n for n in names if n in genome.block_map)  # the blocks the model kind has
         self.vector = vector.detach().clone().cpu()  # the genome stays on the CPU; the leaves live on run.device
         self.device = torch.device(cfg.run.device)
         self.slices = genome.slices()

@@ -7,6 +7,7 @@ from es_l2l.snn.lsnn import (
     lsnn_step,
     rate_regulariser,
     rollout,
+    threshold_trace,
     zero_state,
 )
 from es_l2l.snn.spike import SpikeFunction, pseudo_derivative, spike
@@ -29,5 +30,6 @@ __all__ = [
     "rollout",
     "sim_options",
     "spike",
+    "threshold_trace",
     "zero_state",
 ]

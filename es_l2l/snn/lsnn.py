@@ -189,6 +189,20 @@ def rate_regulariser(rate_hz: torch.Tensor, target_hz: float = 10.0) -> torch.Te
     return ((rate_hz - target_hz) * 1e-3).pow(2).sum(dim=-1)
 
 
+def threshold_trace(params: LSNNParams, spikes: torch.Tensor, member: int = 0) -> torch.Tensor:
+    """The firing thresholds ``A_t = b0 + beta * b_t`` of one network over a recorded run, from its
+    spikes (T, N) (``b`` integrates the previous step's spikes, as in :func:`lsnn_step`): (T, N)."""
+    rho, b0, beta = params.rho[member], params.b0[member], params.beta[member]
+    b = torch.zeros_like(rho)
+    z_prev = torch.zeros_like(rho)
+    out = []
+    for z in spikes.to(rho.dtype).unbind(0):
+        b = rho * b + (1.0 - rho) * z_prev
+        out.append(b0 + beta * b)
+        z_prev = z
+    return torch.stack(out)
+
+
 def decay(tau: torch.Tensor, dt: float = 1.0) -> torch.Tensor:
     """``exp(-dt / tau)``."""
     return torch.exp(-dt / tau)
@@ -205,5 +219,6 @@ __all__ = [
     "rate_regulariser",
     "rollout",
     "step_rollout",
+    "threshold_trace",
     "zero_state",
 ]

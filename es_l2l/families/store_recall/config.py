@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from es_l2l.schema import TaskSection
 
 
-class StoreRecallTaskConfig(BaseModel):
+class StoreRecallTaskConfig(TaskSection):
     """Store-recall sequences: remember the bit shown with STORE, say it at RECALL."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     family: Literal["store_recall"] = "store_recall"
     n_symbols: int = Field(12, ge=2, le=10_000, description="symbols (frames) per sequence")
@@ -42,6 +42,7 @@ class StoreRecallTaskConfig(BaseModel):
         None, ge=1, description="last steps of each RECALL frame whose readout is averaged (None: the whole frame)"
     )
     batch_size: int = Field(128, ge=1, description="sequences per batch")
+    test_sequences: int = Field(1000, ge=1, description="fixed held-out sequences of the test report")
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -9,7 +9,7 @@ import torch
 from es_l2l.families.base import Objective
 from es_l2l.families.teacher import tasks as teacher
 from es_l2l.seeds import generator
-from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout, sim_options
+from es_l2l.models import rate_terms, simulate
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -56,21 +56,21 @@ def task_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) ->
     return teacher.sample_tasks(cfg.task, generator(*seed_keys), batch)
 
 
-def evaluate_params(cfg: ExperimentConfig, params: LSNNParams, tasks: teacher.TeacherTasks) -> TeacherEval:
-    """Simulate ``P`` networks on ``B`` teacher episodes and score them (differentiable)."""
-    out = rollout(params, tasks.spikes.to(params.w_in.device), sim_options(cfg), readout_steps=tasks.readout_steps)
+def evaluate_params(cfg: ExperimentConfig, params, tasks: teacher.TeacherTasks) -> TeacherEval:
+    """Simulate ``P`` networks (any model kind) on ``B`` teacher episodes and score them (differentiable)."""
+    out = simulate(cfg, params, tasks.spikes, readout_steps=tasks.readout_steps)
     pred = teacher.predictions(cfg.task, out.y)  # (P, B, n_trials)
     err = (pred - tasks.y.to(pred.device)).pow(2)
     mse_per_trial = err.mean(dim=1)
     mse = mse_per_trial.mean(dim=1)
-    rate = firing_rate_hz(out.spike_count, out.n_steps, cfg.model.dt)  # (P, N)
-    loss = mse + cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz)
+    rate, penalty = rate_terms(cfg, out)
+    loss = mse + penalty
     pop, batch, n = out.spike_count.shape
     return TeacherEval(
         fitness=-loss,
         mse=mse,
         mse_per_trial=mse_per_trial,
-        rate_hz=rate.mean(dim=1),
+        rate_hz=rate,
         predictions=pred,
         neuron_steps=pop * batch * n * out.n_steps,
     )

@@ -1,0 +1,79 @@
+"""Scoring networks (any model kind) on sequential-MNIST digits: cross-entropy, accuracy, fitness.
+
+Which digits: training batches are drawn (with replacement) from the train split by their seed
+keys; the validation stream (:data:`es_l2l.seeds.STREAM_VALIDATION`) takes a fixed random subset
+of the val split (the same digits at every validation), the test stream one of the test split. Each split is read
+and encoded once per process (:func:`split`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+
+from es_l2l.families.base import Objective
+from es_l2l.families.smnist import task as sm
+from es_l2l.families.smnist.data import Digits, load_digits
+from es_l2l.models import rate_terms, simulate
+from es_l2l.seeds import STREAM_TEST, STREAM_VALIDATION, generator
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+
+OBJECTIVE = Objective("val_accuracy", maximize=True, label="val accuracy", digits=4)
+
+
+class SMNISTEval(NamedTuple):
+    fitness: torch.Tensor  # (P,) minus (cross-entropy + rate regulariser)
+    cross_entropy: torch.Tensor  # (P,)
+    accuracy: torch.Tensor  # (P,)
+    rate_hz: torch.Tensor  # (P,)
+    right: torch.Tensor  # (P, B) 1.0 where the digit was classified right
+    neuron_steps: int
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "train_accuracy_mean": float(self.accuracy.mean()),
+            "train_cross_entropy_mean": float(self.cross_entropy.mean()),
+            "rate_hz": float(self.rate_hz.mean()),
+        }
+
+    def light(self) -> "SMNISTEval":
+        return self._replace(right=self.right.new_zeros(self.right.shape[0], 0))
+
+
+@functools.lru_cache(maxsize=8)
+def _split(source: str, split_name: str, data_dir: str | None, n_val: int) -> Digits:
+    return load_digits(source, split_name, data_dir, n_val)
+
+
+def split(task, name: str) -> Digits:
+    """The ``name`` split ("train", "val", "test") of the task's digit source, loaded once per process."""
+    return _split(task.source, name, task.data_dir, task.n_val)
+
+
+def digit_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> sm.SMNISTBatch:
+    """The digits named by ``seed_keys`` (see the module doc)."""
+    stream = seed_keys[1] if len(seed_keys) > 1 else None
+    if stream in (STREAM_VALIDATION, STREAM_TEST):
+        digits = split(cfg.task, "val" if stream == STREAM_VALIDATION else "test")
+        order = torch.randperm(len(digits), generator=generator(*seed_keys))  # the splits are sorted by class
+        return sm.make_batch(cfg.task, digits, order[: min(batch, len(digits))].sort().values)
+    return sm.sample(cfg.task, split(cfg.task, "train"), generator(*seed_keys), batch)
+
+
+def evaluate_batch(cfg: ExperimentConfig, params, batch: sm.SMNISTBatch, record_spikes: bool = False):
+    out = simulate(cfg, params, batch.x, readout_steps=batch.readout_steps, record_spikes=record_spikes)
+    ce = sm.cross_entropy(out.y, batch.labels)
+    right = (sm.class_logits(out.y).argmax(dim=-1) == batch.labels.to(out.y.device)).float()
+    rate, penalty = rate_terms(cfg, out)
+    pop, b, n = out.spike_count.shape
+    ev = SMNISTEval(fitness=-(ce + penalty), cross_entropy=ce, accuracy=right.mean(dim=1), rate_hz=rate, right=right,
+                    neuron_steps=pop * b * n * out.n_steps)
+    return ev, out
+
+
+def evaluate_params(cfg: ExperimentConfig, params, seed_keys: tuple[int, ...], batch: int) -> SMNISTEval:
+    return evaluate_batch(cfg, params, digit_batch(cfg, seed_keys, batch))[0]

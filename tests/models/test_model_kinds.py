@@ -1,0 +1,106 @@
+"""Model kinds: the registry, the LSTM's genome (round trip, layout, parameters), ES and BPTT on an
+LSTM through the real CLI, and the families that refuse a kind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from es_l2l.config import ConfigError, build_config, load_config
+from es_l2l.genome import build_genome
+from es_l2l.models import MODELS, simulate
+from es_l2l.models.lstm import LSTMParams, init_lstm, lstm_param_count, lstm_rollout
+from es_l2l.seeds import STREAM_INIT, generator
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+
+
+def lstm_cfg(**extra):
+    return load_config(CONFIGS / "smoke_store_recall_lstm_bptt.yaml", [f"{k}={v}" for k, v in extra.items()])
+
+
+def test_registry():
+    assert set(MODELS) == {"lsnn", "lstm"}
+    with pytest.raises(ConfigError, match="unknown model kind 'gru'; allowed: lsnn, lstm"):
+        build_config({"model": {"kind": "gru"}})
+
+
+def test_lstm_genome_round_trip_and_layout():
+    cfg = lstm_cfg()
+    g = build_genome(cfg)
+    h, n_in, n_out = cfg.model.lstm_units, g.n_in, g.n_out
+    assert g.kind == "lstm" and g.searched == ("w_in", "w_rec", "w_out", "b_out")
+    assert g.dim == lstm_param_count(n_in, h, n_out)
+    vectors = torch.randn(5, g.dim)
+    assert torch.equal(g.encode(g.decode(vectors)), vectors)
+    # the initial genome is torch.nn.LSTM's initialisation from the run seed, bias as the last row of w_in
+    p = g.params(g.initial_vector().unsqueeze(0))
+    ref = init_lstm(1, n_in, h, n_out, generator(cfg.run.seed, STREAM_INIT), forget_bias=cfg.model.lstm_forget_bias)
+    assert isinstance(p, LSTMParams) and all(torch.equal(a, b) for a, b in zip(p, ref))
+
+
+def test_lstm_simulate_is_lstm_rollout_with_no_spikes():
+    cfg = lstm_cfg()
+    g = build_genome(cfg)
+    p = g.params(torch.randn(3, g.dim) * 0.3)
+    x = (torch.rand(4, 50, g.n_in) < 0.1).float()
+    out = simulate(cfg, p, x, readout_steps=torch.tensor([10, 49]))
+    assert torch.equal(out.y, lstm_rollout(p, x, torch.tensor([10, 49])))
+    assert out.spike_count.shape == (3, 4, cfg.model.lstm_units) and not out.spike_count.any() and out.n_steps == 50
+
+
+def test_lstm_weights_are_clipped_and_differentiable():
+    cfg = lstm_cfg(**{"genome.weight_bound": 0.5})
+    g = build_genome(cfg)
+    v = (torch.randn(2, g.dim) * 3).requires_grad_()
+    p = g.params(v)
+    assert all(t.abs().max() <= 0.5 for t in p)
+    simulate(cfg, p, torch.rand(2, 20, g.n_in)).y.sum().backward()
+    assert v.grad is not None and v.grad.abs().sum() > 0
+
+
+def es_l2l(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    track = [f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", f"tracking.artifact_root={tmp / 'mlruns'}"]
+    return subprocess.run([sys.executable, "-m", "es_l2l.cli", *args, *[a for s in track for a in ("--set", s)]], cwd=tmp,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("outer", ["es", "bptt"])
+def test_es_and_bptt_train_an_lstm_through_the_cli(tmp_path, outer):
+    from mlflow.tracking import MlflowClient
+
+    proc = es_l2l(tmp_path, "run", str(CONFIGS / "smoke_store_recall_lstm_bptt.yaml"), "--set", f"outer={outer}",
+                  "--set", "es.popsize=8")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "LSTM of 4 units" in proc.stdout and "Store-recall: 40 held-out sequences" in proc.stdout
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED" and run.data.params["model.kind"] == "lstm"
+    from es_l2l.checkpoint import load_checkpoint
+
+    path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path))
+    _, genome, genomes, _ = load_checkpoint(path)
+    assert genome.kind == "lstm" and not torch.equal(genomes["final"], genomes["initial"])  # it trained
+
+
+def test_families_and_loops_that_refuse_an_lstm():
+    with pytest.raises(ConfigError, match="maze family's closed loop runs LSNNs only"):
+        build_config({"model": {"kind": "lstm"}, "task": {"family": "maze"}})
+    with pytest.raises(ConfigError, match="genome.mirror"):
+        build_config({"model": {"kind": "lstm"}, "task": {"family": "maze"}, "genome": {"mirror": True}})
+    with pytest.raises(ConfigError, match="bptt.deep_r"):
+        build_config({"model": {"kind": "lstm"}, "outer": "bptt", "bptt": {"deep_r": {"enabled": True}}})
+    # the teacher family runs any model kind
+    cfg = build_config({"model": {"kind": "lstm", "lstm_units": 3}, "task": {"n_trials": 3, "trial_ms": 4, "readout_ms": 2, "batch_size": 2}})
+    from es_l2l.families import family_of
+
+    g = build_genome(cfg)
+    ev = family_of(cfg).evaluate(cfg, g.params(g.initial_vector().unsqueeze(0)), (0, 1), 2)
+    assert ev.fitness.shape == (1,) and float(ev.rate_hz[0]) == 0.0
