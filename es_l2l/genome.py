@@ -11,7 +11,6 @@ the population's :class:`~es_l2l.snn.LSNNParams`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch

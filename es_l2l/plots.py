@@ -51,7 +51,7 @@ def raster_figure(path, spikes, thresholds=None, n_lif: int = 0, inputs=None, re
         dots(axes["inputs"], inputs)
         axes["inputs"].set_ylabel("input")
     dots(axes["spikes"], spikes, n_lif)
-    axes["spikes"].set_ylabel(f"neuron\n(LIF blue, ALIF red)" if n_lif < np.asarray(spikes).shape[1] else "neuron")
+    axes["spikes"].set_ylabel("neuron\n(LIF blue, ALIF red)" if n_lif < np.asarray(spikes).shape[1] else "neuron")
     if thresholds is not None:
         thr = np.asarray(thresholds)
         axes["thresholds"].plot(np.arange(thr.shape[0]) * dt, thr, lw=0.8)
