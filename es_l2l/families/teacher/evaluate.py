@@ -51,6 +51,15 @@ def episode_metrics(mse_per_trial: torch.Tensor, prefix: str) -> dict[str, float
     }
 
 
+def weighted_mse(mse_per_trial: torch.Tensor, late_weight: float) -> torch.Tensor:
+    """(P, n_trials) -> (P,): the mean over trials with the second half's trials weighted ``late_weight``
+    against 1 for the first half's (weights normalised to mean 1, so ``late_weight=1`` is the plain mean)."""
+    n = mse_per_trial.shape[-1]
+    w = torch.ones(n, dtype=mse_per_trial.dtype, device=mse_per_trial.device)
+    w[n // 2 :] = late_weight
+    return (mse_per_trial * (w / w.mean())).mean(dim=-1)
+
+
 def task_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> teacher.TeacherTasks:
     """The tasks named by ``seed_keys``: the same keys always give the same tasks."""
     return teacher.sample_tasks(cfg.task, generator(*seed_keys), batch)
@@ -64,7 +73,8 @@ def evaluate_params(cfg: ExperimentConfig, params: LSNNParams, tasks: teacher.Te
     mse_per_trial = err.mean(dim=1)
     mse = mse_per_trial.mean(dim=1)
     rate = firing_rate_hz(out.spike_count, out.n_steps, cfg.model.dt)  # (P, N)
-    loss = mse + cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz)
+    fit = mse if cfg.task.late_weight == 1.0 else weighted_mse(mse_per_trial, cfg.task.late_weight)
+    loss = fit + cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz)
     pop, batch, n = out.spike_count.shape
     return TeacherEval(
         fitness=-loss,

@@ -81,3 +81,32 @@ def test_family_statistics_show_real_shape():
     assert late["oracle linear"] < late["online least squares"] < late["running mean"] < late["family mean"]
     # Backprop on the target's own architecture learns the shape itself: the strongest baseline.
     assert late["target-architecture backprop"] < 0.5 * late["oracle linear"]
+
+
+def test_tasks_without_spikes_have_the_same_inputs_and_targets():
+    full = teacher.sample_tasks(CFG, generator(5, 1), 3)
+    bare = teacher.sample_tasks(CFG, generator(5, 1), 3, spikes=False)
+    assert torch.equal(full.x, bare.x) and torch.equal(full.y, bare.y)
+    assert bare.spikes.shape == (3, 0, teacher.n_inputs(CFG))
+
+
+def test_show_previous_input_adds_the_previous_trials_x_after_the_target():
+    cfg = CFG.model_copy(update={"show_previous_input": True, "max_rate_hz": 1000.0})
+    x = torch.tensor([[[-6.0, 6.0], [6.0, -6.0], [0.0, 0.0]]])
+    y = torch.zeros(1, 3)
+    prob = teacher.trial_probabilities(cfg, x, y)
+    n = cfg.neurons_per_variable
+    assert teacher.n_inputs(cfg) == 5 * n == prob.shape[-1]
+    assert torch.equal(prob[:, :, : 3 * n], teacher.trial_probabilities(CFG.model_copy(update={"max_rate_hz": 1000.0}), x, y))
+    prev = prob[0, :, 3 * n :]
+    assert prev[0].sum() == 0  # silent in the first trial
+    assert torch.equal(prev[1:], prob[0, :-1, : 2 * n])  # trial i shows trial i-1's x1, x2
+
+
+def test_late_weight_weights_the_second_half():
+    from es_l2l.families.teacher.evaluate import weighted_mse
+
+    per_trial = torch.tensor([[1.0, 1.0, 4.0, 4.0]])
+    assert torch.allclose(weighted_mse(per_trial, 1.0), torch.tensor([2.5]))
+    # weights (1, 1, 3, 3) / 2: (1 + 1 + 12 + 12) / 2 / 4
+    assert torch.allclose(weighted_mse(per_trial, 3.0), torch.tensor([3.25]))
