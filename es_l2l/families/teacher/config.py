@@ -30,6 +30,11 @@ class TeacherConfig(TaskSection):
         "arrives together (two more coded variables; silent in the first trial); the information is what the network "
         "was shown a trial earlier",
     )
+    encoding: Literal["poisson", "rate"] = Field(
+        "poisson",
+        description="input trains: poisson (spikes drawn from each neuron's tuning-curve rate) or rate (the spike "
+        "probability per step itself as a noise-free analog input: the same population code without Poisson noise)",
+    )
     late_weight: float = Field(
         1.0, gt=0, description="training loss: weight of the second half's trials relative to the first half's "
         "(the reported MSE stays unweighted)"

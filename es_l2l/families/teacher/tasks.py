@@ -92,7 +92,10 @@ def sample_tasks(cfg: TeacherConfig, gen: torch.Generator, batch: int, *, spikes
     if not spikes:
         return TeacherTasks(x=x, y=y, spikes=torch.empty(batch, 0, n_inputs(cfg)), readout_steps=readout_steps(cfg))
     prob = trial_probabilities(cfg, x, y).repeat_interleave(cfg.trial_ms, dim=1)  # (B, T, n_in)
-    spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
+    if cfg.encoding == "rate":  # the expected spike train: the population code without Poisson noise
+        spikes = prob.to(torch.float32)
+    else:
+        spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
     return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(cfg))
 
 

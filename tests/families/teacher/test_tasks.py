@@ -110,3 +110,29 @@ def test_late_weight_weights_the_second_half():
     assert torch.allclose(weighted_mse(per_trial, 1.0), torch.tensor([2.5]))
     # weights (1, 1, 3, 3) / 2: (1 + 1 + 12 + 12) / 2 / 4
     assert torch.allclose(weighted_mse(per_trial, 3.0), torch.tensor([3.25]))
+
+
+def test_rate_encoding_is_the_expected_spike_train():
+    cfg = CFG.model_copy(update={"encoding": "rate"})
+    rate = teacher.sample_tasks(cfg, generator(5, 1), 3)
+    poisson = teacher.sample_tasks(CFG, generator(5, 1), 3)
+    assert torch.equal(rate.y, poisson.y)
+    prob = teacher.trial_probabilities(cfg, rate.x, rate.y).repeat_interleave(cfg.trial_ms, dim=1)
+    assert torch.equal(rate.spikes, prob.to(torch.float32))
+
+
+def test_rate_encoded_inputs_get_the_kernel_gradient_autograd_gets():
+    from es_l2l.config import build_config
+    from es_l2l.genome import build_genome
+    from es_l2l.outer.bptt import GradientTrainer
+
+    grads = []
+    for backend in ("kernel", "autograd"):
+        cfg = build_config(None, ["outer=bptt", "task.encoding=rate", "task.n_trials=3", "task.trial_ms=8",
+                                  "task.readout_ms=3", f"bptt.backend={backend}", "bptt.batch_size=2"])
+        genome = build_genome(cfg)
+        trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+        loss, _, _ = trainer.loss_and_eval((0, 2, 1))
+        loss.backward()
+        grads.append(torch.cat([leaf.grad.flatten() for leaf in trainer.leaves.values()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6 * float(grads[1].abs().max()))
