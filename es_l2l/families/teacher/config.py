@@ -35,6 +35,10 @@ class TeacherConfig(TaskSection):
         description="input trains: poisson (spikes drawn from each neuron's tuning-curve rate) or rate (the spike "
         "probability per step itself as a noise-free analog input: the same population code without Poisson noise)",
     )
+    shape_curriculum: int = Field(
+        0, ge=0, description="training steps (generations), counted from 1, whose tasks have each episode's own mean "
+        "target removed (offset-free functions: only the shape is left to learn); validation and test tasks never",
+    )
     late_weight: float = Field(
         1.0, gt=0, description="training loss: weight of the second half's trials relative to the first half's "
         "(the reported MSE stays unweighted)"

@@ -8,7 +8,7 @@ import torch
 
 from es_l2l.families.base import Objective
 from es_l2l.families.teacher import tasks as teacher
-from es_l2l.seeds import generator
+from es_l2l.seeds import STREAM_TRAIN, generator
 from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout, sim_options
 
 if TYPE_CHECKING:
@@ -60,9 +60,15 @@ def weighted_mse(mse_per_trial: torch.Tensor, late_weight: float) -> torch.Tenso
     return (mse_per_trial * (w / w.mean())).mean(dim=-1)
 
 
+def in_shape_curriculum(cfg: ExperimentConfig, seed_keys: tuple[int, ...]) -> bool:
+    """True for training tasks ``(seed, STREAM_TRAIN, generation, ...)`` with ``generation <= task.shape_curriculum``."""
+    return len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN and seed_keys[2] <= cfg.task.shape_curriculum
+
+
 def task_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> teacher.TeacherTasks:
-    """The tasks named by ``seed_keys``: the same keys always give the same tasks."""
-    return teacher.sample_tasks(cfg.task, generator(*seed_keys), batch)
+    """The tasks named by ``seed_keys``: the same keys always give the same tasks (offset-free
+    during the shape curriculum's training steps)."""
+    return teacher.sample_tasks(cfg.task, generator(*seed_keys), batch, centered=in_shape_curriculum(cfg, seed_keys))
 
 
 def evaluate_params(cfg: ExperimentConfig, params: LSNNParams, tasks: teacher.TeacherTasks) -> TeacherEval:

@@ -83,12 +83,17 @@ def readout_steps(cfg: TeacherConfig) -> torch.Tensor:
     return (starts[:, None] + torch.arange(cfg.readout_ms)).flatten()
 
 
-def sample_tasks(cfg: TeacherConfig, gen: torch.Generator, batch: int, *, spikes: bool = True) -> TeacherTasks:
+def sample_tasks(
+    cfg: TeacherConfig, gen: torch.Generator, batch: int, *, spikes: bool = True, centered: bool = False
+) -> TeacherTasks:
     """Sample ``batch`` episodes; a pure function of the generator's state. ``spikes=False`` skips
-    the spike trains (an empty tensor in their place); ``x`` and ``y`` are the same either way."""
+    the spike trains (an empty tensor in their place); ``x`` and ``y`` are the same either way.
+    ``centered`` removes each episode's mean target (the shape curriculum's offset-free tasks)."""
     nets = sample_target_nets(cfg, gen, batch)
     x = (torch.rand(batch, cfg.n_trials, 2, generator=gen) * 2 - 1) * cfg.input_range
     y = evaluate_target(cfg, nets, x)
+    if centered:
+        y = y - y.mean(dim=1, keepdim=True)
     if not spikes:
         return TeacherTasks(x=x, y=y, spikes=torch.empty(batch, 0, n_inputs(cfg)), readout_steps=readout_steps(cfg))
     prob = trial_probabilities(cfg, x, y).repeat_interleave(cfg.trial_ms, dim=1)  # (B, T, n_in)
