@@ -47,12 +47,24 @@ def plot_episode(cfg: ExperimentConfig, trace: dict, path: str | Path, title: st
     steps = trace["readout"].shape[0]
     fig, axes = plt.subplots(3, 1, figsize=(11, 7.5), dpi=110, sharex=True, gridspec_kw={"height_ratios": [1.2, 1.6, 1.4]})
     ax = axes[0]
-    t, i = torch.nonzero(trace["input_spikes"], as_tuple=True)
-    for k, (label, color) in enumerate([("x1", "C0"), ("x2", "C2"), ("previous target", "C1")]):
-        sel = (i >= k * n) & (i < (k + 1) * n)
-        ax.scatter(t[sel].numpy(), i[sel].numpy(), s=1.5, color=color, label=label, marker="|")
-    ax.set_ylabel("input neuron")
-    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    inputs = trace["input_spikes"]
+    groups = [("x1", "C0"), ("x2", "C2"), ("previous target", "C1")]
+    if t_cfg.show_previous_input:
+        groups += [("previous x1", "C4"), ("previous x2", "C5")]
+    if t_cfg.encoding == "rate":  # analog inputs: the spike probability per step as an image
+        ax.imshow(inputs.T.numpy(), aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
+                  extent=(-0.5, steps - 0.5, -0.5, inputs.shape[1] - 0.5))
+        for k, (label, color) in enumerate(groups):
+            ax.axhline(k * n - 0.5, color=color, lw=0.6)
+            ax.text(steps * 1.002, (k + 0.5) * n, label, fontsize=7, color=color, va="center")
+        ax.set_ylabel("input neuron\n(rate: spike prob./step)")
+    else:
+        t, i = torch.nonzero(inputs, as_tuple=True)
+        for k, (label, color) in enumerate(groups):
+            sel = (i >= k * n) & (i < (k + 1) * n)
+            ax.scatter(t[sel].numpy(), i[sel].numpy(), s=1.5, color=color, label=label, marker="|")
+        ax.set_ylabel("input neuron")
+        ax.legend(loc="upper right", fontsize=7, markerscale=4)
     ax = axes[1]
     alif = trace["alif"]
     t, j = torch.nonzero(trace["spikes"], as_tuple=True)
