@@ -73,6 +73,9 @@ def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
     assert f"test MSE over late trials: {logged:.4f}" in proc.stdout and "running mean" in proc.stdout
     png = Path(client.download_artifacts(run.info.run_id, "mse_per_trial.png", str(tmp)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    episode = Path(client.download_artifacts(run.info.run_id, "typical_episode.png", str(tmp)))
+    assert episode.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "minus_running_mean.lo" in run.data.metrics
 
 
 def test_same_config_and_seed_give_the_same_numbers(finished_run, tmp_path):

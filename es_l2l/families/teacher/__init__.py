@@ -37,6 +37,11 @@ class TeacherFamily(TaskFamily):
 
         return held_out_report(cfg, genome, initial, trained)
 
+    def status_extras(self, cfg, generation: int) -> dict[str, float]:
+        if not cfg.task.shape_curriculum:
+            return {}
+        return {"shape_curriculum": float(generation <= cfg.task.shape_curriculum)}  # offset-free training tasks
+
     def summarise_comparison(self, plan, children, parent):
         from es_l2l.families.teacher.compare import summarise
 

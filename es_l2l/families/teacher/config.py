@@ -24,6 +24,25 @@ class TeacherConfig(TaskSection):
     neurons_per_variable: int = Field(10, ge=2, le=1000, description="input neurons per coded variable")
     max_rate_hz: float = Field(200.0, gt=0, le=1000, description="peak Poisson rate of an input neuron")
     batch_size: int = Field(16, ge=1, description="tasks per generation (same for every member)")
+    show_previous_input: bool = Field(
+        False,
+        description="also present the previous trial's input (x1', x2') beside its target, so that the pair (x', G(x')) "
+        "arrives together (two more coded variables; silent in the first trial); the information is what the network "
+        "was shown a trial earlier",
+    )
+    encoding: Literal["poisson", "rate"] = Field(
+        "poisson",
+        description="input trains: poisson (spikes drawn from each neuron's tuning-curve rate) or rate (the spike "
+        "probability per step itself as a noise-free analog input: the same population code without Poisson noise)",
+    )
+    shape_curriculum: int = Field(
+        0, ge=0, description="training steps (generations), counted from 1, whose tasks have each episode's own mean "
+        "target removed (offset-free functions: only the shape is left to learn); validation and test tasks never",
+    )
+    late_weight: float = Field(
+        1.0, gt=0, description="training loss: weight of the second half's trials relative to the first half's "
+        "(the reported MSE stays unweighted)"
+    )
 
     @model_validator(mode="after")
     def _readout_fits(self):

@@ -8,8 +8,8 @@ import torch
 
 from es_l2l.families.base import Objective
 from es_l2l.families.teacher import tasks as teacher
-from es_l2l.seeds import generator
 from es_l2l.models import rate_terms, simulate
+from es_l2l.seeds import STREAM_TRAIN, generator
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -51,9 +51,24 @@ def episode_metrics(mse_per_trial: torch.Tensor, prefix: str) -> dict[str, float
     }
 
 
+def weighted_mse(mse_per_trial: torch.Tensor, late_weight: float) -> torch.Tensor:
+    """(P, n_trials) -> (P,): the mean over trials with the second half's trials weighted ``late_weight``
+    against 1 for the first half's (weights normalised to mean 1, so ``late_weight=1`` is the plain mean)."""
+    n = mse_per_trial.shape[-1]
+    w = torch.ones(n, dtype=mse_per_trial.dtype, device=mse_per_trial.device)
+    w[n // 2 :] = late_weight
+    return (mse_per_trial * (w / w.mean())).mean(dim=-1)
+
+
+def in_shape_curriculum(cfg: ExperimentConfig, seed_keys: tuple[int, ...]) -> bool:
+    """True for training tasks ``(seed, STREAM_TRAIN, generation, ...)`` with ``generation <= task.shape_curriculum``."""
+    return len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN and seed_keys[2] <= cfg.task.shape_curriculum
+
+
 def task_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> teacher.TeacherTasks:
-    """The tasks named by ``seed_keys``: the same keys always give the same tasks."""
-    return teacher.sample_tasks(cfg.task, generator(*seed_keys), batch)
+    """The tasks named by ``seed_keys``: the same keys always give the same tasks (offset-free
+    during the shape curriculum's training steps)."""
+    return teacher.sample_tasks(cfg.task, generator(*seed_keys), batch, centered=in_shape_curriculum(cfg, seed_keys))
 
 
 def evaluate_params(cfg: ExperimentConfig, params, tasks: teacher.TeacherTasks) -> TeacherEval:
@@ -64,7 +79,8 @@ def evaluate_params(cfg: ExperimentConfig, params, tasks: teacher.TeacherTasks) 
     mse_per_trial = err.mean(dim=1)
     mse = mse_per_trial.mean(dim=1)
     rate, penalty = rate_terms(cfg, out)
-    loss = mse + penalty
+    fit = mse if cfg.task.late_weight == 1.0 else weighted_mse(mse_per_trial, cfg.task.late_weight)
+    loss = fit + penalty
     pop, batch, n = out.spike_count.shape
     return TeacherEval(
         fitness=-loss,

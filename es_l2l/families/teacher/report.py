@@ -6,14 +6,22 @@ and validation tasks, so model selection never sees them).
 
 from __future__ import annotations
 
+import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from es_l2l.families.teacher.baselines import baseline_mse_per_trial, linear_share, within_share
+from es_l2l.families.teacher.baselines import (
+    baseline_mse_per_trial,
+    family_mean,
+    linear_share,
+    predict_running_mean,
+    within_share,
+)
+from es_l2l.families.teacher.episode_plot import episode_trace, plot_episode
 from es_l2l.families.teacher.evaluate import episode_metrics, evaluate_params, task_batch, window
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST
@@ -32,6 +40,9 @@ class HeldOutReport:
     within_share: float
     linear_share: float
     n_tasks: int
+    # the trained LSNN minus the running mean, per-episode MSE over the second half: mean, 95% CI
+    paired: dict[str, float] = field(default_factory=dict)
+    episode: dict | None = None  # the trained network on test episode 0 (episode_plot.episode_trace)
 
     def beaten(self) -> dict[str, bool]:
         """Baseline name -> whether the meta-trained LSNN has lower MSE over the late trials."""
@@ -68,6 +79,8 @@ class HeldOutReport:
         """Plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(plot_curves(self, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
+            if self.episode is not None:
+                tracker.log_artifact(plot_episode(cfg, self.episode, Path(tmp) / "typical_episode.png", cfg.name))
         tracker.log_text(self.to_csv(), "mse_per_trial.csv")
         tracker.log_metrics(self.flat_metrics(), step=result.generations)
         tags = {f"beats.{k}": str(v).lower() for k, v in self.beaten().items()}
@@ -82,7 +95,24 @@ class HeldOutReport:
         for name, m in self.metrics.items():
             slug = name.lower().replace(" ", "_").replace("-", "_")
             out.update({f"{slug}.{k}": v for k, v in m.items()})
+        out.update({f"minus_running_mean.{k}": v for k, v in self.paired.items()})
         return out
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> dict[str, float]:
+    """Mean of the per-episode differences ``a - b`` with its normal-approximation CI (``z = 1.96``:
+    95%): ``{"mean", "lo", "hi", "n"}``. ``a`` and ``b`` are (B,) scores of two predictors on the
+    same episodes; pairing removes the between-episode spread that both share."""
+    d = a.double().flatten() - b.double().flatten()
+    n = d.numel()
+    mean = float(d.mean())
+    half = z * float(d.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": float(n)}
+
+
+def late_per_episode(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) MSE over the second half of each episode (predictions and targets (B, n_trials))."""
+    return (pred - y).pow(2)[:, y.shape[1] // 2 :].mean(dim=1)
 
 
 def curves_csv(curves: dict[str, torch.Tensor]) -> str:
@@ -101,7 +131,10 @@ def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor
     curves = {LSNN_TRAINED: ev.mse_per_trial[1].cpu(), LSNN_UNTRAINED: ev.mse_per_trial[0].cpu()}
     curves.update(baseline_mse_per_trial(cfg.task, tasks, cfg.run.seed))
     metrics = {name: episode_metrics(c, "test") for name, c in curves.items()}
-    return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch)
+    running = predict_running_mean(tasks.y, family_mean(cfg.task, cfg.run.seed))
+    paired = paired_difference(late_per_episode(ev.predictions[1].cpu(), tasks.y), late_per_episode(running, tasks.y))
+    episode = episode_trace(cfg, genome.params(trained.unsqueeze(0).to(cfg.run.device)), tasks, 0)
+    return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch, paired, episode)
 
 
 def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Path:
@@ -143,7 +176,22 @@ def verdict(report: HeldOutReport) -> str:
         parts.append("Beating the family mean but not the running mean means it tracks each task's offset, not the function's shape.")
     else:
         parts.append("Beating the running mean means it learns more of each function than its offset.")
-    return "; ".join(parts[:2]) + " " + " ".join(parts[2:])
+    out = "; ".join(parts[:2]) + " " + " ".join(parts[2:])
+    return out + (" " + paired_sentence(report.paired) if report.paired else "")
+
+
+def paired_sentence(p: dict[str, float]) -> str:
+    """The paired comparison with the running mean, in words."""
+    if p["hi"] < 0:
+        how = "below the running mean, outside the 95% CI"
+    elif p["lo"] > 0:
+        how = "above the running mean, outside the 95% CI"
+    else:
+        how = "not distinguishable from the running mean at 95%"
+    return (
+        f"Per-episode MSE over the second half, LSNN minus running mean: {p['mean']:+.4f} "
+        f"(95% CI {p['lo']:+.4f} to {p['hi']:+.4f}, {int(p['n'])} episodes): {how}."
+    )
 
 
 def summary_table(report: HeldOutReport, k_window: int | None = None):

@@ -8,7 +8,8 @@ readout, averaged over the trial's last ``readout_ms`` steps, predicts ``G(x_i)`
 Every variable is population coded: ``neurons_per_variable`` input neurons with Gaussian tuning
 curves over the variable's range fire Poisson spikes for the whole trial. Inputs to the network:
 x1, x2 (over ``[-input_range, input_range]``) and the previous target (over
-``[-target_range, target_range]``; silent in the first trial).
+``[-target_range, target_range]``; silent in the first trial); with ``show_previous_input`` also
+the previous trial's x1, x2 (silent in the first trial), after the target.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class TargetNets(NamedTuple):
 
 
 def n_inputs(cfg: TeacherConfig) -> int:
-    return 3 * cfg.neurons_per_variable
+    return (5 if cfg.show_previous_input else 3) * cfg.neurons_per_variable
 
 
 def sample_target_nets(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> TargetNets:
@@ -70,7 +71,11 @@ def trial_probabilities(cfg: TeacherConfig, x: torch.Tensor, y: torch.Tensor) ->
     px = population_code(x, -cfg.input_range, cfg.input_range, n, cfg.max_rate_hz)  # (B, K, 2, n)
     py = population_code(y, -cfg.target_range, cfg.target_range, n, cfg.max_rate_hz)  # (B, K, n)
     py_prev = torch.cat([torch.zeros_like(py[:, :1]), py[:, :-1]], dim=1)  # target of trial i-1
-    return torch.cat([px.flatten(2), py_prev], dim=-1)
+    parts = [px.flatten(2), py_prev]
+    if cfg.show_previous_input:  # input of trial i-1 beside its target
+        px_prev = torch.cat([torch.zeros_like(px[:, :1]), px[:, :-1]], dim=1).flatten(2)
+        parts.append(px_prev)
+    return torch.cat(parts, dim=-1)
 
 
 def readout_steps(cfg: TeacherConfig) -> torch.Tensor:
@@ -78,13 +83,24 @@ def readout_steps(cfg: TeacherConfig) -> torch.Tensor:
     return (starts[:, None] + torch.arange(cfg.readout_ms)).flatten()
 
 
-def sample_tasks(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> TeacherTasks:
-    """Sample ``batch`` episodes; a pure function of the generator's state."""
+def sample_tasks(
+    cfg: TeacherConfig, gen: torch.Generator, batch: int, *, spikes: bool = True, centered: bool = False
+) -> TeacherTasks:
+    """Sample ``batch`` episodes; a pure function of the generator's state. ``spikes=False`` skips
+    the spike trains (an empty tensor in their place); ``x`` and ``y`` are the same either way.
+    ``centered`` removes each episode's mean target (the shape curriculum's offset-free tasks)."""
     nets = sample_target_nets(cfg, gen, batch)
     x = (torch.rand(batch, cfg.n_trials, 2, generator=gen) * 2 - 1) * cfg.input_range
     y = evaluate_target(cfg, nets, x)
+    if centered:
+        y = y - y.mean(dim=1, keepdim=True)
+    if not spikes:
+        return TeacherTasks(x=x, y=y, spikes=torch.empty(batch, 0, n_inputs(cfg)), readout_steps=readout_steps(cfg))
     prob = trial_probabilities(cfg, x, y).repeat_interleave(cfg.trial_ms, dim=1)  # (B, T, n_in)
-    spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
+    if cfg.encoding == "rate":  # the expected spike train: the population code without Poisson noise
+        spikes = prob.to(torch.float32)
+    else:
+        spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
     return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(cfg))
 
 

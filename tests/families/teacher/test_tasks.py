@@ -81,3 +81,76 @@ def test_family_statistics_show_real_shape():
     assert late["oracle linear"] < late["online least squares"] < late["running mean"] < late["family mean"]
     # Backprop on the target's own architecture learns the shape itself: the strongest baseline.
     assert late["target-architecture backprop"] < 0.5 * late["oracle linear"]
+
+
+def test_tasks_without_spikes_have_the_same_inputs_and_targets():
+    full = teacher.sample_tasks(CFG, generator(5, 1), 3)
+    bare = teacher.sample_tasks(CFG, generator(5, 1), 3, spikes=False)
+    assert torch.equal(full.x, bare.x) and torch.equal(full.y, bare.y)
+    assert bare.spikes.shape == (3, 0, teacher.n_inputs(CFG))
+
+
+def test_show_previous_input_adds_the_previous_trials_x_after_the_target():
+    cfg = CFG.model_copy(update={"show_previous_input": True, "max_rate_hz": 1000.0})
+    x = torch.tensor([[[-6.0, 6.0], [6.0, -6.0], [0.0, 0.0]]])
+    y = torch.zeros(1, 3)
+    prob = teacher.trial_probabilities(cfg, x, y)
+    n = cfg.neurons_per_variable
+    assert teacher.n_inputs(cfg) == 5 * n == prob.shape[-1]
+    assert torch.equal(prob[:, :, : 3 * n], teacher.trial_probabilities(CFG.model_copy(update={"max_rate_hz": 1000.0}), x, y))
+    prev = prob[0, :, 3 * n :]
+    assert prev[0].sum() == 0  # silent in the first trial
+    assert torch.equal(prev[1:], prob[0, :-1, : 2 * n])  # trial i shows trial i-1's x1, x2
+
+
+def test_late_weight_weights_the_second_half():
+    from es_l2l.families.teacher.evaluate import weighted_mse
+
+    per_trial = torch.tensor([[1.0, 1.0, 4.0, 4.0]])
+    assert torch.allclose(weighted_mse(per_trial, 1.0), torch.tensor([2.5]))
+    # weights (1, 1, 3, 3) / 2: (1 + 1 + 12 + 12) / 2 / 4
+    assert torch.allclose(weighted_mse(per_trial, 3.0), torch.tensor([3.25]))
+
+
+def test_rate_encoding_is_the_expected_spike_train():
+    cfg = CFG.model_copy(update={"encoding": "rate"})
+    rate = teacher.sample_tasks(cfg, generator(5, 1), 3)
+    poisson = teacher.sample_tasks(CFG, generator(5, 1), 3)
+    assert torch.equal(rate.y, poisson.y)
+    prob = teacher.trial_probabilities(cfg, rate.x, rate.y).repeat_interleave(cfg.trial_ms, dim=1)
+    assert torch.equal(rate.spikes, prob.to(torch.float32))
+
+
+def test_rate_encoded_inputs_get_the_kernel_gradient_autograd_gets():
+    from es_l2l.config import build_config
+    from es_l2l.genome import build_genome
+    from es_l2l.outer.bptt import GradientTrainer
+
+    grads = []
+    for backend in ("kernel", "autograd"):
+        cfg = build_config(None, ["outer=bptt", "task.encoding=rate", "task.n_trials=3", "task.trial_ms=8",
+                                  "task.readout_ms=3", f"bptt.backend={backend}", "bptt.batch_size=2"])
+        genome = build_genome(cfg)
+        trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+        loss, _, _ = trainer.loss_and_eval((0, 2, 1))
+        loss.backward()
+        grads.append(torch.cat([leaf.grad.flatten() for leaf in trainer.leaves.values()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6 * float(grads[1].abs().max()))
+
+
+def test_shape_curriculum_centres_training_tasks_only_while_it_lasts():
+    from es_l2l.config import build_config
+    from es_l2l.families.teacher import FAMILY
+    from es_l2l.families.teacher.evaluate import task_batch
+    from es_l2l.seeds import STREAM_TRAIN, STREAM_VALIDATION
+
+    cfg = build_config(None, ["task.shape_curriculum=5", "task.n_trials=6", "task.trial_ms=4", "task.readout_ms=2"])
+    early = task_batch(cfg, (0, STREAM_TRAIN, 5), 3)
+    late = task_batch(cfg, (0, STREAM_TRAIN, 6), 3)
+    plain = teacher.sample_tasks(cfg.task, generator(0, STREAM_TRAIN, 5), 3)
+    assert torch.allclose(early.y.mean(dim=1), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(early.y, plain.y - plain.y.mean(dim=1, keepdim=True)) and torch.equal(early.x, plain.x)
+    assert torch.equal(late.y, teacher.sample_tasks(cfg.task, generator(0, STREAM_TRAIN, 6), 3).y)
+    val = task_batch(cfg, (0, STREAM_VALIDATION), 3)
+    assert torch.equal(val.y, teacher.sample_tasks(cfg.task, generator(0, STREAM_VALIDATION), 3).y)
+    assert FAMILY.status_extras(cfg, 5) == {"shape_curriculum": 1.0} and FAMILY.status_extras(cfg, 6) == {"shape_curriculum": 0.0}
