@@ -11,6 +11,7 @@ as well as checkpoint files.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -19,33 +20,36 @@ MODEL_PATH = "model"  # artifact path of the model in its run
 CHECKPOINT = "checkpoint"  # the model's artifact key: the checkpoint file
 
 
-class LSNNModel(mlflow.pyfunc.PythonModel):
-    """``predict(episodes)``: episodes (B, T, n_in) of input spikes (0/1; a numpy array, a tensor, or
-    a dict with ``inputs`` and an optional ``genome``: best, final or initial) -> readouts
-    (B, T, n_out) as a numpy array. Models that are not spiking networks answer the same way."""
+with warnings.catch_warnings():  # MLflow asks for type hints on predict: its inputs are arrays of any shape
+    warnings.simplefilter("ignore", UserWarning)
 
-    def load_context(self, context) -> None:
-        from es_l2l.checkpoint import load_checkpoint
+    class LSNNModel(mlflow.pyfunc.PythonModel):
+        """``predict(episodes)``: episodes (B, T, n_in) of input spikes (0/1; a numpy array, a tensor, or
+        a dict with ``inputs`` and an optional ``genome``: best, final or initial) -> readouts
+        (B, T, n_out) as a numpy array. Models that are not spiking networks answer the same way."""
 
-        self.cfg, self.genome, self.genomes, self.meta = load_checkpoint(context.artifacts[CHECKPOINT])
+        def load_context(self, context) -> None:
+            from es_l2l.checkpoint import load_checkpoint
 
-    def predict(self, context, model_input, params=None):
-        import numpy as np
-        import torch
+            self.cfg, self.genome, self.genomes, self.meta = load_checkpoint(context.artifacts[CHECKPOINT])
 
-        from es_l2l.snn import rollout, sim_options
+        def predict(self, context, model_input, params=None):
+            import numpy as np
+            import torch
 
-        which = "best"
-        if isinstance(model_input, dict):
-            which = str(model_input.get("genome", which))
-            model_input = model_input["inputs"]
-        x = torch.as_tensor(np.asarray(model_input), dtype=torch.float32)
-        if x.dim() != 3 or x.shape[-1] != self.genome.n_in:
-            raise ValueError(f"episodes must be (batch, steps, {self.genome.n_in}) input spikes, got shape {tuple(x.shape)}")
-        with torch.no_grad():
-            params = self.genome.params(self.genomes[which].unsqueeze(0))
-            out = rollout(params, x, sim_options(self.cfg))
-        return out.y[0].numpy()  # (B, T, n_out)
+            from es_l2l.snn import rollout, sim_options
+
+            which = "best"
+            if isinstance(model_input, dict):
+                which = str(model_input.get("genome", which))
+                model_input = model_input["inputs"]
+            x = torch.as_tensor(np.asarray(model_input), dtype=torch.float32)
+            if x.dim() != 3 or x.shape[-1] != self.genome.n_in:
+                raise ValueError(f"episodes must be (batch, steps, {self.genome.n_in}) input spikes, got shape {tuple(x.shape)}")
+            with torch.no_grad():
+                params = self.genome.params(self.genomes[which].unsqueeze(0))
+                out = rollout(params, x, sim_options(self.cfg))
+            return out.y[0].numpy()  # (B, T, n_out)
 
 
 def log_model(tracker, checkpoint: str | Path) -> None:
@@ -53,9 +57,11 @@ def log_model(tracker, checkpoint: str | Path) -> None:
     import importlib.metadata as md
 
     reqs = [f"{name}=={md.version(name)}" for name in ("torch", "mlflow", "pydantic", "pyyaml", "numpy")]
-    with tempfile.TemporaryDirectory() as tmp:
+    entry = Path(__file__).with_name("pyfunc_entry.py")  # a model from code: MLflow stores no pickle
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": inputs are arrays of any shape
         out = Path(tmp) / MODEL_PATH
-        mlflow.pyfunc.save_model(str(out), python_model=LSNNModel(), artifacts={CHECKPOINT: str(checkpoint)},
+        mlflow.pyfunc.save_model(str(out), python_model=str(entry), artifacts={CHECKPOINT: str(checkpoint)},
                                  pip_requirements=reqs + ["es-l2l"])
         tracker.client.log_artifacts(tracker.run_id, str(out), MODEL_PATH)
 

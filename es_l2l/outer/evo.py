@@ -14,6 +14,7 @@ version, and where they are missing seed traffic falls back to sending the membe
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,9 @@ from es_l2l.traffic import Evaluator, SampleRecipe, checksums
 if TYPE_CHECKING:
     from es_l2l.families.base import Evaluation
     from es_l2l.outer.es import ESConfig
+
+
+logging.getLogger("evotorch").setLevel(logging.WARNING)  # it logs INFO for every problem it builds
 
 
 def sampling_state(searcher: SearchAlgorithm | None) -> tuple[int | None, Any]:

@@ -1,0 +1,8 @@
+"""MLflow "model from code" entry: logging the network's pyfunc model points MLflow at this file, so
+loading the model imports es-l2l's class instead of unpickling one (no code from data)."""
+
+import mlflow.models
+
+from es_l2l.mlflow_model import LSNNModel
+
+mlflow.models.set_model(LSNNModel())
