@@ -122,10 +122,14 @@ def fetch_resume(run_id: str, uri: str) -> dict:
         if LEGACY_RESUME_ARTIFACT in names:
             raise ResumeError(f"MLflow run '{run_id}' has only a {LEGACY_RESUME_ARTIFACT}, written by an older version of es-l2l as a pickle, which cannot be loaded safely; start the run again")
         raise ResumeError(f"MLflow run '{run_id}' has no {RESUME_ARTIFACT} yet (it is logged every run.checkpoint_every generations); start it again instead")
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line on stderr, not a progress bar
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            return load_resume(client.download_artifacts(run_id, RESUME_ARTIFACT, tmp))
-        except UnsafeFile as exc:
-            raise ResumeError(str(exc)) from None
+            path = client.download_artifacts(run_id, RESUME_ARTIFACT, tmp)
+            return load_resume(path)
+        except UnsafeFile as exc:  # name the run's artifact, not the temporary download
+            raise ResumeError(str(exc).replace(f"'{path}'", f"the {RESUME_ARTIFACT} of MLflow run '{run_id}'")) from None
         except (MlflowException, OSError) as exc:
             raise ResumeError(f"cannot download {RESUME_ARTIFACT} of MLflow run '{run_id}' ({type(exc).__name__}); check the tracking server and retry") from None

@@ -1,6 +1,6 @@
 """Command line: ``es-l2l run CONFIG [--set dotted.key=value ...] [--resume RUN_ID]``, ``es-l2l compare CONFIG...``,
-``es-l2l tune TUNING_YAML``,
-``es-l2l submit CONFIG --address ...``, ``es-l2l evaluate CHECKPOINT``, ``es-l2l bench``."""
+``es-l2l tune TUNING_YAML``, ``es-l2l submit CONFIG --address ...``, ``es-l2l evaluate CHECKPOINT``,
+``es-l2l sync SPOOL``, ``es-l2l bench``."""
 
 from __future__ import annotations
 

@@ -11,8 +11,6 @@ import torch
 from rich.console import Console
 
 from es_l2l.config import ExperimentConfig
-
-
 from es_l2l.lifecycle import RunFailed  # noqa: F401  (raised by run_experiment; defined with the run's end states)
 
 
@@ -75,8 +73,8 @@ def run_experiment(
     from es_l2l.lifecycle import final_state
     from es_l2l.outer import OUTER_LOOPS
     from es_l2l.progress import ProgressDisplay
-    from es_l2l.submit import JOB_ID_ENV
     from es_l2l.redact import redact_uri
+    from es_l2l.submit import JOB_ID_ENV
     from es_l2l.tracking import MlflowRun
 
     quiet_libraries()

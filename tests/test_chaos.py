@@ -1,5 +1,5 @@
 """The chaos run (benchmarks/chaos.py): Ray workers SIGKILLed, the MLflow server restarted, the driver
-SIGKILLed and resumed; the run ends exactly where an undisturbed one does. About 4-5 minutes on
+SIGKILLed and resumed; the run ends exactly where an undisturbed one does. About 5.5 minutes on
 2 shared cores, so marked slow (deselected by default): `pytest -m slow tests/test_chaos.py`."""
 
 import sys
