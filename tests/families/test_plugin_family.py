@@ -129,7 +129,7 @@ def config(outer: str, tmp: Path) -> Path:
 
 def es_l2l(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "es_l2l.cli", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "es_l2l.cli", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_path):
