@@ -138,3 +138,20 @@ def test_gradient_flows_through_rollout_to_all_weights():
     for name in ("w_in", "w_rec", "w_out", "b0"):
         grad = getattr(leaves, name).grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_rollout_owns_the_no_autapse_rule(grad):
+    """A w_rec with a nonzero diagonal simulates as if the diagonal were zero, with and without gradients."""
+    params = random_params(2)
+    eye = torch.eye(params.w_rec.shape[-1], dtype=torch.bool)
+    clean = params._replace(w_rec=params.w_rec.masked_fill(eye, 0.0))
+    self_fed = params._replace(w_rec=clean.w_rec + 5.0 * eye)  # strong autapses, if they were simulated
+    x = (torch.rand(3, 60, 5, generator=torch.Generator().manual_seed(2)) < 0.2).float()
+    if grad:
+        self_fed = self_fed._replace(w_rec=self_fed.w_rec.clone().requires_grad_(True))
+    out, ref = rollout(self_fed, x, n_ref=1, record_spikes=True), rollout(clean, x, n_ref=1, record_spikes=True)
+    assert torch.equal(out.spikes, ref.spikes) and torch.allclose(out.y, ref.y)
+    if grad:
+        out.y.sum().backward()
+        assert not torch.diagonal(self_fed.w_rec.grad, dim1=-2, dim2=-1).any()  # no gradient into weights the model has not
