@@ -153,8 +153,8 @@ def log_summary(tracker, cfg: ExperimentConfig, genome, report, result, descript
         keys = list(next(iter(rows.values())))
         lines += ["| predictor | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
         lines += [f"| {name} | " + " | ".join(f"{m[k]:.4g}" for k in keys) + " |" for name, m in rows.items()]
-        table = {"predictor": list(rows), **{k: [float(m[k]) for m in rows.values()] for k in keys}}
-        tracker.client.log_table(tracker.run_id, table, "held_out.json")
+        log_table(tracker, ["predictor", *keys], [[name, *(float(m[k]) for k in keys)] for name, m in rows.items()],
+                  "held_out.json")
     lines += ["", report.verdict()]
     tracker.set_tags({"mlflow.note.content": "\n".join(lines)[:50000]})
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,3 +162,16 @@ def log_summary(tracker, cfg: ExperimentConfig, genome, report, result, descript
         path = save_checkpoint(f"{tmp}/checkpoint.pt", cfg, genomes, best_generation=result.best_generation,
                                generations=result.generations)
         log_model(tracker, path)
+
+
+def log_table(tracker, columns: list[str], data: list[list], name: str) -> None:
+    """An MLflow table artifact (what ``MlflowClient.log_table`` writes: pandas' split JSON and the
+    ``mlflow.loggedArtifacts`` tag), logged through the tracker so that an outage spools it."""
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/{name}"
+        with open(path, "w") as f:
+            json.dump({"columns": columns, "data": data}, f)
+        tracker.log_artifact(path)
+    tracker.set_tags({"mlflow.loggedArtifacts": json.dumps([{"path": name, "type": "table"}])})

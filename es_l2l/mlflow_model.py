@@ -63,7 +63,9 @@ def log_model(tracker, checkpoint: str | Path) -> None:
         out = Path(tmp) / MODEL_PATH
         mlflow.pyfunc.save_model(str(out), python_model=str(entry), artifacts={CHECKPOINT: str(checkpoint)},
                                  pip_requirements=reqs + ["es-l2l"])
-        tracker.client.log_artifacts(tracker.run_id, str(out), MODEL_PATH)
+        for file in sorted(p for p in out.rglob("*") if p.is_file()):  # file by file: an outage spools each
+            folder = file.parent.relative_to(out.parent).as_posix()
+            tracker.log_artifact(file, folder)
 
 
 def checkpoint_from_uri(uri: str, folder: str | Path) -> Path:
