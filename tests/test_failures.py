@@ -278,3 +278,21 @@ def test_submit_without_a_tracking_store_is_refused_before_anything_is_submitted
     proc = es_l2l(tmp_path, "submit", str(SMOKE), "--address", "http://127.0.0.1:9", env=env, timeout=60)
     assert proc.returncode == 1 and one_line(proc), proc.stderr
     assert "es-l2l submit needs a tracking store the cluster can reach" in proc.stderr
+
+
+def test_sigterm_reaches_a_run_whose_parent_blocked_it(tmp_path):
+    """A parent that blocked SIGINT/SIGTERM (as a process running Ray's core does) passes the blocked
+    mask on through exec; the CLI unblocks them, so kill still stops the run and marks it KILLED."""
+    block = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # noqa: E731
+    proc = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", "0"), cwd=tmp_path, preexec_fn=block,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143
+    (run,) = runs_in(tmp_path)
+    assert run.info.status == "KILLED"
