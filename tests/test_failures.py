@@ -76,7 +76,9 @@ def group_gone(pgid: int, timeout: float = 20) -> bool:
 
 @pytest.mark.parametrize("how, workers", [("SIGTERM", "0"), ("SIGTERM", "1"), ("Ctrl-C", "1")])
 def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_down(tmp_path, how, workers):
-    proc = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", workers), cwd=tmp_path,
+    # as from a terminal: SIGINT at its default (a parent running Ray may ignore it, and exec keeps SIG_IGN)
+    terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", workers), cwd=tmp_path, preexec_fn=terminal,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)
