@@ -163,7 +163,7 @@ def cmd_compare(args, console: Console) -> int:
     plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target, args.seeds)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from es_l2l.guard import local_ray_token
-    from es_l2l.lifecycle import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, exit_now, sigterm_as_interrupt
 
     local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))
 
@@ -173,9 +173,9 @@ def cmd_compare(args, console: Console) -> int:
     except CompareError as exc:
         _error(exc)
         return EXIT_RUNTIME
-    except Terminated:
-        console.print("terminated; the MLflow runs keep the metrics logged so far")
-        return EXIT_SIGTERM
+    except KeyboardInterrupt as exc:  # Ctrl-C as SIGTERM: one line, the parent and children marked KILLED
+        console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}; the MLflow runs keep the metrics logged so far")
+        exit_now(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)
 
 
 def cmd_tune(args, console: Console) -> int:

@@ -103,6 +103,27 @@ def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_
     assert group_gone(proc.pid), "Ray processes outlived the driver"
 
 
+def test_ctrl_c_in_compare_is_one_line_and_marks_the_parent_and_the_running_child_killed(tmp_path):
+    terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    args = ["compare", str(ROOT / "configs" / "compare_smoke.yaml"), "--budget-seconds", "120", *store(tmp_path), *LONG]
+    proc = subprocess.Popen(cli(*args), cwd=tmp_path, preexec_fn=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Traceback" not in out, err[-2000:]
+    assert "interrupted; the MLflow runs keep the metrics logged so far" in " ".join(out.split())
+    runs = {r.data.tags.get("es_l2l.compare"): r for r in runs_in(tmp_path)}
+    assert set(runs) == {"parent", "child"}  # stopped in the first child: the other arms never started
+    assert runs["parent"].info.status == "KILLED" and runs["child"].info.status == "KILLED"
+    assert group_gone(proc.pid), "Ray processes outlived the driver"
+
+
 def test_an_error_after_the_run_exists_marks_it_failed_with_the_error_as_a_tag(tmp_path):
     """A real failure mid-run: the run's artifact folder is replaced by a file, so the next checkpoint cannot be written."""
     proc = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", "0"), cwd=tmp_path,
