@@ -25,3 +25,4 @@ STREAM_FAMILY_STATS = 5
 STREAM_TEST = 6
 STREAM_REWIRE = 7
 STREAM_BASELINE = 8
+STREAM_FREQUENT = 9  # fixed tasks that recur in training (keyed by their own seed, not the run seed)

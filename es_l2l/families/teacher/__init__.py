@@ -2,7 +2,9 @@
 
 Each task is a random 2-layer sigmoid network G; within an episode the LSNN sees inputs and the
 previous trial's target and predicts the current target. Objective: validation MSE over the
-second half of each episode, lower is better. Gradient loss: the MSE (``-fitness``).
+second half of each episode, lower is better. Gradient loss: the MSE (``-fitness``). With
+``task.frequent_targets`` K > 0, K fixed networks recur in training and the report compares them
+with fresh ones (:mod:`es_l2l.families.teacher.groups`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class TeacherFamily(TaskFamily):
         if not cfg.task.shape_curriculum:
             return {}
         return {"shape_curriculum": float(generation <= cfg.task.shape_curriculum)}  # offset-free training tasks
+
+    def check(self, cfg) -> None:
+        k, n = cfg.task.frequent_targets, cfg.run.validation_tasks
+        if k and n % k:  # the held-out frequent group has each of the K networks equally often
+            raise ValueError(f"run.validation_tasks ({n}) must be a multiple of task.frequent_targets ({k}) so that "
+                             "the held-out frequent group has each fixed network equally often")
 
     def summarise_comparison(self, plan, children, parent):
         from es_l2l.families.teacher.compare import summarise

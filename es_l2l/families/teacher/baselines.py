@@ -59,17 +59,29 @@ def predict_oracle_linear(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (feats @ w).squeeze(-1).to(y.dtype)
 
 
-def baseline_mse_per_trial(cfg: TeacherConfig, tasks: teacher.TeacherTasks, seed: int) -> dict[str, torch.Tensor]:
-    """MSE per trial index (n_trials,) of each baseline on ``tasks``."""
+RUNNING_MEAN, BACKPROP = "running mean", "target-architecture backprop"
+
+
+def baseline_predictions(cfg: TeacherConfig, tasks: teacher.TeacherTasks, seed: int) -> dict[str, torch.Tensor]:
+    """Predictions (B, n_trials) of each baseline on ``tasks``."""
     mean = family_mean(cfg, seed)
-    preds = {
+    return {
         "family mean": predict_family_mean(tasks.y, mean),
-        "running mean": predict_running_mean(tasks.y, mean),
+        RUNNING_MEAN: predict_running_mean(tasks.y, mean),
         "online least squares": predict_online_least_squares(tasks.x, tasks.y, mean),
         "oracle linear": predict_oracle_linear(tasks.x, tasks.y),
-        "target-architecture backprop": predict_target_backprop(cfg, tasks.x, tasks.y, mean, seed),
+        BACKPROP: predict_target_backprop(cfg, tasks.x, tasks.y, mean, seed),
     }
-    return {name: (p - tasks.y).pow(2).mean(dim=0) for name, p in preds.items()}
+
+
+def mse_per_trial(preds: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Named predictions (B, n_trials) -> their MSE per trial index (n_trials,)."""
+    return {name: (p - y).pow(2).mean(dim=0) for name, p in preds.items()}
+
+
+def baseline_mse_per_trial(cfg: TeacherConfig, tasks: teacher.TeacherTasks, seed: int) -> dict[str, torch.Tensor]:
+    """MSE per trial index (n_trials,) of each baseline on ``tasks``."""
+    return mse_per_trial(baseline_predictions(cfg, tasks, seed), tasks.y)
 
 
 def linear_share(tasks: teacher.TeacherTasks) -> float:

@@ -43,6 +43,20 @@ class TeacherConfig(TaskSection):
         1.0, gt=0, description="training loss: weight of the second half's trials relative to the first half's "
         "(the reported MSE stays unweighted)"
     )
+    frequent_targets: int = Field(
+        0, ge=0, le=1000, description="the Bayesian-prior experiment: K fixed target networks G that recur in "
+        "training (each in frequent_share / K of the training episodes); the held-out report then also scores "
+        "test episodes on the K networks beside the fresh ones. 0: off (every episode has a fresh G, as without it)",
+    )
+    frequent_share: float = Field(
+        0.4, ge=0.0, lt=1.0, description="with frequent_targets K > 0: the probability that a training episode's G is "
+        "one of the K fixed networks (which one uniform); the rest are fresh. Validation and fresh test episodes never "
+        "use them. 0 with K > 0 is the control: trained without them, tested on them",
+    )
+    frequent_seed: int = Field(
+        0, ge=0, description="seed of the K fixed networks; deliberately not the run seed, so that runs with other "
+        "run.seed values (replicates) and controls (frequent_share: 0) meet the same K networks",
+    )
 
     @model_validator(mode="after")
     def _readout_fits(self):

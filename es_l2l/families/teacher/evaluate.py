@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
 
 
+LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"  # the report's predictor names
+
 # The validation metric that picks the best genome: MSE over the second half of each episode.
 OBJECTIVE = Objective("val_mse_late", maximize=False, label="val MSE(late)", digits=4)
 
@@ -60,15 +62,28 @@ def weighted_mse(mse_per_trial: torch.Tensor, late_weight: float) -> torch.Tenso
     return (mse_per_trial * (w / w.mean())).mean(dim=-1)
 
 
+def is_training(seed_keys: tuple[int, ...]) -> bool:
+    """True for the training stream's tasks ``(seed, STREAM_TRAIN, generation, ...)``."""
+    return len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN
+
+
 def in_shape_curriculum(cfg: ExperimentConfig, seed_keys: tuple[int, ...]) -> bool:
     """True for training tasks ``(seed, STREAM_TRAIN, generation, ...)`` with ``generation <= task.shape_curriculum``."""
-    return len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN and seed_keys[2] <= cfg.task.shape_curriculum
+    return is_training(seed_keys) and seed_keys[2] <= cfg.task.shape_curriculum
 
 
-def task_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> teacher.TeacherTasks:
+def task_batch(
+    cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int, targets: teacher.Targets | None = None
+) -> teacher.TeacherTasks:
     """The tasks named by ``seed_keys``: the same keys always give the same tasks (offset-free
-    during the shape curriculum's training steps)."""
-    return teacher.sample_tasks(cfg.task, generator(*seed_keys), batch, centered=in_shape_curriculum(cfg, seed_keys))
+    during the shape curriculum's training steps). ``targets`` defaults to the training mix of
+    fresh and frequent networks on the training stream and to fresh networks on every other stream
+    (validation and test: model selection never sees the frequent ones)."""
+    if targets is None:
+        targets = teacher.TARGETS_TRAINING if is_training(seed_keys) else teacher.TARGETS_FRESH
+    return teacher.sample_tasks(
+        cfg.task, generator(*seed_keys), batch, centered=in_shape_curriculum(cfg, seed_keys), targets=targets
+    )
 
 
 def evaluate_params(cfg: ExperimentConfig, params, tasks: teacher.TeacherTasks) -> TeacherEval:

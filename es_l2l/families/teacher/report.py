@@ -1,7 +1,8 @@
 """Held-out test report: the meta-trained LSNN beside the untrained one and every baseline.
 
 All predictors are scored on the same fixed test tasks (a stream separate from the training
-and validation tasks, so model selection never sees them).
+and validation tasks, so model selection never sees them). With ``task.frequent_targets`` the
+report adds the frequent-vs-fresh split of :mod:`es_l2l.families.teacher.groups`.
 """
 
 from __future__ import annotations
@@ -15,22 +16,29 @@ from typing import TYPE_CHECKING
 import torch
 
 from es_l2l.families.teacher.baselines import (
-    baseline_mse_per_trial,
+    baseline_predictions,
     family_mean,
     linear_share,
+    mse_per_trial,
     predict_running_mean,
     within_share,
 )
 from es_l2l.families.teacher.episode_plot import episode_trace, plot_episode
-from es_l2l.families.teacher.evaluate import episode_metrics, evaluate_params, task_batch, window
+from es_l2l.families.teacher.evaluate import (
+    LSNN_TRAINED,
+    LSNN_UNTRAINED,
+    episode_metrics,
+    evaluate_params,
+    task_batch,
+    window,
+)
+from es_l2l.families.teacher.groups import GroupSplit, group_split, plot_groups
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
     from es_l2l.genome import Genome
-
-LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 
 
 @dataclass
@@ -43,6 +51,7 @@ class HeldOutReport:
     # the trained LSNN minus the running mean, per-episode MSE over the second half: mean, 95% CI
     paired: dict[str, float] = field(default_factory=dict)
     episode: dict | None = None  # the trained network on test episode 0 (episode_plot.episode_trace)
+    groups: GroupSplit | None = None  # with task.frequent_targets: frequent vs fresh target networks
 
     def beaten(self) -> dict[str, bool]:
         """Baseline name -> whether the meta-trained LSNN has lower MSE over the late trials."""
@@ -63,6 +72,8 @@ class HeldOutReport:
             f"family: {self.within_share:.0%} of target variance lies within tasks; a linear fit explains "
             f"{self.linear_share:.0%} of it."
         )
+        if self.groups is not None:
+            console.print(self.groups.table())
         console.print(verdict(self))
         if result is None:  # es-l2l evaluate: no training history
             console.print(f"test MSE over late trials: {self.score():.4f}")
@@ -81,7 +92,12 @@ class HeldOutReport:
             tracker.log_artifact(plot_curves(self, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
             if self.episode is not None:
                 tracker.log_artifact(plot_episode(cfg, self.episode, Path(tmp) / "typical_episode.png", cfg.name))
+            if self.groups is not None:
+                title = f"{cfg.name}: frequent vs fresh target networks"
+                tracker.log_artifact(plot_groups(self.groups, Path(tmp) / "mse_per_trial_groups.png", title))
         tracker.log_text(self.to_csv(), "mse_per_trial.csv")
+        if self.groups is not None:
+            tracker.log_text(self.groups.to_csv(), "mse_per_trial_groups.csv")
         tracker.log_metrics(self.flat_metrics(), step=result.generations)
         tags = {f"beats.{k}": str(v).lower() for k, v in self.beaten().items()}
         tracker.set_tags(tags | {"verdict": verdict(self)[:5000]})
@@ -96,6 +112,8 @@ class HeldOutReport:
             slug = name.lower().replace(" ", "_").replace("-", "_")
             out.update({f"{slug}.{k}": v for k, v in m.items()})
         out.update({f"minus_running_mean.{k}": v for k, v in self.paired.items()})
+        if self.groups is not None:
+            out.update(self.groups.flat_metrics())
         return out
 
 
@@ -129,12 +147,17 @@ def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor
     params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
     ev = evaluate_params(cfg, params, tasks)
     curves = {LSNN_TRAINED: ev.mse_per_trial[1].cpu(), LSNN_UNTRAINED: ev.mse_per_trial[0].cpu()}
-    curves.update(baseline_mse_per_trial(cfg.task, tasks, cfg.run.seed))
+    baselines = baseline_predictions(cfg.task, tasks, cfg.run.seed)
+    curves.update(mse_per_trial(baselines, tasks.y))
     metrics = {name: episode_metrics(c, "test") for name, c in curves.items()}
     running = predict_running_mean(tasks.y, family_mean(cfg.task, cfg.run.seed))
     paired = paired_difference(late_per_episode(ev.predictions[1].cpu(), tasks.y), late_per_episode(running, tasks.y))
     episode = episode_trace(cfg, genome.params(trained.unsqueeze(0).to(cfg.run.device)), tasks, 0)
-    return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch, paired, episode)
+    groups = None
+    if cfg.task.frequent_targets:  # the frequent-targets experiment: frequent vs fresh networks
+        lsnn = {LSNN_TRAINED: ev.predictions[1].cpu(), LSNN_UNTRAINED: ev.predictions[0].cpu()}
+        groups = group_split(cfg, genome, initial, trained, tasks, baselines | lsnn)
+    return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch, paired, episode, groups)
 
 
 def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Path:
@@ -177,7 +200,8 @@ def verdict(report: HeldOutReport) -> str:
     else:
         parts.append("Beating the running mean means it learns more of each function than its offset.")
     out = "; ".join(parts[:2]) + " " + " ".join(parts[2:])
-    return out + (" " + paired_sentence(report.paired) if report.paired else "")
+    out += " " + paired_sentence(report.paired) if report.paired else ""
+    return out + (" " + report.groups.verdict() if report.groups is not None else "")
 
 
 def paired_sentence(p: dict[str, float]) -> str:

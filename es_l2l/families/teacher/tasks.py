@@ -1,7 +1,11 @@
 """Learning from a teacher (supervised learning-to-learn; Bellec et al. 2018, Fig. 2).
 
 A task is a function ``G(x1, x2) = s * (v . sigmoid(W x + c) + d)`` computed by a 2-layer network
-with ``H`` sigmoid hidden units whose weights and biases are uniform in ``[-r, r]``. Trial ``i``
+with ``H`` sigmoid hidden units whose weights and biases are uniform in ``[-r, r]``. With
+``frequent_targets`` K > 0, K fixed networks of that kind (from ``frequent_seed``, the same for every
+run seed) recur: each training episode's G is one of them with probability ``frequent_share``
+(:data:`TARGETS_TRAINING`), and the held-out report adds episodes whose G is one of them, in
+turn (:data:`TARGETS_FREQUENT`); validation and the other test episodes have a fresh G each. Trial ``i``
 shows a new input ``x_i`` together with the target ``G(x_{i-1})`` of the preceding trial; the
 readout, averaged over the trial's last ``readout_ms`` steps, predicts ``G(x_i)``.
 
@@ -14,11 +18,18 @@ the previous trial's x1, x2 (silent in the first trial), after the target.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 
 from es_l2l.families.teacher.config import TeacherConfig
+from es_l2l.seeds import STREAM_FREQUENT, generator
+
+# Which target networks a batch's episodes have: a fresh G each (validation, test and, with
+# frequent_targets 0, training); the training mix (one of the K fixed networks with probability
+# frequent_share); the K fixed networks in turn (the held-out frequent group).
+TARGETS_FRESH, TARGETS_TRAINING, TARGETS_FREQUENT = "fresh", "training", "frequent"
+Targets = Literal["fresh", "training", "frequent"]
 
 
 class TeacherTasks(NamedTuple):
@@ -28,6 +39,7 @@ class TeacherTasks(NamedTuple):
     y: torch.Tensor  # (B, n_trials) targets G(x)
     spikes: torch.Tensor  # (B, T, n_in) input spike trains, T = n_trials * trial_ms
     readout_steps: torch.Tensor  # (n_trials * readout_ms,) steps whose readout is averaged
+    which: torch.Tensor  # (B,) int64: the episode's fixed (frequent) network, -1 for a fresh one
 
     @property
     def batch(self) -> int:
@@ -49,6 +61,27 @@ def sample_target_nets(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> 
     r, h = cfg.weight_range, cfg.hidden_units
     u = lambda *shape: (torch.rand(*shape, generator=gen) * 2 - 1) * r  # noqa: E731
     return TargetNets(w1=u(batch, h, 2), c1=u(batch, h), v=u(batch, h), d=u(batch))
+
+
+def frequent_nets(cfg: TeacherConfig) -> TargetNets:
+    """The ``frequent_targets`` fixed networks (leading axis K), a function of ``frequent_seed`` alone."""
+    return sample_target_nets(cfg, generator(cfg.frequent_seed, STREAM_FREQUENT), cfg.frequent_targets)
+
+
+def replace_nets(nets: TargetNets, fixed: TargetNets, which: torch.Tensor) -> TargetNets:
+    """``nets`` (B episodes) with episode ``b`` given ``fixed[which[b]]`` where ``which[b] >= 0``."""
+    use = which >= 0
+    idx = which.clamp(min=0)
+    pick = lambda a, f: torch.where(use.view(-1, *([1] * (a.dim() - 1))), f[idx], a)  # noqa: E731
+    return TargetNets(*(pick(a, f) for a, f in zip(nets, fixed)))
+
+
+def draw_frequent(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> torch.Tensor:
+    """(B,) per training episode: the index of its fixed network, or -1 for a fresh one (each episode
+    independently frequent with probability ``frequent_share``, then which of the K uniform)."""
+    frequent = torch.rand(batch, generator=gen) < cfg.frequent_share
+    which = torch.randint(cfg.frequent_targets, (batch,), generator=gen)
+    return torch.where(frequent, which, torch.full_like(which, -1))
 
 
 def evaluate_target(cfg: TeacherConfig, nets: TargetNets, x: torch.Tensor) -> torch.Tensor:
@@ -83,25 +116,50 @@ def readout_steps(cfg: TeacherConfig) -> torch.Tensor:
     return (starts[:, None] + torch.arange(cfg.readout_ms)).flatten()
 
 
+def episode_targets(cfg: TeacherConfig, gen: torch.Generator, batch: int, targets: Targets) -> torch.Tensor:
+    """(B,) which fixed network each episode has (-1: a fresh one) under ``targets``; draws from
+    ``gen`` only for the training mix with ``frequent_targets`` > 0."""
+    k = cfg.frequent_targets
+    if targets == TARGETS_FRESH or k == 0:
+        if targets == TARGETS_FREQUENT:
+            raise ValueError("frequent target episodes need task.frequent_targets > 0")
+        return torch.full((batch,), -1, dtype=torch.long)
+    if targets == TARGETS_TRAINING:
+        return draw_frequent(cfg, gen, batch)
+    return torch.arange(batch) % k  # the K networks in turn: equal counts when K divides B
+
+
 def sample_tasks(
-    cfg: TeacherConfig, gen: torch.Generator, batch: int, *, spikes: bool = True, centered: bool = False
+    cfg: TeacherConfig,
+    gen: torch.Generator,
+    batch: int,
+    *,
+    spikes: bool = True,
+    centered: bool = False,
+    targets: Targets = TARGETS_FRESH,
 ) -> TeacherTasks:
     """Sample ``batch`` episodes; a pure function of the generator's state. ``spikes=False`` skips
     the spike trains (an empty tensor in their place); ``x`` and ``y`` are the same either way.
-    ``centered`` removes each episode's mean target (the shape curriculum's offset-free tasks)."""
+    ``centered`` removes each episode's mean target (the shape curriculum's offset-free tasks).
+    ``targets`` names the episodes' networks (see :func:`episode_targets`): the fresh networks are
+    drawn either way and then replaced, so the inputs ``x`` of a generator state do not depend on it."""
     nets = sample_target_nets(cfg, gen, batch)
     x = (torch.rand(batch, cfg.n_trials, 2, generator=gen) * 2 - 1) * cfg.input_range
+    which = episode_targets(cfg, gen, batch, targets)
+    if bool((which >= 0).any()):
+        nets = replace_nets(nets, frequent_nets(cfg), which)
     y = evaluate_target(cfg, nets, x)
     if centered:
         y = y - y.mean(dim=1, keepdim=True)
     if not spikes:
-        return TeacherTasks(x=x, y=y, spikes=torch.empty(batch, 0, n_inputs(cfg)), readout_steps=readout_steps(cfg))
+        empty = torch.empty(batch, 0, n_inputs(cfg))
+        return TeacherTasks(x=x, y=y, spikes=empty, readout_steps=readout_steps(cfg), which=which)
     prob = trial_probabilities(cfg, x, y).repeat_interleave(cfg.trial_ms, dim=1)  # (B, T, n_in)
     if cfg.encoding == "rate":  # the expected spike train: the population code without Poisson noise
         spikes = prob.to(torch.float32)
     else:
         spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
-    return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(cfg))
+    return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(cfg), which=which)
 
 
 def predictions(cfg: TeacherConfig, y_readout: torch.Tensor) -> torch.Tensor:
