@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run), runs:/RUN_ID, or models:/NAME/VERSION")
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
     ev.add_argument("--tasks", type=int, help="number of test episodes (default: the run's run.validation_tasks)")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="task.KEY=VALUE",
+                    help="score on a variant of the run's tasks, e.g. --set task.frequent_targets=4 (task.* only; repeatable)")
     cmp = sub.add_parser("compare", help="run several outer loops (ES, BPTT, hybrid) on the same budget as child runs of one MLflow run")
     cmp.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAMLs, or one comparison YAML (configs/compare_*.yaml)")
     how = cmp.add_mutually_exclusive_group()
@@ -222,10 +224,29 @@ def cmd_evaluate(args, console: Console) -> int:
         return EXIT_RUNTIME
     if args.tasks:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
+    if args.overrides:
+        cfg = _task_variant(cfg, args.overrides)
     report = family_of(cfg).report(cfg, genome, genomes["initial"], genomes[args.genome])
     console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
     report.print(console, None)
     return 0
+
+
+def _task_variant(cfg, overrides: list[str]):
+    """The checkpoint's config with ``task.*`` overrides; the trained network (its inputs) must still fit."""
+    from es_l2l.config import build_config
+    from es_l2l.families import family_of
+
+    bad = [o for o in overrides if not o.startswith("task.")]
+    if bad:
+        raise ConfigError(f"evaluate --set changes the held-out tasks only (task.KEY=VALUE), got '{bad[0]}'; the model and its "
+                          "training settings belong to the checkpoint")
+    variant = build_config(cfg.model_dump(), overrides)
+    before, after = family_of(cfg).io_sizes(cfg.task), family_of(variant).io_sizes(variant.task)
+    if before != after:
+        raise ConfigError(f"{' '.join(overrides)} changes the network's (inputs, outputs) from {before} to {after}; the trained "
+                          "network cannot be scored on such tasks")
+    return variant
 
 
 def cmd_submit(args, console: Console) -> int:

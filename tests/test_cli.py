@@ -78,6 +78,21 @@ def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
     assert "minus_running_mean.lo" in run.data.metrics
 
 
+def test_evaluate_scores_a_variant_of_the_runs_tasks_and_refuses_what_the_network_cannot_take(finished_run):
+    tmp, _ = finished_run
+    client, (run,) = runs_in(tmp)
+    path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp))
+    proc = es_l2l(tmp, "evaluate", path, "--tasks", "8", "--set", "task.frequent_targets=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Frequent (2 fixed networks) vs fresh target networks" in " ".join(proc.stdout.split())
+    for args, message in ((["--set", "model.n_lif=3"], "changes the held-out tasks only"),
+                          (["--set", "task.show_previous_input=true"], "cannot be scored on such tasks"),
+                          (["--tasks", "7", "--set", "task.frequent_targets=2"], "must be a multiple of task.frequent_targets")):
+        bad = es_l2l(tmp, "evaluate", path, *args)
+        assert bad.returncode == 2 and message in " ".join(bad.stderr.split()), bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
 def test_same_config_and_seed_give_the_same_numbers(finished_run, tmp_path):
     tmp, _ = finished_run
     proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), "--set", "run.seed=3", "--workers", "1")
