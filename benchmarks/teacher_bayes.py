@@ -1,0 +1,101 @@
+"""The frequent-targets ("Bayesian prior") experiment, read against its control network.
+
+    PYTHONPATH=. python benchmarks/teacher_bayes.py --with RUN_A/checkpoint.pt --without RUN_B/checkpoint.pt \
+        --out docs/results/teacher-bayes
+
+``--with``: a network meta-trained with ``task.frequent_targets`` K > 0 (``configs/teacher_bayes.yaml``);
+``--without``: the same recipe trained without them (``configs/teacher_shape.yaml``). Both are scored
+on the same two held-out groups of the ``--with`` run's task section: ``fresh`` (the ordinary test
+tasks) and ``frequent`` (the K networks in turn, the same inputs). The K networks may be easier or
+harder than average for any learner (backprop and the untrained network show it), so the prior is
+read as a difference of differences on the same episodes: per episode, the with-network's MSE minus
+the without-network's; the prior's effect is that gain on the frequent group minus the gain on the
+fresh group (Welch CI between the groups, 95%). Writes ``teacher_bayes.json`` and a plot of MSE per
+trial (both networks and backprop, both groups, with CIs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from es_l2l.checkpoint import load_checkpoint
+from es_l2l.families.teacher.baselines import family_mean, predict_target_backprop
+from es_l2l.families.teacher.evaluate import evaluate_params, task_batch
+from es_l2l.families.teacher.groups import curve_ci, episode_scores, mean_ci, unpaired_difference
+from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TARGETS_FRESH
+from es_l2l.plots import pyplot, save_figure
+from es_l2l.seeds import STREAM_TEST
+
+
+@torch.no_grad()
+def squared_errors(path: str, task, episodes: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The best genome of a checkpoint on both groups of ``task``: (LSNN, backprop) squared errors per group (B, n_trials)."""
+    cfg, genome, genomes, _ = load_checkpoint(path)
+    cfg = cfg.model_copy(update={"task": task})
+    out, bp = {}, {}
+    for group, targets in (("fresh", TARGETS_FRESH), ("frequent", TARGETS_FREQUENT)):
+        tasks = task_batch(cfg, (cfg.run.seed, STREAM_TEST), episodes, targets=targets)
+        pred = evaluate_params(cfg, genome.params(genomes["best"][None].to(cfg.run.device)), tasks).predictions[0].cpu()
+        out[group] = (pred.double() - tasks.y.double()).pow(2)
+        prior = family_mean(cfg.task, cfg.run.seed)
+        bp[group] = (predict_target_backprop(cfg.task, tasks.x, tasks.y, prior, cfg.run.seed).double() - tasks.y.double()).pow(2)
+    return out, bp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--with", dest="with_", required=True, help="checkpoint of the run trained with the frequent networks")
+    ap.add_argument("--without", required=True, help="checkpoint of the same recipe trained without them (the control)")
+    ap.add_argument("--episodes", type=int, default=128)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = load_checkpoint(args.with_)[0].task
+    assert task.frequent_targets > 0, "--with must be a run with task.frequent_targets > 0"
+    nets = {}
+    nets["with frequent networks"], backprop = squared_errors(args.with_, task, args.episodes)
+    nets["without (control)"], _ = squared_errors(args.without, task, args.episodes)
+    nets["target-architecture backprop"] = backprop
+    result: dict = {"task": task.model_dump(), "episodes": args.episodes, "scores": {}, "prior_effect": {}}
+    for name, groups in nets.items():
+        result["scores"][name] = {g: {k: mean_ci(v) for k, v in episode_scores(e).items()} for g, e in groups.items()}
+    a, b = nets["with frequent networks"], nets["without (control)"]
+    gain = {g: episode_scores(a[g] - b[g]) for g in ("fresh", "frequent")}  # per episode, same tasks: with minus without
+    for k in gain["fresh"]:
+        result["prior_effect"][k] = {
+            "gain_fresh": mean_ci(gain["fresh"][k]),
+            "gain_frequent": mean_ci(gain["frequent"][k]),
+            "frequent_minus_fresh": unpaired_difference(gain["frequent"][k], gain["fresh"][k]),
+        }
+    (out / "teacher_bayes.json").write_text(json.dumps(result, indent=1))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120, sharey=True)
+    for ax, (name, groups) in zip(axes, nets.items()):
+        for g, color in (("fresh", "C0"), ("frequent", "C3")):
+            mean, lo, hi = curve_ci(groups[g])
+            t = torch.arange(1, mean.numel() + 1)
+            ax.plot(t, mean, color=color, label=g)
+            ax.fill_between(t, lo, hi, color=color, alpha=0.2)
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("trial")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"MSE per trial ({args.episodes} held-out episodes, 95% CI)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{task.frequent_targets} frequent networks ({task.frequent_share:.0%} of training episodes) vs fresh networks")
+    save_figure(fig, out / "teacher_bayes_mse_per_trial.png")
+    for k, v in result["prior_effect"].items():
+        d = v["frequent_minus_fresh"]
+        print(f"{k}: gain fresh {v['gain_fresh']['mean']:+.4f}, gain frequent {v['gain_frequent']['mean']:+.4f}, "
+              f"prior effect {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
+    for name, groups in result["scores"].items():
+        print(name, {g: {k: round(s["mean"], 4) for k, s in sc.items()} for g, sc in groups.items()})
+
+
+if __name__ == "__main__":
+    main()
