@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 BIN = Path(sys.executable).parent
-TIMING = ("elapsed_s", "wall_s", "seconds_per_generation", "neuron_steps_per_s")
+TIMING = ("train/elapsed_s", "train/wall_s", "train/seconds_per_generation", "train/neuron_steps_per_s")  # MLflow keys
 
 
 def free_port() -> int:
@@ -131,12 +131,20 @@ def ray_workers(driver_pid: int) -> list[Proc]:
     return out
 
 
+def metric_history(client, run_id: str, key: str) -> list:
+    from es_l2l.metric_keys import history
+
+    return history(client, run_id, key)
+
+
 def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    from es_l2l.metric_keys import grouped
+
     run = client.get_run(run_id)
     return {
         key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         for key in run.data.metrics
-        if key not in TIMING and not key.startswith("system/")  # machine load, not results
+        if grouped(key) not in TIMING and not key.startswith("system/")  # machine load, not results (either naming)
     }
 
 
@@ -148,7 +156,7 @@ def the_run(client, experiment: str):
 
 def logged_steps(client, run_id: str) -> int:
     try:
-        return len(client.get_metric_history(run_id, "fitness_mean"))
+        return len(metric_history(client, run_id, "train/fitness_mean"))
     except Exception:  # the server is down right now
         return -1
 

@@ -5,6 +5,9 @@
 Store-recall: recall error against delay of every store-recall run (trained network) beside the
 "last bit seen" baseline and chance; sMNIST: validation accuracy against training time. Copies each
 run's spike raster and writes ``summary.json`` (the test metrics of the latest run of each name).
+Reads stores of either naming: runs logged with today's grouped keys (``val/accuracy``,
+``test/model/recall_error``) and older runs with flat names (``val_accuracy``, ``test_recall_error``);
+``summary.json`` uses today's keys for both.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from es_l2l.metric_keys import grouped
+from es_l2l.metric_keys import history as metric_history
 from es_l2l.plots import pyplot, save_figure
 
 
@@ -45,14 +50,14 @@ def main() -> None:
     fig2, ax2 = plt.subplots(figsize=(7, 4.2), dpi=120)
     baseline_done = False
     for i, (name, r) in enumerate(sorted(runs.items())):
-        m = r.data.metrics
-        hist_key = "val_recall_error" if "test_recall_error" in m else "val_accuracy"
-        history = client.get_metric_history(r.info.run_id, hist_key)
-        elapsed = {h.step: h.value for h in client.get_metric_history(r.info.run_id, "elapsed_s")}
-        summary[name] = {k: v for k, v in m.items() if k.startswith(("test_", "last_bit", "chance", "untrained", "nearest"))}
+        m = {grouped(k): v for k, v in r.data.metrics.items()}  # an older run's flat names as today's keys
+        hist_key = "val/recall_error" if "test/model/recall_error" in m else "val/accuracy"
+        history = metric_history(client, r.info.run_id, hist_key)
+        elapsed = {h.step: h.value for h in metric_history(client, r.info.run_id, "train/elapsed_s")}
+        summary[name] = {k: v for k, v in m.items() if k.startswith("test/")}
         summary[name].update(run_id=r.info.run_id, outer=r.data.params.get("outer"), kind=r.data.params.get("model.kind"),
                              steps=int(max(h.step for h in history)), train_s=max(elapsed.values()) if elapsed else None,
-                             best_val=(min if hist_key == "val_recall_error" else max)(h.value for h in history))
+                             best_val=(min if hist_key == "val/recall_error" else max)(h.value for h in history))
         with tempfile.TemporaryDirectory() as tmp:
             names = {a.path for a in client.list_artifacts(r.info.run_id)}
             if "raster.png" in names:
@@ -66,7 +71,7 @@ def main() -> None:
                     ax.plot(d, [0.5] * len(d), ls=":", color="0.5", lw=1, label="chance")
                     baseline_done = True
                 summary[name]["by_delay"] = {x["delay_ms"]: float(x["trained"]) for x in rows}
-        if hist_key == "val_accuracy":
+        if hist_key == "val/accuracy":
             ax2.plot([elapsed.get(h.step, float("nan")) / 60 for h in history], [h.value for h in history], marker=".",
                      color=f"C{i}", label=name)
     ax.set_xlabel("store-to-recall delay (s)")

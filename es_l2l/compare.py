@@ -176,7 +176,7 @@ def compare(plan: Plan, console: Console) -> int:
         if seed_rows:
             parent.log_text(markdown_table(seed_rows, SEED_COLUMNS) + "\n" + seed_text + "\n", "seeds.md")
             parent.log_text(csv_table(seed_rows, SEED_COLUMNS), "seeds.csv")
-            parent.log_metrics({f"seeds.{r['name']}.{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
+            parent.log_metrics({f"test/{r['name']}/seed_{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
             parent.set_tags({"verdict_seeds": seed_text[:5000]})
     except KeyboardInterrupt:
         parent.end("KILLED")

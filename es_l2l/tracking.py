@@ -14,6 +14,7 @@ from pathlib import Path
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.guard import tracking_uri  # noqa: F401  (re-exported: where a run logs)
+from es_l2l.metric_keys import report_key, status_key
 from es_l2l.redact import has_credentials, redact_uri
 
 
@@ -31,6 +32,11 @@ class MlflowRun:
     metrics, tags, artifacts and the final status wait in a local spool (es_l2l.spool) and go out
     when the store is back, or with ``es-l2l sync``. A reopened run (``run_id``) skips the
     generations it already holds, so a resumed run logs every step once.
+
+    Metric keys are grouped here, and only here (:mod:`es_l2l.metric_keys`): the status dict's
+    ``fitness_mean`` is logged as ``train/fitness_mean``, ``val_mse_late`` as ``val/mse_late``, a
+    report's ``running_mean.test_mse_late`` as ``test/running_mean/mse_late``. A reopened run that
+    was begun under the flat names of older versions keeps logging those, so its charts stay whole.
     """
 
     def __init__(
@@ -50,14 +56,19 @@ class MlflowRun:
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.client = open_client(self.uri)  # a new SQLite store is created under a file lock
         self.logged_through = -1  # generations up to this one are in the run already (resume)
+        self.flat = False  # True: a reopened run that logged the flat names of older versions keeps them
         if run_id is not None:  # reopen a run to continue it (es-l2l run --resume)
             self.run_id = run_id
-            self.experiment_id = self.client.get_run(run_id).info.experiment_id
+            run = self.client.get_run(run_id)
+            self.experiment_id = run.info.experiment_id
             self.client.update_run(run_id, status="RUNNING")
             self.spool = Spool(self.run_id, self.uri)
+            old = STEP_METRIC in run.data.metrics or bool(self.spool.spooled_steps(STEP_METRIC))
+            self.flat = old and status_key(STEP_METRIC) not in run.data.metrics
             self.spool.try_flush(self.client)  # what the killed driver spooled goes out first
-            steps = [m.step for m in self.client.get_metric_history(run_id, STEP_METRIC)]
-            self.logged_through = max([*steps, *self.spool.spooled_steps(STEP_METRIC)], default=-1)
+            step_key = self.status_key(STEP_METRIC)
+            steps = [m.step for m in self.client.get_metric_history(run_id, step_key)]
+            self.logged_through = max([*steps, *self.spool.spooled_steps(step_key)], default=-1)
             return
         root = None if self.uri.startswith(("http://", "https://")) else Path(cfg.tracking.artifact_root).resolve().as_uri()
         exp_id = get_or_create_experiment(self.client, cfg.tracking.experiment, root, self.uri)
@@ -81,17 +92,23 @@ class MlflowRun:
         if step <= self.logged_through:
             return  # logged before the driver was killed: the resumed run repeats it exactly, log it once
         metrics = [
-            Metric(k, float(v), now, step)
+            Metric(self.status_key(k), float(v), now, step)
             for k, v in status.items()
             if k != "generation" and isinstance(v, (int, float))
         ]
         self.spool.send(self.client, "metrics", metrics=metrics)
 
+    def status_key(self, key: str) -> str:
+        """The MLflow key of a status-dict entry: ``train/...`` or ``val/...``."""
+        return key if self.flat else status_key(key)
+
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
+        """Log a held-out report's flat metrics (as ``test/<predictor>/<metric>``) or keys already grouped."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
+        key = (lambda k: k) if self.flat else report_key
+        metrics = [Metric(key(k), float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
         if step <= self.logged_through:  # a resumed run: the killed driver may have logged these already
             metrics = [m for m in metrics if not self._has_step(m.key, step)]
         self.spool.send(self.client, "metrics", metrics=metrics)
@@ -126,4 +143,5 @@ class MlflowRun:
                   f"es-l2l sync {self.spool.dir}", file=sys.stderr)
 
 
-STEP_METRIC = "elapsed_s"  # in every generation's status (generation 0 included): its history lists the logged steps
+# in every generation's status (generation 0 included): its history (as train/elapsed_s) lists the logged steps
+STEP_METRIC = "elapsed_s"

@@ -126,7 +126,7 @@ def test_submit_reaches_succeeded_and_its_mlflow_run_is_found(ray_head, mlflow_s
     exp = client.get_experiment_by_name("es-l2l")
     (run,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`ray.job_submission_id` = '{job_id}'")
     assert run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "fitness_mean")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/fitness_mean")] == [1, 2]
     assert {"checkpoint.pt", "resume.pt", "config.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 

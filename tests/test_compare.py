@@ -43,10 +43,12 @@ def test_parent_run_has_one_finished_child_per_outer_loop(comparison):
     assert "At equal budget (3 s of training each)" in table
     for child in children:
         name = child.data.tags["mlflow.runName"]
-        assert parent.data.metrics[f"{name}.test_mse_late"] == child.data.metrics["lsnn_meta_trained.test_mse_late"]
+        assert parent.data.metrics[f"test/{name}/mse_late"] == child.data.metrics["test/model/mse_late"]
+        assert parent.data.metrics[f"val/{name}/best_mse_late"] == pytest.approx(min(
+            m.value for m in client.get_metric_history(child.info.run_id, "val/mse_late")))
     # The baselines in the parent are those of every child: the same held-out tasks.
     for child in children:
-        assert child.data.metrics["running_mean.test_mse_late"] == parent.data.metrics["baseline.running_mean.test_mse_late"]
+        assert child.data.metrics["test/running_mean/mse_late"] == parent.data.metrics["test/baseline/running_mean/mse_late"]
     assert parent.info.run_id in proc.stdout and "At equal budget" in proc.stdout
 
 
@@ -56,8 +58,8 @@ def test_every_child_stops_within_one_step_of_the_seconds_budget(comparison):
     for run in runs:
         if run.data.tags.get("es_l2l.compare") != "child":
             continue
-        elapsed = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "elapsed_s"))
-        per_step = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "seconds_per_generation")}
+        elapsed = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/elapsed_s"))
+        per_step = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/seconds_per_generation")}
         last_step, last = elapsed[-1]
         assert last >= BUDGET_S  # the budget was used ...
         assert last - per_step[last_step] < BUDGET_S  # ... and the run stopped at the first step past it
@@ -108,11 +110,11 @@ def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
         ("0", "bptt"), ("0", "es"), ("1", "bptt"), ("1", "es")]
     scores = {}
     for r in children:
-        scores.setdefault(r.data.params["name"], []).append(r.data.metrics["lsnn_meta_trained.test_mse_late"])
+        scores.setdefault(r.data.params["name"], []).append(r.data.metrics["test/model/mse_late"])
     from es_l2l.stats import mean_ci
 
     es = mean_ci(scores["teacher-es-smoke"])
     m = parent.data.metrics
-    assert m["seeds.teacher-es-smoke.mean"] == pytest.approx(es.mean) and m["seeds.teacher-es-smoke.ci_low"] == pytest.approx(es.low)
+    assert m["test/teacher-es-smoke/seed_mean"] == pytest.approx(es.mean) and m["test/teacher-es-smoke/seed_ci_low"] == pytest.approx(es.low)
     assert "paired difference" in parent.data.tags["verdict_seeds"]
     assert "95% CI" in proc.stdout and "seeds" in proc.stdout

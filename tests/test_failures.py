@@ -143,7 +143,7 @@ def test_an_error_after_the_run_exists_marks_it_failed_with_the_error_as_a_tag(t
     (run,) = runs_in(tmp_path)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"].split(":")[0] in {"NotADirectoryError", "FileExistsError", "OSError"}, run.data.tags["error"]
-    assert run.data.metrics["fitness_mean"]  # what was logged stays
+    assert run.data.metrics["train/fitness_mean"]  # what was logged stays
 
 
 # --- 2. fail before work ------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def cli(*args):
     return [sys.executable, "-m", "es_l2l.cli", *args]
 
 
-def steps(client, run_id, key="fitness_mean"):
+def steps(client, run_id, key="train/fitness_mean"):
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
@@ -154,9 +154,9 @@ def test_a_server_down_at_the_end_leaves_a_spool_that_es_l2l_sync_uploads(server
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert steps(client, run_id) == list(range(1, gens + 1))  # every generation once, in order
-    assert steps(client, run_id, "val_mse_late") == list(range(0, gens + 1, 10))
+    assert steps(client, run_id, "val/mse_late") == list(range(0, gens + 1, 10))
     assert {"checkpoint.pt", "mse_per_trial.png", "config.yaml"} <= {a.path for a in client.list_artifacts(run_id)}
-    assert "lsnn_meta_trained.test_mse_late" in run.data.metrics
+    assert "test/model/mse_late" in run.data.metrics
 
 
 def test_a_server_that_comes_back_mid_run_gets_everything_without_a_sync(server, tmp_path):

@@ -43,7 +43,7 @@ def test_tune_logs_one_parent_and_a_child_run_per_trial(tuned):
     best = min(rows, key=lambda r: float(r["best_val"]))  # the teacher's objective is minimised
     assert parent.data.tags["best_run_id"] == best["run_id"]
     assert parent.data.params["best.es.popsize"] == best["es.popsize"]
-    assert parent.data.metrics["best.best_val_mse_late"] == pytest.approx(float(best["best_val"]))
+    assert parent.data.metrics["val/best_trial/best_mse_late"] == pytest.approx(float(best["best_val"]))
     assert "best config: best.yaml" in proc.stdout and parent.info.run_id in proc.stdout
 
 

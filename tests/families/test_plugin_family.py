@@ -142,9 +142,10 @@ def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_
     assert sorted(r.data.params["outer"] for r in runs) == ["bptt", "es"]
     for run in runs:
         assert run.info.status == "FINISHED"
-        history = client.get_metric_history(run.info.run_id, "val_mse")
+        history = client.get_metric_history(run.info.run_id, "val/mse")
         assert [m.step for m in history] == [0, 1, 2, 3]  # validated every generation / step
-        assert "test_mse" in run.data.metrics and run.data.params["task.family"] == NAME
+        assert {"test/model/mse", "test/mean/mse"} <= set(run.data.metrics)  # its report's flat keys, grouped
+        assert run.data.params["task.family"] == NAME
 
 
 def test_compare_runs_the_family_with_its_generic_summary(tmp_path):

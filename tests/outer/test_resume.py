@@ -87,7 +87,7 @@ def test_a_killed_driver_resumes_and_ends_with_the_uninterrupted_genome(tmp_path
     assert f"resumed after generation {checkpointed}" in " ".join(resumed.stdout.split())
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED"
-    steps = {m.step for m in client.get_metric_history(run.info.run_id, "fitness_mean")}
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "train/fitness_mean")}
     assert steps == set(range(1, 101))  # one MLflow run, every generation logged
     path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path))
     cfg, genome, genomes, _ = load_checkpoint(path)

@@ -10,6 +10,7 @@ from typing import Any
 from es_l2l.families.maze.evaluate import OBJECTIVE
 from es_l2l.families.maze.report import LSNN_TRAINED
 from es_l2l.families.maze.report import baseline_rows as maze_baselines
+from es_l2l.metric_keys import comparison_key, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
 from es_l2l.tables import NOT_REACHED, Comparison, csv_table, default_target, markdown_table, row_head
@@ -110,10 +111,10 @@ def summarise(plan, children: list, parent) -> Comparison:
         parent.log_artifact(plot_maze_comparison(children, maze_baselines(first, STREAM_VALIDATION), Path(tmp) / "comparison.png", title))
     parent.log_text(markdown_table(rows + base, MAZE_COLUMNS) + "\n" + text + "\n", "comparison.md")
     parent.log_text(csv_table(rows + base, MAZE_COLUMNS), "comparison.csv")
-    metrics = {"target_reward": target}
+    metrics = {"val/target": target}
     for r in rows:
-        metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_reward", "best_val_reward", "final_val_reward", "train_s", "neuron_steps")})
-    metrics.update({f"baseline.{b['name'].replace(' ', '_')}.test_reward": b["test_reward"] for b in base})
+        metrics.update({comparison_key(r["name"], k): float(r[k]) for k in ("test_reward", "best_val_reward", "final_val_reward", "train_s", "neuron_steps")})
+    metrics.update({comparison_key(f"baseline/{predictor(b['name'])}", "test_reward"): b["test_reward"] for b in base})
     parent.log_metrics(metrics)
     parent.set_tags({"winner": max(rows, key=lambda r: r["test_reward"])["name"], "verdict": text[:5000]})
     return Comparison(rows + base, text, title, MAZE_COLUMNS, MAZE_PRINTED)

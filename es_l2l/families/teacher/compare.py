@@ -10,6 +10,7 @@ from typing import Any
 from es_l2l.families.teacher.baselines import baseline_mse_per_trial
 from es_l2l.families.teacher.evaluate import OBJECTIVE, episode_metrics, task_batch
 from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv
+from es_l2l.metric_keys import comparison_key, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
 from es_l2l.tables import Comparison, csv_table, default_target, markdown_table, row_head, to_target, validation_history
@@ -144,10 +145,10 @@ def summarise(plan, children: list, parent) -> Comparison:
     curves = {c.name: c.outcome.report.curves[LSNN_TRAINED] for c in done}
     curves.update({k: v for k, v in report.curves.items() if k != LSNN_TRAINED})
     parent.log_text(curves_csv(curves), "mse_per_trial.csv")
-    metrics = {"target_mse": target}
+    metrics = {"val/target": target}
     for r in rows:
-        metrics.update({f"{r['name']}.{k}": float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
-    metrics.update({f"baseline.{k.replace(' ', '_')}.test_mse_late": m["test_mse_late"] for k, m in report.metrics.items()})
+        metrics.update({comparison_key(r["name"], k): float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
+    metrics.update({comparison_key(f"baseline/{predictor(k)}", "test_mse_late"): m["test_mse_late"] for k, m in report.metrics.items()})
     parent.log_metrics(metrics)
     winner = min(rows, key=lambda r: r["test_mse_late"])
     parent.set_tags({"winner": winner["name"], "verdict": text[:5000]})

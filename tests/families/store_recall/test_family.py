@@ -49,8 +49,9 @@ def test_es_and_bptt_run_through_the_cli_with_the_smoke_config(tmp_path):
     assert sorted(r.data.params["outer"] for r in found) == ["bptt", "es"]
     for run in found:
         assert run.info.status == "FINISHED"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_recall_error")] == [0, 1, 2, 3]
-        assert 0 <= run.data.metrics["test_recall_error"] <= 1 and "last_bit_seen.test_recall_error" in run.data.metrics
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_error")] == [0, 1, 2, 3]
+        assert 0 <= run.data.metrics["test/model/recall_error"] <= 1 and "test/last_bit_seen/recall_error" in run.data.metrics
+        assert {"test/model/recall_error_long", "test/untrained/recall_error", "test/chance/recall_error_long"} <= set(run.data.metrics)
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"raster.png", "recall_error_by_delay.png", "recall_error_by_delay.csv"} <= names
 

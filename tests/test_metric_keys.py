@@ -1,0 +1,126 @@
+"""Metric keys grouped by prefix (train/, val/, test/<predictor>/, system/): the mapping, its table in
+docs/tracking.md, readers of old stores, and a resumed run that keeps the flat names it began with."""
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from es_l2l.config import load_config
+from es_l2l.metric_keys import GROUPS, comparison_key, grouped, history, pick, predictor, report_key, status_key
+from es_l2l.tracking import MlflowRun
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("fitness_mean", "train/fitness_mean"), ("train_mse_mean", "train/mse_mean"), ("elapsed_s", "train/elapsed_s"),
+    ("neuron_steps", "train/neuron_steps"), ("seconds_per_generation", "train/seconds_per_generation"),
+    ("active_w_rec", "train/active_w_rec"), ("bptt_train_mse", "train/bptt_train_mse"), ("lr", "train/lr"),
+    ("val_mse_late", "val/mse_late"), ("val_accuracy", "val/accuracy"), ("val_rate_hz", "val/rate_hz"),
+    ("best_val_recall_error", "val/best_recall_error"), ("best_generation", "val/best_generation"),
+])
+def test_status_dict_keys_go_to_train_or_val(key, expected):
+    assert status_key(key) == expected
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("lsnn_meta_trained.test_mse_late", "test/model/mse_late"), ("lsnn_generation_0.test_mse", "test/untrained/mse"),
+    ("running_mean.test_mse_late", "test/running_mean/mse_late"), ("minus_running_mean.hi", "test/model_minus_running_mean/hi"),
+    ("family_within_task_share", "test/family/within_task_share"), ("test_accuracy", "test/model/accuracy"),
+    ("test_accuracy_digit_7", "test/model/accuracy_digit_7"), ("chance.test_accuracy", "test/chance/accuracy"),
+    ("lsnn_meta_trained.test_reward_greedy", "test/model/reward_greedy"),
+    ("test_halfway_random_explorer", "test/halfway_random_explorer/reward"),
+    ("last_bit_seen.test_recall_error_long", "test/last_bit_seen/recall_error_long"),
+    ("some_statistic", "test/some_statistic"),  # a plugin family's extra scalar stays in the report's group
+    ("test/already/grouped", "test/already/grouped"), ("val/target", "val/target"),
+])
+def test_report_keys_go_to_test_by_predictor(key, expected):
+    assert report_key(key) == expected
+
+
+def test_parent_run_keys():
+    assert comparison_key("teacher-es", "test_mse_late") == "test/teacher-es/mse_late"
+    assert comparison_key("teacher-es", "best_val_mse_late") == "val/teacher-es/best_mse_late"
+    assert comparison_key("teacher-es", "final_val_reward") == "val/teacher-es/final_reward"
+    assert comparison_key("teacher-es", "train_s") == "train/teacher-es/elapsed_s"
+    assert comparison_key("teacher-es", "neuron_steps") == "train/teacher-es/neuron_steps"
+    assert comparison_key(f"baseline/{predictor('LSNN meta-trained')}", "test_mse_late") == "test/baseline/model/mse_late"
+    assert comparison_key(f"baseline/{predictor('online least squares')}", "test_mse_late") == "test/baseline/online_least_squares/mse_late"
+    assert comparison_key("best_trial", "best_val_accuracy") == "val/best_trial/best_accuracy"
+
+
+def _rename_table(title: str) -> list[tuple[str, str]]:
+    text = (ROOT / "docs" / "tracking.md").read_text()
+    section = text[text.index(title):]
+    rows = []
+    for line in section.splitlines()[1:]:
+        if rows and not line.startswith("|"):
+            break  # the end of the first table
+        cells = line.split("|")[1:-1]
+        if len(cells) == 2 and all("`" in c for c in cells):
+            old, new = (re.search(r"`([^`]+)`", c).group(1) for c in cells)
+            rows.append((old, new))
+    return rows
+
+
+def test_the_documented_rename_table_is_what_the_code_does():
+    rows = _rename_table("### Renamed metric keys")
+    assert len(rows) > 40
+    for old, new in rows:
+        if "<" in old or old.startswith("system/"):
+            continue
+        assert grouped(old) == new, (old, new)
+        assert new.split("/")[0] in GROUPS
+
+
+def test_readers_of_old_stores_find_a_value_under_either_name(tmp_path):
+    assert pick({"val_accuracy": 0.5}, "val/accuracy") == 0.5
+    assert pick({"val/accuracy": 0.7, "val_accuracy": 0.5}, "val/accuracy") == 0.7
+    assert pick({"test_recall_error": 0.2}, "test/model/recall_error") == 0.2 and pick({}, "val/x", 1) == 1
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'old.db'}")
+    run_id = client.create_run(client.create_experiment("old", (tmp_path / "a").as_uri())).info.run_id
+    client.log_batch(run_id, metrics=[Metric("elapsed_s", float(s), 0, s) for s in range(3)])
+    assert [m.step for m in history(client, run_id, "train/elapsed_s")] == [0, 1, 2]
+    assert history(client, run_id, "train/wall_s") == []
+
+
+def _cfg(tmp_path):
+    return load_config(SMOKE, [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_root={tmp_path / 'mlruns'}"])
+
+
+def test_the_tracker_groups_status_and_report_keys_and_resumes_after_the_last_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("ES_L2L_SPOOL", str(tmp_path / "spool"))
+    cfg = _cfg(tmp_path)
+    run = MlflowRun(cfg, log_config=False)
+    run({"generation": 0, "elapsed_s": 0.0, "neuron_steps": 0, "val_mse_late": 0.9, "best_val_mse_late": 0.9})
+    run({"generation": 1, "elapsed_s": 1.0, "fitness_mean": -1.0, "train_mse_mean": 1.0, "genomes": {}})
+    reopened = MlflowRun(cfg, run_id=run.run_id)
+    assert not reopened.flat and reopened.logged_through == 1
+    reopened({"generation": 1, "elapsed_s": 1.0, "fitness_mean": -5.0})  # logged already: skipped
+    reopened({"generation": 2, "elapsed_s": 2.0, "fitness_mean": -0.5})
+    reopened.log_metrics({"lsnn_meta_trained.test_mse_late": 0.3, "running_mean.test_mse_late": 0.4}, step=2)
+    metrics = reopened.client.get_run(run.run_id).data.metrics
+    assert set(metrics) == {"train/elapsed_s", "train/neuron_steps", "val/mse_late", "val/best_mse_late",
+                            "train/fitness_mean", "train/mse_mean", "test/model/mse_late", "test/running_mean/mse_late"}
+    assert [(m.step, m.value) for m in reopened.client.get_metric_history(run.run_id, "train/fitness_mean")] == [(1, -1.0), (2, -0.5)]
+
+
+def test_a_resumed_run_begun_under_the_flat_names_keeps_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("ES_L2L_SPOOL", str(tmp_path / "spool"))
+    cfg = _cfg(tmp_path)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    run_id = client.create_run(client.create_experiment("es-l2l", (tmp_path / "mlruns").as_uri())).info.run_id
+    client.log_batch(run_id, metrics=[Metric("elapsed_s", float(s), 0, s) for s in range(4)]
+                     + [Metric("fitness_mean", -1.0, 0, s) for s in range(1, 4)])
+    run = MlflowRun(cfg, run_id=run_id)
+    assert run.flat and run.logged_through == 3
+    run({"generation": 3, "elapsed_s": 3.0, "fitness_mean": -9.0})  # logged already
+    run({"generation": 4, "elapsed_s": 4.0, "fitness_mean": -0.5, "val_mse_late": 0.2})
+    run.log_metrics({"lsnn_meta_trained.test_mse_late": 0.3}, step=4)
+    metrics = client.get_run(run_id).data.metrics
+    assert set(metrics) == {"elapsed_s", "fitness_mean", "val_mse_late", "lsnn_meta_trained.test_mse_late"}
+    assert [m.step for m in client.get_metric_history(run_id, "fitness_mean")] == [1, 2, 3, 4]
