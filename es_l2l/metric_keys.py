@@ -58,6 +58,8 @@ def grouped(key: str, default: str = "train") -> str:
         return "val/best_" + key.removeprefix("best_val_")
     if key == "best_generation":
         return "val/best_generation"
+    if key.startswith("group."):  # a held-out split by group: group.<group>[.network_k].<predictor slug>.<metric>
+        return _group_key(key)
     if "." in key:  # a report's <predictor slug>.<metric>
         who, metric = key.split(".", 1)
         return f"test/{PREDICTORS.get(who, who)}/{metric.removeprefix('test_')}"
@@ -66,6 +68,21 @@ def grouped(key: str, default: str = "train") -> str:
     if default == "test":
         return "test/" + key
     return f"{default}/{key.removeprefix('train_')}"
+
+
+def _group_key(key: str) -> str:
+    """``group.frequent.lsnn_meta_trained.test_mse_late.lo`` -> ``test/model/frequent_mse_late.lo``
+    (the group joins the metric, so each predictor's groups chart side by side); ``group.episodes``
+    -> ``test/groups/episodes``."""
+    parts = key.split(".")[1:]
+    if len(parts) == 1:
+        return f"test/groups/{parts[0]}"
+    where, rest = parts[0], parts[1:]
+    if rest[0].startswith("network_") and len(rest) > 1:
+        where, rest = f"{where}_{rest[0]}", rest[1:]
+    who = PREDICTORS.get(rest[0], rest[0])
+    metric = ".".join(rest[1:]).removeprefix("test_")
+    return f"test/{who}/{where}_{metric}"
 
 
 def status_key(key: str) -> str:

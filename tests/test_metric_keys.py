@@ -37,6 +37,11 @@ def test_status_dict_keys_go_to_train_or_val(key, expected):
     ("last_bit_seen.test_recall_error_long", "test/last_bit_seen/recall_error_long"),
     ("some_statistic", "test/some_statistic"),  # a plugin family's extra scalar stays in the report's group
     ("test/already/grouped", "test/already/grouped"), ("val/target", "val/target"),
+    ("group.frequent.lsnn_meta_trained.test_mse_late", "test/model/frequent_mse_late"),
+    ("group.frequent_minus_fresh.target_architecture_backprop.test_mse_first5.lo",
+     "test/target_architecture_backprop/frequent_minus_fresh_mse_first5.lo"),
+    ("group.frequent.network_2.lsnn_meta_trained.test_mse_late", "test/model/frequent_network_2_mse_late"),
+    ("group.episodes", "test/groups/episodes"),
 ])
 def test_report_keys_go_to_test_by_predictor(key, expected):
     assert report_key(key) == expected

@@ -120,16 +120,17 @@ def test_run_logs_the_group_split(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     metrics = run.data.metrics
-    for group in ("fresh", "frequent"):
-        for p in ("lsnn_meta_trained", "target_architecture_backprop", "running_mean"):
-            for score in ("test_mse_late", "test_mse_first5"):
+    for group in ("fresh", "frequent"):  # the split's keys, grouped as test/<predictor>/<group>_<score>
+        for p in ("model", "target_architecture_backprop", "running_mean"):
+            for score in ("mse_late", "mse_first5"):
                 for end in ("", ".lo", ".hi"):
-                    assert f"group.{group}.{p}.{score}{end}" in metrics
-    for p in ("lsnn_meta_trained", "target_architecture_backprop", "lsnn_minus_backprop"):
-        assert f"group.frequent_minus_fresh.{p}.test_mse_late.hi" in metrics
-    assert metrics["group.episodes"] == 32 and metrics["group.networks"] == 4
+                    assert f"test/{p}/{group}_{score}{end}" in metrics
+    for p in ("model", "target_architecture_backprop", "lsnn_minus_backprop"):
+        assert f"test/{p}/frequent_minus_fresh_mse_late.hi" in metrics
+    assert metrics["test/groups/episodes"] == 32 and metrics["test/groups/networks"] == 4
+    assert "test/model/frequent_network_3_mse_late" in metrics
     # the fresh group is the ordinary held-out test set
-    assert metrics["group.fresh.lsnn_meta_trained.test_mse_late"] == pytest.approx(metrics["lsnn_meta_trained.test_mse_late"], rel=1e-5)
+    assert metrics["test/model/fresh_mse_late"] == pytest.approx(metrics["test/model/mse_late"], rel=1e-5)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"mse_per_trial_groups.png", "mse_per_trial_groups.csv", "mse_per_trial.png"} <= names
     csv = Path(client.download_artifacts(run.info.run_id, "mse_per_trial_groups.csv", str(tmp_path))).read_text()
