@@ -10,46 +10,45 @@ as well as checkpoint files.
 
 from __future__ import annotations
 
+import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 
 MODEL_PATH = "model"  # artifact path of the model in its run
 CHECKPOINT = "checkpoint"  # the model's artifact key: the checkpoint file
 
 
-with warnings.catch_warnings():  # MLflow asks for type hints on predict: its inputs are arrays of any shape
-    warnings.simplefilter("ignore", UserWarning)
+class LSNNModel(mlflow.pyfunc.PythonModel):
+    """``predict(episodes)``: episodes (B, T, n_in) of input spikes (0/1; a numpy array, a tensor, or
+    a dict with ``inputs`` and an optional ``genome``: best, final or initial) -> readouts
+    (B, T, n_out) as a numpy array. Models that are not spiking networks answer the same way."""
 
-    class LSNNModel(mlflow.pyfunc.PythonModel):
-        """``predict(episodes)``: episodes (B, T, n_in) of input spikes (0/1; a numpy array, a tensor, or
-        a dict with ``inputs`` and an optional ``genome``: best, final or initial) -> readouts
-        (B, T, n_out) as a numpy array. Models that are not spiking networks answer the same way."""
+    def load_context(self, context) -> None:
+        from es_l2l.checkpoint import load_checkpoint
 
-        def load_context(self, context) -> None:
-            from es_l2l.checkpoint import load_checkpoint
+        self.cfg, self.genome, self.genomes, self.meta = load_checkpoint(context.artifacts[CHECKPOINT])
 
-            self.cfg, self.genome, self.genomes, self.meta = load_checkpoint(context.artifacts[CHECKPOINT])
+    def predict(self, context, model_input: np.ndarray, params=None):
+        # np.ndarray: a hint MLflow infers no schema from, so it neither validates the input
+        # (a dict or a tensor is accepted too) nor warns "add type hints to predict"
+        import torch
 
-        def predict(self, context, model_input, params=None):
-            import numpy as np
-            import torch
+        from es_l2l.snn import rollout, sim_options
 
-            from es_l2l.snn import rollout, sim_options
-
-            which = "best"
-            if isinstance(model_input, dict):
-                which = str(model_input.get("genome", which))
-                model_input = model_input["inputs"]
-            x = torch.as_tensor(np.asarray(model_input), dtype=torch.float32)
-            if x.dim() != 3 or x.shape[-1] != self.genome.n_in:
-                raise ValueError(f"episodes must be (batch, steps, {self.genome.n_in}) input spikes, got shape {tuple(x.shape)}")
-            with torch.no_grad():
-                params = self.genome.params(self.genomes[which].unsqueeze(0))
-                out = rollout(params, x, sim_options(self.cfg))
-            return out.y[0].numpy()  # (B, T, n_out)
+        which = "best"
+        if isinstance(model_input, dict):
+            which = str(model_input.get("genome", which))
+            model_input = model_input["inputs"]
+        x = torch.as_tensor(np.asarray(model_input), dtype=torch.float32)
+        if x.dim() != 3 or x.shape[-1] != self.genome.n_in:
+            raise ValueError(f"episodes must be (batch, steps, {self.genome.n_in}) input spikes, got shape {tuple(x.shape)}")
+        with torch.no_grad():
+            params = self.genome.params(self.genomes[which].unsqueeze(0))
+            out = rollout(params, x, sim_options(self.cfg))
+        return out.y[0].numpy()  # (B, T, n_out)
 
 
 def log_model(tracker, checkpoint: str | Path) -> None:
@@ -58,11 +57,16 @@ def log_model(tracker, checkpoint: str | Path) -> None:
 
     reqs = [f"{name}=={md.version(name)}" for name in ("torch", "mlflow", "pydantic", "pyyaml", "numpy")]
     entry = Path(__file__).with_name("pyfunc_entry.py")  # a model from code: MLflow stores no pickle
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": inputs are arrays of any shape
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / MODEL_PATH
-        mlflow.pyfunc.save_model(str(out), python_model=str(entry), artifacts={CHECKPOINT: str(checkpoint)},
-                                 pip_requirements=reqs + ["es-l2l"])
+        pyfunc_log.setLevel(logging.ERROR)  # "failed to infer model signature": on purpose, the inputs are arrays of any shape
+        try:
+            mlflow.pyfunc.save_model(str(out), python_model=str(entry), artifacts={CHECKPOINT: str(checkpoint)},
+                                     pip_requirements=reqs + ["es-l2l"])
+        finally:
+            pyfunc_log.setLevel(level)
         for file in sorted(p for p in out.rglob("*") if p.is_file()):  # file by file: an outage spools each
             folder = file.parent.relative_to(out.parent).as_posix()
             tracker.log_artifact(file, folder)

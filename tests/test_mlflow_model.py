@@ -18,6 +18,8 @@ def run(tmp_path_factory):
 
     proc = es_l2l(tmp, "run", str(SMOKE), *store(tmp), "--workers", "0", "--set", "run.generations=2", "--set", "run.validate_every=1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    for noise in ("type hints", "model signature"):  # logging the model prints nothing of MLflow's own
+        assert noise not in proc.stdout + proc.stderr, proc.stderr[-2000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
     (r,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return tmp, client, r
