@@ -76,6 +76,15 @@ class Objective(NamedTuple):
     def fmt(self, value: float) -> str:
         return f"{value:.{self.digits}f}"
 
+    def progress(self, what: str, history: list[dict], best_generation: int) -> str:
+        """The run's validation in one line: ``validation <what>: <first> at generation 0 -> <last>
+        at generation N (best <best> at generation B)``, from the status history."""
+        vals = [h for h in history if self.key in h]
+        first, last = vals[0][self.key], vals[-1][self.key]
+        best = self.best(h[self.key] for h in vals)
+        return (f"validation {what}: {self.fmt(first)} at generation 0 -> {self.fmt(last)} at generation "
+                f"{vals[-1]['generation']} (best {self.fmt(best)} at generation {best_generation})")
+
 
 class Report(Protocol):
     """A family's held-out test report: the trained network beside the untrained one and the baselines."""

@@ -25,7 +25,7 @@ import torch
 from es_l2l.families.base import standard_error
 from es_l2l.families.maze.baselines import episode_means, play_baselines
 from es_l2l.families.maze.env import move
-from es_l2l.families.maze.evaluate import maze_batch, play_params
+from es_l2l.families.maze.evaluate import OBJECTIVE, maze_batch, play_params
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, generator
 
@@ -192,10 +192,8 @@ def summary_table(report: MazeReport):
 
 
 def summary_line(report: MazeReport, history: list[dict], best_generation: int) -> str:
-    vals = [h for h in history if "val_reward" in h]
     return (
-        f"validation reward per episode: {vals[0]['val_reward']:.2f} at generation 0 -> {vals[-1]['val_reward']:.2f} at "
-        f"generation {vals[-1]['generation']} (best {max(h['val_reward'] for h in vals):.2f} at generation {best_generation}); "
+        OBJECTIVE.progress("reward per episode", history, best_generation) + "; "
         f"test reward: {report.trained()['reward']:.2f} (generation 0: {report.metrics[LSNN_UNTRAINED]['reward']:.2f})"
     )
 

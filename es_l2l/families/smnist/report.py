@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from es_l2l.families.smnist import task as sm
-from es_l2l.families.smnist.evaluate import evaluate_batch, split
+from es_l2l.families.smnist.evaluate import OBJECTIVE, evaluate_batch, split
 from es_l2l.models import model_of, simulate
 from es_l2l.plots import raster_figure
 
@@ -62,10 +62,7 @@ class SMNISTReport:
         console.print(table)
         console.print(self.verdict())
         if result is not None:
-            vals = [h for h in result.history if "val_accuracy" in h]
-            console.print(f"validation accuracy: {vals[0]['val_accuracy']:.4f} at generation 0 -> {vals[-1]['val_accuracy']:.4f} "
-                          f"at generation {vals[-1]['generation']} (best {max(h['val_accuracy'] for h in vals):.4f} "
-                          f"at generation {result.best_generation})")
+            console.print(OBJECTIVE.progress("accuracy", result.history, result.best_generation))
 
     def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
         tracker.log_metrics(self.flat_metrics(), step=result.generations)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from es_l2l.families.store_recall import task as sr
-from es_l2l.families.store_recall.evaluate import evaluate_batch
+from es_l2l.families.store_recall.evaluate import OBJECTIVE, evaluate_batch
 from es_l2l.models import model_of, simulate
 from es_l2l.plots import pyplot, raster_figure, save_figure
 from es_l2l.seeds import STREAM_TEST, generator
@@ -104,10 +104,7 @@ class StoreRecallReport:
         console.print("trained recall error by delay: " + ", ".join(f"{d} ms {e:.1%}" for d, e in zip(self.delays(), per)))
         console.print(self.verdict())
         if result is not None:
-            vals = [h for h in result.history if "val_recall_error" in h]
-            console.print(f"validation recall error: {vals[0]['val_recall_error']:.4f} at generation 0 -> "
-                          f"{vals[-1]['val_recall_error']:.4f} at generation {vals[-1]['generation']} "
-                          f"(best {min(h['val_recall_error'] for h in vals):.4f} at generation {result.best_generation})")
+            console.print(OBJECTIVE.progress("recall error", result.history, result.best_generation))
 
     def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
         tracker.log_metrics(self.flat_metrics(), step=result.generations)

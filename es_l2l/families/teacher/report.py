@@ -27,6 +27,7 @@ from es_l2l.families.teacher.episode_plot import episode_trace, plot_episode
 from es_l2l.families.teacher.evaluate import (
     LSNN_TRAINED,
     LSNN_UNTRAINED,
+    OBJECTIVE,
     episode_metrics,
     evaluate_params,
     task_batch,
@@ -78,11 +79,8 @@ class HeldOutReport:
         if result is None:  # es-l2l evaluate: no training history
             console.print(f"test MSE over late trials: {self.score():.4f}")
             return
-        vals = [h for h in result.history if "val_mse_late" in h]
         console.print(
-            f"validation MSE over late trials: {vals[0]['val_mse_late']:.4f} at generation 0 -> "
-            f"{vals[-1]['val_mse_late']:.4f} at generation {vals[-1]['generation']} "
-            f"(best {min(h['val_mse_late'] for h in vals):.4f} at generation {result.best_generation}); "
+            OBJECTIVE.progress("MSE over late trials", result.history, result.best_generation) + "; "
             f"test MSE over late trials: {self.score():.4f} (generation 0: {self.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
         )
 
