@@ -1,73 +1,24 @@
 """A real `mlflow server` on loopback that the tests stop and restart: tracking outages do not stop
 training (the spool, `es-l2l sync`), and credentials in the tracking URI never reach the run."""
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmarks.chaos import Server  # the chaos run's `mlflow server` on loopback (stop/start on one port and store)
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
-BIN = Path(sys.executable).parent
 SECRET = "PLANTED-s3cret-7f3a"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` in its own process group; stop() and start() again on the same port and store."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.proc = root, free_port(), None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120) -> None:
-        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}", "--serve-artifacts",
-             "--artifacts-destination", (self.root / "artifacts").as_uri()],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                with urllib.request.urlopen(self.uri + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError("mlflow server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
 
 
 @pytest.fixture
 def server(tmp_path):
-    s = Server(tmp_path / "server")
-    (tmp_path / "server").mkdir()
+    s = Server(tmp_path / "server")  # creates the folder
     s.start()
     yield s
     s.stop()
@@ -75,6 +26,19 @@ def server(tmp_path):
 
 def cli(*args):
     return [sys.executable, "-m", "es_l2l.cli", *args]
+
+
+def run_on_the_server(client, proc, generations: int = 3, timeout: float = 300) -> str:
+    """The id of the run ``proc`` logs to the server, once ``generations`` of it have reached it."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        exp = client.get_experiment_by_name("es-l2l")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and len(steps(client, runs[0].info.run_id)) >= generations:
+            return runs[0].info.run_id
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    raise TimeoutError(f"{generations} generations did not reach the server in {timeout:.0f} s")
 
 
 def steps(client, run_id, key="train/fitness_mean"):
@@ -128,15 +92,7 @@ def test_a_server_down_at_the_end_leaves_a_spool_that_es_l2l_sync_uploads(server
     )
     client = MlflowClient(tracking_uri=server.uri)
     try:
-        end = time.monotonic() + 300
-        while time.monotonic() < end:  # wait until a few generations reached the server
-            exp = client.get_experiment_by_name("es-l2l")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs and len(steps(client, runs[0].info.run_id)) >= 3:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.3)
-        run_id = runs[0].info.run_id
+        run_id = run_on_the_server(client, proc)
         server.stop()
         out, err = proc.communicate(timeout=600)
     finally:
@@ -168,15 +124,7 @@ def test_a_server_that_comes_back_mid_run_gets_everything_without_a_sync(server,
     )
     client = MlflowClient(tracking_uri=server.uri)
     try:
-        end = time.monotonic() + 300
-        while time.monotonic() < end:
-            exp = client.get_experiment_by_name("es-l2l")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs and len(steps(client, runs[0].info.run_id)) >= 3:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.3)
-        run_id = runs[0].info.run_id
+        run_id = run_on_the_server(client, proc)
         server.stop()
         time.sleep(3)
         server.start()
