@@ -31,19 +31,28 @@ from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST
 
 
+GROUPS = (("fresh", TARGETS_FRESH), ("frequent", TARGETS_FREQUENT))
+
+
+def held_out(cfg, episodes: int) -> dict:
+    """The two held-out groups of ``cfg.task``: group -> tasks (the same inputs, fresh or frequent networks)."""
+    return {g: task_batch(cfg, (cfg.run.seed, STREAM_TEST), episodes, targets=t) for g, t in GROUPS}
+
+
 @torch.no_grad()
-def squared_errors(path: str, task, episodes: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The best genome of a checkpoint on both groups of ``task``: (LSNN, backprop) squared errors per group (B, n_trials)."""
+def lsnn_errors(path: str, task, groups: dict) -> dict[str, torch.Tensor]:
+    """The best genome of a checkpoint, run on ``task``'s groups: squared errors per group (B, n_trials)."""
     cfg, genome, genomes, _ = load_checkpoint(path)
     cfg = cfg.model_copy(update={"task": task})
-    out, bp = {}, {}
-    for group, targets in (("fresh", TARGETS_FRESH), ("frequent", TARGETS_FREQUENT)):
-        tasks = task_batch(cfg, (cfg.run.seed, STREAM_TEST), episodes, targets=targets)
-        pred = evaluate_params(cfg, genome.params(genomes["best"][None].to(cfg.run.device)), tasks).predictions[0].cpu()
-        out[group] = (pred.double() - tasks.y.double()).pow(2)
-        prior = family_mean(cfg.task, cfg.run.seed)
-        bp[group] = (predict_target_backprop(cfg.task, tasks.x, tasks.y, prior, cfg.run.seed).double() - tasks.y.double()).pow(2)
-    return out, bp
+    params = genome.params(genomes["best"][None].to(cfg.run.device))
+    return {g: (evaluate_params(cfg, params, t).predictions[0].cpu().double() - t.y.double()).pow(2) for g, t in groups.items()}
+
+
+def backprop_errors(cfg, groups: dict) -> dict[str, torch.Tensor]:
+    """Target-architecture backprop (no prior) on the same groups: squared errors per group (B, n_trials)."""
+    prior = family_mean(cfg.task, cfg.run.seed)
+    return {g: (predict_target_backprop(cfg.task, t.x, t.y, prior, cfg.run.seed).double() - t.y.double()).pow(2)
+            for g, t in groups.items()}
 
 
 def main() -> None:
@@ -55,12 +64,15 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    task = load_checkpoint(args.with_)[0].task
+    cfg = load_checkpoint(args.with_)[0]
+    task = cfg.task
     assert task.frequent_targets > 0, "--with must be a run with task.frequent_targets > 0"
-    nets = {}
-    nets["with frequent networks"], backprop = squared_errors(args.with_, task, args.episodes)
-    nets["without (control)"], _ = squared_errors(args.without, task, args.episodes)
-    nets["target-architecture backprop"] = backprop
+    groups = held_out(cfg, args.episodes)  # sampled once, scored by every learner
+    nets = {
+        "with frequent networks": lsnn_errors(args.with_, task, groups),
+        "without (control)": lsnn_errors(args.without, task, groups),
+        "target-architecture backprop": backprop_errors(cfg, groups),
+    }
     result: dict = {"task": task.model_dump(), "episodes": args.episodes, "scores": {}, "prior_effect": {}}
     for name, groups in nets.items():
         result["scores"][name] = {g: {k: mean_ci(v) for k, v in episode_scores(e).items()} for g, e in groups.items()}
