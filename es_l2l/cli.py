@@ -135,7 +135,7 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, run_experiment
 
-    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, exit_now, sigterm_as_interrupt
+    from es_l2l.lifecycle import sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: marked KILLED, checkpoints kept
@@ -144,8 +144,7 @@ def cmd_run(args, console: Console) -> int:
         _error(exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt as exc:
-        console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}; the MLflow run keeps the metrics logged so far")
-        exit_now(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)  # Ray down, no slow native teardown
+        _stopped(console, exc, "run keeps")
     _print_summary(console, out.report, out.result, out.run_id, out.uri)
     return 0
 
@@ -165,7 +164,7 @@ def cmd_compare(args, console: Console) -> int:
     plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target, args.seeds)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from es_l2l.guard import local_ray_token
-    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, exit_now, sigterm_as_interrupt
+    from es_l2l.lifecycle import sigterm_as_interrupt
 
     local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))
 
@@ -176,8 +175,7 @@ def cmd_compare(args, console: Console) -> int:
         _error(exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt as exc:  # Ctrl-C as SIGTERM: one line, the parent and children marked KILLED
-        console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}; the MLflow runs keep the metrics logged so far")
-        exit_now(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)
+        _stopped(console, exc, "runs keep")
 
 
 def cmd_tune(args, console: Console) -> int:
@@ -192,6 +190,16 @@ def cmd_tune(args, console: Console) -> int:
     except (TuneError, ClusterError) as exc:
         _error(exc)
         return EXIT_RUNTIME
+
+
+def _stopped(console: Console, exc: KeyboardInterrupt, runs_keep: str) -> None:
+    """After Ctrl-C or SIGTERM (the runs already marked KILLED): one line, then exit 130 or 143 with
+    Ray shut down and no slow native teardown."""
+    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, exit_now
+
+    terminated = isinstance(exc, Terminated)
+    console.print(f"{'terminated' if terminated else 'interrupted'}; the MLflow {runs_keep} the metrics logged so far")
+    exit_now(EXIT_SIGTERM if terminated else EXIT_SIGINT)
 
 
 def cmd_evaluate(args, console: Console) -> int:
