@@ -53,8 +53,8 @@ def resolve_plan(
 ) -> Plan:
     """Experiment configs with the budget applied, checked to be comparable (ConfigError otherwise).
 
-    Compared configs must share the task family (all but ``task.batch_size``, the training batch
-    per step), the seed and the number of held-out tasks, so that they meet the same validation
+    Compared configs must share the task family (all but its ``training_only`` fields: the training
+    batch per step, and e.g. the maze's A2C loss weights, which are tuned per outer loop), the seed and the number of held-out tasks, so that they meet the same validation
     and test episodes, and the tracking store.
     """
     sources, overrides = [Path(p) for p in paths], list(overrides)
@@ -85,7 +85,7 @@ def resolve_plan(
     first = configs[0]
     for src, cfg in zip(sources, configs):
         for what, mine, theirs in (
-            ("task", cfg.task.model_copy(update={"batch_size": 0}), first.task.model_copy(update={"batch_size": 0})),
+            ("task", held_out_view(cfg.task), held_out_view(first.task)),
             ("run.seed", cfg.run.seed, first.run.seed),
             ("run.validation_tasks", cfg.run.validation_tasks, first.run.validation_tasks),
             ("tracking.uri", cfg.tracking.uri, first.tracking.uri),
@@ -102,6 +102,11 @@ def resolve_plan(
     if seeds:  # the first seed's runs are the ones the family's table and plots show
         configs = [build_config(c.model_dump(), [f"run.seed={seeds[0]}"]) for c in configs]
     return Plan(configs, budget, target, sources=[str(s) for s in sources], seeds=seeds)
+
+
+def held_out_view(task):
+    """A task section without its training-only fields: what decides the validation and test tasks."""
+    return task.model_copy(update={key: None for key in type(task).training_only})
 
 
 def apply_budget(cfg: ExperimentConfig, budget: tuple[str, float]) -> ExperimentConfig:

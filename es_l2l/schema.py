@@ -7,7 +7,7 @@ declared beside its code without importing the root.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,6 +25,10 @@ class Strict(BaseModel):
 
 class TaskSection(Strict):
     """What every family's ``task:`` section has (the family's own model adds the rest)."""
+
+    # Fields that shape training only, never the validation or test tasks: runs compared by
+    # ``es-l2l compare`` may differ in them (a family adds e.g. its gradient loss's weights).
+    training_only: ClassVar[tuple[str, ...]] = ("batch_size",)
 
     family: str
     batch_size: int

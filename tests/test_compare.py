@@ -118,3 +118,22 @@ def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
     assert m["test/teacher-es-smoke/seed_mean"] == pytest.approx(es.mean) and m["test/teacher-es-smoke/seed_ci_low"] == pytest.approx(es.low)
     assert "paired difference" in parent.data.tags["verdict_seeds"]
     assert "95% CI" in proc.stdout and "seeds" in proc.stdout
+
+
+def test_compare_lets_arms_differ_in_training_only_task_fields_and_nothing_else(tmp_path):
+    """Each arm's tuned A2C loss (task.a2c) and batch are its own; anything that decides the held-out
+    mazes (here the grid's rows) must be shared."""
+    from es_l2l.compare import resolve_plan
+    from es_l2l.config import ConfigError
+
+    es_arm, a2c_arm = str(CONFIGS / "smoke_maze.yaml"), tmp_path / "a2c.yaml"
+    text = (CONFIGS / "smoke_maze_a2c.yaml").read_text().replace(
+        "  batch_size: 8\n", "  batch_size: 4\n  a2c: {entropy_weight: 0.05, discount: 0.85}\n")
+    assert "entropy_weight" in text
+    a2c_arm.write_text(text)
+    plan = resolve_plan([es_arm, str(a2c_arm)], [], 1.0, None, None)
+    assert plan.configs[1].task.a2c.entropy_weight == 0.05 and plan.configs[0].task.a2c.entropy_weight != 0.05
+    other = tmp_path / "rows.yaml"
+    other.write_text(text.replace("  family: maze\n", "  family: maze\n  rows: 5\n"))
+    with pytest.raises(ConfigError, match="differs from .* in task"):
+        resolve_plan([es_arm, str(other)], [], 1.0, None, None)

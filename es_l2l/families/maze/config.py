@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,8 @@ class A2CConfig(Strict):
 
 class MazeConfig(TaskSection):
     """Learning from rewards: grid mazes with the goal in an unknown corner (meta-RL navigation)."""
+
+    training_only: ClassVar[tuple[str, ...]] = ("batch_size", "a2c")  # the A2C loss: tuned per outer loop
 
     family: Literal["maze"] = "maze"
     rows: int = Field(4, ge=2, le=100, description="grid rows")
