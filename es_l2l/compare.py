@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
+from es_l2l.schema import BLOCKS
 from es_l2l.stats import mean_ci, paired_difference, verdict
 from es_l2l.tables import csv_table, markdown_table, rich_table
 
@@ -250,7 +251,11 @@ def terms_of(plan: Plan) -> list[str]:
     how actions are chosen; a line per difference (printed and logged as the parent's terms.txt)."""
     from es_l2l.outer import OUTER_LOOPS
 
-    def changes(cfg: ExperimentConfig) -> str:
+    def blocks(cfg: ExperimentConfig) -> list[str]:
+        changed = {"es": cfg.genome.search, "hybrid": [*cfg.hybrid.es_blocks, *cfg.bptt.train]}.get(cfg.outer, cfg.bptt.train)
+        return [b for b in BLOCKS if b in changed]
+
+    def how(cfg: ExperimentConfig) -> str:
         if cfg.outer == "es":
             return "searches " + ",".join(cfg.genome.search)
         if cfg.outer == "hybrid":
@@ -260,8 +265,8 @@ def terms_of(plan: Plan) -> list[str]:
     facets = {
         "cores": _cores,
         "network": lambda c: f"{c.model.n_lif}+{c.model.n_alif} neurons" + (", mirror-tied" if c.genome.mirror else ""),
-        "changes": changes,
-        "outer loop": lambda c: OUTER_LOOPS[c.outer].name,
+        "changed blocks": lambda c: ",".join(blocks(c)),
+        "outer loop": lambda c: f"{OUTER_LOOPS[c.outer].name} ({how(c)})",
     }
     lines = []
     for facet, fn in facets.items():

@@ -137,3 +137,22 @@ def test_compare_lets_arms_differ_in_training_only_task_fields_and_nothing_else(
     other.write_text(text.replace("  family: maze\n", "  family: maze\n  rows: 5\n"))
     with pytest.raises(ConfigError, match="differs from .* in task"):
         resolve_plan([es_arm, str(other)], [], 1.0, None, None)
+
+
+def test_terms_name_what_differs_between_arms_and_what_is_the_same(tmp_path):
+    """A2C training every block ES searches is 'same changed blocks'; the default teacher BPTT,
+    which trains the weights only, differs from ES in them, and the line names each arm's blocks."""
+    from es_l2l.compare import resolve_plan, terms_of
+
+    a2c = tmp_path / "a2c.yaml"
+    a2c.write_text((CONFIGS / "smoke_maze_a2c.yaml").read_text().replace(
+        "bptt:\n", "bptt:\n  train: [w_in, w_rec, w_out, b_out, tau_m, tau_a, b0, beta]\n"))
+    maze = terms_of(resolve_plan([str(CONFIGS / "smoke_maze.yaml"), str(a2c)], ["run.workers=0", "run.threads=1"], 1.0, None, None))
+    assert "same cores: 1 CPU(s) (driver threads)" in maze
+    assert "same changed blocks: w_in,w_rec,w_out,b_out,tau_m,tau_a,b0,beta" in maze
+    assert any(line.startswith("outer loop differ: ") and "trains w_in" in line for line in maze)
+    teacher = terms_of(resolve_plan([str(CONFIGS / "teacher_es.yaml"), str(CONFIGS / "teacher_bptt.yaml")],
+                                    ["run.workers=2", "run.threads=1"], 1.0, None, None))
+    line = next(t for t in teacher if t.startswith("changed blocks differ"))
+    assert "teacher-es: w_in,w_rec,w_out,b_out,tau_m,tau_a,b0,beta" in line and "teacher-bptt: w_in,w_rec,w_out,b_out" in line
+    assert any(t.startswith("cores differ") for t in teacher)  # 2 Ray workers against 1 driver thread
