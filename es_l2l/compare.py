@@ -248,7 +248,7 @@ def torch_threads() -> int:
 
 def terms_of(plan: Plan) -> list[str]:
     """The terms each arm runs on, where they differ: cores, weight tying, what the loop may change,
-    how actions are chosen; a line per difference (printed and logged as the parent's terms.txt)."""
+    and the outer loop; a line per facet (printed and logged as the parent's terms.txt)."""
     from es_l2l.outer import OUTER_LOOPS
 
     def blocks(cfg: ExperimentConfig) -> list[str]:
