@@ -55,8 +55,9 @@ def resolve_plan(
     """Experiment configs with the budget applied, checked to be comparable (ConfigError otherwise).
 
     Compared configs must share the task family (all but its ``training_only`` fields: the training
-    batch per step, and e.g. the maze's A2C loss weights, which are tuned per outer loop), the seed and the number of held-out tasks, so that they meet the same validation
-    and test episodes, and the tracking store.
+    batch per step, and e.g. a gradient loss's own weights, which are tuned per outer loop), the
+    seed and the number of held-out tasks, so that they meet the same validation and test
+    episodes, and the tracking store.
     """
     sources, overrides = [Path(p) for p in paths], list(overrides)
     if len(sources) == 1 and "configs" in (tree := read_yaml(sources[0], "a comparison file from configs/")):

@@ -75,4 +75,6 @@ def test_report_gives_the_other_action_rule_and_compare_prints_the_terms(tmp_pat
 
     lines = terms_of(resolve_plan([str(ROOT / "configs" / "compare_maze.yaml")], [], None, None, None))
     assert "same cores: 2 CPU(s) (Ray workers)" in lines and "same network: 32+32 neurons, mirror-tied" in lines
-    assert any(line.startswith("changes differ: maze-es: searches") for line in lines)
+    assert "same changed blocks: w_in,w_rec,w_out,b_out,tau_m,tau_a,b0,beta" in lines  # A2C trains what ES searches
+    assert any(line.startswith("outer loop differ: maze-es: es (searches w_in") and "maze-a2c: bptt (trains w_in" in line
+               for line in lines)
