@@ -185,6 +185,7 @@ def compare(plan: Plan, console: Console) -> int:
             parent.log_text(csv_table(seed_rows, SEED_COLUMNS), "seeds.csv")
             parent.log_metrics({f"test/{r['name']}/seed_{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
             parent.set_tags({"verdict_seeds": seed_text[:5000]})
+        parent.set_tags({"mlflow.note.content": description(plan, terms, (table_rows, columns, text), (seed_rows, seed_text))})
     except KeyboardInterrupt:
         parent.end("KILLED")
         raise
@@ -200,6 +201,18 @@ def compare(plan: Plan, console: Console) -> int:
     if failed:
         raise CompareError("; ".join(f"{c.name} failed: {c.error}" for c in failed) + f" (the other runs and the parent run {parent.run_id} are logged)")
     return 0
+
+
+def description(plan: Plan, terms: list[str], table, seed_table) -> str:
+    """The parent run's page text (``mlflow.note.content``, markdown): the terms, the held-out table
+    and verdict of the first seed, and with several seeds the intervals and the verdict over them."""
+    (rows, columns, text), (seed_rows, seed_text) = table, seed_table
+    seeds = plan.seeds or [plan.configs[0].run.seed]
+    lines = [f"**compare {' vs '.join(c.name for c in plan.configs)}, {plan.budget_text} each**", "",
+             *(f"- {t}" for t in terms), "", f"Held-out results, seed {seeds[0]}:", "", markdown_table(rows, columns), text]
+    if seed_rows:
+        lines += ["", f"Over seeds {seeds} (95% CI):", "", markdown_table(seed_rows, SEED_COLUMNS), seed_text]
+    return "\n".join(lines)[:50000]
 
 
 SEED_COLUMNS = [("name", "arm"), ("outer", "outer loop / pair"), ("n", "seeds"), ("mean", "mean"), ("ci_low", "95% CI low"),

@@ -50,6 +50,9 @@ def test_parent_run_has_one_finished_child_per_outer_loop(comparison):
     for child in children:
         assert child.data.metrics["test/running_mean/mse_late"] == parent.data.metrics["test/baseline/running_mean/mse_late"]
     assert parent.info.run_id in proc.stdout and "At equal budget" in proc.stdout
+    page = parent.data.tags["mlflow.note.content"]  # the run page says what happened: terms, table, verdict
+    assert "- same network: 16+16 neurons" in page
+    assert "| teacher-bptt-smoke |" in page and "At equal budget (3 s of training each)" in page
 
 
 def test_every_child_stops_within_one_step_of_the_seconds_budget(comparison):
@@ -117,6 +120,9 @@ def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
     m = parent.data.metrics
     assert m["test/teacher-es-smoke/seed_mean"] == pytest.approx(es.mean) and m["test/teacher-es-smoke/seed_ci_low"] == pytest.approx(es.low)
     assert "paired difference" in parent.data.tags["verdict_seeds"]
+    page = parent.data.tags["mlflow.note.content"]
+    assert "Over seeds [0, 1] (95% CI):" in page and "| teacher-es-smoke - teacher-bptt-smoke |" in page
+    assert parent.data.tags["verdict_seeds"] in page
     assert "95% CI" in proc.stdout and "seeds" in proc.stdout
 
 
