@@ -180,12 +180,14 @@ def compare(plan: Plan, console: Console) -> int:
         shown = [c for c in children if c.seed == seeds[0]]
         table_rows, text, title, columns, printed = family.summarise_comparison(plan, shown, parent)
         seed_rows, seed_text = seed_summary(plan, children, family.objective) if len(seeds) > 1 else ([], "")
+        seeds_md = markdown_table(seed_rows, SEED_COLUMNS) + "\n" + seed_text + "\n" if seed_rows else ""
         if seed_rows:
-            parent.log_text(markdown_table(seed_rows, SEED_COLUMNS) + "\n" + seed_text + "\n", "seeds.md")
+            parent.log_text(seeds_md, "seeds.md")
             parent.log_text(csv_table(seed_rows, SEED_COLUMNS), "seeds.csv")
             parent.log_metrics({f"test/{r['name']}/seed_{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
             parent.set_tags({"verdict_seeds": seed_text[:5000]})
-        parent.set_tags({"mlflow.note.content": description(plan, terms, (table_rows, columns, text), (seed_rows, seed_text))})
+        held_out_md = markdown_table(table_rows, columns) + "\n" + text + "\n"
+        parent.set_tags({"mlflow.note.content": description(plan, seeds, terms, held_out_md, seeds_md)})
     except KeyboardInterrupt:
         parent.end("KILLED")
         raise
@@ -203,15 +205,13 @@ def compare(plan: Plan, console: Console) -> int:
     return 0
 
 
-def description(plan: Plan, terms: list[str], table, seed_table) -> str:
+def description(plan: Plan, seeds: list[int], terms: list[str], held_out_md: str, seeds_md: str) -> str:
     """The parent run's page text (``mlflow.note.content``, markdown): the terms, the held-out table
-    and verdict of the first seed, and with several seeds the intervals and the verdict over them."""
-    (rows, columns, text), (seed_rows, seed_text) = table, seed_table
-    seeds = plan.seeds or [plan.configs[0].run.seed]
+    and verdict of the first seed, and with several seeds the intervals and verdict (``seeds.md``)."""
     lines = [f"**compare {' vs '.join(c.name for c in plan.configs)}, {plan.budget_text} each**", "",
-             *(f"- {t}" for t in terms), "", f"Held-out results, seed {seeds[0]}:", "", markdown_table(rows, columns), text]
-    if seed_rows:
-        lines += ["", f"Over seeds {seeds} (95% CI):", "", markdown_table(seed_rows, SEED_COLUMNS), seed_text]
+             *(f"- {t}" for t in terms), "", f"Held-out results, seed {seeds[0]}:", "", held_out_md]
+    if seeds_md:
+        lines += [f"Over seeds {seeds} (95% CI):", "", seeds_md]
     return "\n".join(lines)[:50000]
 
 
@@ -265,16 +265,16 @@ def terms_of(plan: Plan) -> list[str]:
     and the outer loop; a line per facet (printed and logged as the parent's terms.txt)."""
     from es_l2l.outer import OUTER_LOOPS
 
+    def searched_trained(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
+        """The blocks the arm searches by ES and those it trains by gradient."""
+        return {"es": (cfg.genome.search, []), "hybrid": (cfg.hybrid.es_blocks, cfg.bptt.train)}.get(cfg.outer, ([], cfg.bptt.train))
+
     def blocks(cfg: ExperimentConfig) -> list[str]:
-        changed = {"es": cfg.genome.search, "hybrid": [*cfg.hybrid.es_blocks, *cfg.bptt.train]}.get(cfg.outer, cfg.bptt.train)
+        changed = {b for part in searched_trained(cfg) for b in part}
         return [b for b in BLOCKS if b in changed]
 
     def how(cfg: ExperimentConfig) -> str:
-        if cfg.outer == "es":
-            return "searches " + ",".join(cfg.genome.search)
-        if cfg.outer == "hybrid":
-            return f"searches {','.join(cfg.hybrid.es_blocks)}, trains {','.join(cfg.bptt.train)}"
-        return "trains " + ",".join(cfg.bptt.train)
+        return ", ".join(f"{verb} {','.join(part)}" for verb, part in zip(("searches", "trains"), searched_trained(cfg)) if part)
 
     facets = {
         "cores": _cores,
