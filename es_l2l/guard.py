@@ -128,6 +128,12 @@ def open_client(uri: str):
     return client
 
 
+# MLflow 3.x's UI opens an experiment in its GenAI view (traces, evaluations) unless the experiment
+# says it holds model-training runs; a tag the user set already is left as it is.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: "custom_model_development"}
+
+
 def get_or_create_experiment(client, name: str, artifact_location: str | None, uri: str) -> str:
     """The experiment's id; two runs creating it at once both get it (one creates, the other finds).
 
@@ -137,15 +143,16 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None, u
 
     with store_lock(uri):
         exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:  # RESOURCE_ALREADY_EXISTS from a concurrent creator on a server
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-            return exp.experiment_id
+        if exp is None:
+            try:
+                return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+            except MlflowException:  # RESOURCE_ALREADY_EXISTS from a concurrent creator on a server
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older es-l2l: say what it is, once
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_TAGS[EXPERIMENT_KIND_TAG])
+        return exp.experiment_id
 
 
 def tracking_uri(cfg: ExperimentConfig) -> str:

@@ -46,6 +46,8 @@ def test_run_logs_params_metrics_checkpoint_and_plot(finished_run):
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["es.algorithm"] == "pgpe" and run.data.params["run.seed"] == "3"
+    # MLflow's UI opens the experiment in its model-training view only when the experiment says so
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     fitness = client.get_metric_history(run.info.run_id, "train/fitness_mean")
     assert len({m.step for m in fitness}) >= 2
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mse_late")] == [0, 3, 6]
@@ -135,3 +137,16 @@ def test_gpu_request_without_gpus_is_a_clear_error(tmp_path):
     assert proc.returncode == 1
     assert "run.device=cuda asks for 2 GPU worker(s) but the Ray cluster has 0 GPU(s)" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_experiment_made_by_an_older_version_is_tagged_once_and_a_users_kind_is_kept(tmp_path):
+    from es_l2l.guard import get_or_create_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("old")  # as es-l2l made it before: no kind tag
+    mine = client.create_experiment("mine", tags={"mlflow.experimentKind": "finetuning"})
+    assert get_or_create_experiment(client, "old", None, uri) == old
+    assert get_or_create_experiment(client, "mine", None, uri) == mine
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(mine).tags["mlflow.experimentKind"] == "finetuning"
