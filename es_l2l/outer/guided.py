@@ -286,6 +286,34 @@ def shaped_input(fitness: torch.Tensor, policy: str, seed_keys) -> torch.Tensor:
     return fitness
 
 
+def guided_generation(cfg: ExperimentConfig, genome: Genome, search: GuidedSearch, evaluator: Evaluator, gen: int) -> tuple[dict, int]:
+    """One generation (surrogate, subspace, population, estimate, step): its metrics and neuron-steps."""
+    keys = (cfg.run.seed, STREAM_TRAIN, gen)
+    t0 = time.perf_counter()
+    grad, loss, sur = surrogate_gradient(cfg, genome, search.centre, keys)
+    surrogate_s = time.perf_counter() - t0
+    used = search.observe(grad)
+    recipe = search.recipe(gen, isotropic=not used)
+    eps, ev = evaluate_population(evaluator, recipe, keys)
+    fitness = shaped_input(ev.fitness, cfg.guided.nan_policy, keys)
+    g = search.tell(eps, fitness)
+    metrics = {
+        "fitness_mean": float(fitness.mean()),
+        "fitness_best": float(fitness.max()),
+        "fitness_std": float(fitness.std()),
+        **ev.summary(),
+        "stdev": cfg.guided.stdev,
+        "alpha": recipe.alpha,
+        "subspace_dim": recipe.basis.shape[1],
+        "surrogate_loss": loss,
+        "surrogate_norm": float(grad.norm()) if used else float("nan"),
+        "surrogate_nan": search.surrogate_nan,
+        "surrogate_s": surrogate_s,
+        "estimate_norm": float(g.norm()),
+    }
+    return metrics, ev.neuron_steps + sur.neuron_steps
+
+
 def run_guided(
     cfg: ExperimentConfig,
     genome: Genome,
@@ -300,28 +328,8 @@ def run_guided(
     driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
     for gen in range(driver.first_generation, cfg.run.generations + 1):
         t0 = time.perf_counter()
-        keys = (cfg.run.seed, STREAM_TRAIN, gen)
-        grad, loss, sur = surrogate_gradient(cfg, genome, search.centre, keys)
-        used = search.observe(grad)
-        recipe = search.recipe(gen, isotropic=not used)
-        eps, ev = evaluate_population(evaluator, recipe, keys)
-        fitness = shaped_input(ev.fitness, cfg.guided.nan_policy, keys)
-        g = search.tell(eps, fitness)
+        metrics, steps = guided_generation(cfg, genome, search, evaluator, gen)
         seconds = time.perf_counter() - t0
-        metrics = {
-            "fitness_mean": float(fitness.mean()),
-            "fitness_best": float(fitness.max()),
-            "fitness_std": float(fitness.std()),
-            **ev.summary(),
-            "stdev": cfg.guided.stdev,
-            "alpha": recipe.alpha,
-            "subspace_dim": recipe.basis.shape[1],
-            "surrogate_loss": loss,
-            "surrogate_norm": float(grad.norm()) if used else float("nan"),
-            "surrogate_nan": search.surrogate_nan,
-            "estimate_norm": float(g.norm()),
-        }
-        steps = ev.neuron_steps + sur.neuron_steps
         if driver.record(gen, seconds, steps, metrics, lambda: search.centre.clone(), lambda: {"searcher": search.state()}):
             break
     return driver.result(search.centre.clone())

@@ -293,3 +293,15 @@ def test_the_cli_runs_guided_es_and_compares_it_with_plain_es(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
     assert "outer loop differ: teacher-es-smoke: es (searches" in " ".join(proc.stdout.split())
     assert "teacher-guided-smoke: guided (searches" in " ".join(proc.stdout.split())
+
+
+def test_the_bench_cell_times_guided_es_beside_es_and_bptt():
+    from es_l2l.bench import guided_gen
+
+    res = guided_gen.run(quick=True, rounds=1, log=lambda s: None)
+    s = res["seconds"]
+    assert all(s[k] > 0 for k in ("es", "bptt", "guided", "guided_surrogate64"))
+    assert 0 < res["surrogate_seconds"]["guided"] < s["guided"]
+    assert res["guided_over_es_plus_bptt"] == pytest.approx(s["guided"] / (s["es"] + s["bptt"]))
+    assert res["tasks"]["guided_surrogate64"] == 64 and res["popsize"] == {"es": 64, "guided": 64}
+    assert "guided / (ES + BPTT)" in guided_gen.report(res)
