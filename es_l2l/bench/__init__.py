@@ -14,7 +14,7 @@ shapes, and printing a table:
 - ``bptt``: one BPTT step at the same shapes: seconds and autograd memory;
 - ``bptt_fused``: the fused C BPTT against autograd and the three-bmm roofline (:mod:`es_l2l.bench.bptt_fused`);
 - ``outer_steps``: seconds per gradient step of the shipped gradient configs, fused backward against autograd;
-- ``guided``: one guided-ES generation against one plain ES generation plus one BPTT step (teacher sizes).
+- ``guided``: one guided-ES generation against one plain ES generation plus one BPTT step (the shipped configs of ``benchmarks/guided.yaml``).
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 """Seconds of one guided-ES generation against one plain ES generation plus one BPTT step, at the
-shipped teacher sizes, measured side by side in one run.
+sizes of the shipped configs listed in ``benchmarks/guided.yaml`` (the default family's), measured
+side by side in one run.
 
 Guided ES (:mod:`es_l2l.outer.guided`) costs one ES generation of the same population plus one
 surrogate gradient, so "guided / (ES + BPTT)" near 1 says that the subspace, the seeded directions
 and the estimate add little beyond the two parts it is made of. Each round runs the three in turn
 (interleaved, so all meet the same machine load), in the driver (``run.workers=0``) on the
-configured threads, from the shipped configs:
+configured threads, from the configs the file lists:
 
-- plain ES: ``configs/teacher_es.yaml``'s PGPE generation (P = 64, 16 tasks), ``MetaProblem`` +
+- plain ES: the ``es`` config's PGPE generation (as shipped: P = 64, 16 tasks), ``MetaProblem`` +
   ``make_searcher`` with the evaluation in this process;
-- BPTT: ``configs/teacher_bptt.yaml``'s Adam step (64 tasks, fused C backward);
-- guided: ``configs/teacher_guided.yaml``'s generation (P = 64, 16 tasks, the surrogate on the
+- BPTT: the ``bptt`` config's Adam step (as shipped: 64 tasks, fused C backward);
+- guided: the ``guided`` config's generation (as shipped: P = 64, 16 tasks, the surrogate on the
   generation's 16 tasks), the loop's own :func:`es_l2l.outer.guided.guided_generation`; its
-  surrogate's share is recorded too. A second guided cell takes its surrogate on BPTT's 64 tasks.
+  surrogate's share is recorded too. A second guided cell takes its surrogate on BPTT's batch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ import torch
 from es_l2l.bench.common import median, table
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = {"es": "configs/teacher_es.yaml", "bptt": "configs/teacher_bptt.yaml", "guided": "configs/teacher_guided.yaml"}
+
+
+def listed() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "benchmarks" / "guided.yaml").read_text())
 
 
 def run(quick: bool, rounds: int | None = None, log=print) -> dict:
@@ -38,22 +44,24 @@ def run(quick: bool, rounds: int | None = None, log=print) -> dict:
     from es_l2l.seeds import STREAM_TRAIN
 
     rounds = rounds or (2 if quick else 8)
-    sets = ["run.workers=0"] + (["task.n_trials=10", "task.trial_ms=10", "task.readout_ms=5"] if quick else [])
-    cfg_es = load_config(ROOT / CONFIGS["es"], sets)
-    cfg_bptt = load_config(ROOT / CONFIGS["bptt"], sets)
+    spec = listed()
+    configs = spec["configs"]
+    sets = ["run.workers=0", *(spec.get("quick_set") or [] if quick else [])]
+    cfg_es = load_config(ROOT / configs["es"], sets)
+    cfg_bptt = load_config(ROOT / configs["bptt"], sets)
     bptt_batch = cfg_bptt.bptt.batch_size or cfg_bptt.task.batch_size
-    cfg_guided = load_config(ROOT / CONFIGS["guided"], sets)
-    cfg_guided64 = load_config(ROOT / CONFIGS["guided"], [*sets, f"guided.surrogate_batch={bptt_batch}"])
+    cfg_guided = load_config(ROOT / configs["guided"], sets)
+    cfg_guided64 = load_config(ROOT / configs["guided"], [*sets, f"guided.surrogate_batch={bptt_batch}"])
 
     genome = build_genome(cfg_es)
     problem = MetaProblem(genome.dim, LocalEvaluator(cfg_es, genome), seed=1)
     searcher = make_searcher(cfg_es.es, problem, genome.initial_vector())
     trainer = GradientTrainer(cfg_bptt, build_genome(cfg_bptt), build_genome(cfg_bptt).initial_vector(), cfg_bptt.bptt.train)
     guided = {name: (c, GuidedSearch(c.guided, genome.initial_vector(), c.run.seed), LocalEvaluator(c, genome))
-              for name, c in (("guided", cfg_guided), ("guided_surrogate64", cfg_guided64))}
+              for name, c in (("guided", cfg_guided), ("guided_bptt_batch", cfg_guided64))}
 
-    times: dict[str, list[float]] = {"es": [], "bptt": [], "guided": [], "guided_surrogate64": []}
-    surrogate: dict[str, list[float]] = {"guided": [], "guided_surrogate64": []}
+    times: dict[str, list[float]] = {"es": [], "bptt": [], "guided": [], "guided_bptt_batch": []}
+    surrogate: dict[str, list[float]] = {"guided": [], "guided_bptt_batch": []}
     for k in range(rounds + 1):  # round 0 warms up (kernel builds, allocations, evotorch's first step)
         gen = k + 1
         t0 = time.perf_counter()
@@ -75,7 +83,7 @@ def run(quick: bool, rounds: int | None = None, log=print) -> dict:
                 times[name].append(t)
     med = {name: median(t) for name, t in times.items()}
     out = {
-        "configs": CONFIGS,
+        "configs": configs,
         "rounds_timed": rounds,
         "threads": torch.get_num_threads(),
         "genome_dim": genome.dim,
@@ -84,17 +92,17 @@ def run(quick: bool, rounds: int | None = None, log=print) -> dict:
         "tasks": {"es_generation": cfg_es.task.batch_size, "bptt_step": bptt_batch,
                   "guided_generation": cfg_guided.task.batch_size,
                   "guided_surrogate": cfg_guided.guided.surrogate_batch or cfg_guided.task.batch_size,
-                  "guided_surrogate64": bptt_batch},
+                  "guided_bptt_batch": bptt_batch},
         "k": cfg_guided.guided.k,
         "seconds": med,
         "surrogate_seconds": {name: median(t) for name, t in surrogate.items()},
         "guided_over_es_plus_bptt": med["guided"] / (med["es"] + med["bptt"]),
-        "guided_surrogate64_over_es_plus_bptt": med["guided_surrogate64"] / (med["es"] + med["bptt"]),
+        "guided_bptt_batch_over_es_plus_bptt": med["guided_bptt_batch"] / (med["es"] + med["bptt"]),
         "guided_over_es": med["guided"] / med["es"],
         "all_rounds": times,
     }
     log(f"  ES generation {med['es']:.3f} s, BPTT step {med['bptt']:.3f} s, guided generation {med['guided']:.3f} s "
-        f"(surrogate on {bptt_batch} tasks: {med['guided_surrogate64']:.3f} s)")
+        f"(surrogate on {bptt_batch} tasks: {med['guided_bptt_batch']:.3f} s)")
     return out
 
 
@@ -107,9 +115,9 @@ def report(res: dict) -> str:
         ["ES generation + BPTT step", "", f"{s['es'] + s['bptt']:.3f}", ""],
         ["guided ES generation", f"P={res['popsize']['guided']}, k={res['k']}, surrogate on {t['guided_surrogate']} tasks",
          f"{s['guided']:.3f}", f"{sur['guided']:.3f}"],
-        ["guided ES generation", f"P={res['popsize']['guided']}, k={res['k']}, surrogate on {t['guided_surrogate64']} tasks",
-         f"{s['guided_surrogate64']:.3f}", f"{sur['guided_surrogate64']:.3f}"],
+        ["guided ES generation", f"P={res['popsize']['guided']}, k={res['k']}, surrogate on {t['guided_bptt_batch']} tasks",
+         f"{s['guided_bptt_batch']:.3f}", f"{sur['guided_bptt_batch']:.3f}"],
     ]
     return table(body, ["what", "shape", "s (median)", "of which surrogate s"]) + (
         f"\nguided / (ES + BPTT): {res['guided_over_es_plus_bptt']:.2f} (surrogate on {t['guided_surrogate']} tasks), "
-        f"{res['guided_surrogate64_over_es_plus_bptt']:.2f} (on {t['guided_surrogate64']})")
+        f"{res['guided_bptt_batch_over_es_plus_bptt']:.2f} (on {t['guided_bptt_batch']})")

@@ -4,7 +4,7 @@ Maheswaranathan, Metz, Tucker, Choi, Sohl-Dickstein, "Guided evolutionary strate
 random search with surrogate gradients", ICML 2019 (arXiv:1806.10230), Algorithm 1. Each generation:
 
 1. one surrogate gradient of the family's gradient loss (the BPTT loss through the fused backward,
-   the maze's A2C loss) at the search centre, on ``guided.surrogate_batch`` tasks of the
+   an A2C loss in a closed loop) at the search centre, on ``guided.surrogate_batch`` tasks of the
    generation's task seed; the last ``k`` finite ones span the subspace ``U`` (D x k, orthonormal:
    a QR decomposition);
 2. ``P / 2`` antithetic pairs ``x +- eps_i`` with ``eps_i = sigma (sqrt(alpha / D) n1 +

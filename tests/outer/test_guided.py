@@ -284,7 +284,7 @@ def test_the_cli_runs_guided_es_and_compares_it_with_plain_es(tmp_path):
     cmp_dir = tmp_path / "compare"
     cmp_dir.mkdir()
     proc = _cli(cmp_dir, "compare", str(ROOT / "configs" / "smoke.yaml"), str(SMOKE), "--budget-seconds", "3",
-                *_store(cmp_dir), "--set=run.threads=1")
+                *_store(cmp_dir), "--set=run.threads=1", "--set=run.workers=0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{cmp_dir / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -300,8 +300,8 @@ def test_the_bench_cell_times_guided_es_beside_es_and_bptt():
 
     res = guided_gen.run(quick=True, rounds=1, log=lambda s: None)
     s = res["seconds"]
-    assert all(s[k] > 0 for k in ("es", "bptt", "guided", "guided_surrogate64"))
+    assert all(s[k] > 0 for k in ("es", "bptt", "guided", "guided_bptt_batch"))
     assert 0 < res["surrogate_seconds"]["guided"] < s["guided"]
     assert res["guided_over_es_plus_bptt"] == pytest.approx(s["guided"] / (s["es"] + s["bptt"]))
-    assert res["tasks"]["guided_surrogate64"] == 64 and res["popsize"] == {"es": 64, "guided": 64}
+    assert res["tasks"]["guided_bptt_batch"] == 64 and res["popsize"] == {"es": 64, "guided": 64}
     assert "guided / (ES + BPTT)" in guided_gen.report(res)
