@@ -173,6 +173,20 @@ def test_guided_es_improves_the_teacher_families_validation_error():
     assert all(h["surrogate_nan"] == 0 for h in hist[1:])
 
 
+@pytest.mark.parametrize("smoke", ["smoke_store_recall.yaml", "smoke_smnist.yaml", "smoke_maze.yaml", "smoke_maze_a2c.yaml"])
+def test_every_family_with_a_gradient_loss_runs_guided(smoke):
+    """store-recall and sequential MNIST through their BPTT losses, the maze through A2C (with and
+    without the mirror tying): finite surrogate gradients that span the subspace, and a moved centre."""
+    cfg = load_config(ROOT / "configs" / smoke, ["outer=guided", "guided.popsize=8", "run.generations=2", "run.workers=0",
+                                                 "run.validate_every=2", "run.threads=1"])
+    genome = build_genome(cfg)
+    hist = []
+    result = run_guided(cfg, genome, LocalEvaluator(cfg, genome), [hist.append])
+    assert [h["subspace_dim"] for h in hist[1:]] == [1, 2]
+    assert all(h["surrogate_nan"] == 0 and h["surrogate_norm"] > 0 for h in hist[1:])
+    assert torch.isfinite(result.final).all() and not torch.equal(result.final, genome.initial_vector())
+
+
 # --- a surrogate forced to NaN, and a family without a gradient loss -----------------------------
 
 NAN_NAME = "tests.outer.test_guided:NAN_FAMILY"
