@@ -306,7 +306,7 @@ def guided_generation(cfg: ExperimentConfig, genome: Genome, search: GuidedSearc
         "alpha": recipe.alpha,
         "subspace_dim": recipe.basis.shape[1],
         "surrogate_loss": loss,
-        "surrogate_norm": float(grad.norm()) if used else float("nan"),
+        **({"surrogate_norm": float(grad.norm())} if used else {}),
         "surrogate_nan": search.surrogate_nan,
         "surrogate_s": surrogate_s,
         "estimate_norm": float(g.norm()),

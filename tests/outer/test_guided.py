@@ -319,3 +319,44 @@ def test_the_bench_cell_times_guided_es_beside_es_and_bptt():
     assert res["guided_over_es_plus_bptt"] == pytest.approx(s["guided"] / (s["es"] + s["bptt"]))
     assert res["tasks"]["guided_bptt_batch"] == 64 and res["popsize"] == {"es": 64, "guided": 64}
     assert "guided / (ES + BPTT)" in guided_gen.report(res)
+
+
+def test_a_killed_guided_driver_resumes_through_the_cli_and_ends_with_the_uninterrupted_genome(tmp_path):
+    import signal
+    import time
+
+    from es_l2l.checkpoint import load_checkpoint
+
+    sets = ["--set=run.workers=0", "--set=run.generations=40", "--set=run.checkpoint_every=5", "--set=run.validate_every=40",
+            "--set=task.batch_size=4", "--set=run.validation_tasks=16", "--set=guided.popsize=8", "--set=run.threads=1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, "-m", "es_l2l.cli", "run", str(SMOKE), *_store(tmp_path), *sets], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 300
+        while not sorted(tmp_path.glob("mlruns/**/resume.pt")):
+            assert driver.poll() is None and time.monotonic() < end, driver.communicate()
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the artifact copy complete, then kill the driver without warning
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    checkpointed = load_resume(sorted(tmp_path.glob("mlruns/**/resume.pt"))[0])["generation"]
+    assert driver.returncode == -signal.SIGKILL and 5 <= checkpointed < 40
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    resumed = _cli(tmp_path, "run", "--resume", run.info.run_id, *_store(tmp_path), "--set=run.workers=0")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed after generation {checkpointed}" in " ".join(resumed.stdout.split())
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "train/surrogate_nan")}
+    assert steps == set(range(1, 41))  # one MLflow run, every generation logged
+    cfg, genome, genomes, _ = load_checkpoint(client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the driver's threads are part of the numbers (its surrogate gradient), as in BPTT
+    try:
+        reference = run_guided(cfg, genome, LocalEvaluator(cfg, genome))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(genomes["final"], reference.final) and torch.equal(genomes["best"], reference.best)
