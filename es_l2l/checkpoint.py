@@ -112,9 +112,12 @@ def fetch_resume(run_id: str, uri: str) -> dict:
         run = client.get_run(run_id)
     except MlflowException:
         raise ResumeError(f"no MLflow run '{run_id}' at {redact_uri(uri)}; pass the tracking URI it was logged to (--set tracking.uri=... or MLFLOW_TRACKING_URI)") from None
+    from es_l2l.outer import OUTER_LOOPS
+
     outer = run.data.params.get("outer", "es")
-    if outer != "es":
-        raise ResumeError(f"MLflow run '{run_id}' is an outer={outer} run; only ES runs resume, so start it again instead")
+    if outer not in OUTER_LOOPS or not OUTER_LOOPS[outer].resumable:
+        which = ", ".join(k for k, loop in OUTER_LOOPS.items() if loop.resumable)
+        raise ResumeError(f"MLflow run '{run_id}' is an outer={outer} run; only {which} runs resume, so start it again instead")
     if run.info.status == "FINISHED":
         raise ResumeError(f"MLflow run '{run_id}' is FINISHED; there is nothing to resume (start a new run to train longer)")
     names = {a.path for a in client.list_artifacts(run_id)}

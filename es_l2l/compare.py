@@ -267,7 +267,8 @@ def terms_of(plan: Plan) -> list[str]:
 
     def searched_trained(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
         """The blocks the arm searches by ES and those it trains by gradient."""
-        return {"es": (cfg.genome.search, []), "hybrid": (cfg.hybrid.es_blocks, cfg.bptt.train)}.get(cfg.outer, ([], cfg.bptt.train))
+        return {"es": (cfg.genome.search, []), "guided": (cfg.genome.search, []),
+                "hybrid": (cfg.hybrid.es_blocks, cfg.bptt.train)}.get(cfg.outer, ([], cfg.bptt.train))
 
     def blocks(cfg: ExperimentConfig) -> list[str]:
         changed = {b for part in searched_trained(cfg) for b in part}

@@ -182,6 +182,15 @@ class _Worker:
         self.regen_s += time.perf_counter() - t0
         return self.evaluate(rows.numpy(), seed_keys), sums
 
+    def evaluate_recipe_rows(self, recipe, lo: int, hi: int, seed_keys: tuple[int, ...]) -> tuple[tuple, np.ndarray]:
+        """Rows ``lo:hi`` of the population a recipe with a ``rows(lo, hi)`` method regenerates (guided
+        ES's :class:`es_l2l.outer.guided.GuidedRecipe`), evaluated; the :func:`pack`-ed result and the rows' checksums."""
+        t0 = time.perf_counter()
+        rows = recipe.rows(lo, hi)
+        sums = checksums(rows).numpy()
+        self.regen_s += time.perf_counter() - t0
+        return self.evaluate(rows.numpy(), seed_keys), sums
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -228,6 +237,12 @@ class RayEvaluator:
         if sum(a.nbytes for a in ref.distribution[1].values() if isinstance(a, np.ndarray)) > INLINE_BYTES:
             ref = self._ray.put(ref)
         return [a.evaluate_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
+
+    def submit_rows(self, recipe, seed_keys: tuple[int, ...]) -> list:
+        """Send each actor a recipe that regenerates its rows itself (``recipe.rows(lo, hi)``, ``recipe.popsize``,
+        ``recipe.nbytes``): inline when small, else through the object store once. Collect with the checksums."""
+        ref = self._ray.put(recipe) if recipe.nbytes > INLINE_BYTES else recipe
+        return [a.evaluate_recipe_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
 
     def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> Evaluation:
         return self.collect(self.submit(vectors, seed_keys))

@@ -188,6 +188,13 @@ def estimate_bytes(cfg: ExperimentConfig, dim: int) -> dict[str, int]:
             out["CMA-ES covariance (D x D x 4 bytes x 3)"] = 3 * dim * dim * FLOAT
         # simulation state: P x B x N x ~8 floats, plus the recurrent weights of every member
         out["simulation state (P x B x N x 8 floats)"] = p * cfg.task.batch_size * n * 8 * FLOAT + p * n * n * FLOAT
+    if cfg.outer == "guided":
+        p = cfg.guided.popsize
+        # the population and its directions in the driver, and the broadcast subspace (D x k)
+        out["population (P x D x 4 bytes x 3 copies)"] = 3 * p * dim * FLOAT + cfg.guided.k * dim * FLOAT
+        out["simulation state (P x B x N x 8 floats)"] = p * cfg.task.batch_size * n * 8 * FLOAT + p * n * n * FLOAT
+        b = cfg.guided.surrogate_batch or cfg.task.batch_size
+        out["surrogate gradient's graph (B x T x N x 8 floats)"] = b * steps * n * 8 * FLOAT
     val = cfg.run.validation_tasks * n * 8 * FLOAT
     out["validation state (tasks x N x 8 floats)"] = val
     if cfg.outer in ("bptt", "hybrid"):
@@ -295,7 +302,7 @@ def local_ray_token(cfg: ExperimentConfig) -> bool:
     """
     import sys
 
-    if attach_address(cfg) or cfg.outer == "bptt" or cfg.run.workers == 0 and cfg.outer == "es":
+    if attach_address(cfg) or cfg.outer == "bptt" or cfg.run.workers == 0 and cfg.outer in ("es", "guided"):
         return False
     if "ray" in sys.modules or any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
         return False

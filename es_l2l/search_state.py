@@ -11,7 +11,9 @@ a pure function of it) and :func:`restore_searcher` overwrites what evolves duri
 * the problem's random generator.
 
 Everything else on a searcher (hooks, status reporters, bound methods, classes) comes from the
-config. :func:`searcher_state` refuses an attribute it does not know, so an evotorch upgrade that
+config. The same optimizer state (:func:`optimizer_state`, :func:`restore_optimizer`) also carries
+the centre optimizer of guided ES (:mod:`es_l2l.outer.guided`), whose own state is its centre and
+gradient history. :func:`searcher_state` refuses an attribute it does not know, so an evotorch upgrade that
 adds state fails the resume tests instead of resuming silently wrong.
 """
 
@@ -48,7 +50,8 @@ def _tensor_copy(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu().clone()
 
 
-def _optimizer_state(opt: Any) -> dict | None:
+def optimizer_state(opt: Any) -> dict | None:
+    """An evotorch optimizer's state (ClipUp's velocity; Adam's or SGD's ``state_dict``) as plain data."""
     if opt is None:
         return None
     if hasattr(opt, "_optim") and hasattr(opt, "_data"):  # evotorch.optimizers.TorchOptimizer (Adam, SGD)
@@ -94,7 +97,7 @@ def searcher_state(searcher: Any) -> dict:
             raise TypeError(f"cannot save distribution parameters {bad} of {type(dist).__name__}")
         state["distribution"] = {"class": type(dist).__name__, "parameters": params}
     if hasattr(searcher, "_optimizer"):
-        state["optimizer"] = _optimizer_state(searcher._optimizer)
+        state["optimizer"] = optimizer_state(searcher._optimizer)
     pop = getattr(searcher, "_population", None)
     state["population"] = None if pop is None else {
         "values": _tensor_copy(pop.access_values(keep_evals=True)),
@@ -143,15 +146,7 @@ def restore_searcher(searcher: Any, state: dict) -> None:
         searcher._distribution = type(dist)(parameters=params, dtype=dist.dtype, device=dist.device)
     opt_state = state.get("optimizer")
     if opt_state is not None:
-        opt = searcher._optimizer
-        _check(opt is not None and type(opt).__name__ == opt_state["kind"], "different optimizer")
-        if "torch" in opt_state:
-            opt._data.copy_(opt_state["data"])
-            opt._optim.load_state_dict(opt_state["torch"])
-        else:
-            for k, v in opt_state["fields"].items():
-                _check(k in vars(opt), f"unknown optimizer field {k}")
-                setattr(opt, k, v.clone() if isinstance(v, torch.Tensor) else v)
+        restore_optimizer(searcher._optimizer, opt_state)
     pop = state.get("population")
     if pop is not None:
         batch = SolutionBatch(searcher.problem, popsize=int(pop["values"].shape[0]), empty=True)
@@ -162,3 +157,15 @@ def restore_searcher(searcher: Any, state: dict) -> None:
     problem._generator.set_state(state["problem"]["generator"])
     problem._rng_state = state["problem"]["rng_state"]
     problem.seed_keys = tuple(state["problem"]["seed_keys"])
+
+
+def restore_optimizer(opt: Any, opt_state: dict) -> None:
+    """Overwrite a freshly built evotorch optimizer (same config) with ``opt_state`` from :func:`optimizer_state`."""
+    _check(opt is not None and type(opt).__name__ == opt_state["kind"], "different optimizer")
+    if "torch" in opt_state:
+        opt._data.copy_(opt_state["data"])
+        opt._optim.load_state_dict(opt_state["torch"])
+    else:
+        for k, v in opt_state["fields"].items():
+            _check(k in vars(opt), f"unknown optimizer field {k}")
+            setattr(opt, k, v.clone() if isinstance(v, torch.Tensor) else v)

@@ -16,7 +16,8 @@ What a family provides:
   arguments, differentiable when the parameters require grad.
 * ``objective``: the validation metric that picks the best genome and its direction.
 * :meth:`TaskFamily.validation_metrics`: the ``val_*`` scalars of one network's evaluation.
-* :meth:`TaskFamily.gradient_loss`: what gradient outer loops minimise (default ``-fitness``).
+* :meth:`TaskFamily.gradient_loss`: what gradient outer loops minimise (default ``-fitness``); a family
+  whose evaluation is not differentiable sets ``gradient_loss_name = None`` and guided ES refuses it.
 * :meth:`TaskFamily.report`: the held-out test report (a :class:`Report`).
 * :meth:`TaskFamily.summarise_comparison`: what ``es-l2l compare`` shows for the family.
 * optional: extra status-dict entries per generation (a training curriculum), a weight tying
@@ -110,7 +111,7 @@ class TaskFamily:
     name: str = ""
     config: type = object  # the pydantic model of its ``task:`` section
     objective: Objective = Objective("val_fitness", True, "val fitness")
-    gradient_loss_name: str = "-fitness"  # shown in the run's one-line description
+    gradient_loss_name: str | None = "-fitness"  # shown in the run's one-line description; None: no gradient loss
     moved_keys: dict[str, str] = {}  # old top-level config key -> where it lives now
 
     def io_sizes(self, task) -> tuple[int, int]:
