@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="es-l2l", description="Evolution strategies meta-train spiking networks (LSNNs) to learn to learn.")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="meta-train an LSNN (outer loop ES, BPTT or hybrid, from the config), tracked in MLflow")
+    run = sub.add_parser("run", help="meta-train an LSNN (outer loop ES, BPTT, hybrid or guided ES, from the config), tracked in MLflow")
     run.add_argument("config", nargs="?", help="experiment YAML (default: the embedded defaults, as written out in configs/ by --print-config)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set es.popsize=32 (repeatable)")
     run.add_argument("--address", help="attach to a running Ray cluster (same as --set run.address=...)")
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", type=int, help="number of test episodes (default: the run's run.validation_tasks)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="task.KEY=VALUE",
                     help="score on a variant of the run's tasks, e.g. --set task.frequent_targets=4 (task.* only; repeatable)")
-    cmp = sub.add_parser("compare", help="run several outer loops (ES, BPTT, hybrid) on the same budget as child runs of one MLflow run")
+    cmp = sub.add_parser("compare", help="run several outer loops (ES, BPTT, hybrid, guided ES) on the same budget as child runs of one MLflow run")
     cmp.add_argument("configs", nargs="+", metavar="CONFIG", help="experiment YAMLs, or one comparison YAML (configs/compare_*.yaml)")
     how = cmp.add_mutually_exclusive_group()
     how.add_argument("--budget-seconds", type=float, metavar="S", help="training wall time each outer loop gets")

@@ -235,10 +235,12 @@ def check_memory(cfg: ExperimentConfig, dim: int, available: int | None = None) 
     if total <= available:
         return
     biggest = max(parts, key=parts.get)
+    pop = "guided.popsize" if cfg.outer == "guided" else "es.popsize"
     raise PreflightError(
         f"this run needs about {_gib(total)} of memory but {_gib(available)} is available (largest: {biggest} = "
-        f"{_gib(parts[biggest])}, with P={cfg.es.popsize}, D={dim}, B={cfg.task.batch_size}, "
-        f"N={cfg.model.n_lif + cfg.model.n_alif}, T={episode_steps(cfg)}); lower es.popsize, task.batch_size or the network size"
+        f"{_gib(parts[biggest])}, with P={cfg.guided.popsize if cfg.outer == 'guided' else cfg.es.popsize}, D={dim}, "
+        f"B={cfg.task.batch_size}, N={cfg.model.n_lif + cfg.model.n_alif}, T={episode_steps(cfg)}); lower {pop}, "
+        "task.batch_size or the network size"
     )
 
 
