@@ -24,7 +24,7 @@ from es_l2l.families.base import Evaluation
 from es_l2l.fitness import concat, evaluate, light
 from es_l2l.genome import Genome, build_genome
 from es_l2l.outer import OUTER_LOOPS
-from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, regenerate, unpack
+from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, recipe_bytes, rows, unpack
 
 
 class LocalEvaluator:
@@ -177,10 +177,10 @@ class _Worker:
         """Regenerate the population on CPU, evaluate rows ``lo:hi``; the :func:`pack`-ed result
         and the rows' checksums."""
         t0 = time.perf_counter()
-        rows = regenerate(recipe)[lo:hi]
-        sums = checksums(rows).numpy()
+        members = rows(recipe, lo, hi)
+        sums = checksums(members).numpy()
         self.regen_s += time.perf_counter() - t0
-        return self.evaluate(rows.numpy(), seed_keys), sums
+        return self.evaluate(members.numpy(), seed_keys), sums
 
     def pid(self) -> int:
         return os.getpid()
@@ -225,7 +225,7 @@ class RayEvaluator:
         """Send each actor the recipe (inline when small, else through the object store once);
         each regenerates the population and evaluates its rows (seed traffic)."""
         ref = lean(recipe)
-        if sum(a.nbytes for a in ref.distribution[1].values() if isinstance(a, np.ndarray)) > INLINE_BYTES:
+        if recipe_bytes(ref) > INLINE_BYTES:
             ref = self._ray.put(ref)
         return [a.evaluate_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
 

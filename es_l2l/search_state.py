@@ -48,7 +48,8 @@ def _tensor_copy(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu().clone()
 
 
-def _optimizer_state(opt: Any) -> dict | None:
+def optimizer_state(opt: Any) -> dict | None:
+    """An evotorch centre optimizer's state as plain data (ClipUp's fields; Adam's or SGD's ``state_dict``)."""
     if opt is None:
         return None
     if hasattr(opt, "_optim") and hasattr(opt, "_data"):  # evotorch.optimizers.TorchOptimizer (Adam, SGD)
@@ -94,7 +95,7 @@ def searcher_state(searcher: Any) -> dict:
             raise TypeError(f"cannot save distribution parameters {bad} of {type(dist).__name__}")
         state["distribution"] = {"class": type(dist).__name__, "parameters": params}
     if hasattr(searcher, "_optimizer"):
-        state["optimizer"] = _optimizer_state(searcher._optimizer)
+        state["optimizer"] = optimizer_state(searcher._optimizer)
     pop = getattr(searcher, "_population", None)
     state["population"] = None if pop is None else {
         "values": _tensor_copy(pop.access_values(keep_evals=True)),
@@ -112,6 +113,18 @@ def searcher_state(searcher: Any) -> dict:
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(f"resume state does not fit this searcher: {message}")
+
+
+def restore_optimizer(opt: Any, opt_state: dict) -> None:
+    """Overwrite a freshly built centre optimizer with ``opt_state`` from :func:`optimizer_state`."""
+    _check(opt is not None and type(opt).__name__ == opt_state["kind"], "different optimizer")
+    if "torch" in opt_state:
+        opt._data.copy_(opt_state["data"])
+        opt._optim.load_state_dict(opt_state["torch"])
+    else:
+        for k, v in opt_state["fields"].items():
+            _check(k in vars(opt), f"unknown optimizer field {k}")
+            setattr(opt, k, v.clone() if isinstance(v, torch.Tensor) else v)
 
 
 def restore_searcher(searcher: Any, state: dict) -> None:
@@ -143,15 +156,7 @@ def restore_searcher(searcher: Any, state: dict) -> None:
         searcher._distribution = type(dist)(parameters=params, dtype=dist.dtype, device=dist.device)
     opt_state = state.get("optimizer")
     if opt_state is not None:
-        opt = searcher._optimizer
-        _check(opt is not None and type(opt).__name__ == opt_state["kind"], "different optimizer")
-        if "torch" in opt_state:
-            opt._data.copy_(opt_state["data"])
-            opt._optim.load_state_dict(opt_state["torch"])
-        else:
-            for k, v in opt_state["fields"].items():
-                _check(k in vars(opt), f"unknown optimizer field {k}")
-                setattr(opt, k, v.clone() if isinstance(v, torch.Tensor) else v)
+        restore_optimizer(searcher._optimizer, opt_state)
     pop = state.get("population")
     if pop is not None:
         batch = SolutionBatch(searcher.problem, popsize=int(pop["values"].shape[0]), empty=True)
