@@ -13,7 +13,9 @@ shapes, and printing a table:
 - ``es``: one ES generation at P=256 on 1 and 2 Ray workers: simulation, driver, communication, bytes;
 - ``bptt``: one BPTT step at the same shapes: seconds and autograd memory;
 - ``bptt_fused``: the fused C BPTT against autograd and the three-bmm roofline (:mod:`es_l2l.bench.bptt_fused`);
-- ``outer_steps``: seconds per gradient step of the shipped gradient configs, fused backward against autograd.
+- ``outer_steps``: seconds per gradient step of the shipped gradient configs, fused backward against autograd;
+- ``lowrank``: one ES generation's forward, full-rank members against low-rank ones (r = 1, 4, 16) and pure
+  batch inference, P x N grid (:mod:`es_l2l.bench.lowrank`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from es_l2l.bench.common import machine, reference_params, write  # noqa: F401  (re-exported)
 
-SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused", "outer_steps")
+SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused", "outer_steps", "lowrank")
 
 
 def main(quick: bool = False, out: str = "benchmarks/results", console=None, only=None, pops=None, neurons=None,
@@ -92,5 +94,12 @@ def main(quick: bool = False, out: str = "benchmarks/results", console=None, onl
         res = outer_steps.run(quick, log=say)
         path = write(out, "outer_steps", quick, res)
         say(outer_steps.report(res))
+        say(f"  written: {path}")
+    if "lowrank" in only:
+        from es_l2l.bench import lowrank
+
+        res = lowrank.run(quick, pops=pops, neurons=neurons, repeats=repeats, log=say)
+        path = write(out, "lowrank", quick, res)
+        say(lowrank.report(res))
         say(f"  written: {path}")
     return 0
