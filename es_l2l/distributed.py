@@ -36,6 +36,10 @@ class LocalEvaluator:
     def __call__(self, vectors, seed_keys):
         return light(evaluate(self.cfg, self.genome, vectors, seed_keys, device=self.cfg.run.device))
 
+    def evaluate_lowrank(self, recipe, seed_keys):
+        """A low-rank generation's members (es_l2l.outer.lowrank), with the forward that shares the centre where it applies."""
+        return light(recipe.evaluate(self.cfg, self.genome, 0, recipe.popsize, seed_keys, self.cfg.run.device)[0])
+
     def close(self) -> None:
         pass
 
@@ -176,6 +180,11 @@ class _Worker:
     ) -> tuple[tuple, np.ndarray]:
         """Regenerate the population on CPU, evaluate rows ``lo:hi``; the :func:`pack`-ed result
         and the rows' checksums."""
+        if hasattr(recipe, "evaluate"):  # a low-rank recipe (es_l2l.outer.lowrank): it picks its forward
+            t0 = time.perf_counter()
+            ev, members = recipe.evaluate(self.cfg, self.genome, lo, hi, seed_keys, self.device)
+            self.busy_s += time.perf_counter() - t0
+            return pack(light(ev)), checksums(members).numpy()
         t0 = time.perf_counter()
         members = rows(recipe, lo, hi)
         sums = checksums(members).numpy()

@@ -62,6 +62,13 @@ class ESConfig(Strict):
         "es.optimizer (pgpe only)",
     )
     rank: int = Field(1, ge=1, description="es.perturbation=lowrank: rank r of each matrix perturbation A_i B_i^T")
+    lowrank_forward: Literal["shared", "explicit"] = Field(
+        "shared",
+        description="es.perturbation=lowrank: simulate the population as the centre's matrices applied once plus "
+        "rank-r corrections (shared; where the members' matrices are exactly that: dense connectivity, weights "
+        "inside their bounds, no mirror; a family whose members share their inputs) or as P explicit matrices "
+        "(explicit); needs seed traffic with Ray workers",
+    )
 
     @model_validator(mode="after")
     def _even(self):
@@ -75,6 +82,9 @@ class ESConfig(Strict):
         if self.perturbation == "lowrank" and self.algorithm != "pgpe":
             raise ValueError(f"es.perturbation=lowrank needs es.algorithm=pgpe (antithetic pairs and a centre optimizer), "
                              f"got {self.algorithm}; set es.algorithm=pgpe or es.perturbation=full")
+        if self.perturbation == "lowrank" and self.lowrank_forward == "shared" and self.traffic == "vectors":
+            raise ValueError("es.lowrank_forward=shared needs es.traffic=seeds (workers build the members' factors "
+                             "from the seeds); set es.traffic=seeds or es.lowrank_forward=explicit")
         if self.algorithm == "cmaes" and self.traffic == "seeds":
             raise ValueError("es.traffic=seeds needs a Gaussian search distribution (pgpe, snes, cem); set es.traffic=vectors for cmaes")
         return self
@@ -159,6 +169,8 @@ def run_lowrank(
         if seeds:
             refs = evaluator.submit_recipe(recipe, keys)  # the workers draw while the driver does
             ev = evaluator.collect(refs, expected=checksums(recipe.rows()))
+        elif hasattr(evaluator, "evaluate_lowrank"):  # in this process
+            ev = evaluator.evaluate_lowrank(recipe, keys)
         else:
             ev = evaluator(recipe.rows(), keys)
         fit = finite_fitness(ev.fitness, cfg.es.nan_policy, keys)

@@ -131,6 +131,26 @@ class LowRankRecipe(NamedTuple):
         sign = torch.where(members % 2 == 0, 1.0, -1.0).unsqueeze(1)
         return center.unsqueeze(0) + sign * deltas[members // 2 - lo // 2]
 
+    def evaluate(self, cfg: ExperimentConfig, genome: Genome, lo: int, hi: int, seed_keys: tuple[int, ...],
+                 device: str = "cpu"):
+        """Members ``lo:hi`` on the tasks of ``seed_keys``: (the family's Evaluation, their (hi - lo, D) rows).
+
+        With ``es.lowrank_forward=shared``, on a family whose members share their inputs, on CPU,
+        they are simulated as the centre plus rank-r corrections (:func:`shared_population`),
+        where that is exactly what their explicit matrices are; else as explicit members.
+        """
+        from es_l2l.families import family_of
+        from es_l2l.fitness import evaluate
+
+        members = self.rows(lo, hi)
+        family = family_of(cfg)
+        if cfg.es.lowrank_forward == "shared" and family.shared_inputs and genome.kind == "lsnn" and device == "cpu":
+            population = shared_population(genome, self, lo, hi, members)
+            if population is not None:
+                with torch.no_grad():
+                    return family.evaluate(cfg, population, seed_keys, cfg.task.batch_size), members
+        return evaluate(cfg, genome, members, seed_keys, device=device), members
+
     def lean(self) -> LowRankRecipe:
         """For the trip to a worker: the centre as numpy (pickled in microseconds)."""
         return self._replace(center=torch.as_tensor(self.center).numpy())
@@ -138,6 +158,38 @@ class LowRankRecipe(NamedTuple):
     @property
     def nbytes(self) -> int:
         return int(np.asarray(self.center).nbytes)
+
+
+FIELDS = {"w_in": ("w_in", "a_in", "b_in"), "w_rec": ("w_rec", "a_rec", "b_rec"), "w_out": ("w_out", "a_out", "b_out")}
+
+
+def shared_population(genome: Genome, recipe: LowRankRecipe, lo: int, hi: int, members: torch.Tensor):
+    """Members ``lo:hi`` as a :class:`es_l2l.snn.lowrank.LowRankPopulation` (the centre's
+    matrices, each member's vectors and factors ``a = +-sigma A / sqrt(r)``, ``b = B``), or ``None``
+    where their explicit matrices (``members`` decoded: bounds, connectivity masks, mirror tying)
+    are not the centre's plus ``a b^T`` to float32 rounding."""
+    from es_l2l.snn.lowrank import LowRankFactors, LowRankPopulation, explicit_params
+
+    explicit = genome.params(members)  # the members' model parameters, exactly as full-rank ES builds them
+    center = genome.params(torch.as_tensor(recipe.center).unsqueeze(0))
+    noise = {j: recipe.noise(j) for j in range(lo // 2, (hi + 1) // 2)}
+    factors, shared = {}, {}
+    for k, p in enumerate(recipe.pieces):
+        if not p.matrix:
+            continue
+        field, a_name, b_name = FIELDS[p.name]
+        scale = torch.tensor([(1.0 if i % 2 == 0 else -1.0) * p.sigma / math.sqrt(recipe.rank) for i in range(lo, hi)])
+        factors[a_name] = scale[:, None, None] * torch.stack([noise[i // 2][k][0] for i in range(lo, hi)])
+        factors[b_name] = torch.stack([noise[i // 2][k][1] for i in range(lo, hi)])
+        shared[field] = getattr(center, field)
+    if not shared:
+        return None
+    population = LowRankPopulation(explicit._replace(**shared), LowRankFactors(**{f: factors.get(f) for f in LowRankFactors._fields}))
+    rebuilt = explicit_params(population.center, population.factors)
+    for field in shared:
+        if not torch.allclose(getattr(rebuilt, field), getattr(explicit, field), rtol=1e-5, atol=1e-6):
+            return None  # a mask, a bound or the mirror changed some member's matrix: not low-rank
+    return population
 
 
 def centered_utilities(fitness: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,14 @@ class LowRankFactors(NamedTuple):
 NO_FACTORS = LowRankFactors(None, None, None, None, None, None)
 
 
+class LowRankPopulation(NamedTuple):
+    """``P`` members that share the centre's matrices up to rank-r corrections: what
+    :meth:`es_l2l.models.lsnn.LSNNModel.simulate` runs through :func:`lowrank_rollout`."""
+
+    center: LSNNParams  # matrices (1, ...) of the centre, vectors (P, ...) of each member
+    factors: LowRankFactors
+
+
 def explicit_params(center: LSNNParams, factors: LowRankFactors) -> LSNNParams:
     """The members' explicit matrices ``W + a_i b_i^T`` (P copies, zero ``w_rec`` diagonal: no autapses;
     the reference the test compares with)."""

@@ -14,7 +14,7 @@ from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.es import ESConfig, run_es
-from es_l2l.outer.lowrank import LowRankRecipe, LowRankSearch, Piece
+from es_l2l.outer.lowrank import LowRankRecipe, LowRankSearch, Piece, shared_population
 from es_l2l.seeds import generator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +65,13 @@ def tiny(*sets):
     return load_config(SMOKE, list(sets))
 
 
-def test_same_numbers_with_zero_and_two_ray_workers_and_either_traffic(ray_local):
+@pytest.mark.parametrize("forward", ["shared", "explicit"])
+def test_same_numbers_with_zero_and_two_ray_workers_and_either_traffic(forward, ray_local):
     runs = {}
-    for traffic, workers in (("seeds", 0), ("seeds", 2), ("vectors", 2)):
-        cfg = tiny("run.generations=3", "run.validate_every=3", "run.validation_tasks=16", f"es.traffic={traffic}")
+    arms = (("seeds", 0), ("seeds", 2)) + ((("vectors", 2),) if forward == "explicit" else ())
+    for traffic, workers in arms:
+        cfg = tiny("run.generations=3", "run.validate_every=3", "run.validation_tasks=16", f"es.traffic={traffic}",
+                   f"es.lowrank_forward={forward}")
         genome = build_genome(cfg)
         evaluator = LocalEvaluator(cfg, genome) if workers == 0 else RayEvaluator(cfg, workers)
         try:
@@ -81,6 +84,25 @@ def test_same_numbers_with_zero_and_two_ray_workers_and_either_traffic(ray_local
     assert not torch.equal(ref_final, build_genome(tiny()).initial_vector())  # the centre moved
     for fit, final in others:
         assert fit == ref_fit and torch.equal(final, ref_final)  # bit for bit
+
+
+def test_the_shared_forward_scores_members_as_their_explicit_matrices_and_steps_aside_for_masks():
+    cfg = tiny("run.workers=0", "es.lowrank_forward=shared", "es.stdev_init=0.2")
+    genome = build_genome(cfg)
+    recipe = LowRankSearch.for_run(cfg, genome).ask(1)
+    keys = (0, 2, 1)
+    shared, rows = recipe.evaluate(cfg, genome, 0, 32, keys)
+    assert shared_population(genome, recipe, 0, 32, rows) is not None  # dense connectivity: the shared forward ran
+    explicit, _ = recipe.evaluate(cfg.model_copy(update={"es": cfg.es.model_copy(update={"lowrank_forward": "explicit"})}),
+                                  genome, 0, 32, keys)
+    assert torch.allclose(shared.fitness, explicit.fitness, rtol=0, atol=1e-6)  # float32 rounding
+    assert shared.fitness.std() > 1e-3  # the members differ, so the corrections were applied
+    part, _ = recipe.evaluate(cfg, genome, 5, 13, keys)  # a worker's share: the same numbers, bit for bit
+    assert torch.equal(part.fitness, shared.fitness[5:13])
+    masked = tiny("run.workers=0", "model.p_rec=0.5")  # a sparse W_rec: members are no longer centre + a b^T
+    genome = build_genome(masked)
+    recipe = LowRankSearch.for_run(masked, genome).ask(1)
+    assert shared_population(genome, recipe, 0, 32, recipe.rows()) is None
 
 
 @pytest.mark.parametrize("optimizer", ["clipup", "adam"])
