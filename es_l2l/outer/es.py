@@ -63,11 +63,11 @@ class ESConfig(Strict):
     )
     rank: int = Field(1, ge=1, description="es.perturbation=lowrank: rank r of each matrix perturbation A_i B_i^T")
     lowrank_forward: Literal["shared", "explicit"] = Field(
-        "shared",
-        description="es.perturbation=lowrank: simulate the population as the centre's matrices applied once plus "
-        "rank-r corrections (shared; where the members' matrices are exactly that: dense connectivity, weights "
-        "inside their bounds, no mirror; a family whose members share their inputs) or as P explicit matrices "
-        "(explicit); needs seed traffic with Ray workers",
+        "explicit",
+        description="es.perturbation=lowrank: simulate the population as P explicit matrices (explicit: the C kernel, "
+        "the faster on CPU today, docs/benchmarks.md) or as the centre's matrices applied once plus rank-r "
+        "corrections in torch (shared; where the members' matrices are exactly that: dense connectivity, weights "
+        "inside their bounds, no mirror; a family whose members share their inputs; needs seed traffic with Ray workers)",
     )
 
     @model_validator(mode="after")
