@@ -144,3 +144,20 @@ def test_bad_lowrank_input_is_one_line_exit_2_and_no_run(sets, message, tmp_path
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_members_keep_connectivity_masks_and_mirror_tying_and_the_maze_runs():
+    maze = ROOT / "configs" / "smoke_maze.yaml"
+    cfg = load_config(maze, ["run.workers=0", "run.generations=1", "run.validate_every=1", "es.perturbation=lowrank",
+                             "es.rank=1", "genome.mirror=true", "model.p_rec=0.5", "es.lowrank_forward=shared"])
+    genome = build_genome(cfg)
+    recipe = LowRankSearch.for_run(cfg, genome).ask(1)
+    params = genome.params(recipe.rows())
+    absent = genome.base["mask_rec"] <= 0  # connections the centre's mask removes
+    assert absent.sum() > 10 and (params.w_rec[:, absent] == 0).all()
+    hidden = genome.block_perms()["w_rec"][0]
+    assert torch.equal(params.w_rec[:, hidden][:, :, hidden], params.w_rec)  # mirror-symmetric members
+    assert not torch.equal(params.w_rec[0], params.w_rec[1])  # and they differ
+    seen = []
+    result = run_es(cfg, genome, LocalEvaluator(cfg, genome), [seen.append])  # closed loop: explicit members
+    assert [s["generation"] for s in seen] == [0, 1] and not torch.equal(result.final, result.initial)
