@@ -15,7 +15,8 @@ correction:
 - readout:    ``zf W_out + (zf a_out_i) b_out_i^T + b_out``.
 
 Equal to :func:`es_l2l.snn.lsnn.rollout` on the explicit matrices to float rounding (test:
-``tests/snn/test_lowrank_forward.py``). Connectivity masks and bounds clipping are not low-rank:
+``tests/snn/test_lowrank_forward.py``). On CPU float32 the loop runs in C
+(:mod:`es_l2l.snn.lowrank_kernel`); elsewhere in tensor operations. Connectivity masks and bounds clipping are not low-rank:
 this forward is for members whose matrices are exactly ``W + a b^T`` (dense connectivity, weights
 inside their bounds, no mirror tying). The neuron update is :func:`lsnn_step`'s.
 """
@@ -76,6 +77,7 @@ def lowrank_rollout(
     dt: float = 1.0,
     readout_steps: torch.Tensor | None = None,
     chunk_bytes: int = 1 << 28,
+    backend: str = "auto",
 ) -> Rollout:
     """Simulate ``P`` members that share ``center``'s matrices up to rank-r corrections.
 
@@ -83,7 +85,19 @@ def lowrank_rollout(
     and every member's vectors (``alpha``, ``rho``, ``b0``, ``beta``, ``b_out``, ``kappa``:
     leading axis P). ``x``: (B, T, n_in), shared by all members. Returns :class:`Rollout` like
     :func:`es_l2l.snn.lsnn.rollout` on :func:`explicit_params` (no recorded spikes).
+    ``backend``: ``"kernel"`` (:mod:`es_l2l.snn.lowrank_kernel`, C), ``"torch"`` (tensor
+    operations, any device and dtype) or ``"auto"`` (the kernel where it applies: CPU float32, built).
     """
+    if backend not in ("auto", "kernel", "torch"):
+        raise ValueError(f"backend must be auto, kernel or torch, got {backend!r}")
+    if backend != "torch":
+        from es_l2l.snn import lowrank_kernel
+
+        fits = x.device.type == "cpu" and x.dtype == center.alpha.dtype == torch.float32
+        if fits and lowrank_kernel.load() is not None:
+            return lowrank_kernel.kernel_lowrank_rollout(center, factors, x, n_ref=n_ref, dt=dt, readout_steps=readout_steps)
+        if backend == "kernel":
+            raise RuntimeError(lowrank_kernel.why_not() if fits else "the low-rank C kernel is for CPU float32 tensors")
     pop, n = center.alpha.shape
     batch, steps, n_in = x.shape
     w_in, w_out = center.w_in[0], center.w_out[0]
