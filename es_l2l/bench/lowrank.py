@@ -5,7 +5,8 @@ matrices: the roofline EGGROLL measures against), side by side, repeat by repeat
 Throughput is member-neuron-steps per second, ``P * B * N * T / seconds``. Full rank is the
 production no-grad forward (:func:`es_l2l.snn.rollout`: the C kernel where built, ``P`` explicit
 matrices); low rank and batch inference are :func:`es_l2l.snn.lowrank.lowrank_rollout` (the
-centre's matrices applied once for the population, with or without the rank-r corrections).
+centre's matrices applied once for the population, with or without the rank-r corrections; in C,
+:mod:`es_l2l.snn.lowrank_kernel`, where built).
 """
 
 from __future__ import annotations

@@ -22,6 +22,32 @@ from es_l2l.snn.inplace import coeffs
 from es_l2l.snn.types import Rollout
 
 SOURCE = kernel.SOURCE + r"""
+/* x . y over n floats: eight lanes, then a fixed fold (the same order every call). */
+static inline float dot8(const float *restrict x, const float *restrict y, long n)
+{
+    v8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    long j = 0;
+    for (; j + 8 <= n; j += 8) acc += *(const v8 *)(x + j) * *(const v8 *)(y + j);
+    float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < n; ++j) sum += x[j] * y[j];
+    return sum;
+}
+
+/* c += sum_k u_k bt[k, :] (bt: R x N), four ranks a pass over c. */
+static inline void add_low(float *restrict c, const float *restrict u, const float *restrict bt, long R, long N)
+{
+    long k = 0;
+    for (; k + 4 <= R; k += 4) {
+        const float u0 = u[k], u1 = u[k + 1], u2 = u[k + 2], u3 = u[k + 3];
+        const float *b0 = bt + k * N, *b1 = b0 + N, *b2 = b1 + N, *b3 = b2 + N;
+        for (long i = 0; i < N; ++i) c[i] += (u0 * b0[i] + u1 * b1[i]) + (u2 * b2[i] + u3 * b3[i]);
+    }
+    for (; k < R; ++k) {
+        const float uk = u[k], *bk = bt + k * N;
+        for (long i = 0; i < N; ++i) c[i] += uk * bk[i];
+    }
+}
+
 /* P members x B rows x N neurons, T steps from the state given (float32). cur_in: (B, T, NP) the
    centre's input current, shared by the members; x: (B, T, n_in) the shared inputs; a_in
    (P, n_in, R), b_in transposed (P, R, N) or NULL; w_rec: (N, NP) the centre's, zero diagonal,
@@ -61,11 +87,7 @@ long lsnn_lowrank_f32(long P, long B, long N, long NP, long n_in, long R, long n
                         for (long k = 0; k < R; ++k) u[k] = 0.0f;
                         for (long j = 0; j < n_in; ++j)
                             if (xr[j] != 0.0f) { any = 1; for (long k = 0; k < R; ++k) u[k] += xr[j] * A[j * R + k]; }
-                        if (any)
-                            for (long k = 0; k < R; ++k) {
-                                const float uk = u[k], *bk = Bt + k * N;
-                                for (long i = 0; i < N; ++i) c[i] += uk * bk[i];
-                            }
+                        if (any) add_low(c, u, Bt, R, N);
                     }
                 }
                 if ((float)cnt > limit) dense_rec(B, N, NP, w_rec, zz, cur);   /* + W_rec z (the centre's) */
@@ -78,19 +100,8 @@ long lsnn_lowrank_f32(long P, long B, long N, long NP, long n_in, long R, long n
                         long any = 0;
                         for (long j = 0; j < N; ++j) any |= zr[j] != 0.0f;
                         if (!any) continue;
-                        for (long k = 0; k < R; ++k) {          /* u_k = z . a_rec[:, k], eight lanes then a fixed fold */
-                            const float *ak = At + k * N;
-                            v8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
-                            long j = 0;
-                            for (; j + 8 <= N; j += 8) acc += *(const v8 *)(zr + j) * *(const v8 *)(ak + j);
-                            float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                            for (; j < N; ++j) sum += zr[j] * ak[j];
-                            u[k] = sum;
-                        }
-                        for (long k = 0; k < R; ++k) {
-                            const float uk = u[k], *bk = Bt + k * N;
-                            for (long i = 0; i < N; ++i) c[i] += uk * bk[i];
-                        }
+                        for (long k = 0; k < R; ++k) u[k] = dot8(zr, At + k * N, N);   /* u_k = z . a_rec[:, k] */
+                        add_low(c, u, Bt, R, N);
                         for (long i = 0; i < N; ++i) c[i] -= zr[i] * D[i];
                     }
                 }
