@@ -65,7 +65,7 @@ class ESConfig(Strict):
     lowrank_forward: Literal["shared", "explicit"] = Field(
         "explicit",
         description="es.perturbation=lowrank: simulate the population as P explicit matrices (explicit: the full-rank "
-        "C kernel) or as the centre's matrices applied once plus rank-r corrections (shared: 1.1-2.4x faster at "
+        "C kernel) or as the centre's matrices applied once plus rank-r corrections (shared: 1.0-2.4x faster at "
         "N >= 220 with rank <= 4, docs/benchmarks.md; where the members' matrices are exactly that: dense "
         "connectivity, weights inside their bounds, no mirror; a family whose members share their inputs; needs "
         "seed traffic with Ray workers)",
