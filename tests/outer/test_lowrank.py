@@ -120,8 +120,9 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(optimizer, 
     assert [s["fitness_mean"] for s in seen] == [h["fitness_mean"] for h in full.history[3:]]
 
 
-def test_lowrank_es_improves_the_held_out_error():
-    cfg = tiny("run.workers=0", "run.generations=30", "run.validate_every=30", "es.popsize=32")
+@pytest.mark.parametrize("forward", ["explicit", "shared"])
+def test_lowrank_es_improves_the_held_out_error(forward):
+    cfg = tiny("run.workers=0", "run.generations=30", "run.validate_every=30", "es.popsize=32", f"es.lowrank_forward={forward}")
     genome = build_genome(cfg)
     history = []
     run_es(cfg, genome, LocalEvaluator(cfg, genome), [history.append])
@@ -135,6 +136,8 @@ def test_lowrank_es_improves_the_held_out_error():
         (["es.rank=5"], "es.rank=5 is larger than the smaller side of w_out (32, 1); set es.rank to at most 1"),
         (["genome.search=[tau_m,b0]"], "es.perturbation=lowrank perturbs matrix blocks"),
         (["es.algorithm=snes"], "es.perturbation=lowrank needs es.algorithm=pgpe"),
+        (["outer=hybrid"], "es.perturbation=lowrank applies to outer=es only"),
+        (["es.traffic=vectors", "es.lowrank_forward=shared"], "es.lowrank_forward=shared needs es.traffic=seeds"),
     ],
 )
 def test_bad_lowrank_input_is_one_line_exit_2_and_no_run(sets, message, tmp_path):
