@@ -24,7 +24,7 @@ from es_l2l.families.base import Evaluation
 from es_l2l.fitness import concat, evaluate, light
 from es_l2l.genome import Genome, build_genome
 from es_l2l.outer import OUTER_LOOPS
-from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, regenerate, unpack
+from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, recipe_bytes, rows, unpack
 
 
 class LocalEvaluator:
@@ -35,6 +35,10 @@ class LocalEvaluator:
 
     def __call__(self, vectors, seed_keys):
         return light(evaluate(self.cfg, self.genome, vectors, seed_keys, device=self.cfg.run.device))
+
+    def evaluate_lowrank(self, recipe, seed_keys):
+        """A low-rank generation's members (es_l2l.outer.lowrank), with the forward that shares the centre where it applies."""
+        return light(recipe.evaluate(self.cfg, self.genome, 0, recipe.popsize, seed_keys, self.cfg.run.device)[0])
 
     def close(self) -> None:
         pass
@@ -176,11 +180,16 @@ class _Worker:
     ) -> tuple[tuple, np.ndarray]:
         """Regenerate the population on CPU, evaluate rows ``lo:hi``; the :func:`pack`-ed result
         and the rows' checksums."""
+        if hasattr(recipe, "evaluate"):  # a low-rank recipe (es_l2l.outer.lowrank): it picks its forward
+            t0 = time.perf_counter()
+            ev, members = recipe.evaluate(self.cfg, self.genome, lo, hi, seed_keys, self.device)
+            self.busy_s += time.perf_counter() - t0
+            return pack(light(ev)), checksums(members).numpy()
         t0 = time.perf_counter()
-        rows = regenerate(recipe)[lo:hi]
-        sums = checksums(rows).numpy()
+        members = rows(recipe, lo, hi)
+        sums = checksums(members).numpy()
         self.regen_s += time.perf_counter() - t0
-        return self.evaluate(rows.numpy(), seed_keys), sums
+        return self.evaluate(members.numpy(), seed_keys), sums
 
     def evaluate_recipe_rows(self, recipe, lo: int, hi: int, seed_keys: tuple[int, ...]) -> tuple[tuple, np.ndarray]:
         """Rows ``lo:hi`` of the population a recipe with a ``rows(lo, hi)`` method regenerates (guided
@@ -234,7 +243,7 @@ class RayEvaluator:
         """Send each actor the recipe (inline when small, else through the object store once);
         each regenerates the population and evaluates its rows (seed traffic)."""
         ref = lean(recipe)
-        if sum(a.nbytes for a in ref.distribution[1].values() if isinstance(a, np.ndarray)) > INLINE_BYTES:
+        if recipe_bytes(ref) > INLINE_BYTES:
             ref = self._ray.put(ref)
         return [a.evaluate_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
 

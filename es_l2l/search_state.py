@@ -117,6 +117,18 @@ def _check(cond: bool, message: str) -> None:
         raise ValueError(f"resume state does not fit this searcher: {message}")
 
 
+def restore_optimizer(opt: Any, opt_state: dict) -> None:
+    """Overwrite a freshly built centre optimizer with ``opt_state`` from :func:`optimizer_state`."""
+    _check(opt is not None and type(opt).__name__ == opt_state["kind"], "different optimizer")
+    if "torch" in opt_state:
+        opt._data.copy_(opt_state["data"])
+        opt._optim.load_state_dict(opt_state["torch"])
+    else:
+        for k, v in opt_state["fields"].items():
+            _check(k in vars(opt), f"unknown optimizer field {k}")
+            setattr(opt, k, v.clone() if isinstance(v, torch.Tensor) else v)
+
+
 def restore_searcher(searcher: Any, state: dict) -> None:
     """Overwrite a freshly built ``searcher`` (same config) with ``state`` from :func:`searcher_state`."""
     from evotorch import SolutionBatch

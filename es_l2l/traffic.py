@@ -38,10 +38,12 @@ class SampleRecipe(NamedTuple):
 INLINE_BYTES = 100_000  # Ray inlines smaller task arguments; a bigger recipe goes to the object store once
 
 
-def lean(recipe: SampleRecipe) -> SampleRecipe:
+def lean(recipe):
     """The recipe with its distribution as (class, parameters as numpy arrays, dtype name) and
     the generator state as numpy: pickled in microseconds (an evotorch distribution with
     torch tensors takes about a millisecond each way)."""
+    if hasattr(recipe, "lean"):  # a recipe of its own kind (es_l2l.outer.lowrank)
+        return recipe.lean()
     dist = recipe.distribution
     params = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in dist.parameters.items()}
     return SampleRecipe((type(dist), params, str(dist.dtype).removeprefix("torch.")), recipe.rng_state.numpy(), recipe.popsize)
@@ -70,6 +72,20 @@ def regenerate(recipe: SampleRecipe) -> torch.Tensor:
     out = dist.make_empty(num_solutions=recipe.popsize)
     dist.sample(out=out, generator=gen)
     return out
+
+
+def recipe_bytes(recipe) -> int:
+    """The bytes of a :func:`lean` recipe's arrays (whether Ray should get it through the object store)."""
+    if hasattr(recipe, "nbytes"):
+        return recipe.nbytes
+    return sum(a.nbytes for a in recipe.distribution[1].values() if isinstance(a, np.ndarray))
+
+
+def rows(recipe, lo: int, hi: int) -> torch.Tensor:
+    """Members ``lo:hi`` of the population a recipe regenerates (a low-rank recipe draws only those)."""
+    if hasattr(recipe, "rows"):
+        return recipe.rows(lo, hi)
+    return regenerate(recipe)[lo:hi]
 
 
 def checksums(vectors: torch.Tensor) -> torch.Tensor:

@@ -48,3 +48,13 @@ def test_quick_suite_writes_json_for_every_section(tmp_path, ray_local):
     bptt = blobs["bptt"]
     assert {c["recurrent"] for c in bptt["cells"]} == {"dense", "event"}
     assert all(c["median_seconds"] > 0 and c["autograd_saved_bytes"] > 0 for c in bptt["cells"])
+
+
+def test_quick_lowrank_section_measures_every_variant_side_by_side(tmp_path):
+    assert main(quick=True, out=str(tmp_path), only=("lowrank",)) == 0
+    blob = json.loads((tmp_path / "lowrank-quick.json").read_text())
+    (cell,) = blob["cells"]
+    assert (cell["P"], cell["N"]) == (8, 16)
+    assert set(cell["member_neuron_steps_per_s"]) == {"full_rank", "batch_inference", "lowrank_r1", "lowrank_r4"}
+    assert all(v > 0 for v in cell["member_neuron_steps_per_s"].values())
+    assert set(cell["lowrank_over_batch_inference"]) == set(cell["lowrank_over_full_rank"]) == {"r1", "r4"}

@@ -15,6 +15,8 @@ shapes, and printing a table:
 - ``bptt_fused``: the fused C BPTT against autograd and the three-bmm roofline (:mod:`es_l2l.bench.bptt_fused`);
 - ``outer_steps``: seconds per gradient step of the shipped gradient configs, fused backward against autograd;
 - ``guided``: one guided-ES generation against one plain ES generation plus one BPTT step (the shipped configs of ``benchmarks/guided.yaml``).
+- ``lowrank``: one ES generation's forward, full-rank members against low-rank ones (r = 1, 4, 16) and pure
+  batch inference, P x N grid (:mod:`es_l2l.bench.lowrank`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 from es_l2l.bench.common import machine, reference_params, write  # noqa: F401  (re-exported)
 
-SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused", "outer_steps", "guided")
+SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused", "outer_steps", "guided", "lowrank")
 
 
 def main(quick: bool = False, out: str = "benchmarks/results", console=None, only=None, pops=None, neurons=None,
@@ -100,5 +102,12 @@ def main(quick: bool = False, out: str = "benchmarks/results", console=None, onl
         res = guided_gen.run(quick, log=say)
         path = write(out, "guided", quick, res)
         say(guided_gen.report(res))
+        say(f"  written: {path}")
+    if "lowrank" in only:
+        from es_l2l.bench import lowrank
+
+        res = lowrank.run(quick, pops=pops, neurons=neurons, repeats=repeats, log=say)
+        path = write(out, "lowrank", quick, res)
+        say(lowrank.report(res))
         say(f"  written: {path}")
     return 0

@@ -113,6 +113,9 @@ class TaskFamily:
     objective: Objective = Objective("val_fitness", True, "val fitness")
     gradient_loss_name: str | None = "-fitness"  # shown in the run's one-line description; None: no gradient loss
     moved_keys: dict[str, str] = {}  # old top-level config key -> where it lives now
+    # every member sees the same inputs and ``evaluate`` simulates only through es_l2l.models.simulate:
+    # low-rank ES may then simulate a population that shares the centre (es_l2l.snn.lowrank)
+    shared_inputs: bool = False
 
     def io_sizes(self, task) -> tuple[int, int]:
         raise NotImplementedError

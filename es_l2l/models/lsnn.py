@@ -8,6 +8,7 @@ import torch
 
 from es_l2l.models.base import Block, ModelKind
 from es_l2l.snn import LSNNParams, decay, rollout, sim_options
+from es_l2l.snn.lowrank import LowRankPopulation, lowrank_rollout
 
 
 class LSNNModel(ModelKind):
@@ -72,6 +73,11 @@ class LSNNModel(ModelKind):
         )
 
     def simulate(self, cfg, params, x, readout_steps=None, record_spikes=False):
+        if isinstance(params, LowRankPopulation):  # low-rank ES's members: the centre shared (es_l2l.snn.lowrank)
+            if record_spikes:
+                raise ValueError("a low-rank population records no spikes; simulate its explicit matrices instead")
+            return lowrank_rollout(params.center, params.factors, x, n_ref=cfg.model.n_ref, dt=cfg.model.dt,
+                                   readout_steps=readout_steps)
         return rollout(params, x.to(params.w_in.device), sim_options(cfg), readout_steps=readout_steps,
                        record_spikes=record_spikes)
 

@@ -54,6 +54,22 @@ class ESConfig(Strict):
         "regenerate their members (seeds: O(P + D) bytes a generation), or the members themselves (vectors: "
         "O(P x D)); None: seeds for pgpe, snes and cem, vectors for cmaes",
     )
+    perturbation: Literal["full", "lowrank"] = Field(
+        "full",
+        description="full: Gaussian noise on every coordinate (evotorch); lowrank: each searched matrix block "
+        "(w_in, w_rec, w_out) of member i moves by stdev * A_i B_i^T / sqrt(rank) (EGGROLL, Sarkar et al. 2025), "
+        "vector blocks by full Gaussian noise, antithetic pairs, a fixed stdev, the centre optimizer of "
+        "es.optimizer (pgpe only)",
+    )
+    rank: int = Field(1, ge=1, description="es.perturbation=lowrank: rank r of each matrix perturbation A_i B_i^T")
+    lowrank_forward: Literal["shared", "explicit"] = Field(
+        "explicit",
+        description="es.perturbation=lowrank: simulate the population as P explicit matrices (explicit: the full-rank "
+        "C kernel) or as the centre's matrices applied once plus rank-r corrections (shared: 1.0-2.4x faster at "
+        "N >= 220 with rank <= 4, docs/benchmarks.md; where the members' matrices are exactly that: dense "
+        "connectivity, weights inside their bounds, no mirror; a family whose members share their inputs; needs "
+        "seed traffic with Ray workers)",
+    )
 
     @model_validator(mode="after")
     def _even(self):
@@ -64,6 +80,12 @@ class ESConfig(Strict):
             raise ValueError(f"es.stdev_blocks must be positive, got {bad}")
         if self.algorithm == "cmaes" and self.stdev_blocks:
             raise ValueError("es.stdev_blocks needs a per-coordinate stdev (pgpe, snes, cem); CMA-ES takes one scalar stdev_init")
+        if self.perturbation == "lowrank" and self.algorithm != "pgpe":
+            raise ValueError(f"es.perturbation=lowrank needs es.algorithm=pgpe (antithetic pairs and a centre optimizer), "
+                             f"got {self.algorithm}; set es.algorithm=pgpe or es.perturbation=full")
+        if self.perturbation == "lowrank" and self.lowrank_forward == "shared" and self.traffic == "vectors":
+            raise ValueError("es.lowrank_forward=shared needs es.traffic=seeds (workers build the members' factors "
+                             "from the seeds); set es.traffic=seeds or es.lowrank_forward=explicit")
         if self.algorithm == "cmaes" and self.traffic == "seeds":
             raise ValueError("es.traffic=seeds needs a Gaussian search distribution (pgpe, snes, cem); set es.traffic=vectors for cmaes")
         return self
@@ -89,6 +111,8 @@ def run_es(
     after its generation; since each generation's tasks are a pure function of (seed, generation),
     the continued run ends exactly where an uninterrupted one does.
     """
+    if cfg.es.perturbation == "lowrank":
+        return run_lowrank(cfg, genome, evaluator, subscribers, resume)
     from es_l2l.outer.evo import MetaProblem, center_of, initial_stdev, make_searcher, stdev_of  # evotorch: imported when used
 
     from es_l2l.search_state import restore_searcher, searcher_state
@@ -118,6 +142,54 @@ def run_es(
     return driver.result(center_of(searcher))
 
 
+def run_lowrank(
+    cfg: ExperimentConfig,
+    genome: Genome,
+    evaluator: Evaluator,
+    subscribers: list[Subscriber] = (),
+    resume: dict | None = None,
+) -> RunResult:
+    """:func:`run_es` with low-rank perturbations (``es.perturbation=lowrank``, es_l2l.outer.lowrank).
+
+    With seed traffic each worker regenerates its members from the generation's recipe; the
+    checksums prove they drew the driver's members.
+    """
+    from es_l2l.outer.evo import finite_fitness
+    from es_l2l.outer.lowrank import LowRankSearch
+    from es_l2l.traffic import checksums
+
+    search = LowRankSearch.for_run(cfg, genome)
+    if resume is not None:
+        search.restore(resume["searcher"])
+    driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
+    seeds = hasattr(evaluator, "submit_recipe") and getattr(evaluator, "seed_traffic", False)
+    for gen in range(driver.first_generation, cfg.run.generations + 1):
+        t0 = time.perf_counter()
+        keys = (cfg.run.seed, STREAM_TRAIN, gen)
+        recipe = search.ask(gen)
+        if seeds:
+            refs = evaluator.submit_recipe(recipe, keys)  # the workers draw while the driver does
+            ev = evaluator.collect(refs, expected=checksums(recipe.rows()))
+        elif hasattr(evaluator, "evaluate_lowrank"):  # in this process
+            ev = evaluator.evaluate_lowrank(recipe, keys)
+        else:
+            ev = evaluator(recipe.rows(), keys)
+        fit = finite_fitness(ev.fitness, cfg.es.nan_policy, keys)
+        ev = ev._replace(fitness=fit)
+        search.tell(recipe, fit)
+        seconds = time.perf_counter() - t0
+        metrics = {
+            "fitness_mean": float(fit.mean()),
+            "fitness_best": float(fit.max()),
+            "fitness_std": float(fit.std()),
+            **ev.summary(),
+            "stdev": search.stdev,
+        }
+        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: search.center.clone(), lambda: {"searcher": search.state()}):
+            break
+    return driver.result(search.center.clone())
+
+
 class ES(OuterLoop):
     name = section = "es"
     config = ESConfig
@@ -128,8 +200,14 @@ class ES(OuterLoop):
         for block in cfg.es.stdev_blocks:
             if block not in cfg.genome.search:
                 raise ValueError(f"es.stdev_blocks lists '{block}' but genome.search does not; add it to genome.search")
+        if cfg.es.perturbation == "lowrank":
+            from es_l2l.outer.lowrank import check_lowrank
+
+            check_lowrank(cfg)
 
     def describe(self, cfg: ExperimentConfig, family) -> str:
+        if cfg.es.perturbation == "lowrank":
+            return f"{cfg.es.algorithm.upper()} rank-{cfg.es.rank} P={cfg.es.popsize}"
         return f"{cfg.es.algorithm.upper()} P={cfg.es.popsize}"
 
     def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:

@@ -116,18 +116,43 @@ class MetaProblem(Problem):
             ev = self._evaluator.evaluate_recipe(recipe, values, self.seed_keys)
         else:
             ev = self._evaluator(values, self.seed_keys)
-        fit = ev.fitness.clone()
-        bad = ~torch.isfinite(fit)
-        if bad.any():
-            if self._nan_policy == "error" or bad.all():
-                raise NonFiniteFitness(
-                    f"{int(bad.sum())} of {len(fit)} members returned a non-finite fitness on tasks "
-                    f"{self.seed_keys}; lower es.stdev_init or tighten genome bounds, or set "
-                    "es.nan_policy=worst to rank such members last"
-                )
-            fit[bad] = fit[~bad].min() - 1.0
+        fit = finite_fitness(ev.fitness, self._nan_policy, self.seed_keys)
         batch.set_evals(fit)
         self.last_eval = ev._replace(fitness=fit)
+
+
+def finite_fitness(fitness: torch.Tensor, nan_policy: str, seed_keys: tuple[int, ...]) -> torch.Tensor:
+    """A copy of (P,) ``fitness`` with non-finite values ranked last (``nan_policy=worst``), or
+    :class:`NonFiniteFitness` (``error``, or when no member is finite)."""
+    fit = fitness.clone()
+    bad = ~torch.isfinite(fit)
+    if bad.any():
+        if nan_policy == "error" or bad.all():
+            raise NonFiniteFitness(
+                f"{int(bad.sum())} of {len(fit)} members returned a non-finite fitness on tasks "
+                f"{seed_keys}; lower es.stdev_init or tighten genome bounds, or set "
+                "es.nan_policy=worst to rank such members last"
+            )
+        fit[bad] = fit[~bad].min() - 1.0
+    return fit
+
+
+def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
+    """(P,) utilities of evotorch's ``"centered"`` ranking (PGPE's fitness shaping): ranks mapped
+    linearly onto [-0.5, 0.5], the fittest highest."""
+    from evotorch.tools import rank
+
+    return rank(fitness, "centered", higher_is_better=True)
+
+
+def center_optimizer(cfg: ESConfig, dim: int):
+    """The centre optimizer PGPE builds for ``cfg.optimizer`` (evotorch's ClipUp, Adam or SGD),
+    with the same settings (step size ``center_lr``, ClipUp's ``max_speed``)."""
+    from evotorch.optimizers import get_optimizer_class
+
+    lr = cfg.center_lr or 0.1
+    config = {"max_speed": cfg.max_speed or 2 * lr} if cfg.optimizer == "clipup" else None
+    return get_optimizer_class(cfg.optimizer, config)(stepsize=float(lr), dtype=torch.float32, solution_length=dim, device="cpu")
 
 
 def initial_stdev(cfg: ESConfig, genome) -> float | torch.Tensor:

@@ -140,6 +140,9 @@ class Hybrid(OuterLoop):
 
     def check(self, cfg: ExperimentConfig) -> None:
         check_gradient_blocks(cfg)
+        if cfg.es.perturbation != "full":
+            raise ValueError("es.perturbation=lowrank applies to outer=es only (the hybrid samples full-rank); "
+                             "set es.perturbation=full or outer=es")
         for block in cfg.hybrid.es_blocks:
             if block not in cfg.genome.search:
                 raise ValueError(f"hybrid.es_blocks lists '{block}' but genome.search does not; add it to genome.search")

@@ -39,12 +39,15 @@ def lsnn_step(
     gamma: float = 0.3,
     dt: float = 1.0,
     recurrent: str = "dense",
+    current=None,
 ) -> tuple[torch.Tensor, LSNNState]:
     """Advance all ``P x B`` networks one step. ``i_in``: (P, B, N) input current ``W_in x_t``.
 
     Returns this step's spikes ``z`` (P, B, N) and the new state. ``recurrent="event"`` computes
     ``W_rec z_prev`` from the spikes only (:class:`es_l2l.snn.fast.EventRecurrent`, same
-    gradients); the default ``"dense"`` is one ``baddbmm``.
+    gradients); the default ``"dense"`` is one ``baddbmm``. ``current(i_in, z_prev)``, where
+    given, computes ``I`` instead (the low-rank forward's shared centre plus corrections,
+    :mod:`es_l2l.snn.lowrank`); ``params.w_rec`` is then not read.
     """
     v, z_prev, b, r, zf = state
     rho = params.rho.unsqueeze(1)  # (P, 1, N)
@@ -55,8 +58,11 @@ def lsnn_step(
     if n_ref > 0:
         z = z * (r <= 0)
         r = torch.where(z > 0, torch.full_like(r, float(n_ref)), (r - 1.0).clamp_(min=0.0))
-    current = recurrent_current(i_in, z_prev, params.w_rec, recurrent)  # 4. I = W_in x + W_rec z_prev
-    v = alpha * v + (1.0 - alpha) * current - thr * z_prev * dt  # 5. membrane, reset by A
+    if current is None:
+        i_total = recurrent_current(i_in, z_prev, params.w_rec, recurrent)  # 4. I = W_in x + W_rec z_prev
+    else:
+        i_total = current(i_in, z_prev)
+    v = alpha * v + (1.0 - alpha) * i_total - thr * z_prev * dt  # 5. membrane, reset by A
     kappa = params.kappa.unsqueeze(1)  # (P, 1, 1)
     zf = kappa * zf + (1.0 - kappa) * z
     return z, LSNNState(v, z, b, r, zf)

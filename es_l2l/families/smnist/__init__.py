@@ -15,6 +15,7 @@ from es_l2l.families.smnist.evaluate import OBJECTIVE, evaluate_params
 
 
 class SMNISTFamily(TaskFamily):
+    shared_inputs = True
     name = "smnist"
     config = SMNISTTaskConfig
     objective = OBJECTIVE

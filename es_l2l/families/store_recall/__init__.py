@@ -15,6 +15,7 @@ from es_l2l.families.store_recall.evaluate import OBJECTIVE, evaluate_params
 
 
 class StoreRecallFamily(TaskFamily):
+    shared_inputs = True
     name = "store_recall"
     config = StoreRecallTaskConfig
     objective = OBJECTIVE

@@ -15,6 +15,7 @@ from es_l2l.families.teacher.evaluate import OBJECTIVE, episode_metrics, evaluat
 
 
 class TeacherFamily(TaskFamily):
+    shared_inputs = True
     name = "teacher"
     config = TeacherConfig
     objective = OBJECTIVE
