@@ -91,8 +91,11 @@ def run_experiment(
     if resume is not None and not loop.resumable:
         raise ValueError(f"outer={cfg.outer} runs cannot be resumed; start the run again instead")
     evaluator = make_evaluator(cfg, genome) if loop.uses_evaluator else None  # Ray errors: no MLflow run yet
-    if hasattr(evaluator, "pids"):
-        evaluator.pids()  # wait for the actors to start, so that start-up is not charged to the training clock
+    if hasattr(evaluator, "wait_ready"):  # wait for the actors to start, so that start-up is not charged to the training clock
+        from es_l2l.guard import attach_address
+
+        evaluator.wait_ready(lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
+                             address=attach_address(cfg))
     tags = {"es_l2l.outer": cfg.outer, **(tags or {})}
     if fallback:
         tags["gpu_fallback"] = fallback

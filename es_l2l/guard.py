@@ -300,13 +300,17 @@ def local_ray_token(cfg: ExperimentConfig) -> bool:
 
 
 def check_cpus(cfg: ExperimentConfig, n_workers: int) -> None:
+    """More CPUs asked for than the cluster has in all (not merely free now): :class:`CapacityError`,
+    one line with the numbers, before any MLflow run exists (exit 2)."""
     import ray
+
+    from es_l2l.errors import CapacityError
 
     need = n_workers * cfg.run.cpus_per_worker
     have = float(ray.cluster_resources().get("CPU", 0.0))
     if need > have + 1e-9:
         where = f"the Ray cluster at '{attach_address(cfg)}'" if attach_address(cfg) else "the local Ray"
-        raise ClusterError(
+        raise CapacityError(
             f"{n_workers} worker(s) x run.cpus_per_worker={cfg.run.cpus_per_worker:g} need {need:g} CPUs but {where} has "
             f"{have:g}, so the actors would wait forever; lower --workers or run.cpus_per_worker, or add nodes"
         )

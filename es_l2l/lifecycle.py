@@ -61,6 +61,11 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
+def sigterm_handled() -> bool:
+    """Whether SIGTERM stops the run here (within :func:`sigterm_as_interrupt`)."""
+    return _installed
+
+
 def reinstall() -> None:
     """Put our SIGTERM handler back after a library (``ray.init``) replaced it."""
     if _installed and _main_thread() and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
@@ -145,11 +150,14 @@ def final_state(tracker):
     except KeyboardInterrupt as exc:
         how = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
         _end(tracker, "KILLED", {"stopped_by": how})
+        exc.run_marked = True  # the CLI's last line says the run keeps what it logged
         raise
     except SystemExit as exc:  # a library's own SIGTERM handler (sys.exit(15)), or a deliberate stop (Ray Tune's early stopping)
         if exc.code == signal.SIGTERM:
             _end(tracker, "KILLED", {"stopped_by": "SIGTERM"})
-            raise Terminated("SIGTERM") from None
+            stop = Terminated("SIGTERM")
+            stop.run_marked = True
+            raise stop from None
         _end(tracker, "KILLED", {"stopped_by": f"SystemExit({exc.code})"})
         raise
     except BaseException as exc:
