@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # MLflow's download progress bars would break the one-line error contract on stderr
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow 3 sends usage telemetry unless told not to; off unless the user opts in
+    # (MLFLOW_DISABLE_TELEMETRY=false). Read when mlflow is imported, which happens below.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))

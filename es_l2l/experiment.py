@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -121,7 +122,7 @@ def run_experiment(
             if evaluator is not None:
                 evaluator.close()
             if monitor is not None:
-                monitor.finish()
+                stop_monitor(monitor, interrupted=isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)))
         report = family.report(cfg, genome, result.initial, result.best)
         report.log(tracker, cfg, genome, result)  # plots, tables, test metrics, verdict tags
         log_summary(tracker, cfg, genome, report, result, describe(cfg, genome))
@@ -142,6 +143,22 @@ def system_metrics(cfg: ExperimentConfig, tracker):
         return monitor
     except Exception:  # no psutil, or an MLflow without the monitor: the run goes on without them
         return None
+
+
+def stop_monitor(monitor, interrupted: bool, wait: float = 1.0) -> None:
+    """End the system-metrics thread. After Ctrl-C or SIGTERM, without waiting for it: its last sample
+    (a store read, then a write, each of which can wait 20 s on a busy SQLite file) is not worth a
+    slow stop; the thread is a daemon and ends with the process."""
+    if not interrupted:
+        monitor.finish()
+        return
+    event, thread = getattr(monitor, "_shutdown_event", None), getattr(monitor, "_process", None)
+    if event is None or thread is None:  # another MLflow version: its own finish
+        monitor.finish()
+        return
+    event.set()
+    thread.join(wait)
+    monitor._process = None
 
 
 def log_summary(tracker, cfg: ExperimentConfig, genome, report, result, description: str) -> None:
