@@ -187,6 +187,9 @@ def cmd_tune(args, console: Console) -> int:
 
     plan = resolve_tune(args.config, args.overrides, args.trials, args.budget_seconds, args.budget_neuron_steps, args.out, args.searcher)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.guard import local_ray_token
+
+    local_ray_token(plan.trial, always=True)  # the trials run on a local Ray: a random token, none left in ~/.ray
     from es_l2l.distributed import ClusterError
 
     try:
