@@ -80,9 +80,11 @@ def test_a_run_without_address_starts_its_own_ray_beside_a_live_ray_start_head(r
     with head_node(str(ray_tmp / "ray"), num_cpus=1, dashboard=False, env=run_env(ray_tmp)) as head:
         # what a bare ray.init() would attach to (and then refuse num_cpus)
         assert (ray_tmp / "ray" / "ray_current_cluster").read_text().strip() == head["gcs"]
+        t0 = time.monotonic()
         proc = subprocess.run(cli("run", str(SMOKE), *store(tmp_path), *TINY, "--workers", "1"), cwd=tmp_path,
                               env=run_env(ray_tmp), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        print(f"run beside a live head: FINISHED after {time.monotonic() - t0:.1f} s")
         run = the_run(tmp_path)
         assert run.info.status == "FINISHED" and run.data.params["run.workers"] == "1"
         assert alive(head["pgid"]), "the run stopped the other cluster"
@@ -94,9 +96,11 @@ def test_a_run_without_address_ignores_a_stale_cluster_record(ray_tmp, tmp_path)
     (ray_tmp / "ray").mkdir()
     record = ray_tmp / "ray" / "ray_current_cluster"
     record.write_text(f"127.0.0.1:{free_port()}")
+    t0 = time.monotonic()
     proc = subprocess.run(cli("run", str(SMOKE), *store(tmp_path), *TINY, "--workers", "1"), cwd=tmp_path,
                           env=run_env(ray_tmp), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    print(f"run beside a stale record: FINISHED after {time.monotonic() - t0:.1f} s")
     assert the_run(tmp_path).info.status == "FINISHED"
     assert record.exists()  # not ours to delete
 
@@ -125,6 +129,7 @@ def test_sigterm_while_ray_starts_is_one_line_exit_143_and_leaves_no_ray_process
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    print(f"SIGTERM while Ray starts: exit after {took:.1f} s")
     assert proc.returncode == 143, (proc.returncode, out[-2000:], err[-3000:])
     assert "Traceback" not in err, err[-3000:]
     assert out.strip().splitlines()[-1] == "terminated before any MLflow run started; nothing was logged", out[-2000:]
@@ -175,6 +180,7 @@ def test_an_attached_run_says_in_one_line_that_another_job_holds_the_cpus_and_st
                 if p is not None and p.poll() is None:
                     os.killpg(p.pid, signal.SIGKILL)
         text = log.read_text()
+        print(f"CPUs held by another job: warning {said:.1f} s after the start")
         assert proc.returncode == 0, text[-2000:] + err[-3000:]
         (line,) = [ln for ln in text.splitlines() if "waiting for" in ln]
         assert f"waiting for 1 CPU(s) on the Ray cluster at '{head['gcs']}'" in line and "it has 1, 0 free" in line, line
