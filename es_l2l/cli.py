@@ -133,6 +133,7 @@ def cmd_run(args, console: Console) -> int:
 
     local_ray_token(cfg)  # before ray is imported: a local Ray's open ports need a random token
     from es_l2l.distributed import ClusterError
+    from es_l2l.errors import CapacityError
     from es_l2l.experiment import RunFailed, run_experiment
 
     from es_l2l.lifecycle import sigterm_as_interrupt
@@ -140,6 +141,9 @@ def cmd_run(args, console: Console) -> int:
     try:
         with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: marked KILLED, checkpoints kept
             out = run_experiment(cfg, console, resume=resume, run_id=args.resume)
+    except CapacityError as exc:  # asks more than the cluster has: bad input, no run created
+        _error(exc)
+        return EXIT_CONFIG
     except (ClusterError, RunFailed) as exc:
         _error(exc)
         return EXIT_RUNTIME
@@ -183,6 +187,9 @@ def cmd_tune(args, console: Console) -> int:
 
     plan = resolve_tune(args.config, args.overrides, args.trials, args.budget_seconds, args.budget_neuron_steps, args.out, args.searcher)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from es_l2l.guard import local_ray_token
+
+    local_ray_token(plan.trial, always=True)  # the trials run on a local Ray: a random token, none left in ~/.ray
     from es_l2l.distributed import ClusterError
 
     try:
@@ -198,7 +205,10 @@ def _stopped(console: Console, exc: KeyboardInterrupt, runs_keep: str) -> None:
     from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, exit_now
 
     terminated = isinstance(exc, Terminated)
-    console.print(f"{'terminated' if terminated else 'interrupted'}; the MLflow {runs_keep} the metrics logged so far")
+    if getattr(exc, "run_marked", False):
+        console.print(f"{'terminated' if terminated else 'interrupted'}; the MLflow {runs_keep} the metrics logged so far")
+    else:  # stopped while starting (preflight, Ray starting): no MLflow run exists yet
+        console.print(f"{'terminated' if terminated else 'interrupted'} before any MLflow run started; nothing was logged")
     exit_now(EXIT_SIGTERM if terminated else EXIT_SIGINT)
 
 
@@ -294,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # MLflow's download progress bars would break the one-line error contract on stderr
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow 3 sends usage telemetry unless told not to; off unless the user opts in
+    # (MLFLOW_DISABLE_TELEMETRY=false). Read when mlflow is imported, which happens below.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))

@@ -188,8 +188,9 @@ def compare(plan: Plan, console: Console) -> int:
             parent.set_tags({"verdict_seeds": seed_text[:5000]})
         held_out_md = markdown_table(table_rows, columns) + "\n" + text + "\n"
         parent.set_tags({"mlflow.note.content": description(plan, seeds, terms, held_out_md, seeds_md)})
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         parent.end("KILLED")
+        exc.run_marked = True
         raise
     failed = [c for c in children if c.error]
     parent.end("FAILED" if failed else "FINISHED")

@@ -9,8 +9,10 @@ travels to and from the actors (members or seeds, packed results) is :mod:`es_l2
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -45,13 +47,13 @@ class LocalEvaluator:
 
 
 def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
-    """Attach to ``run.address`` or start a quiet local Ray bound to 127.0.0.1 (with at least ``min_cpus``)."""
+    """Attach to ``run.address`` (or ``RAY_ADDRESS``), else start a quiet private local Ray bound to 127.0.0.1
+    (with at least ``min_cpus``), whatever other Ray runs or ran on this machine."""
     import ray
 
     if ray.is_initialized():
         return
     from es_l2l.guard import attach_address, captured_stderr_fd, ray_init_error
-    from es_l2l.lifecycle import reinstall
 
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     address = attach_address(cfg)  # run.address, else RAY_ADDRESS (set by `ray job submit`), else None
@@ -61,13 +63,11 @@ def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
         # read them to name the cause in one line instead of printing them
         with captured_stderr_fd() as logged:
             try:
-                ray.init(address=address, **quiet)  # an existing cluster: never num_cpus
+                _ray_init(ray, address=address, **quiet)  # an existing cluster: never num_cpus
                 replay = logged()
             except Exception as exc:  # Ray raises ConnectionError, TimeoutError, RuntimeError...
                 error = ray_init_error(address, exc, logged()) or _unreachable(address, type(exc).__name__)
                 replay = None
-            finally:
-                reinstall()  # ray.init replaced our SIGTERM handler with sys.exit
         if replay is None:
             raise error from None
         if replay.strip():
@@ -77,16 +77,83 @@ def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
     # an attached cluster is not, and guard.check_cpus says so when it is too small.
     cpus = max(int(np.ceil(max(cfg.run.workers * cfg.run.cpus_per_worker, min_cpus))), os.cpu_count() or 1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    _ray_init(
+        ray,
+        # "local": a private Ray, never the cluster Ray's temp folder records (`ray_current_cluster`,
+        # left by any `ray start` on this machine, live or long dead), which a bare ray.init() attaches to
+        address="local",
+        num_cpus=cpus,
+        _node_ip_address="127.0.0.1",  # every Ray port on loopback (docs/failures.md lists them)
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        **quiet,
+    )
+
+
+def _ray_init(ray, **kwargs) -> None:
+    """``ray.init``, then our SIGTERM handler back. A SIGTERM during it meets Ray's own handler
+    (``sys.exit(15)``, in whatever Ray was doing): whatever Ray had started by then is stopped, and it
+    comes out as :class:`~es_l2l.lifecycle.Terminated` (one line, exit 143) where the CLI stops on SIGTERM."""
+    from es_l2l import lifecycle
+
+    before = _descendants()
     try:
-        ray.init(
-            num_cpus=cpus,
-            _node_ip_address="127.0.0.1",  # every Ray port on loopback (docs/failures.md lists them)
-            include_dashboard=False,
-            dashboard_host="127.0.0.1",
-            **quiet,
-        )
+        ray.init(**kwargs)
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        _stop_partial_ray(ray, before)
+        if lifecycle.sigterm_handled():
+            raise lifecycle.Terminated("SIGTERM") from None
+        raise
     finally:
-        reinstall()
+        lifecycle.reinstall()  # ray.init replaced our SIGTERM handler with sys.exit
+
+
+def _descendants() -> dict:
+    try:
+        import psutil
+
+        return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    except Exception:  # no psutil, or a process gone while listed
+        return {}
+
+
+def _stop_partial_ray(ray, before: dict, grace: float = 2.0, rounds: int = 3) -> None:
+    """Stop the Ray processes this process started (GCS, raylet, its agents and workers): those that were
+    not there before ``ray.init``. A raylet stopped while it starts spawns its agents anyway, which then
+    live on for a minute: this process adopts such orphans first (Linux: a child subreaper), so that
+    every round finds them among its descendants."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # not Linux: what is listed below still goes
+        pass
+    started = [p for pid, p in _descendants().items() if pid not in before]
+    try:
+        ray.shutdown()
+    except BaseException:  # a half-started Ray may not shut down cleanly: the processes go below anyway
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return
+    for _ in range(rounds):
+        seen = {p.pid for p in started}
+        started += [p for pid, p in _descendants().items() if pid not in before and pid not in seen]
+        alive = [p for p in started if p.is_running()]
+        if not alive:
+            return
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(alive, timeout=grace)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=grace)
+        time.sleep(0.2)  # a raylet's last spawn shows up as an orphan of ours
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -221,6 +288,7 @@ class RayEvaluator:
         check_cpus(cfg, n_workers)  # too few CPUs would leave actors pending forever: one sentence instead
         gpus = cfg.run.gpus_per_worker if cfg.run.device == "cuda" else 0.0
         self.seed_traffic = cfg.es.seed_traffic
+        self.cpus_per_worker = cfg.run.cpus_per_worker
         # Our own actors, not evotorch's num_actors (which turns 1 into none): n_workers is what runs.
         actor = ray.remote(max_restarts=3, max_task_retries=3)(_Worker)
         tree = cfg.model_dump(mode="json")
@@ -288,6 +356,24 @@ class RayEvaluator:
 
     def pids(self) -> list[int]:
         return self._ray.get([a.pid.remote() for a in self.actors])
+
+    def wait_ready(self, say, patience: float = 5.0, address: str | None = None) -> list[int]:
+        """Wait for every actor to start (their pids). Actors still pending after ``patience`` seconds
+        while the cluster has too few CPUs free for them (another job holds them) are said in one
+        line through ``say``, once; the wait goes on (Ctrl-C or SIGTERM stop it)."""
+        ray = self._ray
+        refs = [a.pid.remote() for a in self.actors]
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=patience)
+        if pending:
+            cpus = self.cpus_per_worker
+            need = len(pending) * cpus
+            free = float(ray.available_resources().get("CPU", 0.0))
+            total = float(ray.cluster_resources().get("CPU", 0.0))
+            if cpus > 0 and free + 1e-9 < need:  # not just slow to start: no room for them
+                where = f"the Ray cluster at '{address}'" if address else "the local Ray"
+                say(f"waiting for {need:g} CPU(s) on {where} for {len(pending)} evaluation worker(s): it has {total:g}, "
+                    f"{free:g} free, the rest held by other jobs; the run starts when they free up (Ctrl-C stops it)")
+        return ray.get(refs)
 
     def close(self) -> None:
         for a in self.actors:

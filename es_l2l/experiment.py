@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -91,8 +92,11 @@ def run_experiment(
     if resume is not None and not loop.resumable:
         raise ValueError(f"outer={cfg.outer} runs cannot be resumed; start the run again instead")
     evaluator = make_evaluator(cfg, genome) if loop.uses_evaluator else None  # Ray errors: no MLflow run yet
-    if hasattr(evaluator, "pids"):
-        evaluator.pids()  # wait for the actors to start, so that start-up is not charged to the training clock
+    if hasattr(evaluator, "wait_ready"):  # wait for the actors to start, so that start-up is not charged to the training clock
+        from es_l2l.guard import attach_address
+
+        evaluator.wait_ready(lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
+                             address=attach_address(cfg))
     tags = {"es_l2l.outer": cfg.outer, **(tags or {})}
     if fallback:
         tags["gpu_fallback"] = fallback
@@ -118,7 +122,7 @@ def run_experiment(
             if evaluator is not None:
                 evaluator.close()
             if monitor is not None:
-                monitor.finish()
+                stop_monitor(monitor, interrupted=isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)))
         report = family.report(cfg, genome, result.initial, result.best)
         report.log(tracker, cfg, genome, result)  # plots, tables, test metrics, verdict tags
         log_summary(tracker, cfg, genome, report, result, describe(cfg, genome))
@@ -139,6 +143,22 @@ def system_metrics(cfg: ExperimentConfig, tracker):
         return monitor
     except Exception:  # no psutil, or an MLflow without the monitor: the run goes on without them
         return None
+
+
+def stop_monitor(monitor, interrupted: bool, wait: float = 1.0) -> None:
+    """End the system-metrics thread. After Ctrl-C or SIGTERM, without waiting for it: its last sample
+    (a store read, then a write, each of which can wait 20 s on a busy SQLite file) is not worth a
+    slow stop; the thread is a daemon and ends with the process."""
+    if not interrupted:
+        monitor.finish()
+        return
+    event, thread = getattr(monitor, "_shutdown_event", None), getattr(monitor, "_process", None)
+    if event is None or thread is None:  # another MLflow version: its own finish
+        monitor.finish()
+        return
+    event.set()
+    thread.join(wait)
+    monitor._process = None
 
 
 def log_summary(tracker, cfg: ExperimentConfig, genome, report, result, description: str) -> None:

@@ -293,18 +293,20 @@ def ray_init_error(address: str, exc: BaseException, logged: str = "") -> Cluste
     return None
 
 
-def local_ray_token(cfg: ExperimentConfig) -> bool:
+def local_ray_token(cfg: ExperimentConfig, always: bool = False) -> bool:
     """Token authentication for the local Ray this run will start (unless the user configured Ray auth).
 
     Ray 2.60 advertises the node IP we give it (127.0.0.1) but several of its servers (GCS, raylet,
     core workers, dashboard agent) still listen on all interfaces, on random ports (docs/failures.md).
     With ``RAY_AUTH_MODE=token`` and a random ``RAY_AUTH_TOKEN`` (inherited by Ray's processes), nobody
     without the token can use them. Ray reads these when it is imported, so this runs before any
-    import of ray (the CLI calls it first); returns whether it set them.
+    import of ray (the CLI calls it first); returns whether it set them. ``always``: whatever the config
+    (``es-l2l tune`` runs every trial on Ray). Without a token Ray 2.60 turns token authentication on
+    by itself, with a token it writes to ``~/.ray/auth_token`` and leaves there.
     """
     import sys
 
-    if attach_address(cfg) or cfg.outer == "bptt" or cfg.run.workers == 0 and cfg.outer in ("es", "guided"):
+    if attach_address(cfg) or not always and (cfg.outer == "bptt" or cfg.run.workers == 0 and cfg.outer in ("es", "guided")):
         return False
     if "ray" in sys.modules or any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
         return False
@@ -316,13 +318,17 @@ def local_ray_token(cfg: ExperimentConfig) -> bool:
 
 
 def check_cpus(cfg: ExperimentConfig, n_workers: int) -> None:
+    """More CPUs asked for than the cluster has in all (not merely free now): :class:`CapacityError`,
+    one line with the numbers, before any MLflow run exists (exit 2)."""
     import ray
+
+    from es_l2l.errors import CapacityError
 
     need = n_workers * cfg.run.cpus_per_worker
     have = float(ray.cluster_resources().get("CPU", 0.0))
     if need > have + 1e-9:
         where = f"the Ray cluster at '{attach_address(cfg)}'" if attach_address(cfg) else "the local Ray"
-        raise ClusterError(
+        raise CapacityError(
             f"{n_workers} worker(s) x run.cpus_per_worker={cfg.run.cpus_per_worker:g} need {need:g} CPUs but {where} has "
             f"{have:g}, so the actors would wait forever; lower --workers or run.cpus_per_worker, or add nodes"
         )

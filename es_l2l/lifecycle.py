@@ -44,21 +44,98 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+# Once SIGTERM or Ctrl-C arrived, the process ends within this many seconds whatever it is doing.
+STOP_DEADLINE_S = 10.0
+
+
+def _deadline_watch(read_fd: int, deadline: float) -> None:
+    """Wait for the signal byte the C-level handler writes (at once, even while the main thread is
+    stuck in a C call, where Python's handler cannot run yet); then give the orderly stop ``deadline``
+    seconds and end the process if it is still here."""
+    import os
+    import sys
+    import time
+
+    signums: set[int] = set()
+    try:
+        while not signums & {signal.SIGTERM, signal.SIGINT}:
+            data = os.read(read_fd, 64)
+            if not data:  # the pipe was closed: the run ended without a signal
+                return
+            signums |= set(data)
+    except OSError:
+        return
+    finally:
+        os.close(read_fd)
+    time.sleep(deadline)
+    code = EXIT_SIGTERM if signal.SIGTERM in signums else EXIT_SIGINT
+    verb = "terminated" if code == EXIT_SIGTERM else "interrupted"
+    try:
+        sys.stdout.write(f"{verb}; stopping took over {deadline:g} s, so the process ended without waiting "
+                         "(the MLflow run may still read RUNNING)\n")
+        sys.stdout.flush()
+    except Exception:
+        pass
+    kill_descendants()
+    os._exit(code)
+
+
+def kill_descendants(grace: float = 1.0) -> None:
+    """SIGTERM, then SIGKILL, every process this one started (Ray's GCS, raylet, agents and workers)."""
+    try:
+        import psutil
+
+        procs = psutil.Process().children(recursive=True)
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    except Exception:
+        pass
+
+
 @contextmanager
-def sigterm_as_interrupt():
-    """Within this block (main thread only), SIGTERM raises :class:`Terminated`."""
+def sigterm_as_interrupt(deadline: float = STOP_DEADLINE_S):
+    """Within this block (main thread only), SIGTERM raises :class:`Terminated`; once SIGTERM or Ctrl-C
+    arrived, the process ends within ``deadline`` seconds (a watcher thread ends it if the orderly
+    stop, marking the run KILLED and shutting Ray down, has not by then)."""
     global _installed
     if not _main_thread():
         yield
         return
+    import os
+
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     _installed = True
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except ValueError:  # not the main interpreter's main thread
+        previous_fd = None
+    if previous_fd is not None:
+        threading.Thread(target=_deadline_watch, args=(read_fd, deadline), name="es-l2l-stop-deadline", daemon=True).start()
     try:
         yield
     finally:
         _installed = False
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if previous_fd is not None:
+            signal.set_wakeup_fd(previous_fd)
+            os.close(write_fd)  # the watcher reads EOF and ends, unless a signal came (then its deadline runs on)
+
+
+def sigterm_handled() -> bool:
+    """Whether SIGTERM stops the run here (within :func:`sigterm_as_interrupt`)."""
+    return _installed
 
 
 def reinstall() -> None:
@@ -145,11 +222,14 @@ def final_state(tracker):
     except KeyboardInterrupt as exc:
         how = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
         _end(tracker, "KILLED", {"stopped_by": how})
+        exc.run_marked = True  # the CLI's last line says the run keeps what it logged
         raise
     except SystemExit as exc:  # a library's own SIGTERM handler (sys.exit(15)), or a deliberate stop (Ray Tune's early stopping)
         if exc.code == signal.SIGTERM:
             _end(tracker, "KILLED", {"stopped_by": "SIGTERM"})
-            raise Terminated("SIGTERM") from None
+            stop = Terminated("SIGTERM")
+            stop.run_marked = True
+            raise stop from None
         _end(tracker, "KILLED", {"stopped_by": f"SystemExit({exc.code})"})
         raise
     except BaseException as exc:

@@ -23,7 +23,25 @@ def ray_local(_ray_session):
     """The in-process Ray (2 CPUs); started on first use, again if a cluster test shut it down."""
     ray = _ray_session
     if not ray.is_initialized():
-        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        # Ray 2.60 turns token authentication on for a new local Ray and, with no token given, writes one
+        # to ~/.ray/auth_token (and leaves it): give it a random token in this process instead, taken
+        # out of the environment again so that the CLI runs the tests start pick their own.
+        import secrets
+
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        _enable_token_auth()  # RAY_AUTH_MODE=token, and Ray's cached config re-read
+        try:
+            # "local": a private Ray, never a cluster Ray's temp folder records
+            ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     return ray
 
 

@@ -150,3 +150,30 @@ def test_an_experiment_made_by_an_older_version_is_tagged_once_and_a_users_kind_
     assert get_or_create_experiment(client, "mine", None, uri) == mine
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_experiment(mine).tags["mlflow.experimentKind"] == "finetuning"
+
+
+# MLflow's own test for "are we in CI or pytest" (its telemetry is then off anyway): kept out of the child
+_CI_VARS = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS", "TF_BUILD",
+            "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION", "CLOUD_RUN_EXECUTION",
+            "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME", "RUNBOT_WORKER_ID", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+_TELEMETRY = """
+import sys
+from es_l2l.cli import main
+main(["run", sys.argv[1], "--print-config"])
+from mlflow.telemetry.utils import is_telemetry_disabled
+print("TELEMETRY", "off" if is_telemetry_disabled() else "on")
+"""
+
+
+@pytest.mark.parametrize("user, expected", [(None, "off"), ("false", "on")])
+def test_mlflow_telemetry_is_off_in_the_cli_unless_the_user_opts_in(tmp_path, user, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in _CI_VARS}
+    env["PYTHONPATH"] = str(ROOT)
+    if user is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = user  # the user's opt-in
+    proc = subprocess.run([sys.executable, "-c", _TELEMETRY, str(SMOKE)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == f"TELEMETRY {expected}", proc.stdout[-500:]

@@ -1,6 +1,7 @@
 """Real services on loopback: a `ray start --head` cluster with its job server, and an MLflow
 tracking server; `es-l2l submit` and `es-l2l run --address` run on the cluster."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -60,20 +61,16 @@ def mlflow_server():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """`ray start --head` on 127.0.0.1 with its dashboard (the Jobs API), token authentication, free
-    ports and a temp dir; stopped by killing its process group (`ray stop` would stop every Ray on
-    the machine)."""
-    import ray
-
-    if ray.is_initialized():  # one Ray at a time on this machine: stop the in-process one
-        ray.shutdown()
-    tmp = tempfile.mkdtemp(prefix="/tmp/rh")  # short: Ray's socket paths live under it
+@contextlib.contextmanager
+def head_node(temp_dir: str, num_cpus: int = 2, dashboard: bool = True, env: dict | None = None):
+    """`ray start --head` on 127.0.0.1 with token authentication, free ports and its own temp dir;
+    yields its addresses, env and the process group of its processes. Stopped by killing that
+    process group (`ray stop` would stop every Ray on the machine), and the cluster record
+    `ray start` wrote in its temp dir (`ray_current_cluster`) removed."""
     gcs, dash = free_port(), free_port()
     token = secrets.token_hex(32)
     env = dict(
-        os.environ,
+        env or os.environ,
         PATH=f"{BIN}:{os.environ['PATH']}",
         RAY_USAGE_STATS_ENABLED="0",
         # `ray start` turns 127.0.0.1 into the machine's address unless Ray thinks it is on one machine.
@@ -83,21 +80,25 @@ def ray_head():
         RAY_AUTH_TOKEN=token,
     )
     ports = {
-        "--port": gcs, "--dashboard-port": dash, "--ray-client-server-port": free_port(),
+        "--port": gcs, "--ray-client-server-port": free_port(),
         "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
         "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port(),
         "--node-manager-port": free_port(), "--object-manager-port": free_port(),
     }
+    if dashboard:
+        ports["--dashboard-port"] = dash
     cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-           "--include-dashboard=true", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={tmp}", "--disable-usage-stats",
-           *[f"{k}={v}" for k, v in ports.items()]]
+           f"--include-dashboard={'true' if dashboard else 'false'}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+           f"--temp-dir={temp_dir}", "--disable-usage-stats", *[f"{k}={v}" for k, v in ports.items()]]
     starter = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     try:
         out, _ = starter.communicate(timeout=180)
         assert starter.returncode == 0, out
-        wait_http(f"http://127.0.0.1:{dash}/api/version", 120, token)
-        yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}", "env": env, "token": token}
+        if dashboard:
+            wait_http(f"http://127.0.0.1:{dash}/api/version", 120, token)
+        yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}", "env": env, "token": token,
+               "pgid": starter.pid}
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -105,6 +106,23 @@ def ray_head():
             except ProcessLookupError:
                 break
             time.sleep(3)
+        record = Path(temp_dir) / "ray_current_cluster"
+        if record.exists() and record.read_text().strip() == f"127.0.0.1:{gcs}":
+            record.unlink()
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A 2-CPU head with its dashboard (the Jobs API); see :func:`head_node`."""
+    import ray
+
+    if ray.is_initialized():  # one Ray at a time on this machine: stop the in-process one
+        ray.shutdown()
+    tmp = tempfile.mkdtemp(prefix="/tmp/rh")  # short: Ray's socket paths live under it
+    try:
+        with head_node(tmp, num_cpus=2) as head:
+            yield head
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 

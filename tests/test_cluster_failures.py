@@ -22,10 +22,10 @@ def test_run_without_the_ray_token_says_the_token_is_missing(ray_head, tmp_path)
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_more_workers_than_the_cluster_has_cpus_is_one_sentence_not_a_hang(ray_head, tmp_path):
+def test_more_workers_than_the_cluster_has_cpus_is_one_sentence_exit_2_not_a_hang(ray_head, tmp_path):
     proc = es_l2l("run", str(SMOKE), "--address", ray_head["gcs"], "--workers", "4",
                   f"--set=tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", env=ray_head["env"], cwd=tmp_path, timeout=180)
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # bad input: more than the cluster has, with no autoscaler
     assert "need 4 CPUs but the Ray cluster at" in proc.stderr and "has 2" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "mlflow.db").exists()

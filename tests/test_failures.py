@@ -103,6 +103,36 @@ def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_
     assert group_gone(proc.pid), "Ray processes outlived the driver"
 
 
+def test_sigterm_ends_the_run_within_the_deadline_even_when_its_tracking_store_is_locked(tmp_path):
+    """Another process holds the SQLite store locked (as a busy machine's other writer can, for
+    seconds): every MLflow write then waits up to 20 s, and the orderly stop took a minute. The run
+    ends within the stop deadline (10 s) and says it did not wait."""
+    import sqlite3
+
+    proc = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", "0"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    db = None
+    try:
+        wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)
+        db = sqlite3.connect(tmp_path / "mlflow.db", timeout=60, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+        took = time.monotonic() - t0
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if db is not None:
+            db.execute("ROLLBACK")
+            db.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert 9 < took < 14, took  # the 10 s deadline (a minute before it)
+    assert "terminated; stopping took over 10 s, so the process ended without waiting" in " ".join(out.split()), out[-2000:]
+    assert group_gone(proc.pid, timeout=5)
+
+
 def test_ctrl_c_in_compare_is_one_line_and_marks_the_parent_and_the_running_child_killed(tmp_path):
     terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     args = ["compare", str(ROOT / "configs" / "compare_smoke.yaml"), "--budget-seconds", "120", *store(tmp_path), *LONG]
@@ -126,8 +156,10 @@ def test_ctrl_c_in_compare_is_one_line_and_marks_the_parent_and_the_running_chil
 
 def test_an_error_after_the_run_exists_marks_it_failed_with_the_error_as_a_tag(tmp_path):
     """A real failure mid-run: the run's artifact folder is replaced by a file, so the next checkpoint cannot be written."""
+    # the traceback then goes to a local file in the temp folder: this test's own, so that it does not stay behind
+    env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", "0"), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         ckpt = wait_for(tmp_path, "mlruns/**/artifacts/checkpoint.pt", proc)
         artifacts = ckpt.parent
@@ -140,6 +172,7 @@ def test_an_error_after_the_run_exists_marks_it_failed_with_the_error_as_a_tag(t
     assert proc.returncode == 1, err[-3000:]
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: ") and "error.txt" in err  # the traceback: here a local file (the artifact folder is broken)
+    assert list(tmp_path.glob("es-l2l-*-error.txt")), err
     (run,) = runs_in(tmp_path)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"].split(":")[0] in {"NotADirectoryError", "FileExistsError", "OSError"}, run.data.tags["error"]

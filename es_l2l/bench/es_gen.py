@@ -75,7 +75,7 @@ def run(quick: bool, workers=(1, 2), popsize: int = 256, generations: int = 3, w
         popsize, generations, warmup = 32, 1, 1
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=max(workers), _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=max(workers), _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     meter = Meter()
     out = {"config": str(config.relative_to(root)) if config else "embedded defaults", "popsize": popsize, "generations_measured": generations,
            "warmup_generations": warmup, "traffic": "seeds", "runs": []}
