@@ -198,8 +198,8 @@ def check_workers(cfg: ExperimentConfig, family) -> None:
         return
     if cfg.outer != "bptt":
         raise ValueError(
-            f"bptt.workers={w} splits the steps of outer=bptt only (outer={cfg.outer} takes its gradient steps in the "
-            "driver); set bptt.workers=1 or outer=bptt"
+            f"bptt.workers={w} splits the gradient steps of outer=bptt only, not those of outer={cfg.outer}; "
+            "set bptt.workers=1 or outer=bptt"
         )
     if family.gradient_loss_name is None:
         raise ValueError(f"bptt.workers={w}: the {family.name} family has no gradient loss; set bptt.workers=1")
