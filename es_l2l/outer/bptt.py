@@ -209,9 +209,19 @@ class GradientTrainer:
         return {name: int(rw.active.sum()) for name, rw in self.rewired.items()}
 
 
-def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber] = ()) -> RunResult:
-    """Meta-train the ``bptt.train`` blocks by BPTT; one step per "generation" of the status dict."""
-    trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber] = (), trainer=None) -> RunResult:
+    """Meta-train the ``bptt.train`` blocks by BPTT; one step per "generation" of the status dict.
+
+    ``trainer``: the shell's :class:`es_l2l.outer.data_parallel.DataParallelTrainer` when
+    ``bptt.workers > 1`` (the steps then run on its Ray replicas); None: a local GradientTrainer.
+    """
+    if trainer is None:
+        if cfg.bptt.workers > 1:
+            raise ValueError(
+                f"bptt.workers={cfg.bptt.workers} needs the data-parallel trainer: pass "
+                "es_l2l.outer.data_parallel.make_data_parallel(cfg, genome) as the loop's evaluator"
+            )
+        trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
     driver = Driver(cfg, genome, trainer.vector.clone(), subscribers)  # DEEP R starts sparse
     for step in range(1, cfg.run.generations + 1):
         t0 = time.perf_counter()
@@ -254,8 +264,33 @@ class BPTT(OuterLoop):
         return how + (f", each step's tasks split across {cfg.bptt.workers} data-parallel workers" if cfg.bptt.workers > 1 else "")
 
     def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
-        if cfg.bptt.workers > 1:
-            from es_l2l.outer.data_parallel import run_data_parallel
+        return run_bptt(cfg, genome, subscribers, trainer=evaluator)  # evaluator: the data-parallel trainer, or None
 
-            return run_data_parallel(cfg, genome, subscribers)
-        return run_bptt(cfg, genome, subscribers)
+
+def check_data_parallel(cfg: ExperimentConfig, family) -> None:
+    """What ``bptt.workers > 1`` needs of the config (one sentence naming the keys)."""
+    from es_l2l.models import model_of
+
+    w = cfg.bptt.workers
+    if w == 1:
+        return
+    if cfg.outer != "bptt":
+        raise ValueError(
+            f"bptt.workers={w} splits the gradient steps of outer=bptt only, not those of outer={cfg.outer}; "
+            "set bptt.workers=1 or outer=bptt"
+        )
+    if family.gradient_loss_name is None:
+        raise ValueError(f"bptt.workers={w}: the {family.name} family has no gradient loss; set bptt.workers=1")
+    if not family.shards_tasks:
+        raise ValueError(
+            f"bptt.workers={w}: the {family.name} family cannot split a step's tasks across workers (it cannot draw a "
+            "share of a batch's tasks on its own); set bptt.workers=1"
+        )
+    batch = cfg.bptt.batch_size or cfg.task.batch_size
+    if w > batch:
+        raise ValueError(f"bptt.workers={w} is more than the {batch} tasks of a step; lower bptt.workers or raise bptt.batch_size")
+    if model_of(cfg).spiking and cfg.model.rate_reg > 0:
+        raise ValueError(
+            f"bptt.workers={w} with model.rate_reg={cfg.model.rate_reg:g}: the rate regulariser is not a mean over tasks, "
+            "so shards would not add up to the batch's gradient; set model.rate_reg=0 or bptt.workers=1"
+        )

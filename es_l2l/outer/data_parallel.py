@@ -11,6 +11,11 @@ the single-process update (clipping, Adam, DEEP R) up to float rounding, and the
 actors send back their shard's metrics; rank 0 also sends the genome vector. The driver keeps
 everything else: validation, best genome, budgets, checkpoints and MLflow (its subscribers).
 
+The shell builds the replicas (:func:`make_data_parallel`) before any MLflow run, as it builds
+ES's evaluation actors, and hands them to the BPTT loop in place of an evaluator; the loop's step
+loop is :func:`es_l2l.outer.bptt.run_bptt` unchanged. The config checks are
+:func:`es_l2l.outer.bptt.check_data_parallel`.
+
 Why Ray actors forming a process group rather than ``ray.train.torch.TorchTrainer``: a
 TorchTrainer's training function owns the control flow until ``fit()`` returns, while our driver
 must validate, apply budgets and emit the status dict between steps. Calling ``fit()`` once per
@@ -30,7 +35,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from es_l2l.errors import ClusterError
-from es_l2l.seeds import STREAM_TRAIN
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -151,14 +155,25 @@ class DataParallelTrainer:
         tree = cfg.model_dump(mode="json")
         self.actors = [actor.options(num_cpus=1, num_gpus=gpus).remote(tree, r, workers) for r in range(workers)]
         ip, port = ray.get(self.actors[0].address.remote())
-        self.pids = ray.get([a.join.remote(ip, port) for a in self.actors])  # the group forms when all have joined
+        self._pids = ray.get([a.join.remote(ip, port) for a in self.actors])  # the group forms when all have joined
         self.vector = ray.get(self.actors[0].vector.remote())
+        self.active: dict[str, int] = {}
+
+    def pids(self) -> list[int]:
+        """The replicas' process ids (they have started and joined the group)."""
+        return list(self._pids)
+
+    def active_connections(self) -> dict[str, int]:
+        """DEEP R's active connections after the last step (the same on every replica)."""
+        return dict(self.active)
 
     def step(self, seed_keys: tuple[int, ...], total: int) -> dict:
         refs = [a.step.remote(seed_keys, total, b) for a, b in zip(self.actors, self.bounds)]
         results = self._ray.get(refs)
         self.vector = results[0][1]
-        return merge([r[0] for r in results], self.bounds, self.batch)
+        merged = merge([r[0] for r in results], self.bounds, self.batch)
+        self.active = {k.removeprefix("active_"): merged.pop(k) for k in [k for k in merged if k.startswith("active_")]}
+        return merged
 
     def close(self) -> None:
         for a in self.actors:
@@ -170,49 +185,7 @@ class DataParallelTrainer:
         self.actors = []
 
 
-def run_data_parallel(cfg: ExperimentConfig, genome: Genome, subscribers=()):
-    """:func:`es_l2l.outer.bptt.run_bptt` with each step's tasks split across ``bptt.workers`` Ray actors."""
-    from es_l2l.outer.driver import Driver
-
-    trainer = DataParallelTrainer(cfg, genome)
-    try:
-        driver = Driver(cfg, genome, trainer.vector.clone(), subscribers)  # DEEP R starts sparse
-        for step in range(1, cfg.run.generations + 1):
-            t0 = time.perf_counter()
-            metrics = trainer.step((cfg.run.seed, STREAM_TRAIN, step), cfg.run.generations)
-            seconds = time.perf_counter() - t0
-            steps = metrics.pop("neuron_steps")
-            if driver.record(step, seconds, steps, metrics, lambda: trainer.vector.clone()):
-                break
-        return driver.result(trainer.vector.clone())
-    finally:
-        trainer.close()
-
-
-def check_workers(cfg: ExperimentConfig, family) -> None:
-    """What ``bptt.workers > 1`` needs of the config (one sentence naming the keys)."""
-    from es_l2l.models import model_of
-
-    w = cfg.bptt.workers
-    if w == 1:
-        return
-    if cfg.outer != "bptt":
-        raise ValueError(
-            f"bptt.workers={w} splits the gradient steps of outer=bptt only, not those of outer={cfg.outer}; "
-            "set bptt.workers=1 or outer=bptt"
-        )
-    if family.gradient_loss_name is None:
-        raise ValueError(f"bptt.workers={w}: the {family.name} family has no gradient loss; set bptt.workers=1")
-    if not family.shards_tasks:
-        raise ValueError(
-            f"bptt.workers={w}: the {family.name} family cannot split a step's tasks across workers (it cannot draw a "
-            "share of a batch's tasks on its own); set bptt.workers=1"
-        )
-    batch = cfg.bptt.batch_size or cfg.task.batch_size
-    if w > batch:
-        raise ValueError(f"bptt.workers={w} is more than the {batch} tasks of a step; lower bptt.workers or raise bptt.batch_size")
-    if model_of(cfg).spiking and cfg.model.rate_reg > 0:
-        raise ValueError(
-            f"bptt.workers={w} with model.rate_reg={cfg.model.rate_reg:g}: the rate regulariser is not a mean over tasks, "
-            "so shards would not add up to the batch's gradient; set model.rate_reg=0 or bptt.workers=1"
-        )
+def make_data_parallel(cfg: ExperimentConfig, genome: Genome) -> DataParallelTrainer | None:
+    """The shell's data-parallel trainer for ``bptt.workers > 1`` (None otherwise), built before any MLflow run
+    so that Ray errors (too few CPUs) leave none; the BPTT loop takes it as its ``evaluator``."""
+    return DataParallelTrainer(cfg, genome) if cfg.bptt.workers > 1 else None

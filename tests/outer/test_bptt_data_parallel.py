@@ -19,7 +19,7 @@ from es_l2l.families import family_of
 from es_l2l.genome import build_genome
 from es_l2l.outer import OUTER_LOOPS
 from es_l2l.outer.bptt import GradientTrainer, run_bptt
-from es_l2l.outer.data_parallel import DataParallelTrainer, merge, shards
+from es_l2l.outer.data_parallel import DataParallelTrainer, make_data_parallel, merge, shards
 from es_l2l.seeds import STREAM_TRAIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,15 +63,21 @@ def test_a_shard_holds_the_batch_rows_the_seeds_drew_and_weighted_shards_give_th
     assert not torch.allclose((first + second) / 2, whole, rtol=1e-3)  # unweighted halves would be wrong
     merged = merge([{"fitness_mean": float(ev0.fitness[0].detach()), "neuron_steps": 1}, {"fitness_mean": float(ev1.fitness[0].detach()), "neuron_steps": 2}],
                    [(0, 8), (8, 15)], 15)
-    assert merged["fitness_mean"] == pytest.approx(float(ev.fitness[0]), rel=1e-5) and merged["neuron_steps"] == 3
+    assert merged["fitness_mean"] == pytest.approx(float(ev.fitness[0].detach()), rel=1e-5) and merged["neuron_steps"] == 3
 
 
 def test_one_and_two_workers_give_the_same_loss_curve_and_parameters(ray_local):
     cfg1, cfg2 = config(), config("bptt.workers=2")
     genome = build_genome(cfg1)
     one = run_bptt(cfg1, genome)  # bptt.workers=1: the single-process loop, unchanged
+    assert make_data_parallel(cfg1, genome) is None
     hist2: list[dict] = []
-    two = OUTER_LOOPS["bptt"].run(cfg2, genome, None, [hist2.append])
+    replicas = make_data_parallel(cfg2, genome)  # what the shell hands the loop in place of an evaluator
+    try:
+        assert len(set(replicas.pids())) == 2
+        two = OUTER_LOOPS["bptt"].run(cfg2, genome, replicas, [hist2.append])
+    finally:
+        replicas.close()
     curve1 = [h["fitness_mean"] for h in one.history[1:]]
     curve2 = [h["fitness_mean"] for h in two.history[1:]]
     assert len(curve1) == len(curve2) == 5 and len(set(curve1)) == 5  # the loss moves every step
@@ -89,6 +95,12 @@ def test_more_workers_than_the_cluster_has_cpus_is_one_sentence(ray_local):
     cfg = config("bptt.workers=3")  # the test session's Ray has 2 CPUs
     with pytest.raises(ClusterError, match=r"^bptt.workers=3 needs 3 CPUs but the Ray cluster has 2; lower bptt.workers or add nodes$"):
         DataParallelTrainer(cfg, build_genome(cfg))
+
+
+def test_the_loop_refuses_to_run_two_workers_in_one_process():
+    cfg = config("bptt.workers=2")
+    with pytest.raises(ValueError, match="bptt.workers=2 needs the data-parallel trainer"):
+        run_bptt(cfg, build_genome(cfg))
 
 
 def test_bad_bptt_workers_is_one_sentence_naming_the_key():
@@ -124,3 +136,22 @@ def test_bad_bptt_workers_exits_2_through_the_cli_with_no_run(tmp_path, sets, me
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_the_cli_runs_two_workers_and_the_driver_logs_every_step_to_mlflow(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    store = [f"--set=tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"--set=tracking.artifact_root={tmp_path / 'mlruns'}"]
+    sets = ["bptt.workers=2", "run.generations=3", "run.validate_every=3", "run.threads=1", "run.validation_tasks=16"]
+    proc = subprocess.run([sys.executable, "-m", "es_l2l.cli", "run", str(SMOKE), *store, *(f"--set={s}" for s in sets)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "each step's tasks split across 2 data-parallel workers" in proc.stdout
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED" and run.data.params["bptt.workers"] == "2"
+    keys = set(run.data.metrics)
+    fitness = [k for k in keys if k.endswith("fitness_mean")]
+    assert fitness and len(client.get_metric_history(run.info.run_id, fitness[0])) == 3
+    assert any(k.endswith("allreduce_s") for k in keys), sorted(keys)
