@@ -147,7 +147,7 @@ def test_the_cli_runs_two_workers_and_the_driver_logs_every_step_to_mlflow(tmp_p
     proc = subprocess.run([sys.executable, "-m", "es_l2l.cli", "run", str(SMOKE), *store, *(f"--set={s}" for s in sets)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "each step's tasks split across 2 data-parallel workers" in proc.stdout
+    assert "each step's tasks split across 2 data-parallel workers" in " ".join(proc.stdout.split())
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FINISHED" and run.data.params["bptt.workers"] == "2"
