@@ -7,7 +7,7 @@ gradients (timed inside the replicas) and the rest (forward, backward, Adam, the
 The two are timed in alternation (one W = 1 step, one W = 2 step, ...), so that a change in the
 machine's load lands on both. Writes a JSON with the medians and their ratio.
 
-    python benchmarks/bptt_data_parallel.py [--steps 20] [--out benchmarks/results/NAME.json]
+    python benchmarks/bptt_data_parallel.py [--steps 20] [--set bptt.batch_size=512] [--out benchmarks/results/NAME.json]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--set", action="append", default=[], help="config override, e.g. bptt.batch_size=512")
     args = ap.parse_args()
 
     import ray
@@ -44,8 +45,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
-    cfg1 = load_config(CONFIG, ["run.threads=1"])
-    cfg2 = load_config(CONFIG, ["run.threads=1", "bptt.workers=2"])
+    cfg1 = load_config(CONFIG, ["run.threads=1", *args.set])
+    cfg2 = load_config(CONFIG, ["run.threads=1", *args.set, "bptt.workers=2"])
     genome = build_genome(cfg1)
     one = GradientTrainer(cfg1, genome, genome.initial_vector(), cfg1.bptt.train)
     two = make_data_parallel(cfg2, genome)
@@ -72,6 +73,7 @@ def main() -> None:
     out = {
         "what": "one BPTT step, bptt.workers=1 (one process) against 2 (Ray replicas, gloo all-reduce)",
         "config": "configs/teacher_bptt.yaml",
+        "overrides": args.set,
         "tasks_per_step": cfg1.bptt.batch_size or cfg1.task.batch_size,
         "genome_dim": genome.dim,
         "gradient_dim": int(sum(p.numel() for p in one.leaves.values())),
