@@ -201,6 +201,9 @@ class _Root(Strict):
         get_model(self.model.kind).check(self)
         family.check(self)
         OUTER_LOOPS[self.outer].check(self)
+        from es_l2l.outer.bptt import check_data_parallel
+
+        check_data_parallel(self, family)  # bptt.workers > 1: the loop and the family can split a step's tasks
         return self
 
     def flat(self) -> dict[str, Any]:

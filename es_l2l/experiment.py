@@ -68,6 +68,7 @@ def run_experiment(
     """
     from es_l2l.checkpoint import Checkpointer
     from es_l2l.distributed import make_evaluator, settle_device
+    from es_l2l.outer.data_parallel import make_data_parallel
     from es_l2l.families import family_of
     from es_l2l.genome import build_genome
     from es_l2l.guard import preflight
@@ -91,12 +92,15 @@ def run_experiment(
     loop, family = OUTER_LOOPS[cfg.outer], family_of(cfg)
     if resume is not None and not loop.resumable:
         raise ValueError(f"outer={cfg.outer} runs cannot be resumed; start the run again instead")
-    evaluator = make_evaluator(cfg, genome) if loop.uses_evaluator else None  # Ray errors: no MLflow run yet
+    # Ray errors: no MLflow run yet. Data-parallel BPTT's replicas (bptt.workers > 1) stand in for the evaluator.
+    evaluator = make_evaluator(cfg, genome) if loop.uses_evaluator else make_data_parallel(cfg, genome)
     if hasattr(evaluator, "wait_ready"):  # wait for the actors to start, so that start-up is not charged to the training clock
         from es_l2l.guard import attach_address
 
         evaluator.wait_ready(lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
                              address=attach_address(cfg))
+    elif hasattr(evaluator, "pids"):
+        evaluator.pids()  # the same for data-parallel BPTT's replicas
     tags = {"es_l2l.outer": cfg.outer, **(tags or {})}
     if fallback:
         tags["gpu_fallback"] = fallback

@@ -18,6 +18,8 @@ What a family provides:
 * :meth:`TaskFamily.validation_metrics`: the ``val_*`` scalars of one network's evaluation.
 * :meth:`TaskFamily.gradient_loss`: what gradient outer loops minimise (default ``-fitness``); a family
   whose evaluation is not differentiable sets ``gradient_loss_name = None`` and guided ES refuses it.
+* optional: :meth:`TaskFamily.gradient_loss_shard` (``shards_tasks = True``): the gradient loss on
+  a contiguous share of the step's tasks, for data-parallel BPTT (``bptt.workers``).
 * :meth:`TaskFamily.report`: the held-out test report (a :class:`Report`).
 * :meth:`TaskFamily.summarise_comparison`: what ``es-l2l compare`` shows for the family.
 * optional: extra status-dict entries per generation (a training curriculum), a weight tying
@@ -112,6 +114,7 @@ class TaskFamily:
     config: type = object  # the pydantic model of its ``task:`` section
     objective: Objective = Objective("val_fitness", True, "val fitness")
     gradient_loss_name: str | None = "-fitness"  # shown in the run's one-line description; None: no gradient loss
+    shards_tasks: bool = False  # implements gradient_loss_shard (data-parallel BPTT: bptt.workers > 1)
     moved_keys: dict[str, str] = {}  # old top-level config key -> where it lives now
     # every member sees the same inputs and ``evaluate`` simulates only through es_l2l.models.simulate:
     # low-rank ES may then simulate a population that shares the centre (es_l2l.snn.lowrank)
@@ -137,6 +140,17 @@ class TaskFamily:
         """The scalar loss gradient outer loops minimise on these tasks, its evaluation and extra terms."""
         ev = self.evaluate(cfg, params, seed_keys, batch)
         return -ev.fitness.sum(), ev, {}
+
+    def gradient_loss_shard(
+        self, cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int, start: int, stop: int
+    ) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
+        """:meth:`gradient_loss` on tasks ``start:stop`` of the ``batch`` tasks named by ``seed_keys``.
+
+        The tasks are those of the whole batch (the seeds decide them, not the worker), and the loss
+        is a mean over the tasks it sees, so the shards' losses weighted by their task counts add up
+        to the whole batch's. A family that can say so sets ``shards_tasks = True``.
+        """
+        raise NotImplementedError(f"the {self.name} family cannot split a batch of tasks across data-parallel workers")
 
     def report(self, cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> Report:
         raise NotImplementedError

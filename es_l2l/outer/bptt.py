@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -52,6 +52,12 @@ class BPTTConfig(Strict):
     grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient's global norm (None: no clipping)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
     deep_r: DeepRConfig = Field(default_factory=DeepRConfig)
+    workers: int = Field(
+        1,
+        ge=1,
+        description="data-parallel processes per gradient step: each takes its share of the step's tasks and the "
+        "gradients are all-reduced (1: the single-process loop; see docs/cluster.md)",
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -117,25 +123,49 @@ class GradientTrainer:
         self.vector = vector.detach().clone()
         self._write_back()
 
-    def loss_and_eval(self, seed_keys: tuple[int, ...]) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
-        """The family's gradient loss on the tasks of ``seed_keys``, its evaluation and extra terms."""
+    def loss_and_eval(
+        self, seed_keys: tuple[int, ...], shard: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
+        """The family's gradient loss on the tasks of ``seed_keys``, its evaluation and extra terms
+        (on tasks ``shard = (start, stop)`` of the batch only, when given: data-parallel workers)."""
         genes = self.genome.decode(self.vector.unsqueeze(0).to(self.device))
         for name, value in self._block_values().items():
             genes[name] = value.unsqueeze(0)
         params = self.genome.to_model(genes)
         batch = self.cfg.bptt.batch_size or self.cfg.task.batch_size
+        if shard is not None:
+            return family_of(self.cfg).gradient_loss_shard(self.cfg, params, seed_keys, batch, *shard)
         return family_of(self.cfg).gradient_loss(self.cfg, params, seed_keys, batch)
 
-    def step(self, seed_keys: tuple[int, ...], total_steps: int) -> dict:
-        """One Adam step (then DEEP R) on the tasks of ``seed_keys``; returns the step's metrics."""
+    def step(
+        self,
+        seed_keys: tuple[int, ...],
+        total_steps: int,
+        shard: tuple[int, int] | None = None,
+        reduce: Callable[[list[torch.Tensor]], None] | None = None,
+    ) -> dict:
+        """One Adam step (then DEEP R) on the tasks of ``seed_keys``; returns the step's metrics.
+
+        A data-parallel worker passes its ``shard`` of the batch and ``reduce``, which turns the
+        leaves' shard gradients (each scaled by the shard's share of the batch) into their sum
+        over the workers in place, so that every worker then takes the single-process update.
+        """
         b = self.cfg.bptt
         lr = learning_rate(b, self.steps_done, total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss, ev, terms = self.loss_and_eval(seed_keys)
-        loss.backward()
+        loss, ev, terms = self.loss_and_eval(seed_keys, shard)
         leaves = list(self.leaves.values())
+        if shard is None:
+            loss.backward()
+        else:
+            batch = b.batch_size or self.cfg.task.batch_size
+            (loss * ((shard[1] - shard[0]) / batch)).backward()
+            for leaf in leaves:
+                if leaf.grad is None:
+                    leaf.grad = torch.zeros_like(leaf)
+            reduce([leaf.grad for leaf in leaves])
         if b.grad_clip is not None:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(leaves, b.grad_clip))
         else:
@@ -179,9 +209,19 @@ class GradientTrainer:
         return {name: int(rw.active.sum()) for name, rw in self.rewired.items()}
 
 
-def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber] = ()) -> RunResult:
-    """Meta-train the ``bptt.train`` blocks by BPTT; one step per "generation" of the status dict."""
-    trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber] = (), trainer=None) -> RunResult:
+    """Meta-train the ``bptt.train`` blocks by BPTT; one step per "generation" of the status dict.
+
+    ``trainer``: the shell's :class:`es_l2l.outer.data_parallel.DataParallelTrainer` when
+    ``bptt.workers > 1`` (the steps then run on its Ray replicas); None: a local GradientTrainer.
+    """
+    if trainer is None:
+        if cfg.bptt.workers > 1:
+            raise ValueError(
+                f"bptt.workers={cfg.bptt.workers} needs the data-parallel trainer: pass "
+                "es_l2l.outer.data_parallel.make_data_parallel(cfg, genome) as the loop's evaluator"
+            )
+        trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
     driver = Driver(cfg, genome, trainer.vector.clone(), subscribers)  # DEEP R starts sparse
     for step in range(1, cfg.run.generations + 1):
         t0 = time.perf_counter()
@@ -220,7 +260,37 @@ class BPTT(OuterLoop):
 
     def describe(self, cfg: ExperimentConfig, family) -> str:
         how = f"BPTT on the {family.gradient_loss_name} loss (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}"
-        return how + (" with DEEP R" if cfg.bptt.deep_r.enabled else "")
+        how += " with DEEP R" if cfg.bptt.deep_r.enabled else ""
+        return how + (f", each step's tasks split across {cfg.bptt.workers} data-parallel workers" if cfg.bptt.workers > 1 else "")
 
     def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
-        return run_bptt(cfg, genome, subscribers)
+        return run_bptt(cfg, genome, subscribers, trainer=evaluator)  # evaluator: the data-parallel trainer, or None
+
+
+def check_data_parallel(cfg: ExperimentConfig, family) -> None:
+    """What ``bptt.workers > 1`` needs of the config (one sentence naming the keys)."""
+    from es_l2l.models import model_of
+
+    w = cfg.bptt.workers
+    if w == 1:
+        return
+    if cfg.outer != "bptt":
+        raise ValueError(
+            f"bptt.workers={w} splits the gradient steps of outer=bptt only, not those of outer={cfg.outer}; "
+            "set bptt.workers=1 or outer=bptt"
+        )
+    if family.gradient_loss_name is None:
+        raise ValueError(f"bptt.workers={w}: the {family.name} family has no gradient loss; set bptt.workers=1")
+    if not family.shards_tasks:
+        raise ValueError(
+            f"bptt.workers={w}: the {family.name} family cannot split a step's tasks across workers (it cannot draw a "
+            "share of a batch's tasks on its own); set bptt.workers=1"
+        )
+    batch = cfg.bptt.batch_size or cfg.task.batch_size
+    if w > batch:
+        raise ValueError(f"bptt.workers={w} is more than the {batch} tasks of a step; lower bptt.workers or raise bptt.batch_size")
+    if model_of(cfg).spiking and cfg.model.rate_reg > 0:
+        raise ValueError(
+            f"bptt.workers={w} with model.rate_reg={cfg.model.rate_reg:g}: the rate regulariser is not a mean over tasks, "
+            "so shards would not add up to the batch's gradient; set model.rate_reg=0 or bptt.workers=1"
+        )

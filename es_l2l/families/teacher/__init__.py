@@ -20,6 +20,7 @@ class TeacherFamily(TaskFamily):
     config = TeacherConfig
     objective = OBJECTIVE
     gradient_loss_name = "MSE"
+    shards_tasks = True
 
     def io_sizes(self, task) -> tuple[int, int]:
         from es_l2l.families.teacher.tasks import n_inputs
@@ -31,6 +32,13 @@ class TeacherFamily(TaskFamily):
 
     def evaluate(self, cfg, params, seed_keys, batch):
         return evaluate_params(cfg, params, task_batch(cfg, seed_keys, batch))
+
+    def gradient_loss_shard(self, cfg, params, seed_keys, batch, start, stop):
+        # the whole batch is drawn (cheap next to the rollout), then this worker's episodes kept
+        tasks = task_batch(cfg, seed_keys, batch)
+        part = tasks._replace(**{k: getattr(tasks, k)[start:stop] for k in ("x", "y", "spikes", "which")})
+        ev = evaluate_params(cfg, params, part)
+        return -ev.fitness.sum(), ev, {}
 
     def validation_metrics(self, ev) -> dict[str, float]:
         return episode_metrics(ev.mse_per_trial[0], "val")
