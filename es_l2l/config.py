@@ -178,7 +178,8 @@ class _Root(Strict):
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise PydanticCustomError("task_section", "the task section must be a mapping of keys, got {got!r}", {"got": value})
+            raise PydanticCustomError("task_section", "invalid config value for 'task': the task section must be a mapping of keys, got {got}",
+                                      {"got": short_repr(value)})
         name = value.get("family", default_family())
         try:
             family = get_family(str(name))

@@ -56,28 +56,15 @@ MAX_STRING = 10_000  # characters in one string (a name has its own, shorter lim
 def parse_yaml(text: str, where: str) -> Any:
     """``yaml.safe_load(text)`` with the bounds above checked before anything is built.
 
-    The nesting depth is counted on the parser's event stream (which does not recurse), so a deep
-    file is refused before the recursive composer sees it; aliases are then expanded on the composed
+    The composer (which recurses once per nesting level) counts the levels before it descends, so
+    a deep file is refused at level :data:`MAX_DEPTH` + 1; aliases are then expanded on the composed
     node graph by counting (memoised per node), never by building. Raises :class:`ConfigError`
     naming ``where`` (e.g. "config file 'x.yaml'") and the limit; a syntax error raises ``yaml.YAMLError``.
     """
-    import yaml
-
     if len(text) > MAX_TEXT:
         raise ConfigError(f"{where} is {len(text):,} characters long (at most {MAX_TEXT:,}); a config is a few KB, so pass the right file")
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise ConfigError(f"{where} nests more than {MAX_DEPTH} levels deep (line {event.start_mark.line + 1}); "
-                                  "a config has a few levels of sections, so flatten it")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
-        elif isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_STRING:
-            raise ConfigError(f"{where} holds a {len(event.value):,}-character value (line {event.start_mark.line + 1}; at most "
-                              f"{MAX_STRING:,}); shorten it")
-    loader = yaml.SafeLoader(text)
+    loader = _bounded_loader()(text)
+    loader.where = where
     try:
         node = loader.get_single_node()
         if node is None:
@@ -88,6 +75,31 @@ def parse_yaml(text: str, where: str) -> Any:
         loader.dispose()
 
 
+def _bounded_loader() -> type:
+    import yaml
+
+    class Bounded(yaml.SafeLoader):
+        depth, where = 0, "the YAML"
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_STRING:
+                raise ConfigError(f"{self.where} holds a {len(event.value):,}-character value (line {line}; at most {MAX_STRING:,}); shorten it")
+            if not isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                return super().compose_node(parent, index)
+            if self.depth >= MAX_DEPTH:
+                raise ConfigError(f"{self.where} nests more than {MAX_DEPTH} levels deep (line {line}); a config has a few levels of "
+                                  "sections, so flatten it")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Bounded
+
+
 def _check_aliases(root: Any, where: str) -> None:
     """Refuse a node graph whose aliases expand beyond :data:`MAX_VALUES` values or :data:`MAX_DEPTH`
     levels, or refer to themselves; counted per distinct node (memoised), so a bomb costs microseconds."""
@@ -96,7 +108,7 @@ def _check_aliases(root: Any, where: str) -> None:
     memo: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
     open_: set[int] = set()
 
-    def size(node) -> tuple[int, int]:  # recursion depth <= MAX_DEPTH: the event pass bounded the written nesting
+    def size(node) -> tuple[int, int]:  # recursion depth <= MAX_DEPTH: the composer bounded the written nesting
         key = id(node)
         if key in memo:
             return memo[key]
