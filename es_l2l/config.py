@@ -20,6 +20,7 @@ from es_l2l.models import MODELS, get_model
 from es_l2l.outer import OUTER_LOOPS
 from es_l2l.schema import BLOCKS, MAX_DEPTH, ConfigError, Strict, TaskSection, allowed_keys, check_tree, parse_yaml
 
+MAX_TASKS = 100_000  # held-out tasks (validation, evaluate --tasks): each is simulated every validation
 MAX_NAME = 200  # characters of a run's, an experiment's name: they are printed on every line of a run's output
 
 class ModelConfig(Strict):
@@ -100,7 +101,7 @@ class RunConfig(Strict):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each actor reserves")
     address: str | None = Field(None, description="Ray address to attach to; None starts Ray locally")
     validate_every: int = Field(50, ge=1, description="held-out validation every k generations")
-    validation_tasks: int = Field(128, ge=1, description="fixed held-out tasks")
+    validation_tasks: int = Field(128, ge=1, le=MAX_TASKS, description="fixed held-out tasks")
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int | None = Field(
         None, ge=1, le=1024,

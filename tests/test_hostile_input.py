@@ -96,3 +96,141 @@ def test_compare_and_tune_files_go_through_the_same_bounded_loader(tmp_path, com
     path.write_text(billion_laughs().replace("name: *i", "configs: *i" if command == "compare" else "config: *i"))
     proc, seconds = es_l2l(tmp_path, command, str(path))
     refused(proc, seconds, 2, "hostile.yaml", "expands its aliases", tmp=tmp_path)
+
+
+# --- crafted checkpoints and resume files ---------------------------------------------------------
+
+SMALL = ["run.workers=0", "run.generations=3", "run.checkpoint_every=2", "run.validate_every=2", "task.batch_size=2",
+         "run.validation_tasks=4", "es.popsize=4"]
+
+
+def _checkpoint(tmp: Path, edit) -> Path:
+    """A real checkpoint.pt of the smoke config (what a run logs), then ``edit(blob)`` on its contents."""
+    import torch
+
+    from es_l2l.checkpoint import save_checkpoint
+    from es_l2l.config import load_config
+    from es_l2l.genome import build_genome
+
+    cfg = load_config(SMOKE, SMALL)
+    vec = build_genome(cfg).initial_vector()
+    path = save_checkpoint(tmp / "checkpoint.pt", cfg, {"best": vec, "final": vec, "initial": vec}, best_generation=0, generations=2)
+    blob = torch.load(path, weights_only=True)
+    edit(blob)
+    torch.save(blob, path)
+    return path
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parts, last = dotted.split(".")
+    for part in parts:
+        tree = tree[part]
+    tree[last] = value
+
+
+@pytest.mark.parametrize("case, edit, words", [
+    ("meta a string", lambda b: b.update(meta="a string"), ("damaged es-l2l checkpoint", "meta must map")),
+    ("meta negative", lambda b: b.update(meta={"best_generation": 5, "generations": 2}), ("meta must map best_generation <= generations",)),
+    ("ten million tasks", lambda b: _set(b, "config.run.validation_tasks", 10**7), ("'run.validation_tasks'", "less than or equal to 100000")),
+    ("config a list", lambda b: b.update(config=[1, 2]), ("config is a list, not a mapping",)),
+    ("deep meta", lambda b: b.update(meta=_deep(200)), ("nests more than 32 levels deep",)),
+    ("nan genome", lambda b: b["genomes"]["best"].fill_(float("nan")), ("genome 'best' holds non-finite",)),
+])
+def test_a_crafted_checkpoint_is_refused_in_one_line_by_evaluate(tmp_path, case, edit, words):
+    path = _checkpoint(tmp_path, edit)
+    proc, seconds = es_l2l(tmp_path, "evaluate", str(path), "--tasks", "2")
+    refused(proc, seconds, 1, "error:", "checkpoint.pt", *words)
+
+
+def test_evaluate_refuses_ten_million_tasks_before_simulating_any(tmp_path):
+    path = _checkpoint(tmp_path, lambda b: None)
+    proc, seconds = es_l2l(tmp_path, "evaluate", str(path), "--tasks", str(10**7))
+    refused(proc, seconds, 2, "--tasks must be a positive number of test episodes (at most 100,000)")
+
+
+def _deep(depth: int) -> list:
+    out: list = []
+    for _ in range(depth):
+        out = [out]
+    return out
+
+
+@pytest.fixture(scope="module")
+def resume_state():
+    """A real resume state: two generations of ES on the smoke config, as the driver checkpoints them."""
+    from es_l2l.config import load_config
+    from es_l2l.distributed import LocalEvaluator
+    from es_l2l.genome import build_genome
+    from es_l2l.outer.es import run_es
+
+    cfg = load_config(SMOKE, SMALL)
+    genome = build_genome(cfg)
+    states = {}
+    run_es(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
+    return cfg, states[2]
+
+
+def _killed_run_with(tmp: Path, resume_pt: Path) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("es-l2l", artifact_location=(tmp / "mlruns").as_uri()))
+    client.log_param(run.info.run_id, "outer", "es")
+    client.log_artifact(run.info.run_id, str(resume_pt))
+    client.set_terminated(run.info.run_id, "KILLED")
+    return run.info.run_id
+
+
+def _mutate(state: dict, case: str) -> None:
+    import torch
+
+    if case == "generation 10^12":
+        state["generation"] = 10**12
+    elif case == "best of the wrong shape":
+        state["best"] = torch.zeros(7)
+    elif case == "negative sigma":
+        state["searcher"]["distribution"]["parameters"]["sigma"] = -state["searcher"]["distribution"]["parameters"]["sigma"]
+    elif case == "popsize 10^9":
+        state["searcher"]["attrs"]["_popsize"] = 10**9
+    elif case == "deep status":
+        state["status0"] = {"x": _deep(200)}
+
+
+@pytest.mark.parametrize("case, words", [
+    ("generation 10^12", ("generation is 1000000000000, outside 0..3 (run.generations)",)),
+    ("best of the wrong shape", ("best genome has shape (7,)",)),
+    ("negative sigma", ("searcher.distribution.parameters.sigma has", "<= 0")),
+    ("popsize 10^9", ("searcher.attrs._popsize is 1000000000, but es.popsize is 4",)),
+    ("deep status", ("nests more than 32 levels deep",)),
+    ("deep json", ("its JSON nests too deeply",)),
+])
+def test_a_crafted_resume_file_is_refused_in_one_line_naming_the_field_and_the_run_is_untouched(tmp_path, resume_state, case, words):
+    import copy
+
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from es_l2l.checkpoint import RESUME_FORMAT, save_resume
+
+    cfg, state = resume_state
+    path = tmp_path / "resume.pt"
+    if case == "deep json":  # the JSON string written as save_blob writes it, nested 100,000 deep
+        torch.save({"format": RESUME_FORMAT, "json": "[" * 100_000 + "]" * 100_000, "tensors": {}}, path)
+    else:
+        state = copy.deepcopy(state)
+        _mutate(state, case)
+        save_resume(path, cfg, state)
+    run_id = _killed_run_with(tmp_path, path)
+    proc, seconds = es_l2l(tmp_path, "run", "--resume", run_id, *store(tmp_path))
+    refused(proc, seconds, 1, "error:", f"the resume.pt of MLflow run '{run_id}'", *words)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("es-l2l").experiment_id])
+    assert run.info.status == "KILLED" and not run.data.metrics  # not reopened, nothing logged
+
+
+def test_an_untouched_resume_state_passes_the_checks(tmp_path, resume_state):
+    from es_l2l.checkpoint import load_resume, save_resume
+
+    cfg, state = resume_state
+    loaded = load_resume(save_resume(tmp_path / "resume.pt", cfg, state))
+    assert loaded["generation"] == 2 and loaded["best"].shape == state["best"].shape
