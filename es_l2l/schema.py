@@ -50,7 +50,7 @@ DIFFERENTIABLE = ("w_in", "w_rec", "w_out", "b_out", "tau_m", "tau_a", "b0", "be
 MAX_TEXT = 1_000_000  # characters of YAML text
 MAX_DEPTH = 32  # nested sections or lists, aliases expanded
 MAX_VALUES = 100_000  # values, aliases expanded
-MAX_STRING = 10_000  # characters in one string (a name has its own, shorter limit)
+MAX_STRING = 2_048  # characters in one string (a name has its own, shorter limit); rich wraps a long word in quadratic time
 
 
 def parse_yaml(text: str, where: str) -> Any:
