@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
+from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config
 from es_l2l.metric_keys import comparison_key
 from es_l2l.tables import csv_table, markdown_table, rich_table
 
