@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
-def es_l2l(cwd: Path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+def es_l2l(cwd: Path, *args: str, timeout: float = 150) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "es_l2l.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
     return proc, time.monotonic() - t0
@@ -32,7 +32,7 @@ def refused(proc, seconds: float, code: int, *words: str, tmp: Path | None = Non
     assert len(lines[0]) < 400, lines[0][:1000]  # one short line, never the hostile value itself
     for word in words:
         assert word in lines[0], lines[0]
-    assert seconds < 60, seconds  # the loader never works through the expansion
+    assert seconds < 110, seconds  # the loader never works through the expansion (a bomb hung for good; 56 s seen at load 25)
     if tmp is not None:
         assert not (tmp / "mlflow.db").exists() and not (tmp / "mlruns").exists()
 
