@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 
-from es_l2l.config import ExperimentConfig
+from es_l2l.config import ConfigError, ExperimentConfig, build_config, short_repr
 from es_l2l.genome import Genome, build_genome
 from es_l2l.redact import safe_config
 from es_l2l.safe_io import UnsafeFile, is_raw_pickle, load_blob, save_blob, torch_load_data
+from es_l2l.schema import check_tree
 
 FORMAT = "es-l2l/checkpoint/1"
 RESUME_FORMAT = "es-l2l/resume/2"
@@ -40,17 +41,35 @@ def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[st
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         blob = blob if isinstance(blob, dict) else {}
         raise ValueError(f"'{path}' is not an es-l2l checkpoint (format {blob.get('format')!r}, expected {FORMAT!r})")
+    check_tree(blob, f"es-l2l checkpoint '{path}'", ValueError)  # bounded before anything walks it recursively
     try:
-        cfg = ExperimentConfig.model_validate(blob.get("config"))
-    except Exception as exc:  # pydantic ValidationError: a checkpoint from an incompatible version
-        raise ValueError(f"'{path}' holds a config this es-l2l cannot read ({str(exc).splitlines()[0]}); evaluate it with the version that wrote it") from None
+        if not isinstance(blob.get("config"), dict):
+            raise ConfigError(f"the config is a {type(blob.get('config')).__name__}, not a mapping")
+        cfg = build_config(blob["config"])
+    except (ConfigError, ValueError) as exc:  # a crafted file, or a checkpoint from an incompatible version
+        raise ValueError(f"'{path}' holds a config this es-l2l cannot read ({exc}); evaluate it with the version that wrote it") from None
     genome = build_genome(cfg)
     genomes = blob.get("genomes")
     if not isinstance(genomes, dict) or not {"best", "final", "initial"} <= set(genomes) or any(
         not isinstance(genomes[k], torch.Tensor) or genomes[k].shape != (genome.dim,) for k in ("best", "final", "initial")
     ):
         raise ValueError(f"'{path}' is a damaged es-l2l checkpoint (its genomes do not match its config's layout, D={genome.dim})")
-    return cfg, genome, genomes, blob.get("meta") or {}
+    for name in ("best", "final", "initial"):
+        if not genomes[name].is_floating_point() or not bool(torch.isfinite(genomes[name]).all()):
+            raise ValueError(f"'{path}' is a damaged es-l2l checkpoint (genome '{name}' holds non-finite or non-float values)")
+    meta = blob.get("meta")
+    meta = {} if meta is None else meta
+    if not isinstance(meta, dict) or not all(_count(meta.get(k, 0)) for k in ("best_generation", "generations")) or (
+        meta.get("best_generation", 0) > meta.get("generations", meta.get("best_generation", 0))
+    ):
+        raise ValueError(f"'{path}' is a damaged es-l2l checkpoint (meta must map best_generation <= generations, whole numbers >= 0; "
+                         f"got {short_repr(meta)})")
+    return cfg, genome, genomes, meta
+
+
+def _count(value) -> bool:
+    """A whole number from 0 to 10^9 (more generations than any run makes)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9
 
 
 class Checkpointer:
@@ -90,7 +109,68 @@ def load_resume(path: str | Path) -> dict:
     for key, kind in _RESUME_KEYS.items():
         if not isinstance(blob.get(key), kind):
             raise UnsafeFile(f"'{path}' is a damaged es-l2l resume file ({key} is missing or not a {kind.__name__})")
+    try:
+        cfg = build_config(blob["config"])
+    except ConfigError as exc:
+        raise UnsafeFile(f"'{path}' is a damaged es-l2l resume file (its config: {exc})") from None
+    problem = resume_problem(blob, cfg, build_genome(cfg).dim)
+    if problem:
+        raise UnsafeFile(f"'{path}' is a damaged es-l2l resume file ({problem}); start the run again")
     return blob
+
+
+def resume_problem(state: dict, cfg: ExperimentConfig, dim: int) -> str | None:
+    """What in a loaded resume state cannot be true of a run of ``cfg`` (genome size ``dim``), naming the
+    field; None when it fits. Checked before a run is reopened: a crafted file must not start a search
+    at generation 10^12, with a genome of another shape or with a negative step size."""
+    gen, best_gen, steps = state["generation"], state["best_generation"], state["neuron_steps"]
+    if not 0 <= gen <= cfg.run.generations:
+        return f"generation is {gen}, outside 0..{cfg.run.generations} (run.generations)"
+    if not 0 <= best_gen <= gen:
+        return f"best_generation is {best_gen}, outside 0..{gen} (the generation)"
+    if steps < 0:
+        return f"neuron_steps is {steps}, below 0"
+    for key in ("initial", "best"):
+        t = state[key]
+        if tuple(t.shape) != (dim,) or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            return f"{key} genome has shape {tuple(t.shape)} and dtype {t.dtype}, expected ({dim},) finite floats for this config"
+    elapsed = state.get("elapsed_s", 0.0)
+    if not isinstance(elapsed, (int, float)) or not 0 <= elapsed < float("inf"):
+        return f"elapsed_s is {short_repr(elapsed)}, not a time >= 0"
+    searcher = state["searcher"]
+    dist = searcher.get("distribution") or {}
+    params = dist.get("parameters") if isinstance(dist, dict) else None
+    if dist and not isinstance(params, dict):
+        return "searcher.distribution.parameters is not a mapping"
+    for key, value in (params or {}).items():
+        if isinstance(value, torch.Tensor):
+            if tuple(value.shape) != (dim,) or not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+                return f"searcher.distribution.parameters.{key} has shape {tuple(value.shape)}, expected ({dim},) finite floats"
+            if key == "sigma" and not bool((value > 0).all()):
+                return f"searcher.distribution.parameters.sigma has {int((value <= 0).sum())} value(s) <= 0; a step size is positive"
+    attrs = searcher.get("attrs")
+    if not isinstance(attrs, dict):
+        return "searcher.attrs is not a mapping"
+    for key, value in attrs.items():
+        number = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value)) if isinstance(value, (int, float)) else None
+        if number is not None and not bool(torch.isfinite(number).all()):
+            return f"searcher.attrs.{key} is not finite"
+        if key in ("sigma", "_popsize") and number is not None and not bool((number > 0).all()):
+            return f"searcher.attrs.{key} is {short_repr(value)}; it must be positive"
+    if isinstance(attrs.get("_popsize"), int) and attrs["_popsize"] != cfg.es.popsize:
+        return f"searcher.attrs._popsize is {attrs['_popsize']}, but es.popsize is {cfg.es.popsize}"
+    pop = searcher.get("population")
+    if pop is not None:
+        values, evals = (pop.get("values"), pop.get("evals")) if isinstance(pop, dict) else (None, None)
+        if not isinstance(values, torch.Tensor) or values.ndim != 2 or values.shape[1] != dim or values.shape[0] > 4 * cfg.es.popsize:
+            return f"searcher.population.values is not a (members <= {4 * cfg.es.popsize}, {dim}) tensor"
+        if not isinstance(evals, torch.Tensor) or evals.shape[:1] != values.shape[:1]:
+            return "searcher.population.evals does not have one row per member"
+    generator = (searcher.get("problem") or {}).get("generator") if isinstance(searcher.get("problem"), dict) else None
+    expected = torch.Generator().get_state()
+    if not isinstance(generator, torch.Tensor) or generator.dtype != expected.dtype or generator.shape != expected.shape:
+        return "searcher.problem.generator is not a torch CPU generator state"
+    return None
 
 
 class ResumeError(RuntimeError):

@@ -216,8 +216,10 @@ def cmd_evaluate(args, console: Console) -> int:
     from es_l2l.checkpoint import load_checkpoint
     from es_l2l.families import family_of
 
-    if args.tasks is not None and args.tasks < 1:
-        raise ConfigError(f"--tasks must be a positive number of test episodes, got {args.tasks}")
+    from es_l2l.config import MAX_TASKS
+
+    if args.tasks is not None and not 1 <= args.tasks <= MAX_TASKS:
+        raise ConfigError(f"--tasks must be a positive number of test episodes (at most {MAX_TASKS:,}), got {args.tasks}")
     if args.checkpoint.startswith(("runs:/", "models:/")):  # a run's checkpoint or a (registered) model
         import tempfile
 

@@ -40,10 +40,6 @@ class Plan:
         return f"{amount:g} s of training" if kind == "seconds" else f"{amount:.3g} neuron-steps"
 
 
-COMPARE_KEYS = {"configs", "budget_seconds", "budget_neuron_steps", "target", "set", "seeds"}
-MOVED_KEYS = {"target_mse": "target"}
-
-
 def resolve_plan(
     paths: list[str],
     overrides: list[str],
@@ -59,28 +55,18 @@ def resolve_plan(
     seed and the number of held-out tasks, so that they meet the same validation and test
     episodes, and the tracking store.
     """
+    from es_l2l.plan_files import Budget, read_compare_file
+
     sources, overrides = [Path(p) for p in paths], list(overrides)
+    budget_of: Budget = Budget()
     if len(sources) == 1 and "configs" in (tree := read_yaml(sources[0], "a comparison file from configs/")):
-        for old, new in MOVED_KEYS.items():
-            if old in tree:
-                raise ConfigError(f"'{old}' in comparison file '{sources[0]}' is now '{new}' (in the validation objective's own units); rename it")
-        unknown = set(tree) - COMPARE_KEYS
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in comparison file '{sources[0]}'; allowed: {', '.join(sorted(COMPARE_KEYS))}")
-        base = sources[0].parent
-        sources = [base / p for p in tree["configs"]]
-        if budget_seconds is None and budget_neuron_steps is None:
-            budget_seconds, budget_neuron_steps = tree.get("budget_seconds"), tree.get("budget_neuron_steps")
-        target = target if target is not None else tree.get("target")
-        seeds = seeds if seeds else tree.get("seeds")
-        overrides = list(tree.get("set") or []) + overrides
-    if budget_seconds is not None and budget_neuron_steps is not None:
-        raise ConfigError("give one budget, seconds or neuron-steps, not both")
-    if budget_seconds is None and budget_neuron_steps is None:
-        raise ConfigError("compare needs a budget: pass --budget-seconds S or --budget-neuron-steps N")
-    budget = ("seconds", float(budget_seconds)) if budget_seconds is not None else ("neuron_steps", float(budget_neuron_steps))
-    if budget[1] <= 0:
-        raise ConfigError(f"the budget must be positive, got {budget[1]:g}")
+        file = read_compare_file(sources[0], tree)  # typed: one line naming the key (es_l2l.plan_files)
+        sources = [sources[0].parent / p for p in file.configs]
+        budget_of = file
+        target = target if target is not None else file.target
+        seeds = seeds if seeds else file.seeds
+        overrides = list(file.set) + overrides
+    budget = budget_of.resolve(budget_seconds, budget_neuron_steps, "compare")
     if len(sources) < 1:
         raise ConfigError("compare needs at least one experiment config")
     configs = [apply_budget(load_config(src, overrides), budget) for src in sources]

@@ -7,6 +7,7 @@ allowed, before anything (Ray, MLflow) is started.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,10 @@ from pydantic_core import PydanticCustomError
 from es_l2l.families import default_family, get_family
 from es_l2l.models import MODELS, get_model
 from es_l2l.outer import OUTER_LOOPS
-from es_l2l.schema import BLOCKS, ConfigError, Strict, TaskSection, allowed_keys
+from es_l2l.schema import BLOCKS, MAX_DEPTH, ConfigError, Strict, TaskSection, allowed_keys, check_tree, parse_yaml
+
+MAX_TASKS = 100_000  # held-out tasks (validation, evaluate --tasks): each is simulated every validation
+MAX_NAME = 200  # characters of a run's, an experiment's name: they are printed on every line of a run's output
 
 class ModelConfig(Strict):
     """The network: an LSNN (LIF and ALIF populations, reference defaults) or another model kind."""
@@ -97,7 +101,7 @@ class RunConfig(Strict):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each actor reserves")
     address: str | None = Field(None, description="Ray address to attach to; None starts Ray locally")
     validate_every: int = Field(50, ge=1, description="held-out validation every k generations")
-    validation_tasks: int = Field(128, ge=1, description="fixed held-out tasks")
+    validation_tasks: int = Field(128, ge=1, le=MAX_TASKS, description="fixed held-out tasks")
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int | None = Field(
         None, ge=1, le=1024,
@@ -126,15 +130,15 @@ class RunConfig(Strict):
 class TrackingConfig(Strict):
     uri: str | None = Field(None, description="MLflow tracking URI (default sqlite:///./mlflow.db)")
     artifact_root: str = Field("mlruns", description="artifact folder for a new local experiment")
-    experiment: str = Field("es-l2l", min_length=1, description="MLflow experiment name")
+    experiment: str = Field("es-l2l", min_length=1, max_length=MAX_NAME, description="MLflow experiment name")
     system_metrics: bool = Field(True, description="log CPU and memory use (system/...) while a run trains, where psutil is installed")
-    run_name: str | None = None
+    run_name: str | None = Field(None, max_length=MAX_NAME, description="MLflow run name (default: the config's name)")
 
 
 class _Root(Strict):
     """The experiment: the sections every run has; each outer loop adds its own (see :data:`ExperimentConfig`)."""
 
-    name: str = Field(None, min_length=1, description="run name (default: FAMILY-OUTER, e.g. the default config's)")  # type: ignore[assignment]
+    name: str = Field(None, min_length=1, max_length=MAX_NAME, description="run name (default: FAMILY-OUTER, e.g. the default config's)")  # type: ignore[assignment]
     outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS))
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: SerializeAsAny[TaskSection] = Field(default_factory=lambda: get_family(default_family()).config())
@@ -175,7 +179,8 @@ class _Root(Strict):
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise PydanticCustomError("task_section", "the task section must be a mapping of keys, got {got!r}", {"got": value})
+            raise PydanticCustomError("task_section", "invalid config value for 'task': the task section must be a mapping of keys, got {got}",
+                                      {"got": short_repr(value)})
         name = value.get("family", default_family())
         try:
             family = get_family(str(name))
@@ -239,12 +244,17 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override '{item}' is not of the form dotted.key=value, e.g. es.popsize=32")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
+    if len(parts) > MAX_DEPTH:
+        raise ConfigError(f"override '{item[:60]}...' names a key {len(parts)} levels deep; config keys have a few, e.g. es.popsize")
     node = tree
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = parse_yaml(raw, f"--set {key.strip()[:60]}") if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key.strip()[:60]}: the value is not valid YAML ({exc.__class__.__name__}); quote it") from None
 
 
 def _describe(err: dict[str, Any], schema: type, prefix: tuple = ()) -> str:
@@ -261,14 +271,25 @@ def _describe(err: dict[str, Any], schema: type, prefix: tuple = ()) -> str:
             section = section.model_fields[part].annotation if section is not None and part in getattr(section, "model_fields", {}) else None
         where = ".".join(str(p) for p in loc[:-1]) or "top level"
         return f"unknown config key '{key}'; allowed keys in {where}: {allowed_keys(section)}"
-    got = err.get("input")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error":
         return f"invalid config: {msg}"
-    return f"invalid config value for '{key}': {msg} (got {got!r})"
+    return f"invalid config value for '{key}': {msg} (got {short_repr(err.get('input'))})"
 
 
-def build_config(tree: dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error line stays one short line whatever the input."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxdict = 6
+    short.maxlevel = 2
+    text = short.repr(value)
+    return text if len(text) <= limit + 20 else text[:limit] + f"... ({len(text):,} characters)"
+
+
+def build_config(tree: dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = (), where: str = "the config") -> ExperimentConfig:
+    """Validate a config tree (from YAML, a checkpoint or a resume file), bounded first (es_l2l.schema.check_tree)."""
+    check_tree(tree, where)
     tree = dict(tree or {})
     for item in overrides:
         _apply_override(tree, item)
@@ -294,7 +315,7 @@ def read_yaml(path: str | Path, example: str = "one of configs/*.yaml") -> dict[
     if "\x00" in text:
         raise ConfigError(f"config file '{path}' is a binary file, not YAML; pass a YAML file such as {example}")
     try:
-        tree = yaml.safe_load(text)
+        tree = parse_yaml(text, f"config file '{path}'")  # bounded: depth, aliases, sizes (es_l2l.schema)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__}); fix its syntax") from None
     if tree is None:

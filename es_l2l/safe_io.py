@@ -138,6 +138,15 @@ def load_blob(path: str | Path, fmt: str, what: str = "file") -> Any:
     if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
         raise UnsafeFile(f"'{path}' is a damaged es-l2l {what} (its tensor table holds something else)")
     try:
-        return from_tree(json.loads(blob["json"]), tensors)
+        tree = json.loads(blob["json"])
+    except RecursionError:  # json recurses once per level: a crafted file nests thousands deep
+        raise UnsafeFile(f"'{path}' is a damaged es-l2l {what} (its JSON nests too deeply); pass a file es-l2l wrote") from None
+    except ValueError as exc:
+        raise UnsafeFile(f"'{path}' is a damaged es-l2l {what} (its JSON: {str(exc)[:100]})") from None
+    from es_l2l.schema import check_tree
+
+    check_tree(tree, f"'{path}' (an es-l2l {what})", UnsafeFile)  # depth, size: before from_tree recurses
+    try:
+        return from_tree(tree, tensors)
     except (KeyError, TypeError, ValueError) as exc:
-        raise UnsafeFile(f"'{path}' is a damaged es-l2l {what} ({type(exc).__name__}: {exc})") from None
+        raise UnsafeFile(f"'{path}' is a damaged es-l2l {what} ({type(exc).__name__}: {str(exc)[:100]})") from None

@@ -21,12 +21,10 @@ from typing import Any
 
 from rich.console import Console
 
-from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
+from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config
 from es_l2l.metric_keys import comparison_key
 from es_l2l.tables import csv_table, markdown_table, rich_table
 
-TUNE_KEYS = {"config", "budget_seconds", "budget_neuron_steps", "trials", "searcher", "scheduler", "grace_period",
-             "reduction_factor", "concurrent_trials", "seed", "include_config", "set", "space"}
 KINDS = {"uniform": "[low, high]", "loguniform": "[low, high], low > 0", "randint": "[low, high], both included",
          "choice": "[value, ...]"}
 SEARCHERS = ("optuna", "random")
@@ -126,55 +124,26 @@ def resolve_tune(path: str, overrides: list[str], trials: int | None = None, bud
                  budget_neuron_steps: float | None = None, out: str | None = None, searcher: str | None = None) -> TunePlan:
     """The tuning plan of a tuning file (command-line values win); ConfigError before anything starts."""
     from es_l2l.compare import apply_budget
+    from es_l2l.plan_files import read_tune_file
     from es_l2l.tracking import tracking_uri
 
     src = Path(path)
-    tree = read_yaml(src, "a tuning file such as configs/tune_*.yaml")
-    if "config" not in tree or "space" not in tree:
-        raise ConfigError(f"'{src}' is not a tuning file: it needs 'config' (an experiment YAML) and 'space' (see configs/tune_*.yaml)")
-    unknown = set(tree) - TUNE_KEYS
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in tuning file '{src}'; allowed: {', '.join(sorted(TUNE_KEYS))}")
-    if budget_seconds is None and budget_neuron_steps is None:
-        budget_seconds, budget_neuron_steps = tree.get("budget_seconds"), tree.get("budget_neuron_steps")
-    if budget_seconds is not None and budget_neuron_steps is not None:
-        raise ConfigError(f"tuning file '{src}' gives two budgets; give one, budget_seconds or budget_neuron_steps")
-    if budget_seconds is None and budget_neuron_steps is None:
-        raise ConfigError(f"tune needs a budget per trial: budget_seconds or budget_neuron_steps in '{src}', or --budget-seconds / --budget-neuron-steps")
-    try:
-        budget = ("seconds", float(budget_seconds)) if budget_seconds is not None else ("neuron_steps", float(budget_neuron_steps))
-    except (TypeError, ValueError):
-        raise ConfigError(f"the budget per trial in '{src}' must be a number, got {budget_seconds if budget_seconds is not None else budget_neuron_steps!r}") from None
-    if not budget[1] > 0:
-        raise ConfigError(f"the budget per trial must be positive, got {budget[1]:g}")
-    config_path = src.parent / str(tree["config"])
-    set_ = tree.get("set") or []
-    if not isinstance(set_, list):
-        raise ConfigError(f"'set' in tuning file '{src}' must be a list of dotted.key=value overrides")
-    base = load_config(config_path, [*map(str, set_), *overrides])
+    file = read_tune_file(src)  # typed: one line naming the key (es_l2l.plan_files)
+    budget = file.resolve(budget_seconds, budget_neuron_steps, "tune")
+    config_path = src.parent / file.config
+    base = load_config(config_path, [*file.set, *overrides])
     trial = apply_budget(base, budget)
     uri = tracking_uri(trial)  # trials run in Ray workers, elsewhere: give them the same store
     root = trial.tracking.artifact_root if "://" in trial.tracking.artifact_root else str(Path(trial.tracking.artifact_root).resolve())
     trial = build_config(trial.model_dump(), [f"tracking.uri={uri}", f"tracking.artifact_root={root}"])
-    plan = TunePlan(src, config_path, base, trial, _check_space(src, base, tree["space"]), budget)
-    for key, kind, low in (("trials", int, 1), ("grace_period", int, 1), ("reduction_factor", float, 1.0001),
-                           ("concurrent_trials", int, 1), ("seed", int, 0)):
-        value = tree.get(key, getattr(plan, key))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (kind is int and value != int(value)):
-            raise ConfigError(f"'{key}' in tuning file '{src}' must be a number >= {low:g}{' (whole)' if kind is int else ''}, got {value!r}")
-        setattr(plan, key, kind(value))
+    plan = TunePlan(src, config_path, base, trial, _check_space(src, base, file.space), budget, trials=file.trials,
+                    searcher=searcher or file.searcher, scheduler="asha" if file.scheduler == "asha" else None,
+                    grace_period=file.grace_period, reduction_factor=file.reduction_factor,
+                    concurrent_trials=file.concurrent_trials, seed=file.seed, include_config=file.include_config)
     if trials is not None:
         if trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {trials}")
         plan.trials = trials
-    plan.searcher = searcher or tree.get("searcher", "optuna")
-    if plan.searcher not in SEARCHERS:
-        raise ConfigError(f"searcher '{plan.searcher}' in '{src}' is unknown; allowed: {', '.join(SEARCHERS)}")
-    plan.scheduler = tree.get("scheduler", "asha")
-    if plan.scheduler not in ("asha", None, "none", "fifo"):
-        raise ConfigError(f"scheduler '{plan.scheduler}' in '{src}' is unknown; allowed: asha, none")
-    plan.scheduler = "asha" if plan.scheduler == "asha" else None
-    plan.include_config = bool(tree.get("include_config", True))
     plan.out = Path(out) if out else Path(f"{config_path.stem}.best.yaml")
     return plan
 
