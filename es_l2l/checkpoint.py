@@ -134,11 +134,12 @@ def driver_lock(run_id: str):
     when that process dies, even by SIGKILL); an open file, or None when another process on this
     machine holds it."""
     import fcntl
-    import tempfile
+    import os
 
-    folder = Path(tempfile.gettempdir()) / "es-l2l-drivers"
-    folder.mkdir(exist_ok=True)
-    fh = open(folder / f"{run_id}.lock", "a")
+    try:
+        fh = open(_lock_path(run_id), "a")
+    except OSError:  # an unwritable temporary folder: run unguarded rather than not at all
+        return open(os.devnull)
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -151,13 +152,21 @@ def release_driver_lock(run_id: str, fh, remove: bool = True) -> None:
     """Release the lock (the run has ended: its file goes too; a mere check keeps it, so that two
     processes checking at once never lock two different files)."""
     import contextlib
-    import tempfile
 
     if fh is not None and not fh.closed:
         if remove:
             with contextlib.suppress(OSError):
-                (Path(tempfile.gettempdir()) / "es-l2l-drivers" / f"{run_id}.lock").unlink()
+                _lock_path(run_id).unlink()
         fh.close()
+
+
+def _lock_path(run_id: str) -> Path:
+    import os
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"es-l2l-drivers-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{run_id}.lock"
 
 
 def check_driver_gone(run, force: bool = False) -> None:

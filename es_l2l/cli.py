@@ -171,12 +171,13 @@ def cmd_compare(args, console: Console) -> int:
 
     local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))
 
+    from es_l2l.errors import ClusterError
     from es_l2l.lifecycle import RunFailed
 
     try:
         with sigterm_as_interrupt():
             return compare(plan, console)
-    except (CompareError, RunFailed) as exc:
+    except (CompareError, RunFailed, ClusterError) as exc:
         _error(exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt as exc:  # Ctrl-C as SIGTERM: one line, the parent and children marked KILLED

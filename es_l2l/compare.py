@@ -135,12 +135,14 @@ def compare(plan: Plan, console: Console) -> int:
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
     from es_l2l.families import family_of
+    from es_l2l.guard import probe_tracking, tracking_uri
     from es_l2l.lifecycle import final_state
     from es_l2l.redact import safe_yaml
     from es_l2l.tracking import MlflowRun, ui_command
 
     first = plan.configs[0]
     names = [c.name for c in plan.configs]
+    probe_tracking(tracking_uri(first))  # a dead, silent or foreign server: one line (PreflightError) before the parent run
     parent = MlflowRun(
         first,
         run_name="compare " + " vs ".join(names),

@@ -259,6 +259,7 @@ def tune(plan: TunePlan, console: Console) -> int:
     from es_l2l.distributed import init_ray
     from es_l2l.experiment import quiet_libraries
     from es_l2l.families import family_of
+    from es_l2l.guard import probe_tracking, tracking_uri
     from es_l2l.lifecycle import final_state
     from es_l2l.tracking import MlflowRun, ui_command
 
@@ -266,6 +267,7 @@ def tune(plan: TunePlan, console: Console) -> int:
     objective = family_of(cfg).objective
     metric, mode = f"best_{objective.key}", "max" if objective.maximize else "min"
     need = bundles(cfg)
+    probe_tracking(tracking_uri(cfg))  # a dead, silent or foreign server: one line (PreflightError) before Ray starts
     init_ray(cfg, min_cpus=sum(b.get("CPU", 0) for b in need))
     parent = MlflowRun(cfg, run_name=f"tune {cfg.name}", tags={"es_l2l.tune": "parent", "es_l2l.budget": plan.budget_text},
                        log_config=False)

@@ -400,6 +400,9 @@ def test_evaluate_resume_and_sync_name_a_dead_silent_or_foreign_server_in_one_li
                 "resume": ["run", "--resume", "0123456789abcdef0123456789abcdef", f"--set=tracking.uri={uri}"],
                 "sync": ["sync", str(spool)],
                 "run": ["run", str(SMOKE), "--workers", "0", f"--set=tracking.uri={uri}"]}
+    if server == "silent":  # the worst case, for the commands that make a parent run too
+        commands["compare"] = ["compare", str(SMOKE), "--budget-seconds", "5", f"--set=tracking.uri={uri}"]
+        commands["tune"] = ["tune", str(ROOT / "configs" / "tune_smoke.yaml"), f"--set=tracking.uri={uri}"]
     took = {}
     try:
         for name, args in commands.items():
