@@ -200,8 +200,6 @@ def fetch_resume(run_id: str, uri: str, force: bool = False) -> dict:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from es_l2l.redact import redact_uri
-
     run = fetch_run(run_id, uri, ResumeError)
     client = MlflowClient(tracking_uri=uri)
     check_driver_gone(run, force)
