@@ -107,7 +107,6 @@ def fetch_run(run_id: str, uri: str, error: type[Exception] = RuntimeError,
 
     from es_l2l.guard import PreflightError, probe_tracking
     from es_l2l.redact import redact_text, redact_uri
-    from es_l2l.spool import is_outage
 
     try:
         probe_tracking(uri)
@@ -116,7 +115,7 @@ def fetch_run(run_id: str, uri: str, error: type[Exception] = RuntimeError,
     try:
         return MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException as exc:
-        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and not is_outage(exc):
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise error(f"no MLflow run '{run_id}' at {redact_uri(uri)}; pass the tracking URI it was logged to ({where})") from None
         raise error(f"the tracking store at {redact_uri(uri)} did not give run '{run_id}' "
                     f"({redact_text(str(exc).strip().splitlines()[0][:200]) if str(exc).strip() else type(exc).__name__}); "
@@ -132,7 +131,7 @@ DRIVER_TAG = "es_l2l.driver"  # "HOST PID": the process driving the run (set whe
 def driver_lock(run_id: str):
     """An exclusive lock that the process driving run ``run_id`` holds while it runs (the kernel drops it
     when that process dies, even by SIGKILL); an open file, or None when another process on this
-    machine holds it."""
+    machine holds it. Checking closes the file, which drops the lock of the checking process only."""
     import fcntl
     import os
 
@@ -140,9 +139,9 @@ def driver_lock(run_id: str):
         fh = open(_lock_path(run_id), "a")
     except OSError:  # an unwritable temporary folder: run unguarded rather than not at all
         return open(os.devnull)
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    try:  # a POSIX record lock: per process, so the driver itself may reopen its own run
+        fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
         fh.close()
         return None
     return fh
