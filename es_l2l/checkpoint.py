@@ -177,7 +177,101 @@ class ResumeError(RuntimeError):
     """The run to resume, or its resume file, cannot be used (one line for the user)."""
 
 
-def fetch_resume(run_id: str, uri: str) -> dict:
+def fetch_run(run_id: str, uri: str, error: type[Exception] = RuntimeError,
+              where: str = "--set tracking.uri=... or MLFLOW_TRACKING_URI"):
+    """MLflow run ``run_id`` at ``uri``, after the same probe as ``es-l2l run`` (a dead or silent server,
+    or one that is not MLflow, is named within seconds). Raises ``error`` with one line: the store does
+    not answer, or it has no such run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from es_l2l.guard import PreflightError, probe_tracking
+    from es_l2l.redact import redact_text, redact_uri
+
+    try:
+        probe_tracking(uri)
+    except PreflightError as exc:
+        raise error(str(exc)) from None
+    try:
+        return MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise error(f"no MLflow run '{run_id}' at {redact_uri(uri)}; pass the tracking URI it was logged to ({where})") from None
+        raise error(f"the tracking store at {redact_uri(uri)} did not give run '{run_id}' "
+                    f"({redact_text(str(exc).strip().splitlines()[0][:200]) if str(exc).strip() else type(exc).__name__}); "
+                    "check the server and retry") from None
+    except Exception as exc:  # requests' errors after MLflow's (short) retries
+        raise error(f"the tracking store at {redact_uri(uri)} did not answer for run '{run_id}' ({type(exc).__name__}); "
+                    "check the server and retry") from None
+
+
+DRIVER_TAG = "es_l2l.driver"  # "HOST PID": the process driving the run (set when it starts or resumes)
+
+
+def driver_lock(run_id: str):
+    """An exclusive lock that the process driving run ``run_id`` holds while it runs (the kernel drops it
+    when that process dies, even by SIGKILL); an open file, or None when another process on this
+    machine holds it. Checking closes the file, which drops the lock of the checking process only."""
+    import fcntl
+    import os
+
+    try:
+        fh = open(_lock_path(run_id), "a")
+    except OSError:  # an unwritable temporary folder: run unguarded rather than not at all
+        return open(os.devnull)
+    try:  # a POSIX record lock: per process, so the driver itself may reopen its own run
+        fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
+def release_driver_lock(run_id: str, fh, remove: bool = True) -> None:
+    """Release the lock (the run has ended: its file goes too; a mere check keeps it, so that two
+    processes checking at once never lock two different files)."""
+    import contextlib
+
+    if fh is not None and not fh.closed:
+        if remove:
+            with contextlib.suppress(OSError):
+                _lock_path(run_id).unlink()
+        fh.close()
+
+
+def _lock_path(run_id: str) -> Path:
+    import os
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"es-l2l-drivers-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{run_id}.lock"
+
+
+def check_driver_gone(run, force: bool = False) -> None:
+    """Refuse (:class:`ResumeError`) to resume a RUNNING run whose driver may still be alive: on this machine
+    its driver lock says so for sure; on another machine nobody can tell, so ``--force`` is needed."""
+    import socket
+
+    if run.info.status != "RUNNING":
+        return
+    run_id = run.info.run_id
+    host, _, pid = run.data.tags.get(DRIVER_TAG, "").partition(" ")
+    if not host:
+        return  # logged by an older es-l2l: nothing to check
+    if host == socket.gethostname():
+        lock = driver_lock(run_id)
+        if lock is None:
+            raise ResumeError(f"MLflow run '{run_id}' is still RUNNING: its driver (PID {pid} on this machine) is alive; "
+                              f"wait for it, or stop it (kill {pid}: it is marked KILLED) and resume then")
+        release_driver_lock(run_id, lock, remove=False)
+        return
+    if not force:
+        raise ResumeError(f"MLflow run '{run_id}' is RUNNING, driven by PID {pid} on {host}, which this machine cannot check; "
+                          f"if that driver is really dead (host down, process killed), resume with --force")
+
+
+def fetch_resume(run_id: str, uri: str, force: bool = False) -> dict:
     """The resume state of MLflow run ``run_id`` at ``uri``, checked: an ES run, not FINISHED, with a
     ``resume.pt`` (a legacy ``resume.pkl`` is refused, never unpickled). Raises :class:`ResumeError`."""
     import tempfile
@@ -185,13 +279,9 @@ def fetch_resume(run_id: str, uri: str) -> dict:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from es_l2l.redact import redact_uri
-
+    run = fetch_run(run_id, uri, ResumeError)
     client = MlflowClient(tracking_uri=uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise ResumeError(f"no MLflow run '{run_id}' at {redact_uri(uri)}; pass the tracking URI it was logged to (--set tracking.uri=... or MLFLOW_TRACKING_URI)") from None
+    check_driver_gone(run, force)
     from es_l2l.outer import OUTER_LOOPS
 
     outer = run.data.params.get("outer", "es")

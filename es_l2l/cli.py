@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="attach to a running Ray cluster (same as --set run.address=...)")
     run.add_argument("--workers", type=int, help="number of Ray evaluation actors (same as --set run.workers=N)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    run.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last resume.pkl checkpoint (same tracking URI; no CONFIG)")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue this MLflow run from its last resume.pt checkpoint (same tracking URI; no CONFIG)")
+    run.add_argument("--force", action="store_true", help="with --resume: resume a run still marked RUNNING by a driver on another "
+                     "machine (that driver must really be dead; one on this machine is checked, never forced)")
     ev = sub.add_parser("evaluate", help="score a checkpoint's genome on held-out test tasks beside the baselines")
     ev.add_argument("checkpoint", help="a checkpoint.pt file (an MLflow artifact of every run), runs:/RUN_ID, or models:/NAME/VERSION")
     ev.add_argument("--genome", default="best", choices=["best", "final", "initial"], help="which genome to score")
@@ -104,7 +106,7 @@ def _resume_state(args, cfg: ExperimentConfig) -> tuple[ExperimentConfig, dict]:
     from es_l2l.config import build_config
     from es_l2l.tracking import tracking_uri
 
-    state = fetch_resume(args.resume, tracking_uri(cfg))  # ResumeError: one line
+    state = fetch_resume(args.resume, tracking_uri(cfg), force=args.force)  # ResumeError: one line
     stored = state.pop("config")
     stored.setdefault("tracking", {})["uri"] = cfg.tracking.uri  # the stored one is redacted (no credentials)
     return build_config(stored, _overrides(args)), state
@@ -136,6 +138,7 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.errors import CapacityError
     from es_l2l.experiment import RunFailed, run_experiment
 
+    from es_l2l.checkpoint import ResumeError
     from es_l2l.lifecycle import sigterm_as_interrupt
 
     try:
@@ -144,7 +147,7 @@ def cmd_run(args, console: Console) -> int:
     except CapacityError as exc:  # asks more than the cluster has: bad input, no run created
         _error(exc)
         return EXIT_CONFIG
-    except (ClusterError, RunFailed) as exc:
+    except (ClusterError, RunFailed, ResumeError) as exc:
         _error(exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt as exc:
@@ -172,10 +175,13 @@ def cmd_compare(args, console: Console) -> int:
 
     local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))
 
+    from es_l2l.errors import ClusterError
+    from es_l2l.lifecycle import RunFailed
+
     try:
         with sigterm_as_interrupt():
             return compare(plan, console)
-    except CompareError as exc:
+    except (CompareError, RunFailed, ClusterError) as exc:
         _error(exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt as exc:  # Ctrl-C as SIGTERM: one line, the parent and children marked KILLED
@@ -191,57 +197,48 @@ def cmd_tune(args, console: Console) -> int:
 
     local_ray_token(plan.trial, always=True)  # the trials run on a local Ray: a random token, none left in ~/.ray
     from es_l2l.distributed import ClusterError
+    from es_l2l.lifecycle import RunFailed, sigterm_as_interrupt
 
     try:
-        return tune(plan, console)
-    except (TuneError, ClusterError) as exc:
+        with sigterm_as_interrupt():  # SIGTERM stops the search like Ctrl-C: parent and trials KILLED
+            return tune(plan, console)
+    except (TuneError, ClusterError, RunFailed) as exc:
         _error(exc)
         return EXIT_RUNTIME
+    except KeyboardInterrupt as exc:
+        _stopped(console, exc, "runs keep", f"no best config written to {plan.out}")
 
 
-def _stopped(console: Console, exc: KeyboardInterrupt, runs_keep: str) -> None:
+def _stopped(console: Console, exc: KeyboardInterrupt, runs_keep: str, also: str = "") -> None:
     """After Ctrl-C or SIGTERM (the runs already marked KILLED): one line, then exit 130 or 143 with
     Ray shut down and no slow native teardown."""
-    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, Terminated, exit_now
+    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, exit_now
+    from es_l2l.lifecycle import terminated as by_sigterm
 
-    terminated = isinstance(exc, Terminated)
+    terminated = by_sigterm(exc)
+    how = "terminated" if terminated else "interrupted"
+    also = f"; {also}" if also else ""
     if getattr(exc, "run_marked", False):
-        console.print(f"{'terminated' if terminated else 'interrupted'}; the MLflow {runs_keep} the metrics logged so far")
+        console.print(f"{how}; the MLflow {runs_keep} the metrics logged so far{also}", soft_wrap=True)
     else:  # stopped while starting (preflight, Ray starting): no MLflow run exists yet
-        console.print(f"{'terminated' if terminated else 'interrupted'} before any MLflow run started; nothing was logged")
+        console.print(f"{how} before any MLflow run started; nothing was logged", soft_wrap=True)
     exit_now(EXIT_SIGTERM if terminated else EXIT_SIGINT)
 
 
 def cmd_evaluate(args, console: Console) -> int:
-    from es_l2l.checkpoint import load_checkpoint
-    from es_l2l.families import family_of
+    import tempfile
 
     from es_l2l.config import MAX_TASKS
 
     if args.tasks is not None and not 1 <= args.tasks <= MAX_TASKS:
         raise ConfigError(f"--tasks must be a positive number of test episodes (at most {MAX_TASKS:,}), got {args.tasks}")
-    if args.checkpoint.startswith(("runs:/", "models:/")):  # a run's checkpoint or a (registered) model
-        import tempfile
-
-        from es_l2l.mlflow_model import checkpoint_from_uri
-
-        folder = tempfile.mkdtemp(prefix="es-l2l-evaluate-")
-        try:
-            path = checkpoint_from_uri(args.checkpoint, folder)
-        except Exception as exc:  # MlflowException, FileNotFoundError, ...
-            _error(f"cannot fetch '{args.checkpoint}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); check the URI and "
-                   "MLFLOW_TRACKING_URI")
-            return EXIT_RUNTIME
-    else:
-        path = Path(args.checkpoint)
-    if not path.exists():
-        _error(f"checkpoint '{path}' does not exist; download it from the run's MLflow artifacts")
+    with tempfile.TemporaryDirectory(prefix="es-l2l-evaluate-") as folder:  # removed whatever happens
+        loaded = _evaluate_load(args, folder)
+    if loaded is None:
         return EXIT_RUNTIME
-    try:
-        cfg, genome, genomes, meta = load_checkpoint(path)  # data only (weights_only); ValueError: one line
-    except ValueError as exc:
-        _error(exc)
-        return EXIT_RUNTIME
+    cfg, genome, genomes, meta = loaded
+    from es_l2l.families import family_of
+
     if args.tasks:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
     if args.overrides:
@@ -250,6 +247,43 @@ def cmd_evaluate(args, console: Console) -> int:
     console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
     report.print(console, None)
     return 0
+
+
+def _evaluate_load(args, folder: str):
+    """The checkpoint ``args.checkpoint`` names, loaded (data only); None after printing one line."""
+    from es_l2l.checkpoint import load_checkpoint
+
+    if args.checkpoint.startswith(("runs:/", "models:/")):  # a run's checkpoint or a (registered) model
+        from es_l2l.checkpoint import fetch_run
+        from es_l2l.guard import PreflightError, probe_tracking
+        from es_l2l.mlflow_model import checkpoint_from_uri
+        from es_l2l.redact import redact_text, redact_uri
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # as mlflow resolves runs:/
+        try:
+            if args.checkpoint.startswith("runs:/"):  # the same probe as `run`, and "no such run" in one line
+                fetch_run(args.checkpoint.removeprefix("runs:/").strip("/").split("/")[0], uri, PreflightError)
+            else:
+                probe_tracking(uri)
+        except PreflightError as exc:
+            _error(exc)
+            return None
+        try:
+            path = checkpoint_from_uri(args.checkpoint, folder)
+        except Exception as exc:  # MlflowException, FileNotFoundError, ...
+            why = redact_text(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")
+            _error(f"cannot fetch '{args.checkpoint}' from {redact_uri(uri)} ({why}); check the URI and MLFLOW_TRACKING_URI")
+            return None
+    else:
+        path = Path(args.checkpoint)
+    if not path.exists():
+        _error(f"checkpoint '{path}' does not exist; download it from the run's MLflow artifacts")
+        return None
+    try:
+        return load_checkpoint(path)  # data only (weights_only); ValueError: one line
+    except ValueError as exc:
+        _error(exc)
+        return None
 
 
 def _task_variant(cfg, overrides: list[str]):
@@ -309,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow 3 sends usage telemetry unless told not to; off unless the user opts in
     # (MLFLOW_DISABLE_TELEMETRY=false). Read when mlflow is imported, which happens below.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from es_l2l.redact import redact_logs
+
+    redact_logs()  # MLflow's own log lines (an outage's failing URL) without credentials
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
+from es_l2l.metric_keys import key_name
 from es_l2l.schema import BLOCKS
 from es_l2l.stats import mean_ci, paired_difference, verdict
 from es_l2l.tables import csv_table, markdown_table, rich_table
@@ -120,34 +121,37 @@ def compare(plan: Plan, console: Console) -> int:
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
     from es_l2l.families import family_of
+    from es_l2l.guard import probe_tracking, tracking_uri
+    from es_l2l.lifecycle import final_state
     from es_l2l.redact import safe_yaml
     from es_l2l.tracking import MlflowRun, ui_command
 
     first = plan.configs[0]
     names = [c.name for c in plan.configs]
+    probe_tracking(tracking_uri(first))  # a dead, silent or foreign server: one line (PreflightError) before the parent run
     parent = MlflowRun(
         first,
         run_name="compare " + " vs ".join(names),
         tags={"es_l2l.compare": "parent", "es_l2l.budget": plan.budget_text},
         log_config=False,
     )
-    quiet_libraries()
-    console.print(f"[bold]es-l2l compare[/] {' vs '.join(names)} at {plan.budget_text} each; MLflow parent run {parent.run_id}")
-    terms = terms_of(plan)
-    for line in terms:
-        console.print(f"  terms: {line}")
-    parent.log_text("\n".join(terms) + "\n", "terms.txt")
-    from mlflow.entities import Param
+    with final_state(parent):  # any error: FAILED with one line; Ctrl-C, SIGTERM: KILLED
+        quiet_libraries()
+        console.print(f"[bold]es-l2l compare[/] {' vs '.join(names)} at {plan.budget_text} each; MLflow parent run {parent.run_id}")
+        terms = terms_of(plan)
+        for line in terms:
+            console.print(f"  terms: {line}")
+        parent.log_text("\n".join(terms) + "\n", "terms.txt")
+        from mlflow.entities import Param
 
-    params = [Param("budget_kind", plan.budget[0]), Param("budget", str(plan.budget[1])), Param("children", ",".join(names))]
-    parent.client.log_batch(parent.run_id, params=params)
-    for cfg in plan.configs:
-        parent.log_text(safe_yaml(cfg), f"{cfg.name}.yaml")  # tracking.uri without credentials
-    children: list[Child] = []
-    seeds = plan.seeds or [first.run.seed]
-    runs = [(seed, cfg if seed == cfg.run.seed else build_config(cfg.model_dump(), [f"run.seed={seed}"]))
-            for seed in seeds for cfg in plan.configs]
-    try:
+        params = [Param("budget_kind", plan.budget[0]), Param("budget", str(plan.budget[1])), Param("children", ",".join(names))]
+        parent.client.log_batch(parent.run_id, params=params)
+        for cfg, file in zip(plan.configs, file_names(names, ".yaml")):  # never a path built from a name as given
+            parent.log_text(safe_yaml(cfg), file)  # tracking.uri without credentials
+        children: list[Child] = []
+        seeds = plan.seeds or [first.run.seed]
+        runs = [(seed, cfg if seed == cfg.run.seed else build_config(cfg.model_dump(), [f"run.seed={seed}"]))
+                for seed in seeds for cfg in plan.configs]
         for seed, cfg in runs:
             child = Child(cfg.name, cfg.outer, None, seed=seed)
             tags = {"mlflow.parentRunId": parent.run_id, "es_l2l.compare": "child", "es_l2l.seed": str(seed)}
@@ -160,7 +164,6 @@ def compare(plan: Plan, console: Console) -> int:
             children.append(child)
         done = [c for c in children if c.outcome is not None]
         if not done:
-            parent.end("FAILED")
             raise CompareError("no compared run finished: " + "; ".join(f"{c.name}: {c.error}" for c in children))
         family = family_of(first)
         shown = [c for c in children if c.seed == seeds[0]]
@@ -170,14 +173,10 @@ def compare(plan: Plan, console: Console) -> int:
         if seed_rows:
             parent.log_text(seeds_md, "seeds.md")
             parent.log_text(csv_table(seed_rows, SEED_COLUMNS), "seeds.csv")
-            parent.log_metrics({f"test/{r['name']}/seed_{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
+            parent.log_metrics({f"test/{key_name(r['name'])}/seed_{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
             parent.set_tags({"verdict_seeds": seed_text[:5000]})
         held_out_md = markdown_table(table_rows, columns) + "\n" + text + "\n"
         parent.set_tags({"mlflow.note.content": description(plan, seeds, terms, held_out_md, seeds_md)})
-    except KeyboardInterrupt as exc:
-        parent.end("KILLED")
-        exc.run_marked = True
-        raise
     failed = [c for c in children if c.error]
     parent.end("FAILED" if failed else "FINISHED")
     console.print(rich_table(table_rows, title, columns, printed))
@@ -190,6 +189,20 @@ def compare(plan: Plan, console: Console) -> int:
     if failed:
         raise CompareError("; ".join(f"{c.name} failed: {c.error}" for c in failed) + f" (the other runs and the parent run {parent.run_id} are logged)")
     return 0
+
+
+def file_names(names: list[str], suffix: str) -> list[str]:
+    """A safe, distinct file name per config name: the name itself when it is a plain file name
+    (letters, digits, ``.``, ``_``, ``-``), else a slug of it; never a path (``/``, ``..``)."""
+    import re
+
+    out: list[str] = []
+    for i, name in enumerate(names):
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:100] or f"config{i + 1}"
+        if slug in out or slug + suffix in out:
+            slug = f"{slug}-{i + 1}"
+        out.append(slug + suffix)
+    return out
 
 
 def description(plan: Plan, seeds: list[int], terms: list[str], held_out_md: str, seeds_md: str) -> str:

@@ -72,6 +72,8 @@ def probe_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     if is_http(uri):
         for key, value in HTTP_CLIENT_ENV.items():
             os.environ.setdefault(key, value)
+        if shown != uri:  # MLflow prints "View run ... at: <uri>" with the URI as given
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         from urllib.parse import urlsplit, urlunsplit
 
         parts = urlsplit(uri)
@@ -97,13 +99,14 @@ def probe_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
                 ) from None
             if exc.code >= 500:
                 raise PreflightError(f"the MLflow tracking server at {shown} answers HTTP {exc.code}; check the server") from None
-            # 404 & co.: a server without /health (a proxy path): it answered, which is what we probe
+            # 404 & co.: a server without /health (a proxy path): it answered; its API says whether it is MLflow
         except (urllib.error.URLError, OSError, ValueError) as exc:
             why = getattr(exc, "reason", None) or exc
             raise PreflightError(
                 f"the MLflow tracking server at {shown} does not answer within {timeout:g} s ({why}); start it, "
                 "or fix tracking.uri / MLFLOW_TRACKING_URI"
             ) from None
+        _check_mlflow_api(base, req.headers, shown, timeout)
         return
     db = sqlite_path(uri)
     if db is None:
@@ -114,6 +117,36 @@ def probe_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         raise PreflightError(f"the folder of the tracking database {db} is not writable; fix its permissions or tracking.uri")
     # the database itself is created with the run (get_or_create_experiment, under store_lock): no file
     # appears for a run that fails its other checks
+
+
+def _check_mlflow_api(base: str, headers: dict, shown: str, timeout: float) -> None:
+    """Raise :class:`PreflightError` unless ``base`` answers MLflow's REST API with JSON (any HTTP server
+    answers ``/health``; a web server that is not MLflow used to end in a traceback deep in MLflow)."""
+    import json
+
+    req = urllib.request.Request(base + "/api/2.0/mlflow/experiments/search?max_results=1", headers=dict(headers))
+    try:
+        with urllib.request.build_opener().open(req, timeout=timeout) as resp:
+            body = resp.read(1 << 16)
+        json.loads(body.decode("utf-8"))
+        return
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+        if code in (401, 403):
+            raise PreflightError(
+                f"the MLflow tracking server at {shown} refused the credentials (HTTP {code}); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            ) from None
+        why = f"HTTP {code} for MLflow's REST API"
+    except (urllib.error.URLError, OSError) as exc:
+        raise PreflightError(
+            f"the MLflow tracking server at {shown} does not answer MLflow's REST API within {timeout:g} s "
+            f"({getattr(exc, 'reason', None) or exc}); check the server, or fix tracking.uri / MLFLOW_TRACKING_URI"
+        ) from None
+    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError)
+        why = "its REST API does not answer JSON"
+    raise PreflightError(f"the server at {shown} is not an MLflow tracking server ({why}); fix tracking.uri / "
+                         "MLFLOW_TRACKING_URI (an MLflow server's address, e.g. http://HOST:5000)")
 
 
 def open_client(uri: str):

@@ -35,9 +35,20 @@ class Terminated(KeyboardInterrupt):
 _installed = False
 
 
+_got_sigterm = False
+
+
 def _on_sigterm(signum, frame):
+    global _got_sigterm
+    _got_sigterm = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise Terminated("SIGTERM")
+
+
+def terminated(exc: BaseException) -> bool:
+    """Whether this interrupt came from SIGTERM (a library, e.g. Ray Tune's loop, may re-raise our
+    :class:`Terminated` as a plain ``KeyboardInterrupt``)."""
+    return isinstance(exc, Terminated) or _got_sigterm
 
 
 def _main_thread() -> bool:
@@ -208,7 +219,7 @@ def _end(tracker, status: str, tags: dict[str, str], text: str | None = None) ->
 
 
 # Errors whose message already says what to do: passed on as they are.
-EXPECTED = ("ClusterError", "NonFiniteFitness", "FloatingPointError")
+EXPECTED = ("ClusterError", "NonFiniteFitness", "FloatingPointError", "TuneError", "CompareError")
 
 
 @contextmanager
@@ -220,7 +231,7 @@ def final_state(tracker):
     try:
         yield
     except KeyboardInterrupt as exc:
-        how = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        how = "SIGTERM" if terminated(exc) else "SIGINT"
         _end(tracker, "KILLED", {"stopped_by": how})
         exc.run_marked = True  # the CLI's last line says the run keeps what it logged
         raise

@@ -101,6 +101,14 @@ def predictor(name: str) -> str:
     return PREDICTORS.get(slug, slug)
 
 
+def key_name(name: str) -> str:
+    """A config name as one segment of a metric key: ``/`` and characters MLflow refuses become ``_``, so
+    a name never adds a level or points elsewhere (``../x``); plain names are kept as they are."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_\-. :]+", "_", name).strip(" .") or "_"
+
+
 def comparison_key(who: str, key: str) -> str:
     """A parent run's key (``es-l2l compare``, ``es-l2l tune``) for one child's or baseline's value:
     ``test_mse_late`` -> ``test/<who>/mse_late``, ``best_val_mse_late`` -> ``val/<who>/best_mse_late``,

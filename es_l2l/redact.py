@@ -12,7 +12,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s]+)@")
+# the user info runs to the LAST '@' before the path: a password may hold '@' (http://user:p@ss@host)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s]+)@")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:token|password|passwd|secret|key|access_token|sig)=)[^&\s]+")
 
 
@@ -27,6 +28,30 @@ def redact_uri(uri: str | None) -> str | None:
 def redact_text(text: str) -> str:
     """Every URI in ``text`` redacted (for error messages that quote one)."""
     return redact_uri(text) or text
+
+
+def redact_logs() -> None:
+    """Every log record of this process (MLflow's own loggers included: its system-metrics monitor logs
+    the failing request's URL during an outage) has its URIs redacted before any handler sees it."""
+    import logging
+
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacting", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = make(*args, **kwargs)
+        try:
+            text = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: logging reports it as it would
+            return record
+        safe = redact_text(text)
+        if safe != text:
+            record.msg, record.args = safe, None
+        return record
+
+    factory.redacting = True
+    logging.setLogRecordFactory(factory)
 
 
 def has_credentials(uri: str | None) -> bool:
@@ -53,4 +78,4 @@ def safe_flat(cfg) -> dict[str, Any]:
     return flatten(safe_config(cfg))
 
 
-__all__ = ["redact_uri", "redact_text", "has_credentials", "safe_config", "safe_yaml", "safe_flat", "urlsplit", "urlunsplit"]
+__all__ = ["redact_uri", "redact_text", "redact_logs", "has_credentials", "safe_config", "safe_yaml", "safe_flat", "urlsplit", "urlunsplit"]

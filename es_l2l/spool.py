@@ -239,19 +239,40 @@ def sync(folder: str | Path, uri: str | None = None) -> tuple[str, int]:
     """``es-l2l sync``: upload a spool folder to its run; returns (run id, items sent) and removes the folder.
 
     ``uri`` (or ``MLFLOW_TRACKING_URI``) overrides the URI recorded in ``meta.json`` (which has no
-    credentials: MLflow takes them from ``MLFLOW_TRACKING_USERNAME`` / ``PASSWORD``)."""
+    credentials: MLflow takes them from ``MLFLOW_TRACKING_USERNAME`` / ``PASSWORD``). The store gets
+    the same probe as ``es-l2l run`` and must hold the run; anything wrong is a ``ValueError`` (one
+    line) and the spool is kept."""
     from mlflow.tracking import MlflowClient
+
+    from es_l2l.checkpoint import fetch_run
+    from es_l2l.redact import redact_text
 
     folder = Path(folder)
     meta_file = folder / "meta.json"
     if not meta_file.is_file():
         raise ValueError(f"'{folder}' is not an es-l2l spool folder (no meta.json); pass .es_l2l_spool/<run id>")
-    meta: dict[str, Any] = json.loads(meta_file.read_text())
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or meta["tracking_uri"]
+    try:
+        meta: dict[str, Any] = json.loads(meta_file.read_text())
+        run_id, stored = str(meta["run_id"]), str(meta["tracking_uri"])
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ValueError(f"the spool's {meta_file} is damaged ({type(exc).__name__}); nothing was uploaded and the spool is "
+                         "kept (its run id is the folder's name)") from None
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or stored
     if "***" in uri:
         raise ValueError("the spool's tracking URI had credentials, which were not stored; pass --tracking-uri or set "
                          "MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+    try:  # a dead, silent or foreign server, or a store without the run: one line
+        fetch_run(run_id, uri, ValueError, where="--tracking-uri or MLFLOW_TRACKING_URI")
+    except ValueError as exc:
+        raise ValueError(f"{exc}; nothing was uploaded and the spool is kept") from None
     client = MlflowClient(tracking_uri=uri)
-    sent = flush(client, folder, meta["run_id"])
+    try:
+        sent = flush(client, folder, run_id)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ValueError(f"could not upload the spool {folder} ({redact_text(f'{type(exc).__name__}: {line}')}); what was "
+                         "sent stays sent, the rest is kept: fix the cause and run es-l2l sync again") from None
     shutil.rmtree(folder, ignore_errors=True)
-    return meta["run_id"], sent
+    return run_id, sent

@@ -8,6 +8,7 @@ points at a tracking server instead.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -57,11 +58,19 @@ class MlflowRun:
         self.client = open_client(self.uri)  # a new SQLite store is created under a file lock
         self.logged_through = -1  # generations up to this one are in the run already (resume)
         self.flat = False  # True: a reopened run that logged the flat names of older versions keeps them
+        from es_l2l.checkpoint import DRIVER_TAG, ResumeError, driver_lock
+
+        self.driver = f"{socket.gethostname()} {os.getpid()}"
         if run_id is not None:  # reopen a run to continue it (es-l2l run --resume)
             self.run_id = run_id
+            self.lock = driver_lock(run_id)  # one driver per run: a second resume on this machine is refused
+            if self.lock is None:
+                raise ResumeError(f"MLflow run '{run_id}' is being resumed or run by another process on this machine; "
+                                  "wait for it, or stop it and resume then")
             run = self.client.get_run(run_id)
             self.experiment_id = run.info.experiment_id
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, DRIVER_TAG, self.driver)
             self.spool = Spool(self.run_id, self.uri)
             old = STEP_METRIC in run.data.metrics or bool(self.spool.spooled_steps(STEP_METRIC))
             self.flat = old and status_key(STEP_METRIC) not in run.data.metrics
@@ -73,8 +82,10 @@ class MlflowRun:
         root = None if self.uri.startswith(("http://", "https://")) else Path(cfg.tracking.artifact_root).resolve().as_uri()
         exp_id = get_or_create_experiment(self.client, cfg.tracking.experiment, root, self.uri)
         self.experiment_id = exp_id
-        run = self.client.create_run(exp_id, run_name=run_name or cfg.tracking.run_name or cfg.name, tags=tags)
+        run = self.client.create_run(exp_id, run_name=run_name or cfg.tracking.run_name or cfg.name,
+                                     tags={**(tags or {}), DRIVER_TAG: self.driver})
         self.run_id = run.info.run_id
+        self.lock = driver_lock(self.run_id)
         self.spool = Spool(self.run_id, self.uri)
         from mlflow.entities import Param
 
@@ -134,7 +145,10 @@ class MlflowRun:
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run ended; when the store is still down, say (one line) how to upload the spool later."""
+        from es_l2l.checkpoint import release_driver_lock
+
         self.spool.send(self.client, "status", status=status)
+        release_driver_lock(self.run_id, self.lock)
         if self.spool.pending and not self.spool.try_flush(self.client):
             import sys
 

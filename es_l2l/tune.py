@@ -15,6 +15,7 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,9 @@ def tune(plan: TunePlan, console: Console) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # Tune's own Ctrl-C handler ends the search "gracefully" and returns the trials so far as if it
+    # had finished (exit 0, a best config from a partial search): let Ctrl-C raise instead
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     from mlflow.entities import Param
     from ray import tune as rtune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -224,96 +228,125 @@ def tune(plan: TunePlan, console: Console) -> int:
     from es_l2l.distributed import init_ray
     from es_l2l.experiment import quiet_libraries
     from es_l2l.families import family_of
+    from es_l2l.guard import probe_tracking, tracking_uri
+    from es_l2l.lifecycle import final_state
     from es_l2l.tracking import MlflowRun, ui_command
 
     cfg = plan.trial
     objective = family_of(cfg).objective
     metric, mode = f"best_{objective.key}", "max" if objective.maximize else "min"
     need = bundles(cfg)
+    probe_tracking(tracking_uri(cfg))  # a dead, silent or foreign server: one line (PreflightError) before Ray starts
     init_ray(cfg, min_cpus=sum(b.get("CPU", 0) for b in need))
     parent = MlflowRun(cfg, run_name=f"tune {cfg.name}", tags={"es_l2l.tune": "parent", "es_l2l.budget": plan.budget_text},
                        log_config=False)
-    quiet_libraries()
-    params = {"config": str(plan.config_path), "budget_kind": plan.budget[0], "budget": str(plan.budget[1]),
-              "trials": str(plan.trials), "searcher": plan.searcher, "scheduler": plan.scheduler or "none",
-              "grace_period": str(plan.grace_period), "reduction_factor": str(plan.reduction_factor),
-              "objective": f"{metric} ({mode})", "space": json.dumps({k: {kind: a} for k, (kind, a) in plan.space.items()})[:6000]}
-    parent.client.log_batch(parent.run_id, params=[Param(k, v) for k, v in params.items()])
-    parent.log_text(plan.source.read_text(), "tune.yaml")
-    parent.log_text(plan.base.to_yaml(), f"{plan.config_path.stem}.yaml")
-    console.print(f"[bold]es-l2l tune[/] {cfg.name}: {plan.trials} trial(s) of {plan.budget_text} each, {plan.searcher} search"
-                  f"{', ASHA' if plan.scheduler else ''} on {metric} ({mode})\nMLflow parent run {parent.run_id}")
+    with final_state(parent), stopping_trials(parent):  # Ctrl-C, SIGTERM: KILLED (trials too), no best config; an error: FAILED
+        quiet_libraries()
+        params = {"config": str(plan.config_path), "budget_kind": plan.budget[0], "budget": str(plan.budget[1]),
+                  "trials": str(plan.trials), "searcher": plan.searcher, "scheduler": plan.scheduler or "none",
+                  "grace_period": str(plan.grace_period), "reduction_factor": str(plan.reduction_factor),
+                  "objective": f"{metric} ({mode})", "space": json.dumps({k: {kind: a} for k, (kind, a) in plan.space.items()})[:6000]}
+        parent.client.log_batch(parent.run_id, params=[Param(k, v) for k, v in params.items()])
+        parent.log_text(plan.source.read_text(), "tune.yaml")
+        parent.log_text(plan.base.to_yaml(), f"{plan.config_path.stem}.yaml")
+        console.print(f"[bold]es-l2l tune[/] {cfg.name}: {plan.trials} trial(s) of {plan.budget_text} each, {plan.searcher} search"
+                      f"{', ASHA' if plan.scheduler else ''} on {metric} ({mode})\nMLflow parent run {parent.run_id}")
 
-    start = {k: _plain(v) for k, v in plan.base.flat().items() if k in plan.space}
-    points = [start] if plan.include_config and all(_in_space(start[k], *plan.space[k]) for k in plan.space) else None
-    searcher = plan.searcher
-    if searcher == "optuna":
-        try:
-            import optuna
-        except ImportError:
-            console.print("[yellow]warning:[/] optuna is not installed (pip install optuna); searching at random instead")
-            searcher = "random"
-    parent.set_tags({"es_l2l.tune.searcher": searcher})
-    if searcher == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
+        start = {k: _plain(v) for k, v in plan.base.flat().items() if k in plan.space}
+        points = [start] if plan.include_config and all(_in_space(start[k], *plan.space[k]) for k in plan.space) else None
+        searcher = plan.searcher
+        if searcher == "optuna":
+            try:
+                import optuna
+            except ImportError:
+                console.print("[yellow]warning:[/] optuna is not installed (pip install optuna); searching at random instead")
+                searcher = "random"
+        parent.set_tags({"es_l2l.tune.searcher": searcher})
+        if searcher == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        search = OptunaSearch(metric=metric, mode=mode, points_to_evaluate=points, seed=plan.seed)
-    else:
-        from ray.tune.search import BasicVariantGenerator
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            search = OptunaSearch(metric=metric, mode=mode, points_to_evaluate=points, seed=plan.seed)
+        else:
+            from ray.tune.search import BasicVariantGenerator
 
-        search = BasicVariantGenerator(points_to_evaluate=points, random_state=plan.seed)
-    scheduler = (ASHAScheduler(time_attr="validation_round", max_t=10**6, grace_period=plan.grace_period,
-                               reduction_factor=plan.reduction_factor) if plan.scheduler else FIFOScheduler())
-    trainable = rtune.with_resources(
-        rtune.with_parameters(run_trial, tree=cfg.model_dump(), parent_id=parent.run_id),
-        rtune.PlacementGroupFactory(need),
-    )
-    say = _Say(plan, metric, objective)
-    with tempfile.TemporaryDirectory(prefix="es-l2l-tune-") as storage:
-        tuner = rtune.Tuner(
-            trainable,
-            param_space=_tune_space(plan.space),
-            tune_config=rtune.TuneConfig(metric=metric, mode=mode, search_alg=search, scheduler=scheduler,
-                                         num_samples=plan.trials, max_concurrent_trials=plan.concurrent_trials,
-                                         reuse_actors=True),
-            run_config=rtune.RunConfig(name="es-l2l-tune", storage_path=storage, verbose=0, callbacks=[say.callback()]),
+            search = BasicVariantGenerator(points_to_evaluate=points, random_state=plan.seed)
+        scheduler = (ASHAScheduler(time_attr="validation_round", max_t=10**6, grace_period=plan.grace_period,
+                                   reduction_factor=plan.reduction_factor) if plan.scheduler else FIFOScheduler())
+        trainable = rtune.with_resources(
+            rtune.with_parameters(run_trial, tree=cfg.model_dump(), parent_id=parent.run_id),
+            rtune.PlacementGroupFactory(need),
         )
-        try:
+        say = _Say(plan, metric, objective)
+        with tempfile.TemporaryDirectory(prefix="es-l2l-tune-") as storage:
+            tuner = rtune.Tuner(
+                trainable,
+                param_space=_tune_space(plan.space),
+                tune_config=rtune.TuneConfig(metric=metric, mode=mode, search_alg=search, scheduler=scheduler,
+                                             num_samples=plan.trials, max_concurrent_trials=plan.concurrent_trials,
+                                             reuse_actors=True),
+                run_config=rtune.RunConfig(name="es-l2l-tune", storage_path=storage, verbose=0, callbacks=[say.callback()]),
+            )
             grid = tuner.fit()
-        except KeyboardInterrupt:
-            parent.end("KILLED")
-            raise
-        results = [(r.metrics or {}, r.config or {}, r.error) for r in grid]  # in the order Tune made the trials
-    rows = _trial_rows(plan, parent, results, metric)
-    done = [r for r in rows if r["best_val"] == r["best_val"]]
-    columns = TRIAL_COLUMNS_HEAD + [(k, k) for k in plan.space] + TRIAL_COLUMNS_TAIL
-    parent.log_text(markdown_table(rows, columns), "trials.md")
-    parent.log_text(csv_table(rows, columns), "trials.csv")
-    console.print(rich_table(rows, f"{len(rows)} trial(s), {plan.budget_text} each ({metric}, {mode})", columns,
-                             tuple(k for k, _ in columns if k not in ("run_id", "neuron_steps", "error"))))
-    if not done:
-        parent.end("FAILED")
-        raise TuneError("no trial reached a validation round: " + "; ".join(f"{r['name']}: {r['error']}" for r in rows if r.get("error"))[:2000])
-    best = (max if objective.maximize else min)(done, key=lambda r: r["best_val"])
-    values = {k: best[k] for k in plan.space}
-    best_cfg = with_values(plan.base, values)
-    parent.client.log_batch(parent.run_id, params=[Param(f"best.{k}", str(v)) for k, v in values.items()])
-    parent.log_metrics({comparison_key("best_trial", metric): best["best_val"],
-                        **({"test/best_trial/score": best["test_score"]} if best["test_score"] != "" else {})})
-    parent.set_tags({"best_run_id": best["run_id"] or "", "best_trial": best["name"]})
-    text = (f"# es-l2l tune: the best of {len(rows)} trial(s) of {plan.source} ({plan.budget_text} each): {best['name']}, "
-            f"{metric} {objective.fmt(best['best_val'])}\n# MLflow parent run {parent.run_id}, trial run {best['run_id']}; "
-            f"tuned: {', '.join(f'{k}={v}' for k, v in values.items())}\n" + best_cfg.to_yaml())
-    parent.log_text(text, plan.out.name)
-    plan.out.parent.mkdir(parents=True, exist_ok=True)
-    plan.out.write_text(text)
+            results = [(r.metrics or {}, r.config or {}, r.error) for r in grid]  # in the order Tune made the trials
+        rows = _trial_rows(plan, parent, results, metric)
+        done = [r for r in rows if r["best_val"] == r["best_val"]]
+        columns = TRIAL_COLUMNS_HEAD + [(k, k) for k in plan.space] + TRIAL_COLUMNS_TAIL
+        parent.log_text(markdown_table(rows, columns), "trials.md")
+        parent.log_text(csv_table(rows, columns), "trials.csv")
+        console.print(rich_table(rows, f"{len(rows)} trial(s), {plan.budget_text} each ({metric}, {mode})", columns,
+                                 tuple(k for k, _ in columns if k not in ("run_id", "neuron_steps", "error"))))
+        if not done:
+            raise TuneError("no trial reached a validation round: " + "; ".join(f"{r['name']}: {r['error']}" for r in rows if r.get("error"))[:2000])
+        best = (max if objective.maximize else min)(done, key=lambda r: r["best_val"])
+        values = {k: best[k] for k in plan.space}
+        best_cfg = with_values(plan.base, values)
+        parent.client.log_batch(parent.run_id, params=[Param(f"best.{k}", str(v)) for k, v in values.items()])
+        parent.log_metrics({comparison_key("best_trial", metric): best["best_val"],
+                            **({"test/best_trial/score": best["test_score"]} if best["test_score"] != "" else {})})
+        parent.set_tags({"best_run_id": best["run_id"] or "", "best_trial": best["name"]})
+        text = (f"# es-l2l tune: the best of {len(rows)} trial(s) of {plan.source} ({plan.budget_text} each): {best['name']}, "
+                f"{metric} {objective.fmt(best['best_val'])}\n# MLflow parent run {parent.run_id}, trial run {best['run_id']}; "
+                f"tuned: {', '.join(f'{k}={v}' for k, v in values.items())}\n" + best_cfg.to_yaml())
+        parent.log_text(text, plan.out.name)
+        plan.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = plan.out.with_name(plan.out.name + ".partial")
+        partial.write_text(text)
+        partial.replace(plan.out)  # whole or not at all: an interrupt never leaves half a best config
     parent.end("FINISHED")
     console.print(f"best: {best['name']} ({metric} {objective.fmt(best['best_val'])}): "
                   + ", ".join(f"{k}={v}" for k, v in values.items()))
     console.print(f"best config: {plan.out}  (run it: es-l2l run {plan.out})")
     console.print(f"MLflow parent run id: {parent.run_id}\nbrowse it:            {ui_command(parent.uri)}")
     return 0
+
+
+@contextmanager
+def stopping_trials(parent):
+    """On Ctrl-C or SIGTERM: stop Ray first (the trials die with it, so none ends later as FINISHED), then
+    mark every trial run still RUNNING KILLED; the interrupt goes on (the parent is marked by final_state)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        import sys
+
+        from es_l2l.lifecycle import _safely, terminated
+
+        if "ray" in sys.modules:
+            import ray
+
+            _safely("stop Ray", ray.shutdown)
+        how = "SIGTERM" if terminated(exc) else "SIGINT"
+
+        def mark() -> None:
+            running = parent.client.search_runs([parent.experiment_id], filter_string=(
+                f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'"))
+            for run in running:
+                parent.client.set_tag(run.info.run_id, "stopped_by", how)
+                parent.client.set_terminated(run.info.run_id, "KILLED")
+
+        _safely("mark the trial runs KILLED", mark)
+        raise
 
 
 def _trial_rows(plan: TunePlan, parent, results: list[tuple[dict, dict, Any]], metric: str) -> list[dict[str, Any]]:

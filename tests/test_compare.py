@@ -162,3 +162,28 @@ def test_terms_name_what_differs_between_arms_and_what_is_the_same(tmp_path):
     line = next(t for t in teacher if t.startswith("changed blocks differ"))
     assert "teacher-es: w_in,w_rec,w_out,b_out,tau_m,tau_a,b0,beta" in line and "teacher-bptt: w_in,w_rec,w_out,b_out" in line
     assert any(t.startswith("cores differ") for t in teacher)  # 2 Ray workers against 1 driver thread
+
+
+def test_config_names_holding_a_path_never_become_paths_and_the_parent_ends(tmp_path):
+    """A name with '/' used to crash the comparison (FileNotFoundError, parent left RUNNING); one with '../' wrote
+    a file outside the artifact folder (next to the temporary folder). Names become safe file names and key parts."""
+    import tempfile
+    import uuid
+
+    escaped = f"escaped-{uuid.uuid4().hex[:8]}"
+    names = {"smoke.yaml": "arm/es", "smoke_bptt.yaml": f"../{escaped}"}
+    paths = []
+    for src, name in names.items():
+        text = (CONFIGS / src).read_text().replace(f"name: {load_config(CONFIGS / src).name}", f"name: '{name}'")
+        (tmp_path / src).write_text(text)
+        paths.append(str(tmp_path / src))
+    proc = es_l2l(tmp_path, "compare", *paths, "--budget-seconds", "2", "--set=run.workers=0", *store(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (Path(tempfile.gettempdir()) / f"{escaped}.yaml").exists()  # where '../' pointed
+    client, runs = runs_in(tmp_path)
+    parent = next(r for r in runs if r.data.tags.get("es_l2l.compare") == "parent")
+    assert parent.info.status == "FINISHED"
+    assert {r.data.params["name"] for r in runs if r.data.tags.get("es_l2l.compare") == "child"} == set(names.values())
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"arm_es.yaml", f"{escaped}.yaml"} <= files and not any("/" in f or ".." in f for f in files)
+    assert "test/arm_es/mse_late" in parent.data.metrics and f"test/_{escaped}/mse_late" in parent.data.metrics

@@ -352,3 +352,202 @@ def test_sigterm_reaches_a_run_whose_parent_blocked_it(tmp_path):
     assert proc.returncode == 143
     (run,) = runs_in(tmp_path)
     assert run.info.status == "KILLED"
+
+
+# --- every command that talks to MLflow: the same probe as `run`, one line in seconds -------------------------
+
+
+class _Silent:
+    """A listener on loopback that accepts connections and never answers (a hung server)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # kept open, never read or answered
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def _dead_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+@pytest.fixture
+def foreign_http(tmp_path):
+    """`python -m http.server` on loopback: an HTTP server that is not MLflow."""
+    import socket
+
+    port = _dead_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("server", ["dead", "silent", "not-mlflow"])
+def test_evaluate_resume_and_sync_name_a_dead_silent_or_foreign_server_in_one_line_within_seconds(tmp_path, server, request):
+    """They used to take 249 s on a dead server (and hang past 900 s on a silent one; --resume then said "no MLflow
+    run"), and a server that is not MLflow passed the probe and ended in a 50-line traceback."""
+    silent = None
+    if server == "dead":
+        uri = f"http://127.0.0.1:{_dead_port()}"
+    elif server == "silent":
+        silent = _Silent()
+        uri = f"http://127.0.0.1:{silent.port}"
+    else:
+        uri = request.getfixturevalue("foreign_http")
+    spool = tmp_path / "spool" / "0123456789abcdef0123456789abcdef"
+    spool.mkdir(parents=True)
+    (spool / "meta.json").write_text('{"run_id": "0123456789abcdef0123456789abcdef", "tracking_uri": "%s"}' % uri)
+    (spool / "metrics.jsonl").write_text('{"key": "train/x", "value": 1.0, "timestamp": 1, "step": 1}\n')
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    commands = {"evaluate": ["evaluate", "runs:/0123456789abcdef0123456789abcdef"],
+                "resume": ["run", "--resume", "0123456789abcdef0123456789abcdef", f"--set=tracking.uri={uri}"],
+                "sync": ["sync", str(spool)],
+                "run": ["run", str(SMOKE), "--workers", "0", f"--set=tracking.uri={uri}"]}
+    if server == "silent":  # the worst case, for the commands that make a parent run too
+        commands["compare"] = ["compare", str(SMOKE), "--budget-seconds", "5", f"--set=tracking.uri={uri}"]
+        commands["tune"] = ["tune", str(ROOT / "configs" / "tune_smoke.yaml"), f"--set=tracking.uri={uri}"]
+    took = {}
+    try:
+        for name, args in commands.items():
+            t0 = time.monotonic()
+            proc = es_l2l(tmp_path, *args, timeout=120, env=env)
+            took[name] = time.monotonic() - t0
+            assert proc.returncode == 1 and one_line(proc), (name, proc.stderr[-3000:])
+            if server == "not-mlflow":
+                assert "is not an MLflow tracking server" in proc.stderr, (name, proc.stderr)
+            else:
+                assert "does not answer within 5 s" in proc.stderr, (name, proc.stderr)
+            assert "no MLflow run" not in proc.stderr
+    finally:
+        if silent is not None:
+            silent.close()
+    print(f"{server}: seconds from the command to its one-line exit: " + ", ".join(f"{k} {v:.1f}" for k, v in took.items()))
+    assert max(took.values()) < 75, took  # start-up (imports: 15-30 s on a loaded 2-core machine) + the 5 s probe; was 249 s and > 900 s
+    assert (spool / "metrics.jsonl").exists()  # the spool is kept
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_sync_into_a_store_without_the_run_or_of_a_damaged_spool_is_one_line_and_keeps_the_spool(tmp_path):
+    """Both used to print a 34-line traceback."""
+    client = client_of(tmp_path)
+    exp = client.create_experiment("es-l2l", artifact_location=(tmp_path / "mlruns").as_uri())
+    run_id = client.create_run(exp).info.run_id
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    missing = tmp_path / "spool" / ("f" * 32)
+    damaged_meta = tmp_path / "spool" / "damaged-meta"
+    damaged_rows = tmp_path / "spool" / run_id
+    for folder, meta in ((missing, '{"run_id": "%s", "tracking_uri": "%s"}' % ("f" * 32, uri)), (damaged_meta, "{not json"),
+                         (damaged_rows, '{"run_id": "%s", "tracking_uri": "%s"}' % (run_id, uri))):
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(meta)
+        (folder / "metrics.jsonl").write_text('{"key": "train/x", "step": 1}\n' if folder == damaged_rows else
+                                              '{"key": "train/x", "value": 1.0, "timestamp": 1, "step": 1}\n')
+    expected = {missing: f"no MLflow run '{'f' * 32}'", damaged_meta: "meta.json is damaged (JSONDecodeError)",
+                damaged_rows: "could not upload the spool"}
+    for folder, message in expected.items():
+        proc = es_l2l(tmp_path, "sync", str(folder), timeout=120)
+        assert proc.returncode == 1 and one_line(proc), proc.stderr[-3000:]
+        assert message in proc.stderr and "is kept" in proc.stderr, proc.stderr
+        assert (folder / "metrics.jsonl").exists()
+
+
+def test_resume_of_a_run_not_in_the_store_says_so_in_one_line(tmp_path):
+    client_of(tmp_path).create_experiment("es-l2l")
+    proc = es_l2l(tmp_path, "run", "--resume", "f" * 32, *store(tmp_path), timeout=120)
+    assert proc.returncode == 1 and one_line(proc), proc.stderr
+    assert f"no MLflow run '{'f' * 32}' at sqlite:///" in proc.stderr
+
+
+# --- one driver per run -----------------------------------------------------------------------------------------
+
+
+def test_a_running_run_is_not_resumed_twice_and_a_killed_one_by_one_resumer_only(tmp_path):
+    """Two --resume of the same run used to both proceed and log every step twice."""
+    from es_l2l.checkpoint import load_resume
+
+    driver = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", "0"), cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(tmp_path, "mlruns/**/resume.pt", driver)
+        (run,) = runs_in(tmp_path)
+        run_id = run.info.run_id
+        alive = es_l2l(tmp_path, "run", "--resume", run_id, *store(tmp_path), timeout=120)  # its driver trains on
+        assert alive.returncode == 1 and one_line(alive), alive.stderr
+        assert f"MLflow run '{run_id}' is still RUNNING: its driver (PID {driver.pid} on this machine) is alive" in alive.stderr
+        assert driver.poll() is None
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    saved = client_of(tmp_path).download_artifacts(run_id, "resume.pt", str(tmp_path))
+    gens = load_resume(saved)["generation"] + 4
+    args = cli("run", "--resume", run_id, *store(tmp_path), f"--set=run.generations={gens}")
+    twins = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in twins]
+    codes = sorted(p.returncode for p in twins)
+    assert codes == [0, 1], [err[-2000:] for _, err in outs]
+    refused = next(err for p, (_, err) in zip(twins, outs) if p.returncode == 1)
+    assert len(refused.strip().splitlines()) == 1 and f"MLflow run '{run_id}'" in refused, refused
+    assert "still RUNNING" in refused or "being resumed or run by another process" in refused, refused
+    client = client_of(tmp_path)
+    logged = [m.step for m in client.get_metric_history(run_id, "train/fitness_mean")]
+    assert sorted(logged) == list(range(1, gens + 1)), logged  # every step once
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_run_running_on_another_machine_needs_force_to_resume(tmp_path):
+    client = client_of(tmp_path)
+    exp = client.create_experiment("es-l2l", artifact_location=(tmp_path / "mlruns").as_uri())
+    run_id = client.create_run(exp, tags={"es_l2l.driver": "gpu-node-7 4242"}).info.run_id
+    client.log_param(run_id, "outer", "es")
+    proc = es_l2l(tmp_path, "run", "--resume", run_id, *store(tmp_path), timeout=120)
+    assert proc.returncode == 1 and one_line(proc), proc.stderr
+    assert (f"MLflow run '{run_id}' is RUNNING, driven by PID 4242 on gpu-node-7, which this machine cannot check; if that "
+            "driver is really dead (host down, process killed), resume with --force") in proc.stderr
+    forced = es_l2l(tmp_path, "run", "--resume", run_id, "--force", *store(tmp_path), timeout=120)
+    assert forced.returncode == 1 and "has no resume.pt yet" in forced.stderr, forced.stderr  # past the check
+
+
+def test_evaluate_leaves_no_temporary_folder(tmp_path):
+    proc = es_l2l(tmp_path, "run", str(SMOKE), "--workers", "0", "--set=run.generations=1", "--set=task.batch_size=2",
+                  "--set=run.validation_tasks=4", "--set=es.popsize=4", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = runs_in(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    for target in (f"runs:/{run.info.run_id}", f"runs:/{'f' * 32}"):  # a good evaluation, then a failed one
+        proc = es_l2l(tmp_path, "evaluate", target, "--tasks", "2", timeout=300, env=dict(os.environ, TMPDIR=str(tmp)))
+        assert proc.returncode == (0 if target.endswith(run.info.run_id) else 1), proc.stderr[-3000:]
+        left = [p for p in tmp.iterdir() if not p.name.startswith("torchinductor_")]  # torch's own compile cache stays
+        assert left == [], left

@@ -140,3 +140,44 @@ def test_a_server_that_comes_back_mid_run_gets_everything_without_a_sync(server,
     logged = steps(client, run_id)
     assert len(logged) > 10 and logged == list(range(1, logged[-1] + 1))  # every generation once, in order
     assert {"checkpoint.pt", "config.yaml", "mse_per_trial.png"} <= {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_a_password_with_an_at_sign_stays_off_the_console_in_an_outage_a_sync_and_evaluate(server, tmp_path):
+    """The password holds '@' (it used to be cut at the first '@': 'http://***@SS-...' as the param); MLflow's own
+    lines (its system-metrics warning during the outage, sync's "View run ... at URL") and evaluate's error line
+    used to print the URI whole."""
+    import os
+
+    password = f"P@SS-{SECRET}"
+    uri = f"http://alice:{password}@127.0.0.1:{server.port}"
+    proc = subprocess.Popen(  # ~25 s of training: the system-metrics monitor (every 10 s) meets the outage
+        cli("run", str(SMOKE), "--workers", "0", f"--set=tracking.uri={uri}", "--set=run.generations=1000000",
+            "--set=run.max_seconds=25", "--set=run.validate_every=50", "--set=run.checkpoint_every=50",
+            "--set=task.batch_size=2", "--set=run.validation_tasks=4", "--set=es.popsize=8"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    client = MlflowClient(tracking_uri=server.uri)
+    try:
+        run_id = run_on_the_server(client, proc)
+        server.stop()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    spool = tmp_path / ".es_l2l_spool" / run_id
+    assert spool.exists()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    t0 = time.monotonic()
+    evaluated = subprocess.run(cli("evaluate", f"runs:/{run_id}"), cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    took = time.monotonic() - t0
+    assert evaluated.returncode == 1 and len(evaluated.stderr.strip().splitlines()) == 1, evaluated.stderr
+    assert "***@127.0.0.1" in evaluated.stderr and took < 30, (took, evaluated.stderr)
+    server.start()
+    synced = subprocess.run(cli("sync", str(spool), "--tracking-uri", uri), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert synced.returncode == 0, synced.stderr
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["tracking.uri"] == f"http://***@127.0.0.1:{server.port}"
+    seen = [out, err, evaluated.stdout, evaluated.stderr, synced.stdout, synced.stderr, repr(run.data.params), repr(run.data.tags)]
+    assert not [line for s in seen for line in s.splitlines() if SECRET in line or "alice" in line]

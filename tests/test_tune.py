@@ -88,3 +88,48 @@ def test_the_space_is_checked_against_the_config(tmp_path, space, message):
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({"config": str(CONFIGS / "smoke.yaml"), "budget_seconds": 1, "space": space}))
     with pytest.raises(ConfigError, match=message):
         resolve_tune(str(tmp_path / "t.yaml"), [])
+
+
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
+def test_interrupted_tuning_ends_killed_with_its_trials_and_writes_no_best_config(tmp_path, how):
+    """Ray Tune's own Ctrl-C handler used to end the search as if it had finished (exit 0, parent FINISHED, a best
+    config from one trial), and SIGTERM aborted in Ray's C++ core (exit -6) leaving the parent and trial RUNNING."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_failures import group_gone, wait_for
+
+    terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    args = [sys.executable, "-m", "es_l2l.cli", "tune", str(CONFIGS / "tune_smoke.yaml"), "--trials", "3",
+            "--budget-neuron-steps", "1e9", "--out", "best.yaml", *store(tmp_path)]  # trials long enough to be interrupted
+    proc = subprocess.Popen(args, cwd=tmp_path, preexec_fn=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc, timeout=300)  # the first trial has validated once
+        t0 = time.monotonic()
+        if how == "SIGTERM":
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == (143 if how == "SIGTERM" else 130), err[-3000:]
+    assert took < 20, took
+    assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
+    verb = "terminated" if how == "SIGTERM" else "interrupted"
+    assert f"{verb}; the MLflow runs keep the metrics logged so far; no best config written to best.yaml" in " ".join(out.split())
+    assert not (tmp_path / "best.yaml").exists() and not list(tmp_path.glob("best.yaml*"))
+    client, runs = runs_in(tmp_path)
+    parent = next(r for r in runs if r.data.tags.get("es_l2l.tune") == "parent")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "KILLED" and parent.data.tags["stopped_by"] == ("SIGTERM" if how == "SIGTERM" else "SIGINT")
+    assert trials and {r.info.status for r in trials} == {"KILLED"}, [(r.info.run_id, r.info.status) for r in trials]
+    assert "best_run_id" not in parent.data.tags and "best.yaml" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert group_gone(proc.pid), "Ray processes outlived the driver"
+    print(f"{how}: {took:.1f} s from the signal to the exit")

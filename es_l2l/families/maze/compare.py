@@ -10,7 +10,7 @@ from typing import Any
 from es_l2l.families.maze.evaluate import OBJECTIVE
 from es_l2l.families.maze.report import LSNN_TRAINED
 from es_l2l.families.maze.report import baseline_rows as maze_baselines
-from es_l2l.metric_keys import comparison_key, predictor
+from es_l2l.metric_keys import comparison_key, key_name, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
 from es_l2l.tables import NOT_REACHED, Comparison, csv_table, default_target, markdown_table, row_head
@@ -113,7 +113,7 @@ def summarise(plan, children: list, parent) -> Comparison:
     parent.log_text(csv_table(rows + base, MAZE_COLUMNS), "comparison.csv")
     metrics = {"val/target": target}
     for r in rows:
-        metrics.update({comparison_key(r["name"], k): float(r[k]) for k in ("test_reward", "best_val_reward", "final_val_reward", "train_s", "neuron_steps")})
+        metrics.update({comparison_key(key_name(r["name"]), k): float(r[k]) for k in ("test_reward", "best_val_reward", "final_val_reward", "train_s", "neuron_steps")})
     metrics.update({comparison_key(f"baseline/{predictor(b['name'])}", "test_reward"): b["test_reward"] for b in base})
     parent.log_metrics(metrics)
     parent.set_tags({"winner": max(rows, key=lambda r: r["test_reward"])["name"], "verdict": text[:5000]})

@@ -10,7 +10,7 @@ from typing import Any
 from es_l2l.families.teacher.baselines import baseline_mse_per_trial
 from es_l2l.families.teacher.evaluate import OBJECTIVE, episode_metrics, task_batch
 from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv
-from es_l2l.metric_keys import comparison_key, predictor
+from es_l2l.metric_keys import comparison_key, key_name, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
 from es_l2l.tables import Comparison, csv_table, default_target, markdown_table, row_head, to_target, validation_history
@@ -147,7 +147,7 @@ def summarise(plan, children: list, parent) -> Comparison:
     parent.log_text(curves_csv(curves), "mse_per_trial.csv")
     metrics = {"val/target": target}
     for r in rows:
-        metrics.update({comparison_key(r["name"], k): float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
+        metrics.update({comparison_key(key_name(r["name"]), k): float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
     metrics.update({comparison_key(f"baseline/{predictor(k)}", "test_mse_late"): m["test_mse_late"] for k, m in report.metrics.items()})
     parent.log_metrics(metrics)
     winner = min(rows, key=lambda r: r["test_mse_late"])
