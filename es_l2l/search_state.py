@@ -169,15 +169,3 @@ def restore_searcher(searcher: Any, state: dict) -> None:
     problem._generator.set_state(state["problem"]["generator"])
     problem._rng_state = state["problem"]["rng_state"]
     problem.seed_keys = tuple(state["problem"]["seed_keys"])
-
-
-def restore_optimizer(opt: Any, opt_state: dict) -> None:
-    """Overwrite a freshly built evotorch optimizer (same config) with ``opt_state`` from :func:`optimizer_state`."""
-    _check(opt is not None and type(opt).__name__ == opt_state["kind"], "different optimizer")
-    if "torch" in opt_state:
-        opt._data.copy_(opt_state["data"])
-        opt._optim.load_state_dict(opt_state["torch"])
-    else:
-        for k, v in opt_state["fields"].items():
-            _check(k in vars(opt), f"unknown optimizer field {k}")
-            setattr(opt, k, v.clone() if isinstance(v, torch.Tensor) else v)
