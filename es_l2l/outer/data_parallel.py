@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from es_l2l.errors import ClusterError
+from es_l2l.errors import CapacityError
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -146,7 +146,7 @@ class DataParallelTrainer:
         init_ray(cfg, min_cpus=workers)
         have = float(ray.cluster_resources().get("CPU", 0.0))
         if workers > have + 1e-9:
-            raise ClusterError(
+            raise CapacityError(
                 f"bptt.workers={workers} needs {workers} CPUs but the Ray cluster has {have:g}; lower bptt.workers or add nodes"
             )
         self._ray = ray
