@@ -34,6 +34,7 @@ from es_l2l.snn.event import (  # noqa: F401  (re-exported: the simulator's publ
 )
 from es_l2l.snn.inplace import inplace_rollout, step_currents  # noqa: F401
 from es_l2l.snn.kernel_loop import KernelLoop, kernel_rollout
+from es_l2l.snn.types import no_autapses
 
 
 FUSED_MODES = ("kernel", "inplace")
@@ -90,7 +91,9 @@ def fast_rollout(
     (``z`` is exact in it, ``W_rec`` is rounded): faster on bf16 hardware, not equal to fp32.
     ``cuda_graph``: on CUDA, replay the time loop from a captured graph (dense recurrent input).
     ``stats``: a dict that receives the implementation used and the number of dense and event steps.
+    A nonzero diagonal of ``w_rec`` is ignored (no autapses).
     """
+    params = no_autapses(params)
 
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
