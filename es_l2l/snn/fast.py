@@ -93,8 +93,6 @@ def fast_rollout(
     ``stats``: a dict that receives the implementation used and the number of dense and event steps.
     A nonzero diagonal of ``w_rec`` is ignored (no autapses).
     """
-    params = no_autapses(params)
-
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
     mode, why = fused_mode(params, x, fused)
@@ -102,6 +100,8 @@ def fast_rollout(
         if fused == "kernel":
             raise RuntimeError(f"fused='kernel' computes W_rec z in float32; drop matmul_dtype={matmul_dtype} or use fused='inplace'")
         mode, why = "inplace", f"the C kernel computes W_rec z in float32, not {matmul_dtype}"
+    if mode != "kernel":  # the kernel's KernelLoop removes autapses itself: one check per rollout
+        params = no_autapses(params)
     if event_threshold is None:
         event_threshold = KERNEL_EVENT_THRESHOLD if mode == "kernel" else EVENT_THRESHOLD
     steps, device = x.shape[-2], params.w_in.device
