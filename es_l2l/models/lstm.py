@@ -253,6 +253,11 @@ class LSTMModel(ModelKind):
         mine = {"w_in", "w_rec", "w_out", "b_out"}
         if bptt is not None and cfg.outer != "es" and not mine & set(bptt.train):
             raise ValueError("bptt.train lists no block of an LSTM; list some of w_in, w_rec, w_out, b_out")
+        hybrid = getattr(cfg, "hybrid", None)
+        if hybrid is not None and cfg.outer == "hybrid" and set(hybrid.es_blocks) - mine:
+            other = ", ".join(b for b in hybrid.es_blocks if b not in mine)
+            raise ValueError(f"hybrid.es_blocks lists {other}, which an LSTM does not have; set hybrid.es_blocks to "
+                             "some of w_in, w_rec, w_out, b_out and bptt.train to the others for model.kind=lstm")
 
 
 MODEL = LSTMModel()
