@@ -6,7 +6,7 @@ ordered (input, forget, cell, output) as in :class:`torch.nn.LSTM`, whose two bi
 ``b_ih + b_hh`` are one bias ``b`` here. Inputs multiply from the left (``x @ w_ih``), so
 ``w_ih[p] = lstm.weight_ih_l0.T``.
 
-One step, for every member at once (``bmm`` over ``P``)::
+One step (torch's LSTM for one member, :func:`lstm_rollout`; a batched cell for a population)::
 
     i, f, g, o = split(x_t @ w_ih + h @ w_hh + b)
     c <- sigmoid(f) * c + sigmoid(i) * tanh(g)
@@ -85,21 +85,106 @@ def lstm_rollout(params: LSTMParams, x: torch.Tensor, readout_steps: torch.Tenso
 
     ``x``: (B, T, n_in) shared by the population, or (P, B, T, n_in). ``readout_steps``: (K,)
     step indices (all ``T`` when None). Returns the readout ``y`` (P, B, K, n_out).
+
+    One member (``P = 1``, every BPTT step) runs on torch's own LSTM (:func:`torch_lstm_hidden`: one
+    call over the sequence, forward and backward in C++/oneDNN). A population (``P > 1``, ES) runs
+    the cell stepped over time with one ``bmm`` per step for all members (:func:`cell_lstm_hidden`):
+    torch's LSTM takes one set of weights per call, so a population would need a loop of ``P``
+    calls. On one CPU thread at store-recall's size (5 units) such a loop ran 4-14% faster than the
+    batched cell at P = 16-64 (40% at P = 4; docs/benchmarks.md), within this machine's noise at
+    ES's sizes; the cell stays: one call per step for the whole population, and the batched form a
+    GPU wants. Both paths give the same numbers to float32 rounding (tests/models/test_lstm.py).
     """
+    steps = x.shape[-2]
+    x = x.to(params.w_ih.dtype)
+    if readout_steps is None:
+        keep = torch.arange(steps, device=x.device)
+    else:  # ascending and without repeats, as the cell path keeps them
+        mask = torch.zeros(steps, dtype=torch.bool)
+        mask[readout_steps.cpu()] = True
+        keep = mask.nonzero().squeeze(1).to(x.device)
+    if params.pop_size == 1:
+        hk = torch_lstm_hidden(params, x)[:, :, keep]  # (1, B, K, H)
+    else:
+        hk = cell_lstm_hidden(params, x, keep)  # (P, B, K, H)
+    return torch.matmul(hk, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+
+
+def torch_lstm_hidden(params: LSTMParams, x: torch.Tensor) -> torch.Tensor:
+    """The hidden state (1, B, T, H) of one member (``P = 1``) at every step, by torch's LSTM.
+
+    torch's layout against the genome's: ``weight_ih = w_ih[0].T`` and ``weight_hh = w_hh[0].T``
+    (gates in the same order, input, forget, cell, output), ``bias_ih = b[0]`` and ``bias_hh = 0``
+    (torch adds two bias vectors; the genome has their sum). Its backward runs with subnormal
+    floats flushed to zero (:class:`_TorchLSTM`)."""
+    batch, steps, n_in = x.shape[-3], x.shape[-2], x.shape[-1]
+    xt = x.reshape(batch, steps, n_in).transpose(0, 1)  # (T, B, n_in)
+    w_ih, w_hh, b = params.w_ih[0].T, params.w_hh[0].T, params.b[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (xt, w_ih, w_hh, b)):
+        out = _TorchLSTM.apply(xt, w_ih, w_hh, b)
+    else:
+        out = _torch_lstm(xt, w_ih, w_hh, b, train=False)
+    return out.transpose(0, 1).unsqueeze(0)  # (1, B, T, H)
+
+
+def _torch_lstm(xt: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b: torch.Tensor, train: bool) -> torch.Tensor:
+    """torch's LSTM on time-major ``xt`` (T, B, n_in) from the zero state: the output (T, B, H)."""
+    h0 = xt.new_zeros(1, xt.shape[1], w_hh.shape[1])
+    # torch._VF.lstm is what torch.nn.LSTM.forward calls: (input, (h0, c0), weights, has_biases,
+    # num_layers, dropout, train, bidirectional, batch_first) -> (output, h_n, c_n). Time-major
+    # (batch_first=False): torch's CPU kernels run time-major; batch-first adds copies.
+    return torch._VF.lstm(xt, (h0, h0), [w_ih, w_hh, b, torch.zeros_like(b)], True, 1, 0.0, train, False, False)[0]
+
+
+class _TorchLSTM(torch.autograd.Function):
+    """:func:`_torch_lstm` whose backward runs with subnormal floats flushed to zero.
+
+    Over long sequences (sMNIST's 800 steps) the gradients carried back through the forget gates
+    decay into the subnormal range, where x86 arithmetic is 10-100x slower: the LSTM backward of
+    smnist_lstm_bptt.yaml took 3.0-3.2 CPU seconds a step with subnormals and 0.22-0.24 s flushed
+    (docs/benchmarks.md). Flushing changes gradients by less than 1e-38 per entry. The setting
+    is the calling thread's (CPU backward runs there) and is restored after the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, xt, w_ih, w_hh, b):
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_(t.requires_grad) for t in (xt, w_ih, w_hh, b)]
+            out = _torch_lstm(*inputs, train=True)
+        ctx.graph = (out, inputs)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        out, inputs = ctx.graph
+        wanted = [t for t in inputs if t.requires_grad]
+        flushed = _flushes_denormals()
+        torch.set_flush_denormal(True)
+        try:
+            grads = iter(torch.autograd.grad(out, wanted, grad_out))
+        finally:
+            torch.set_flush_denormal(flushed)
+        del ctx.graph
+        return tuple(next(grads) if t.requires_grad else None for t in inputs)
+
+
+def _flushes_denormals() -> bool:
+    """Whether this thread flushes subnormal floats to zero now (torch has a setter, no getter)."""
+    return float(torch.tensor([1e-40]) * 1.0) == 0.0
+
+
+def cell_lstm_hidden(params: LSTMParams, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The hidden state (P, B, K, H) of all ``P`` members at the steps ``keep`` (K,) (ascending), by
+    the LSTM cell stepped over time, one ``bmm`` per step for the whole population."""
     pop, n_in, four_h = params.w_ih.shape
     hidden = four_h // 4
     batch, steps = x.shape[-3], x.shape[-2]
-    x = x.to(params.w_ih.dtype)
     if x.dim() == 3:  # shared inputs: one matmul for the whole population
         pre = torch.matmul(x.reshape(1, batch * steps, n_in), params.w_ih)  # (P, B*T, 4H)
     else:
         pre = torch.bmm(x.reshape(pop, batch * steps, n_in), params.w_ih)
     pre = (pre + params.b[:, None, :]).view(pop, batch, steps, four_h)
-    if readout_steps is None:
-        readout_steps = torch.arange(steps)
-    keep = torch.zeros(steps, dtype=torch.bool)
-    keep[readout_steps.cpu()] = True
-    keep = keep.tolist()
+    kept_at = set(keep.tolist())
     h = pre.new_zeros(pop, batch, hidden)
     c = pre.new_zeros(pop, batch, hidden)
     kept = []
@@ -108,13 +193,13 @@ def lstm_rollout(params: LSTMParams, x: torch.Tensor, readout_steps: torch.Tenso
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        if keep[t]:
+        if t in kept_at:
             kept.append(h)
-    hk = torch.stack(kept, dim=2)  # (P, B, K, H), steps in ascending order
-    return torch.matmul(hk, params.w_out.unsqueeze(1)) + params.b_out[:, None, None, :]
+    return torch.stack(kept, dim=2)  # (P, B, K, H), steps in ascending order
 
 
-__all__ = ["LSTMModel", "LSTMParams", "init_lstm", "lsnn_weight_count", "lstm_hidden_for", "lstm_param_count", "lstm_rollout"]
+__all__ = ["LSTMModel", "LSTMParams", "cell_lstm_hidden", "init_lstm", "lsnn_weight_count", "lstm_hidden_for",
+           "lstm_param_count", "lstm_rollout", "torch_lstm_hidden"]
 
 
 class LSTMModel(ModelKind):
@@ -168,6 +253,11 @@ class LSTMModel(ModelKind):
         mine = {"w_in", "w_rec", "w_out", "b_out"}
         if bptt is not None and cfg.outer != "es" and not mine & set(bptt.train):
             raise ValueError("bptt.train lists no block of an LSTM; list some of w_in, w_rec, w_out, b_out")
+        hybrid = getattr(cfg, "hybrid", None)
+        if hybrid is not None and cfg.outer == "hybrid" and set(hybrid.es_blocks) - mine:
+            other = ", ".join(b for b in hybrid.es_blocks if b not in mine)
+            raise ValueError(f"hybrid.es_blocks lists {other}, which an LSTM does not have; set hybrid.es_blocks to "
+                             "some of w_in, w_rec, w_out, b_out and bptt.train to the others for model.kind=lstm")
 
 
 MODEL = LSTMModel()

@@ -34,6 +34,7 @@ from es_l2l.snn.event import (  # noqa: F401  (re-exported: the simulator's publ
 )
 from es_l2l.snn.inplace import inplace_rollout, step_currents  # noqa: F401
 from es_l2l.snn.kernel_loop import KernelLoop, kernel_rollout
+from es_l2l.snn.types import no_autapses
 
 
 FUSED_MODES = ("kernel", "inplace")
@@ -90,8 +91,8 @@ def fast_rollout(
     (``z`` is exact in it, ``W_rec`` is rounded): faster on bf16 hardware, not equal to fp32.
     ``cuda_graph``: on CUDA, replay the time loop from a captured graph (dense recurrent input).
     ``stats``: a dict that receives the implementation used and the number of dense and event steps.
+    A nonzero diagonal of ``w_rec`` is ignored (no autapses).
     """
-
     if recurrent not in RECURRENT_MODES:
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
     mode, why = fused_mode(params, x, fused)
@@ -99,6 +100,8 @@ def fast_rollout(
         if fused == "kernel":
             raise RuntimeError(f"fused='kernel' computes W_rec z in float32; drop matmul_dtype={matmul_dtype} or use fused='inplace'")
         mode, why = "inplace", f"the C kernel computes W_rec z in float32, not {matmul_dtype}"
+    if mode != "kernel":  # the kernel's KernelLoop removes autapses itself: one check per rollout
+        params = no_autapses(params)
     if event_threshold is None:
         event_threshold = KERNEL_EVENT_THRESHOLD if mode == "kernel" else EVENT_THRESHOLD
     steps, device = x.shape[-2], params.w_in.device

@@ -6,7 +6,8 @@ readout steps, ``spike_count``; no recorded spikes) with the gradients autograd 
 ``step_rollout`` (same equations, same order, pseudo-derivative ``gamma * max(0, 1 - |v_scaled|)``,
 refractory steps without gradient) for every parameter of :class:`LSNNParams`: ``w_in``,
 ``w_rec`` (the full dense gradient, diagonal and masked entries included, exactly as autograd
-gives for the ``w_rec`` tensor it is handed; a mask applied upstream zeroes them), ``w_out``,
+gives through ``step_rollout`` for the ``w_rec`` tensor it is handed; a mask applied upstream zeroes
+them, as does a nonzero diagonal, which both paths remove: no autapses), ``w_out``,
 ``b_out`` (through a torch readout), ``alpha``, ``rho``, ``b0``, ``beta`` and ``kappa``. Any loss
 built on ``y`` and ``spike_count`` by autograd (MSE at some steps, cross-entropy at the last,
 A2C on the readouts) composes.
@@ -33,7 +34,7 @@ import sys
 import torch
 
 from es_l2l.snn import grad_kernel
-from es_l2l.snn.types import LSNNParams, Rollout
+from es_l2l.snn.types import LSNNParams, Rollout, no_autapses
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SUFFIX_STATE: dict = {}
@@ -183,8 +184,10 @@ def fused_rollout(params: LSNNParams, x: torch.Tensor, *, n_ref: int, gamma: flo
     indices (all steps when None). Returns ``Rollout(y (P, B, K, n_out), spike_count (P, B, N),
     None, T)``. ``stats`` (a dict) receives ``recorded_bytes`` and ``neuron_steps``.
     Raises ``RuntimeError`` where :func:`why_unsupported` gives a reason: check :func:`supports`
-    first and fall back to ``step_rollout``.
+    first and fall back to ``step_rollout``. A nonzero diagonal of ``w_rec`` is ignored (no
+    autapses; its gradient is then zero, as through ``step_rollout``).
     """
+    params = no_autapses(params)
     why = why_unsupported(params, x)
     if why is not None:
         raise RuntimeError(why)

@@ -8,13 +8,14 @@ import torch
 
 from es_l2l.snn.event import KERNEL_EVENT_THRESHOLD
 from es_l2l.snn.inplace import coeffs
-from es_l2l.snn.types import Rollout, readout
+from es_l2l.snn.types import Rollout, no_autapses, readout
 
 
 class KernelLoop:
     """The C kernel's state for ``P`` members x ``B`` tasks, advanced by any number of steps per
     call: a whole rollout in one call, or a closed loop (an agent acting in an environment) whose next inputs depend
-    on this call's output. No gradients; CPU float32 (see :func:`fused_mode`)."""
+    on this call's output. No gradients; CPU float32 (see :func:`fused_mode`). A nonzero diagonal of
+    ``w_rec`` is ignored (no autapses)."""
 
     MODES = {"dense": 0, "event": 1, "auto": 2}
 
@@ -25,6 +26,7 @@ class KernelLoop:
         self._run = kernel.load()
         if self._run is None:
             raise RuntimeError(kernel.why_not())
+        params = no_autapses(params)
         pop, n_in, n = params.w_in.shape
         c = coeffs(params)
         self.w_in = params.w_in.detach().contiguous()

@@ -43,7 +43,9 @@ def lsnn_step(
 ) -> tuple[torch.Tensor, LSNNState]:
     """Advance all ``P x B`` networks one step. ``i_in``: (P, B, N) input current ``W_in x_t``.
 
-    Returns this step's spikes ``z`` (P, B, N) and the new state. ``recurrent="event"`` computes
+    Returns this step's spikes ``z`` (P, B, N) and the new state. The step uses ``params.w_rec``
+    as given: the simulators that call it remove autapses once, before the first step
+    (:func:`es_l2l.snn.types.no_autapses`). ``recurrent="event"`` computes
     ``W_rec z_prev`` from the spikes only (:class:`es_l2l.snn.fast.EventRecurrent`, same
     gradients); the default ``"dense"`` is one ``baddbmm``. ``current(i_in, z_prev)``, where
     given, computes ``I`` instead (the low-rank forward's shared centre plus corrections,
@@ -120,7 +122,7 @@ def rollout(
         raise ValueError(f"recurrent must be one of {RECURRENT_MODES}, got {recurrent!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    params = no_autapses(params)  # the model has no self-connections, whoever built w_rec
+    # no autapses: each simulator below applies the rule (es_l2l.snn.types.no_autapses)
     graph = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in params))
     if not graph:
         mode = "dense" if recurrent == "auto" and params.w_in.device.type == "cuda" else recurrent
@@ -154,7 +156,9 @@ def step_rollout(
     recurrent: str = "dense",
 ) -> Rollout:
     """:func:`rollout` as a plain loop over :func:`lsnn_step` (the graph autograd records; also
-    the benchmark's plain-torch reference step). ``recurrent``: ``"dense"`` or ``"event"``."""
+    the benchmark's plain-torch reference step). ``recurrent``: ``"dense"`` or ``"event"``. A
+    nonzero diagonal of ``w_rec`` is ignored (no autapses)."""
+    params = no_autapses(params)
     pop, _, n = params.w_in.shape
     batch, steps = x.shape[-3], x.shape[-2]
     state = zero_state(pop, batch, n, dtype=params.w_in.dtype, device=params.w_in.device)

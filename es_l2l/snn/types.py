@@ -72,7 +72,15 @@ def readout(zf: torch.Tensor, params: LSNNParams) -> torch.Tensor:
 
 def no_autapses(params: LSNNParams) -> LSNNParams:
     """``params`` with the diagonal of ``w_rec`` zero (a neuron does not feed itself back): the same
-    tensors where it already is (no copy), a masked copy (differentiable) where it is not."""
+    tensors where it already is (no copy), a masked copy (differentiable) where it is not.
+
+    The one place of the no-autapse rule: every simulator applies it where it takes the parameters
+    (:func:`es_l2l.snn.lsnn.step_rollout`, :func:`es_l2l.snn.fast.fast_rollout`,
+    :class:`es_l2l.snn.kernel_loop.KernelLoop`, :func:`es_l2l.snn.fused_grad.fused_rollout`, the
+    closed-loop :class:`es_l2l.snn.closed_loop.Stepper`; :func:`es_l2l.snn.lsnn.rollout` through
+    them), so a ``w_rec`` with a nonzero diagonal simulates as the same network without it. Decoded
+    genomes already have a zero diagonal (their recurrent mask excludes it): then this is one
+    check of ``P x N`` values and no copy."""
     w = params.w_rec
     if not torch.diagonal(w, dim1=-2, dim2=-1).any():
         return params

@@ -104,3 +104,39 @@ def test_gradients_reach_every_parameter(shared):
     x = torch.randn(2, 5, 3, generator=gen) if shared else torch.randn(2, 2, 5, 3, generator=gen)
     lstm_rollout(LSTMParams(*leaves), x).pow(2).sum().backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in leaves)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_torch_lstm_path_equals_the_cell_outputs_and_gradients(shared):
+    """One member runs on torch's fused LSTM; it equals the batched cell (the population path) to
+    float32 rounding, forward and backward, on random weights of a size where gates saturate."""
+    from es_l2l.models.lstm import _flushes_denormals, cell_lstm_hidden, torch_lstm_hidden
+
+    gen = torch.Generator().manual_seed(3)
+    n_in, hidden, n_out, batch, steps = 6, 9, 3, 5, 40
+    params = LSTMParams(*(torch.randn(1, *shape, generator=gen) * scale for shape, scale in [
+        ((n_in, 4 * hidden), 0.8), ((hidden, 4 * hidden), 0.6), ((4 * hidden,), 1.0), ((hidden, n_out), 0.5), ((n_out,), 0.3)]))
+    x = torch.randn(batch, steps, n_in, generator=gen) if shared else torch.randn(1, batch, steps, n_in, generator=gen)
+    keep = torch.arange(steps)
+    for where in (None, torch.tensor([30, 0, 7, 7, 39])):  # unsorted, repeated: kept ascending, once
+        grads = []
+        for hidden_of in (torch_lstm_hidden, lambda p, xx: cell_lstm_hidden(p, xx, keep)):
+            leaves = [t.clone().requires_grad_(True) for t in params]
+            xl = x.clone().requires_grad_(True)
+            h = hidden_of(LSTMParams(*leaves), xl)  # (1, B, T, H)
+            assert h.shape == (1, batch, steps, hidden)
+            k = keep if where is None else torch.tensor([0, 7, 30, 39])
+            y = torch.matmul(h[:, :, k], leaves[3].unsqueeze(1)) + leaves[4][:, None, None, :]
+            w = torch.randn(y.shape, generator=torch.Generator().manual_seed(9))
+            (y * w).sum().backward()
+            grads.append((y.detach(), xl.grad, *[t.grad for t in leaves]))
+        assert not _flushes_denormals()  # the backward's flush-to-zero does not outlive it
+        for a, b in zip(*grads):
+            assert torch.allclose(a, b, atol=2e-5, rtol=1e-4), (a - b).abs().max()
+        assert grads[0][0].abs().max() > 0.1 and grads[0][1].abs().max() > 0.01  # not vacuous
+        # lstm_rollout picks the fused path for P = 1 and the cell for P > 1: same numbers
+        y1 = lstm_rollout(params, x, where)
+        two = LSTMParams(*(torch.cat([t, t]) for t in params))
+        y2 = lstm_rollout(two, x if shared else torch.cat([x, x]), where)
+        assert y1.shape == (1, batch, steps if where is None else 4, n_out)
+        assert torch.allclose(y1, grads[0][0], atol=1e-6) and torch.allclose(y2[1:], y1, atol=2e-5, rtol=1e-4)

@@ -14,25 +14,30 @@ from typing import TYPE_CHECKING
 import torch
 
 from es_l2l.families.teacher import tasks as teacher
+from es_l2l.models import model_of, simulate
 from es_l2l.plots import pyplot, save_figure
-from es_l2l.snn import rollout, sim_options
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
+    from es_l2l.models.lstm import LSTMParams
     from es_l2l.snn import LSNNParams
 
 
 @torch.no_grad()
-def episode_trace(cfg: ExperimentConfig, params: LSNNParams, tasks: teacher.TeacherTasks, index: int = 0) -> dict:
-    """Everything the figure shows for episode ``index`` of ``tasks`` (one network, ``P = 1``)."""
+def episode_trace(cfg: ExperimentConfig, params: LSNNParams | LSTMParams, tasks: teacher.TeacherTasks,
+                  index: int = 0) -> dict:
+    """Everything the figure shows for episode ``index`` of ``tasks`` (one network of the config's
+    model kind, ``P = 1``; a model without spikes has an empty raster and no ALIF neurons)."""
     spikes_in = tasks.spikes[index : index + 1]
-    out = rollout(params, spikes_in.to(params.w_in.device), sim_options(cfg), record_spikes=True)
+    out = simulate(cfg, params, spikes_in, record_spikes=True)
     readout = out.y[0, 0, :, 0].cpu()  # (T,)
+    beta = getattr(params, "beta", None)  # only spiking kinds have adaptive thresholds
     windows = readout[tasks.readout_steps].reshape(cfg.task.n_trials, cfg.task.readout_ms)
     return {
         "input_spikes": spikes_in[0].cpu(),  # (T, n_in)
         "spikes": out.spikes[0, 0].cpu(),  # (T, N)
-        "alif": (params.beta[0] > 0).cpu(),  # (N,)
+        "alif": (beta[0] > 0).cpu() if beta is not None else torch.zeros(out.spikes.shape[-1], dtype=torch.bool),  # (N,)
+        "spiking": model_of(cfg).spiking,
         "readout": readout,
         "prediction": windows.mean(-1),  # (n_trials,)
         "target": tasks.y[index].cpu(),  # (n_trials,)
@@ -71,8 +76,12 @@ def plot_episode(cfg: ExperimentConfig, trace: dict, path: str | Path, title: st
     is_alif = alif[j]
     ax.scatter(t[~is_alif].numpy(), j[~is_alif].numpy(), s=1.5, color="C0", marker="|", label=f"LIF ({int((~alif).sum())})")
     ax.scatter(t[is_alif].numpy(), j[is_alif].numpy(), s=1.5, color="C3", marker="|", label=f"ALIF ({int(alif.sum())})")
-    ax.set_ylabel("network neuron")
-    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    if trace.get("spiking", True):
+        ax.set_ylabel("network neuron")
+        ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    else:
+        ax.set_ylabel("hidden unit")
+        ax.text(0.5, 0.5, f"{model_of(cfg).size(cfg)}: no spikes", transform=ax.transAxes, ha="center", va="center")
     ax = axes[2]
     ax.plot(range(steps), trace["readout"].numpy(), color="0.6", lw=0.8, label="readout")
     starts = torch.arange(t_cfg.n_trials) * trial
