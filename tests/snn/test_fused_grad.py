@@ -115,7 +115,10 @@ def test_gradients_equal_autograd_float32(regime):
     out, _, got = grads(fused_rollout, params, x, mse_loss, **kw)
     assert torch.equal(out.spike_count, ref_out.spike_count)
     torch.testing.assert_close(out.y, ref_out.y, rtol=1e-5, atol=1e-6)
-    assert_grads_equal(ref, got, 1e-5)
+    # float32 sums of ~10^4 terms in a different order (autograd's BLAS against the kernel's loops; the
+    # order depends on the CPU's vector width): 1.04e-5 measured on an AVX2-only Xeon, under 1e-5 on
+    # AVX-512 machines. The float64 tests above pin the arithmetic itself at 1e-10.
+    assert_grads_equal(ref, got, 2e-5)
 
 
 def test_population_equals_per_member_loop_and_per_member_inputs():
