@@ -26,6 +26,15 @@ def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, 
     return path
 
 
+def renamed_values(config):
+    """A stored config with values renamed since it was written brought up to date (the same numbers):
+    the teacher family's ``task.encoding: rate`` is ``analog``."""
+    task = config.get("task") if isinstance(config, dict) else None
+    if isinstance(task, dict) and task.get("encoding") == "rate":
+        return {**config, "task": {**task, "encoding": "analog"}}
+    return config
+
+
 def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[str, torch.Tensor], dict]:
     """Returns (config, genome layout, named genome vectors, metadata)."""
     path = Path(path)
@@ -41,7 +50,7 @@ def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[st
         blob = blob if isinstance(blob, dict) else {}
         raise ValueError(f"'{path}' is not an es-l2l checkpoint (format {blob.get('format')!r}, expected {FORMAT!r})")
     try:
-        cfg = ExperimentConfig.model_validate(blob.get("config"))
+        cfg = ExperimentConfig.model_validate(renamed_values(blob.get("config")))
     except Exception as exc:  # pydantic ValidationError: a checkpoint from an incompatible version
         raise ValueError(f"'{path}' holds a config this es-l2l cannot read ({str(exc).splitlines()[0]}); evaluate it with the version that wrote it") from None
     genome = build_genome(cfg)
