@@ -2,9 +2,11 @@
 
     PYTHONPATH=. python benchmarks/teacher_seeds.py --runs sqlite:///A/mlflow.db sqlite:///B/mlflow.db ... \
         --out docs/results/teacher-seeds/NAME.json
+    PYTHONPATH=. python benchmarks/teacher_seeds.py --checkpoints A/checkpoint.pt B/checkpoint.pt ...
 
 Each ``--runs`` entry is an MLflow tracking URI holding one finished ``es-l2l run`` of the teacher family
-(the last run in it is read). A run's seed fixes its 128 held-out test tasks, so the baselines differ
+(the last run in it is read); each ``--checkpoints`` entry is a checkpoint (e.g. one a run logged at a
+validation step: the best genome so far), scored here by the same held-out report a run ends with. A run's seed fixes its 128 held-out test tasks, so the baselines differ
 between seeds; the within-run interval is the paired difference to the running mean over those
 episodes (the run's ``test/model_minus_running_mean`` metrics), and the spread across runs is the
 mean and Student-t 95% interval over the runs of each number (``es_l2l.stats.mean_ci``).
@@ -51,12 +53,33 @@ def read_run(uri: str) -> dict:
     return row
 
 
+def read_checkpoint(path: str) -> dict:
+    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.families.teacher.baselines import BACKPROP, RUNNING_MEAN
+    from es_l2l.families.teacher.report import LSNN_TRAINED, held_out_report
+
+    cfg, genome, genomes, meta = load_checkpoint(path)
+    report = held_out_report(cfg, genome, genomes["initial"], genomes["best"])
+    m = report.metrics
+    row = {
+        "steps": meta.get("generations"), "best_val_step": meta.get("best_generation"), "best_val": float("nan"),
+        "train_s": float("nan"), "seed": cfg.run.seed, "uri": str(path), "run_id": None, "status": "checkpoint",
+        "minus_running_mean": report.paired["mean"], "minus_running_mean_lo": report.paired["lo"],
+        "minus_running_mean_hi": report.paired["hi"],
+    }
+    for key, name in (("lsnn", LSNN_TRAINED), ("running_mean", RUNNING_MEAN), ("least_squares", "online least squares"),
+                      ("backprop", BACKPROP)):
+        row[f"{key}_late"], row[f"{key}_first5"] = m[name]["test_mse_late"], m[name]["test_mse_first"]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="MLflow tracking URIs, one finished run each")
+    parser.add_argument("--runs", nargs="+", default=[], help="MLflow tracking URIs, one finished run each")
+    parser.add_argument("--checkpoints", nargs="+", default=[], help="checkpoint files, scored on the held-out tasks here")
     parser.add_argument("--out", type=Path, help="write the rows and the spread as JSON here")
     args = parser.parse_args()
-    rows = [read_run(uri) for uri in args.runs]
+    rows = [read_run(uri) for uri in args.runs] + [read_checkpoint(p) for p in args.checkpoints]
     spread = {}
     for key in ("lsnn_late", "lsnn_first5", "running_mean_late", "least_squares_late", "minus_running_mean",
                 "backprop_first5"):

@@ -42,7 +42,7 @@ def test_the_old_name_exits_2_with_one_sentence_and_no_run(tmp_path, where):
     config = tmp_path / "old.yaml"
     config.write_text("task:\n  family: teacher\n" + ("  encoding: rate\n" if where == "config" else ""))
     extra = ["--set", "task.encoding=rate"] if where == "set" else []
-    proc = cli(tmp_path, "run", str(config), *store(tmp_path), *extra, timeout=60)
+    proc = cli(tmp_path, "run", str(config), *store(tmp_path), *extra)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "'rate' is now called 'analog'" in proc.stderr
@@ -97,7 +97,7 @@ def test_a_steps_budgeted_shape_run_stops_at_its_step_count(tmp_path):
     small = ["--set=model.n_lif=4", "--set=model.n_alif=4", "--set=task.n_trials=4", "--set=task.trial_ms=6",
              "--set=task.readout_ms=3", "--set=bptt.batch_size=4", "--set=run.generations=7",
              "--set=run.validate_every=3", "--set=run.validation_tasks=8", "--set=run.threads=1"]
-    proc = cli(tmp_path, "run", str(ROOT / "configs" / "teacher_shape.yaml"), *store(tmp_path), *small)
+    proc = cli(tmp_path, "run", str(ROOT / "configs" / "teacher_shape.yaml"), *store(tmp_path), *small, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
