@@ -27,6 +27,15 @@ def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, 
     return path
 
 
+def renamed_values(config):
+    """A stored config with values renamed since it was written brought up to date (the same numbers):
+    the teacher family's ``task.encoding: rate`` is ``analog``."""
+    task = config.get("task") if isinstance(config, dict) else None
+    if isinstance(task, dict) and task.get("encoding") == "rate":
+        return {**config, "task": {**task, "encoding": "analog"}}
+    return config
+
+
 def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[str, torch.Tensor], dict]:
     """Returns (config, genome layout, named genome vectors, metadata)."""
     path = Path(path)
@@ -45,7 +54,7 @@ def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[st
     try:
         if not isinstance(blob.get("config"), dict):
             raise ConfigError(f"the config is a {type(blob.get('config')).__name__}, not a mapping")
-        cfg = build_config(blob["config"])
+        cfg = build_config(renamed_values(blob["config"]))  # an older version's names read as today's
     except (ConfigError, ValueError) as exc:  # a crafted file, or a checkpoint from an incompatible version
         raise ValueError(f"'{path}' holds a config this es-l2l cannot read ({exc}); evaluate it with the version that wrote it") from None
     genome = build_genome(cfg)

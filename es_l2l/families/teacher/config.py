@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from es_l2l.schema import TaskSection
 
@@ -30,10 +30,11 @@ class TeacherConfig(TaskSection):
         "arrives together (two more coded variables; silent in the first trial); the information is what the network "
         "was shown a trial earlier",
     )
-    encoding: Literal["poisson", "rate"] = Field(
+    encoding: Literal["poisson", "regular", "analog"] = Field(
         "poisson",
-        description="input trains: poisson (spikes drawn from each neuron's tuning-curve rate) or rate (the spike "
-        "probability per step itself as a noise-free analog input: the same population code without Poisson noise)",
+        description="input code of each neuron's tuning-curve rate: poisson (spikes drawn at that rate), regular "
+        "(deterministic, evenly spaced spikes at that rate within each trial), or analog (no spikes: the spike "
+        "probability per step itself fed as an input current)",
     )
     shape_curriculum: int = Field(
         0, ge=0, description="training steps (generations), counted from 1, whose tasks have each episode's own mean "
@@ -57,6 +58,14 @@ class TeacherConfig(TaskSection):
         0, ge=0, description="seed of the K fixed networks; deliberately not the run seed, so that runs with other "
         "run.seed values (replicates) and controls (frequent_share: 0) meet the same K networks",
     )
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _renamed_encoding(cls, value):
+        if value == "rate":
+            raise ValueError("task.encoding 'rate' is now called 'analog' (the spike probability fed as an analog "
+                             "input current, no spikes); write task.encoding: analog, or poisson / regular for spikes")
+        return value
 
     @model_validator(mode="after")
     def _readout_fits(self):

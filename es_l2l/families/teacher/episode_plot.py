@@ -56,13 +56,13 @@ def plot_episode(cfg: ExperimentConfig, trace: dict, path: str | Path, title: st
     groups = [("x1", "C0"), ("x2", "C2"), ("previous target", "C1")]
     if t_cfg.show_previous_input:
         groups += [("previous x1", "C4"), ("previous x2", "C5")]
-    if t_cfg.encoding == "rate":  # analog inputs: the spike probability per step as an image
+    if t_cfg.encoding == "analog":  # analog inputs: the spike probability per step as an image
         ax.imshow(inputs.T.numpy(), aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
                   extent=(-0.5, steps - 0.5, -0.5, inputs.shape[1] - 0.5))
         for k, (label, color) in enumerate(groups):
             ax.axhline(k * n - 0.5, color=color, lw=0.6)
             ax.text(steps * 1.002, (k + 0.5) * n, label, fontsize=7, color=color, va="center")
-        ax.set_ylabel("input neuron\n(rate: spike prob./step)")
+        ax.set_ylabel("input neuron\n(analog: spike prob./step)")
     else:
         t, i = torch.nonzero(inputs, as_tuple=True)
         for k, (label, color) in enumerate(groups):

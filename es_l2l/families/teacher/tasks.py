@@ -155,11 +155,24 @@ def sample_tasks(
         empty = torch.empty(batch, 0, n_inputs(cfg))
         return TeacherTasks(x=x, y=y, spikes=empty, readout_steps=readout_steps(cfg), which=which)
     prob = trial_probabilities(cfg, x, y).repeat_interleave(cfg.trial_ms, dim=1)  # (B, T, n_in)
-    if cfg.encoding == "rate":  # the expected spike train: the population code without Poisson noise
+    if cfg.encoding == "analog":  # no spikes: the spike probability per step as an input current
         spikes = prob.to(torch.float32)
+    elif cfg.encoding == "regular":
+        spikes = regular_spikes(prob, cfg.trial_ms)
     else:
         spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
     return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(cfg), which=which)
+
+
+def regular_spikes(prob: torch.Tensor, trial_ms: int) -> torch.Tensor:
+    """Deterministic spike trains at the coded rate: (B, T, n_in) probabilities per step, constant within
+    each trial of ``trial_ms`` steps, -> 0/1 spikes. Within a trial a neuron with probability ``p`` fires at
+    step ``k`` (counted from 0 in the trial) when ``floor(0.5 + (k + 1) p)`` exceeds ``floor(0.5 + k p)``:
+    evenly spaced spikes, the first half a period in, ``round(trial_ms * p)`` of them a trial (halves
+    round up), the same for every episode with the same inputs."""
+    p = prob.to(torch.float64)
+    k = (torch.arange(p.shape[1], dtype=torch.float64) % trial_ms).view(1, -1, 1)
+    return (torch.floor(0.5 + (k + 1) * p) > torch.floor(0.5 + k * p)).to(torch.float32)
 
 
 def predictions(cfg: TeacherConfig, y_readout: torch.Tensor) -> torch.Tensor:

@@ -21,10 +21,10 @@ def test_episode_trace_and_png(tmp_path):
     assert torch.allclose(trace["prediction"][0], trace["readout"][5:8].mean())
     png = plot_episode(cfg, trace, tmp_path / "episode.png", "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rate_cfg = build_config(None, ["task.n_trials=4", "task.trial_ms=8", "task.readout_ms=3", "model.n_lif=3", "model.n_alif=2",
-                                   "task.encoding=rate", "task.show_previous_input=true"])
-    rate_genome = build_genome(rate_cfg)
-    rate_tasks = teacher.sample_tasks(rate_cfg.task, generator(0, 1), 2)
-    rate_trace = episode_trace(rate_cfg, rate_genome.params(rate_genome.initial_vector().unsqueeze(0)), rate_tasks, 0)
-    png = plot_episode(rate_cfg, rate_trace, tmp_path / "rate.png")
+    analog_cfg = build_config(None, ["task.n_trials=4", "task.trial_ms=8", "task.readout_ms=3", "model.n_lif=3", "model.n_alif=2",
+                                   "task.encoding=analog", "task.show_previous_input=true"])
+    analog_genome = build_genome(analog_cfg)
+    analog_tasks = teacher.sample_tasks(analog_cfg.task, generator(0, 1), 2)
+    analog_trace = episode_trace(analog_cfg, analog_genome.params(analog_genome.initial_vector().unsqueeze(0)), analog_tasks, 0)
+    png = plot_episode(analog_cfg, analog_trace, tmp_path / "analog.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -112,23 +112,23 @@ def test_late_weight_weights_the_second_half():
     assert torch.allclose(weighted_mse(per_trial, 3.0), torch.tensor([3.25]))
 
 
-def test_rate_encoding_is_the_expected_spike_train():
-    cfg = CFG.model_copy(update={"encoding": "rate"})
-    rate = teacher.sample_tasks(cfg, generator(5, 1), 3)
+def test_analog_encoding_is_the_spike_probability_itself():
+    cfg = CFG.model_copy(update={"encoding": "analog"})
+    analog = teacher.sample_tasks(cfg, generator(5, 1), 3)
     poisson = teacher.sample_tasks(CFG, generator(5, 1), 3)
-    assert torch.equal(rate.y, poisson.y)
-    prob = teacher.trial_probabilities(cfg, rate.x, rate.y).repeat_interleave(cfg.trial_ms, dim=1)
-    assert torch.equal(rate.spikes, prob.to(torch.float32))
+    assert torch.equal(analog.y, poisson.y)
+    prob = teacher.trial_probabilities(cfg, analog.x, analog.y).repeat_interleave(cfg.trial_ms, dim=1)
+    assert torch.equal(analog.spikes, prob.to(torch.float32))
 
 
-def test_rate_encoded_inputs_get_the_kernel_gradient_autograd_gets():
+def test_analog_inputs_get_the_kernel_gradient_autograd_gets():
     from es_l2l.config import build_config
     from es_l2l.genome import build_genome
     from es_l2l.outer.bptt import GradientTrainer
 
     grads = []
     for backend in ("kernel", "autograd"):
-        cfg = build_config(None, ["outer=bptt", "task.encoding=rate", "task.n_trials=3", "task.trial_ms=8",
+        cfg = build_config(None, ["outer=bptt", "task.encoding=analog", "task.n_trials=3", "task.trial_ms=8",
                                   "task.readout_ms=3", f"bptt.backend={backend}", "bptt.batch_size=2"])
         genome = build_genome(cfg)
         trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
