@@ -208,6 +208,7 @@ class _Work(NamedTuple):
 STRAGGLER_FACTOR = 3.0
 STRAGGLER_MIN_S = 1.0
 RESTARTS_PER_WORKER = 3  # the pool's restart budget: lost actors it replaces, per configured worker
+ACTOR_START_S = 60.0  # how long the pool waits for a replacement when it has no live actor
 GCS_LOST_S = 10.0  # the cluster's head unreachable this long: the run stops (Ray itself would exit the driver at 60 s)
 
 
@@ -288,9 +289,7 @@ class RayEvaluator:
     def _shares(self) -> int:
         """How many shares this generation: one per live actor that is not still busy with a share it
         was late with (a straggler rests until it has finished that one)."""
-        self._grow()
-        if not self.actors:
-            raise ClusterError(self._none_left())
+        self._need_actor()
         if self._late:
             ready, _ = self._ray.wait(list(self._late), num_returns=len(self._late), timeout=0)
             for ref in ready:
@@ -355,7 +354,7 @@ class RayEvaluator:
                 except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError) as exc:
                     self._lost(actor, exc)
                     if i not in done and not any(j == i for j, _, _ in work.pending.values()):
-                        self._resend(work, i, now, "its worker was lost")
+                        self._resend(work, i, now)
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
@@ -368,14 +367,14 @@ class RayEvaluator:
             if ready:
                 quiet_since = now
             elif now - quiet_since > 2.0:
-                self._check_cluster(now - quiet_since)
+                self._check_cluster()
             if done and len(done) + len(work.pending) >= len(work.issue):
-                self._stragglers(work, done, slowest, now)
+                self._stragglers(work, slowest, now)
         return [done[i] for i in range(len(work.issue))]
 
-    def _stragglers(self, work: _Work, done: dict, slowest: float, now: float) -> None:
+    def _stragglers(self, work: _Work, slowest: float, now: float) -> None:
         """Re-send a share that runs far longer than the others did, once, to an idle actor."""
-        busy = {id(a) for _, a, _ in work.pending.values()}
+        busy = {id(a) for _, a, _ in work.pending.values()} | {id(a) for a in self._late.values()}
         idle = [a for a in self.actors if id(a) not in busy]
         counts: dict[int, int] = {}
         for i, _, _ in work.pending.values():
@@ -390,10 +389,26 @@ class RayEvaluator:
                 self._note(f"share {i + 1} of {len(work.issue)} still running after {now - sent:.1f} s "
                            f"(the others took at most {slowest:.1f} s); sent again to an idle worker")
 
-    def _resend(self, work: _Work, i: int, now: float, why: str) -> None:
-        if not self.actors:
+    def _need_actor(self) -> None:
+        """Admit or start actors; with none live, wait for one to start (one line when none can).
+
+        A dead actor's CPU comes back to the cluster a moment after its death is reported, so
+        the pool keeps trying to start a replacement for ``ACTOR_START_S``."""
+        end = time.monotonic() + ACTOR_START_S
+        while True:
             self._grow()
-            raise ClusterError(self._none_left())
+            if self.actors:
+                return
+            if time.monotonic() > end:
+                raise ClusterError(self._none_left())
+            if self._starting:
+                self._ray.wait(list(self._starting), num_returns=1, timeout=1.0)
+            else:
+                time.sleep(0.5)
+
+    def _resend(self, work: _Work, i: int, now: float) -> None:
+        """Send share ``i`` again, to the live actor with the least work in flight."""
+        self._need_actor()
         busy = {}
         for _, a, _ in work.pending.values():
             busy[id(a)] = busy.get(id(a), 0) + 1
@@ -423,7 +438,7 @@ class RayEvaluator:
             f"({self.losses} lost so far); add nodes, then continue with es-l2l run --resume RUN_ID"
         )
 
-    def _check_cluster(self, waited: float) -> None:
+    def _check_cluster(self) -> None:
         """Stop with one line when the cluster's head does not answer for ``GCS_LOST_S`` (before Ray exits the driver)."""
         host, _, port = self._gcs.rpartition(":")
         end = time.monotonic() + GCS_LOST_S
@@ -446,6 +461,12 @@ class RayEvaluator:
         return self._ray.get([a.busy_seconds.remote() for a in self.actors])
 
     def pids(self) -> list[int]:
+        """The actors' process ids, once the pool's actors (replacements included) have started."""
+        self._grow()
+        end = time.monotonic() + ACTOR_START_S
+        while self._starting and time.monotonic() < end:
+            self._ray.wait(list(self._starting), num_returns=len(self._starting), timeout=1.0)
+            self._grow()
         return self._ray.get([a.pid.remote() for a in self.actors])
 
     def close(self) -> None:

@@ -57,7 +57,7 @@ def _ports(head: bool) -> list[str]:
     names = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"]
     if head:
-        names += ["--ray-client-server-port"]
+        names += ["--ray-client-server-port", "--dashboard-port"]  # 8265 may be taken by another Ray
     return [f"{n}={free_port()}" for n in names]
 
 
@@ -141,20 +141,32 @@ class LoopbackCluster:
             raise RuntimeError(f"ray start for node {name} failed:\n{out[-3000:]}")
         return node
 
+    def _start(self, name: str, cmd, env: dict[str, str] | None = None, tries: int = 3) -> Node:
+        """Start a node, again if it failed: `ray start` gives a raylet 30 s to register with the
+        head (a constant in Ray's node.py), which a loaded machine can miss."""
+        for attempt in range(tries):
+            proc = self._spawn(name, cmd(), env)
+            try:
+                return self._wait(name, proc)
+            except RuntimeError:
+                self.nodes.pop(name).gone()
+                if attempt == tries - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def start_head(self) -> Node:
-        return self._wait("head", self._spawn("head", [
+        return self._start("head", lambda: [
             str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
             "--include-dashboard=false", "--dashboard-host=127.0.0.1", "--num-cpus=0", "--num-gpus=0",
-            f"--temp-dir={self.tmp}", "--disable-usage-stats", *_ports(head=True)]))
+            f"--temp-dir={self.tmp}", "--disable-usage-stats", *_ports(head=True)])
 
     def add_nodes(self, *names: str, env: dict[str, str] | None = None) -> list[Node]:
-        """Worker nodes of one CPU each, started side by side; ``env`` is added to their environment
-        (their actors inherit it)."""
-        procs = {name: self._spawn(name, [
+        """Worker nodes of one CPU each, one at a time; ``env`` is added to their environment (their
+        actors inherit it)."""
+        return [self._start(name, lambda name=name: [
             sys.executable, "-c", _NODE, f"--address={self.address}", "--node-ip-address=127.0.0.1",
             "--num-cpus=1", "--num-gpus=0", f"--resources={{\"{name}\": 1}}", "--disable-usage-stats",
-            *_ports(head=False)], env) for name in names}
-        return [self._wait(name, proc) for name, proc in procs.items()]
+            *_ports(head=False)], env) for name in names]
 
     def remove_node(self, name: str) -> None:
         node = self.nodes.pop(name)
