@@ -396,6 +396,7 @@ class RayEvaluator:
         the pool keeps trying to start a replacement for ``ACTOR_START_S``."""
         end = time.monotonic() + ACTOR_START_S
         while True:
+            self._check_cluster()  # a lost head would make every call below wait until Ray exits the driver
             self._grow()
             if self.actors:
                 return
@@ -416,6 +417,7 @@ class RayEvaluator:
         work.pending[work.issue[i](actor)] = (i, actor, now)
 
     def _lost(self, actor, exc: Exception) -> None:
+        self._check_cluster()  # the whole cluster gone, not one actor: say that instead
         self._late = {r: a for r, a in self._late.items() if a is not actor}
         if actor in self.actors:
             self.actors.remove(actor)

@@ -77,15 +77,16 @@ class Node:
         return out
 
     def actors(self) -> list[psutil.Process]:
-        """The es-l2l evaluation actors living on this node."""
-        out = []
+        """The es-l2l evaluation actors living on this node (its raylet's children, named after the actor class)."""
+        out = {}
         for p in self.processes():
             try:
-                if "_Worker" in " ".join(p.cmdline()):
-                    out.append(p)
+                for c in [p, *p.children(recursive=True)]:
+                    if "_Worker" in c.name() + " ".join(c.cmdline()):
+                        out[c.pid] = c
             except psutil.Error:
                 pass
-        return out
+        return list(out.values())
 
     def kill(self) -> None:
         """SIGKILL the node's whole process group: raylet, object store, its actors, at once."""

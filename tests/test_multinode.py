@@ -30,6 +30,8 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 PACE_S = "0.3"
 RUN = ["--set=run.threads=1", "--set=run.generations=40", "--set=run.validate_every=20", "--set=run.checkpoint_every=2",
        "--set=task.batch_size=4", "--set=run.validation_tasks=8"]
+# long enough for a node to join mid-run (starting a node takes 20-30 s on the loaded test machine)
+LONG = [*RUN, "--set=run.generations=150", "--set=run.validate_every=50"]
 NOISY = ("elapsed", "wall_s", "seconds_per_generation", "neuron_steps_per_s")  # clocks, not numbers
 
 
@@ -65,12 +67,12 @@ def numbers(tmp: Path) -> dict:
     return {"final": genomes["final"], "best": genomes["best"], "metrics": metrics}
 
 
-def assert_same(a: dict, b: dict) -> None:
+def assert_same(a: dict, b: dict, generations: int = 40) -> None:
     assert torch.equal(a["final"], b["final"]) and torch.equal(a["best"], b["best"])
     assert a["metrics"].keys() == b["metrics"].keys()
     differ = [k for k in a["metrics"] if a["metrics"][k] != b["metrics"][k]]
     assert not differ, differ
-    assert [s for s, _ in a["metrics"]["train/fitness_mean"]] == list(range(1, 41))  # each generation once
+    assert [s for s, _ in a["metrics"]["train/fitness_mean"]] == list(range(1, generations + 1))  # each generation once
 
 
 def wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 300) -> Path:
@@ -90,6 +92,14 @@ def reference(tmp_path_factory) -> dict:
     """The undisturbed numbers, evaluated in the driver without Ray."""
     tmp = tmp_path_factory.mktemp("reference")
     code, out, err = finish(start(tmp, str(SMOKE), "--workers", "0", *RUN))
+    assert code == 0, err[-3000:]
+    return numbers(tmp)
+
+
+@pytest.fixture(scope="module")
+def reference_long(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("reference_long")
+    code, out, err = finish(start(tmp, str(SMOKE), "--workers", "0", *LONG))
     assert code == 0, err[-3000:]
     return numbers(tmp)
 
@@ -129,8 +139,8 @@ def test_actors_on_three_nodes_give_the_numbers_of_one_process_and_listen_on_loo
     assert_same(numbers(tmp_path), reference)
 
 
-def test_a_node_lost_then_a_node_added_mid_run_and_the_numbers_do_not_change(cluster, reference, tmp_path):
-    proc = start(tmp_path, *attach(cluster, 3), env=cluster.env)
+def test_a_node_lost_then_a_node_added_mid_run_and_the_numbers_do_not_change(cluster, reference_long, tmp_path):
+    proc = start(tmp_path, *attach(cluster, 3)[:-len(RUN)], *LONG, env=cluster.env)
     wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)  # generation 2 done: mid-run
     killed = time.monotonic()
     cluster.remove_node("n3")  # SIGKILL its raylet, object store and actor at once; no spare CPU anywhere
@@ -149,7 +159,7 @@ def test_a_node_lost_then_a_node_added_mid_run_and_the_numbers_do_not_change(clu
     added = [line for line in err.splitlines() if "evaluation worker added; 3 of 3" in line]
     assert len(lost) == 1 and "2 left, its share sent again" in lost[0], err[-3000:]
     assert len(added) == 1 and used is not None, err[-3000:]
-    assert_same(numbers(tmp_path), reference)
+    assert_same(numbers(tmp_path), reference_long, generations=150)
     print(f"\nnode lost -> run FINISHED: {ended - killed:.1f} s; node joined -> its actor evaluating: "
           f"{used - joined:.1f} s")
 
@@ -157,16 +167,17 @@ def test_a_node_lost_then_a_node_added_mid_run_and_the_numbers_do_not_change(clu
 def test_a_straggler_share_is_sent_again_and_the_numbers_do_not_change(cluster, reference, tmp_path):
     cluster.remove_node("n4")
     cluster.add_nodes("slow", env={"ES_L2L_SLOW_WORKER_S": "4"})  # alive, but 13x slower than the others
-    t0 = time.monotonic()
     code, _, err = finish(start(tmp_path, *attach(cluster, 3), env=cluster.env))
-    took = time.monotonic() - t0
     assert code == 0, err[-3000:]
     resent = [line for line in err.splitlines() if "sent again to an idle worker" in line]
     assert resent, err[-3000:]
     assert_same(numbers(tmp_path), reference)
-    # waiting for the slow node would take 40 x 4 s; re-sending its share keeps the run far below that
-    assert took < 120, took
-    print(f"\nrun with a straggler node: {took:.1f} s, {len(resent)} shares re-sent")
+    # waiting for the slow node would take at least 40 x 4 s; re-sending its share keeps the
+    # generations near the fast nodes' pace (0.3 s, and a re-send costs about 1.5 s)
+    client, run = the_run(tmp_path)
+    wall = [m.value for m in client.get_metric_history(run.info.run_id, "train/wall_s")]
+    assert wall[-1] - wall[0] < 80, wall
+    print(f"\n40 generations with a straggler node: {wall[-1] - wall[0]:.1f} s, {len(resent)} shares re-sent")
 
 
 def test_more_workers_than_the_cluster_has_cpus_is_one_line_and_no_run(cluster, tmp_path):
@@ -188,10 +199,10 @@ def test_the_whole_cluster_lost_fails_the_run_in_one_line_and_resume_ends_with_t
     code, out, err = finish(proc, timeout=180)
     took = time.monotonic() - lost
     assert code == 1, err[-3000:]
-    assert len(err.strip().splitlines()) == 1, err[-3000:]
-    assert "es-l2l run --resume RUN_ID" in err, err
+    errors = [line for line in err.strip().splitlines() if not line.startswith("es-l2l: ")]  # not the pool's notes
+    assert len(errors) == 1 and errors[0].startswith("error: lost the Ray cluster: its head at"), err[-3000:]
+    assert "es-l2l run --resume RUN_ID" in errors[0], err
     client, run = the_run(tmp_path)
-    assert run.info.status == "FINISHED" or run.info.status == "FAILED"
     assert run.info.status == "FAILED", run.info.status
     assert {"resume.pt", "checkpoint.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     print(f"\nwhole cluster lost -> run FAILED: {took:.1f} s")
