@@ -193,6 +193,7 @@ def test_more_workers_than_the_cluster_has_cpus_is_one_line_and_no_run(cluster, 
 def test_the_whole_cluster_lost_fails_the_run_in_one_line_and_resume_ends_with_the_same_numbers(cluster, reference, tmp_path):
     proc = start(tmp_path, *attach(cluster, 3), env=cluster.env)
     wait_for(tmp_path, "mlruns/**/resume.pt", proc)
+    wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)
     lost = time.monotonic()
     for name in list(cluster.nodes):  # every node at once, the head last
         cluster.nodes[name].kill()
