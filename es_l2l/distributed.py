@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -215,6 +216,11 @@ def settle_device(cfg: ExperimentConfig) -> tuple[ExperimentConfig, str | None]:
     return cpu, f"{why.split(';')[0]}; running on CPU instead (run.gpu_fallback=true)"
 
 
+# Seconds an evaluation actor sleeps before each evaluation when its node's environment sets it:
+# a slow-but-alive worker on purpose, for the tests of the straggler policy and of mid-run events.
+SLOW_WORKER_ENV = "ES_L2L_SLOW_WORKER_S"
+
+
 class _Worker:
     """Body of the evaluation actor (wrapped by ``ray.remote`` lazily, so importing is cheap)."""
 
@@ -233,6 +239,8 @@ class _Worker:
     def evaluate(self, vectors: np.ndarray, seed_keys: tuple[int, ...]) -> tuple:
         """Evaluate these members; the result :func:`pack`-ed."""
         t0 = time.perf_counter()
+        if SLOW_WORKER_ENV in os.environ:  # a deliberately slow node (tests of the straggler policy)
+            time.sleep(float(os.environ[SLOW_WORKER_ENV]))
         e = light(evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device))
         self.busy_s += time.perf_counter() - t0
         return pack(e)
@@ -271,8 +279,35 @@ class _Worker:
         return os.getpid()
 
 
+class _Work(NamedTuple):
+    """One generation's evaluation in flight: its shares (``issue(actor) -> reference``, in member
+    order) and each outstanding reference's (share index, actor, seconds when sent)."""
+
+    issue: list[Callable]
+    pending: dict
+
+
+# Straggler policy: a share still running when every other share is back, and for longer than
+# STRAGGLER_FACTOR times the slowest share that came back (and STRAGGLER_MIN_S), is sent again to an
+# idle actor; the first result wins (both are the same numbers: evaluation is pure).
+STRAGGLER_FACTOR = 3.0
+STRAGGLER_MIN_S = 1.0
+RESTARTS_PER_WORKER = 3  # the pool's restart budget: lost actors it replaces, per configured worker
+ACTOR_START_S = 60.0  # how long the pool waits for a replacement when it has no live actor
+GCS_LOST_S = 10.0  # the cluster's head unreachable this long: the run stops (Ray itself would exit the driver at 60 s)
+
+
 class RayEvaluator:
-    """A pool of Ray evaluation actors; owns them and kills them on ``close``."""
+    """An elastic pool of Ray evaluation actors; owns them and kills them on ``close``.
+
+    The pool, not Ray, recovers from failures (the actors have no Ray restarts): an actor lost
+    with its node has its share re-sent to a live actor in the same generation and is replaced
+    where the cluster has room, up to ``RESTARTS_PER_WORKER`` losses per configured worker; a
+    straggler's share is re-sent after a timeout (``STRAGGLER_FACTOR``); below ``n_workers`` (after
+    a loss) the pool grows back as soon as the cluster has free CPUs, a joining node included, and
+    a new actor takes work from the first generation after it started. Every evaluation is a pure
+    function of (member, task seed), so none of this changes a number.
+    """
 
     def __init__(self, cfg: ExperimentConfig, n_workers: int):
         import ray
@@ -286,40 +321,97 @@ class RayEvaluator:
         from es_l2l.guard import check_cpus
 
         check_cpus(cfg, n_workers)  # too few CPUs would leave actors pending forever: one sentence instead
-        gpus = cfg.run.gpus_per_worker if cfg.run.device == "cuda" else 0.0
+        self._cpus, self._gpus = cfg.run.cpus_per_worker, (cfg.run.gpus_per_worker if cfg.run.device == "cuda" else 0.0)
         self.seed_traffic = cfg.es.seed_traffic
-        self.cpus_per_worker = cfg.run.cpus_per_worker
+        self.target = n_workers
+        self.losses, self.budget = 0, RESTARTS_PER_WORKER * n_workers
+        self.events: list[str] = []  # what happened to the pool (lost, added, re-sent), in order
+        self._gcs = ray.get_runtime_context().gcs_address
+        self._tree = cfg.model_dump(mode="json")
         # Our own actors, not evotorch's num_actors (which turns 1 into none): n_workers is what runs.
-        actor = ray.remote(max_restarts=3, max_task_retries=3)(_Worker)
-        tree = cfg.model_dump(mode="json")
-        self.actors = [
-            actor.options(num_cpus=cfg.run.cpus_per_worker, num_gpus=gpus).remote(tree) for _ in range(n_workers)
-        ]
+        self._actor = ray.remote(max_restarts=0, max_task_retries=0)(_Worker)
+        self.actors = [self._new_actor() for _ in range(n_workers)]
+        self._starting: dict = {}  # ping reference -> actor not yet in the pool
+        self._cluster_lost = False
+        self._ready = list(self.actors)  # the actors this generation's shares go to
+        self._late: dict = {}  # reference of a share that came back from elsewhere first -> its (busy) actor
+
+    def _new_actor(self):
+        return self._actor.options(num_cpus=self._cpus, num_gpus=self._gpus).remote(self._tree)
+
+    def _note(self, event: str) -> None:
+        self.events.append(event)
+        print(f"es-l2l: {event}", file=sys.stderr, flush=True)
+
+    def _grow(self) -> None:
+        """Admit started actors; below ``target``, start new ones where the cluster has room."""
+        ray = self._ray
+        if self._starting:
+            ready, _ = ray.wait(list(self._starting), num_returns=len(self._starting), timeout=0)
+            for ref in ready:
+                actor = self._starting.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    continue  # its node went before it started
+                self.actors.append(actor)
+                self._note(f"evaluation worker added; {len(self.actors)} of {self.target} in the pool")
+        short = self.target - len(self.actors) - len(self._starting)
+        if short <= 0:
+            return
+        free = ray.available_resources()
+        fits = int(free.get("CPU", 0.0) // self._cpus + 1e-9)
+        if self._gpus:
+            fits = min(fits, int(free.get("GPU", 0.0) // self._gpus + 1e-9))
+        for _ in range(min(short, fits)):
+            actor = self._new_actor()
+            self._starting[actor.pid.remote()] = actor
+
+    def _dispatch(self, issue: list[Callable]) -> _Work:
+        now = time.monotonic()
+        return _Work(issue, {call(a): (i, a, now) for i, (call, a) in enumerate(zip(issue, self._ready))})
+
+    def _shares(self) -> int:
+        """How many shares this generation: one per live actor that is not still busy with a share it
+        was late with (a straggler rests until it has finished that one)."""
+        self._need_actor()
+        if self._late:
+            ready, _ = self._ray.wait(list(self._late), num_returns=len(self._late), timeout=0)
+            for ref in ready:
+                del self._late[ref]
+        busy = {id(a) for a in self._late.values()}
+        self._ready = [a for a in self.actors if id(a) not in busy] or list(self.actors)
+        return len(self._ready)
 
     def _bounds(self, popsize: int) -> list[tuple[int, int]]:
         """Contiguous member ranges, one per actor (the split ``torch.tensor_split`` makes)."""
-        sizes = [len(c) for c in torch.tensor_split(torch.arange(popsize), len(self.actors))]
+        sizes = [len(c) for c in torch.tensor_split(torch.arange(popsize), len(self._ready))]
         starts = np.cumsum([0, *sizes])
         return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:]) if b > a]
 
-    def submit(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> list:
-        """Send each actor its members (vector traffic); returns the result references."""
-        chunks = [c for c in torch.tensor_split(vectors.detach().cpu(), len(self.actors)) if len(c)]
-        return [a.evaluate.remote(c.numpy(), seed_keys) for a, c in zip(self.actors, chunks)]
+    def submit(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> _Work:
+        """Send each actor its members (vector traffic); returns the work in flight."""
+        n = self._shares()
+        chunks = [c.numpy() for c in torch.tensor_split(vectors.detach().cpu(), n) if len(c)]
+        return self._dispatch([lambda a, c=c: a.evaluate.remote(c, seed_keys) for c in chunks])
 
-    def submit_recipe(self, recipe: SampleRecipe, seed_keys: tuple[int, ...]) -> list:
+    def submit_recipe(self, recipe: SampleRecipe, seed_keys: tuple[int, ...]) -> _Work:
         """Send each actor the recipe (inline when small, else through the object store once);
         each regenerates the population and evaluates its rows (seed traffic)."""
+        self._shares()
         ref = lean(recipe)
         if recipe_bytes(ref) > INLINE_BYTES:
             ref = self._ray.put(ref)
-        return [a.evaluate_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
+        bounds = self._bounds(recipe.popsize)
+        return self._dispatch([lambda a, lo=lo, hi=hi: a.evaluate_rows.remote(ref, lo, hi, seed_keys) for lo, hi in bounds])
 
-    def submit_rows(self, recipe, seed_keys: tuple[int, ...]) -> list:
+    def submit_rows(self, recipe, seed_keys: tuple[int, ...]) -> _Work:
         """Send each actor a recipe that regenerates its rows itself (``recipe.rows(lo, hi)``, ``recipe.popsize``,
         ``recipe.nbytes``): inline when small, else through the object store once. Collect with the checksums."""
+        self._shares()
         ref = self._ray.put(recipe) if recipe.nbytes > INLINE_BYTES else recipe
-        return [a.evaluate_recipe_rows.remote(ref, lo, hi, seed_keys) for a, (lo, hi) in zip(self.actors, self._bounds(recipe.popsize))]
+        bounds = self._bounds(recipe.popsize)
+        return self._dispatch([lambda a, lo=lo, hi=hi: a.evaluate_recipe_rows.remote(ref, lo, hi, seed_keys) for lo, hi in bounds])
 
     def __call__(self, vectors: torch.Tensor, seed_keys: tuple[int, ...]) -> Evaluation:
         return self.collect(self.submit(vectors, seed_keys))
@@ -328,18 +420,9 @@ class RayEvaluator:
         """Evaluate the population ``vectors`` that ``recipe`` regenerates, shipping only the recipe."""
         return self.collect(self.submit_recipe(recipe, seed_keys), expected=checksums(vectors))
 
-    def collect(self, refs: list, expected: torch.Tensor | None = None) -> Evaluation:
-        """Wait for the actors' results (restarted actors repeat lost evaluations)."""
-        try:
-            results = self._ray.get(refs)
-        except self._ray.exceptions.ActorDiedError as exc:
-            raise ClusterError(
-                f"an evaluation worker died and could not be restarted ({str(exc).splitlines()[0][:200]}); "
-                "check the worker's memory and logs, then rerun"
-            ) from None
-        except self._ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            raise ClusterError(f"an evaluation failed on a worker: {type(cause).__name__}: {cause}") from None
+    def collect(self, work: _Work, expected: torch.Tensor | None = None) -> Evaluation:
+        """Wait for every share's result: a lost actor's share and a straggler's are sent again."""
+        results = self._gather(work)
         if expected is None:
             return concat([unpack(r) for r in results])
         evals, sums = zip(*results)
@@ -350,11 +433,135 @@ class RayEvaluator:
             )
         return concat([unpack(e) for e in evals])
 
+    def _gather(self, work: _Work) -> list:
+        ray = self._ray
+        done: dict[int, object] = {}
+        slowest, quiet_since = 0.0, time.monotonic()
+        while len(done) < len(work.issue):
+            ready, _ = ray.wait(list(work.pending), num_returns=1, timeout=0.5)
+            now = time.monotonic()
+            for ref in ready:
+                i, actor, sent = work.pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError) as exc:
+                    self._lost(actor, exc)
+                    if i not in done and not any(j == i for j, _, _ in work.pending.values()):
+                        self._resend(work, i, now)
+                    continue
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    raise ClusterError(f"an evaluation failed on a worker: {type(cause).__name__}: {cause}") from None
+                if i not in done:
+                    done[i] = result
+                    slowest = max(slowest, now - sent)
+            for ref in [r for r, (i, _, _) in work.pending.items() if i in done]:
+                self._late[ref] = work.pending.pop(ref)[1]  # lost the race: not waited for, its actor rests
+            if ready:
+                quiet_since = now
+            elif now - quiet_since > 2.0:
+                self._check_cluster()
+            if done and len(done) + len(work.pending) >= len(work.issue):
+                self._stragglers(work, slowest, now)
+        return [done[i] for i in range(len(work.issue))]
+
+    def _stragglers(self, work: _Work, slowest: float, now: float) -> None:
+        """Re-send a share that runs far longer than the others did, once, to an idle actor."""
+        busy = {id(a) for _, a, _ in work.pending.values()} | {id(a) for a in self._late.values()}
+        idle = [a for a in self.actors if id(a) not in busy]
+        counts: dict[int, int] = {}
+        for i, _, _ in work.pending.values():
+            counts[i] = counts.get(i, 0) + 1
+        for ref, (i, actor, sent) in list(work.pending.items()):
+            if not idle:
+                return
+            if counts[i] == 1 and now - sent > max(STRAGGLER_FACTOR * slowest, STRAGGLER_MIN_S):
+                a = idle.pop(0)
+                work.pending[work.issue[i](a)] = (i, a, now)
+                counts[i] = 2
+                self._note(f"share {i + 1} of {len(work.issue)} still running after {now - sent:.1f} s "
+                           f"(the others took at most {slowest:.1f} s); sent again to an idle worker")
+
+    def _need_actor(self) -> None:
+        """Admit or start actors; with none live, wait for one to start (one line when none can).
+
+        A dead actor's CPU comes back to the cluster a moment after its death is reported, so
+        the pool keeps trying to start a replacement for ``ACTOR_START_S``."""
+        end = time.monotonic() + ACTOR_START_S
+        while True:
+            self._check_cluster()  # a lost head would make every call below wait until Ray exits the driver
+            self._grow()
+            if self.actors:
+                return
+            if time.monotonic() > end:
+                raise ClusterError(self._none_left())
+            if self._starting:
+                self._ray.wait(list(self._starting), num_returns=1, timeout=1.0)
+            else:
+                time.sleep(0.5)
+
+    def _resend(self, work: _Work, i: int, now: float) -> None:
+        """Send share ``i`` again, to the live actor with the least work in flight."""
+        self._need_actor()
+        busy = {}
+        for _, a, _ in work.pending.values():
+            busy[id(a)] = busy.get(id(a), 0) + 1
+        actor = min(self.actors, key=lambda a: busy.get(id(a), 0))  # an idle one where there is one
+        work.pending[work.issue[i](actor)] = (i, actor, now)
+
+    def _lost(self, actor, exc: Exception) -> None:
+        self._check_cluster()  # the whole cluster gone, not one actor: say that instead
+        self._late = {r: a for r, a in self._late.items() if a is not actor}
+        if actor in self.actors:
+            self.actors.remove(actor)
+        else:
+            return
+        self.losses += 1
+        if self.losses > self.budget:
+            raise ClusterError(
+                f"lost {self.losses} evaluation workers, more than the pool replaces ({RESTARTS_PER_WORKER} per worker, "
+                f"{self.budget} in all): the cluster keeps losing nodes ({str(exc).splitlines()[0][:160]}); fix the "
+                "cluster, then continue with es-l2l run --resume RUN_ID"
+            )
+        self._note(f"evaluation worker lost ({self.losses} of {self.budget} the pool replaces); "
+                   f"{len(self.actors)} left, its share sent again")
+        self._grow()
+
+    def _none_left(self) -> str:
+        return (
+            f"every evaluation worker is lost and the Ray cluster has no free CPUs to start another "
+            f"({self.losses} lost so far); add nodes, then continue with es-l2l run --resume RUN_ID"
+        )
+
+    def _check_cluster(self) -> None:
+        """Stop with one line when the cluster's head does not answer for ``GCS_LOST_S`` (before Ray exits the driver)."""
+        host, _, port = self._gcs.rpartition(":")
+        end = time.monotonic() + GCS_LOST_S
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=1.0).close()
+                return
+            except OSError:
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.5)
+        self.actors, self._starting, self._cluster_lost = [], {}, True
+        raise ClusterError(
+            f"lost the Ray cluster: its head at {self._gcs} has not answered for {GCS_LOST_S:g} s; start the "
+            "cluster again, then continue with es-l2l run --resume RUN_ID"
+        )
+
     def busy_seconds(self) -> list[tuple[float, float]]:
         """Each actor's (evaluate, regenerate) seconds since the last call (then reset)."""
         return self._ray.get([a.busy_seconds.remote() for a in self.actors])
 
     def pids(self) -> list[int]:
+        """The actors' process ids, once the pool's actors (replacements included) have started."""
+        self._grow()
+        end = time.monotonic() + ACTOR_START_S
+        while self._starting and time.monotonic() < end:
+            self._ray.wait(list(self._starting), num_returns=len(self._starting), timeout=1.0)
+            self._grow()
         return self._ray.get([a.pid.remote() for a in self.actors])
 
     def wait_ready(self, say, patience: float = 5.0, address: str | None = None) -> list[int]:
@@ -365,7 +572,7 @@ class RayEvaluator:
         refs = [a.pid.remote() for a in self.actors]
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=patience)
         if pending:
-            cpus = self.cpus_per_worker
+            cpus = self._cpus
             need = len(pending) * cpus
             free = float(ray.available_resources().get("CPU", 0.0))
             total = float(ray.cluster_resources().get("CPU", 0.0))
@@ -376,9 +583,15 @@ class RayEvaluator:
         return ray.get(refs)
 
     def close(self) -> None:
-        for a in self.actors:
-            self._ray.kill(a)
-        self.actors = []
+        if self._cluster_lost:
+            self.actors = []
+            return  # nothing left to kill, and a call to the lost head would wait
+        for a in [*self.actors, *self._starting.values()]:
+            try:
+                self._ray.kill(a)
+            except Exception:  # already gone with its node
+                pass
+        self.actors, self._starting = [], {}
 
 
 def make_evaluator(cfg: ExperimentConfig, genome: Genome) -> Evaluator:

@@ -168,6 +168,34 @@ def test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_chan
     assert [h.get("fitness_mean") for h in disturbed.history] == [h.get("fitness_mean") for h in reference.history]
 
 
+class _KillEveryGeneration(RayEvaluator):
+    """Kills the (only) actor's process right after each generation's work was sent to it."""
+
+    def submit_recipe(self, recipe, keys):
+        import os
+        import signal
+
+        victim = self.pids()[0]
+        work = super().submit_recipe(recipe, keys)
+        os.kill(victim, signal.SIGKILL)
+        return work
+
+
+def test_losing_more_actors_than_the_pool_replaces_is_one_line(ray_local, capfd):
+    from es_l2l.distributed import ClusterError
+
+    cfg = tiny("run.generations=8", "run.validate_every=8")
+    genome = build_genome(cfg, n_inputs(cfg.task))
+    pool = _KillEveryGeneration(cfg, 1)  # one worker: the pool replaces 3 lost actors
+    try:
+        with pytest.raises(ClusterError, match=r"^lost 4 evaluation workers, more than the pool replaces \(3 per worker, 3 in all\)"):
+            run_es(cfg, genome, pool)
+    finally:
+        pool.close()
+    lost = [line for line in capfd.readouterr().err.splitlines() if "evaluation worker lost" in line]
+    assert [line.split("(")[1].split(" ")[0] for line in lost] == ["1", "2", "3"]  # replaced three times, then the line
+
+
 @pytest.mark.parametrize("algorithm", ["pgpe", "snes", "cem"])
 def test_stdev_blocks_widen_the_search_on_their_blocks_only(algorithm):
     from es_l2l.outer.evo import initial_stdev, make_searcher
