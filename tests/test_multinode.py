@@ -184,7 +184,7 @@ def test_more_workers_than_the_cluster_has_cpus_is_one_line_and_no_run(cluster, 
     tmp_path.mkdir(exist_ok=True)
     proc = subprocess.run([sys.executable, "-m", "es_l2l.cli", "run", *attach(cluster, 5), *store(tmp_path)],
                           cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # bad input: more than the cluster has, no run
     assert f"need 5 CPUs but the Ray cluster at '{cluster.address}' has 3" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
