@@ -28,12 +28,13 @@ def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, 
 
 
 def renamed_values(config):
-    """A stored config with values renamed since it was written brought up to date (the same numbers):
-    the teacher family's ``task.encoding: rate`` is ``analog``."""
+    """A stored config with values renamed since it was written brought up to date by its (registered)
+    task family, the same numbers; anything else is left for the config check to name."""
+    from es_l2l.families import FAMILIES, default_family
+
     task = config.get("task") if isinstance(config, dict) else None
-    if isinstance(task, dict) and task.get("encoding") == "rate":
-        return {**config, "task": {**task, "encoding": "analog"}}
-    return config
+    family = FAMILIES.get(str(task.get("family", default_family()))) if isinstance(task, dict) else None
+    return config if family is None else {**config, "task": family.stored_task(task)}  # registered families only: no import
 
 
 def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[str, torch.Tensor], dict]:

@@ -168,6 +168,11 @@ class TaskFamily:
         """(input, output) permutations of a left-right weight tying, or None where the family has none."""
         return None
 
+    def stored_task(self, task: dict) -> dict:
+        """A ``task:`` section as an older es-l2l stored it (in a checkpoint), with values renamed since
+        brought up to date (the same numbers); today's configs name the new values themselves."""
+        return task
+
     def check(self, cfg: ExperimentConfig) -> None:
         """Raise ValueError (one sentence naming the keys) where ``cfg`` does not fit the family."""
 

@@ -53,6 +53,10 @@ class TeacherFamily(TaskFamily):
             return {}
         return {"shape_curriculum": float(generation <= cfg.task.shape_curriculum)}  # offset-free training tasks
 
+    def stored_task(self, task: dict) -> dict:
+        # ``encoding: rate`` (before 2026-12-02) is ``analog``: the spike probability fed as a current
+        return {**task, "encoding": "analog"} if task.get("encoding") == "rate" else task
+
     def check(self, cfg) -> None:
         k, n = cfg.task.frequent_targets, cfg.run.validation_tasks
         if k and n % k:  # the held-out frequent group has each of the K networks equally often
