@@ -148,6 +148,8 @@ def resume_problem(state: dict, cfg: ExperimentConfig, dim: int) -> str | None:
     if not isinstance(elapsed, (int, float)) or not 0 <= elapsed < float("inf"):
         return f"elapsed_s is {short_repr(elapsed)}, not a time >= 0"
     searcher = state["searcher"]
+    if searcher.get("class") in ("LowRankSearch", "GuidedSearch"):  # the project's own searches: a centre (+ history)
+        return _own_search_problem(searcher, dim)
     dist = searcher.get("distribution") or {}
     params = dist.get("parameters") if isinstance(dist, dict) else None
     if dist and not isinstance(params, dict):
@@ -180,6 +182,18 @@ def resume_problem(state: dict, cfg: ExperimentConfig, dim: int) -> str | None:
     expected = torch.Generator().get_state()
     if not isinstance(generator, torch.Tensor) or generator.dtype != expected.dtype or generator.shape != expected.shape:
         return "searcher.problem.generator is not a torch CPU generator state"
+    return None
+
+
+def _own_search_problem(searcher: dict, dim: int) -> str | None:
+    """:func:`resume_problem` for the low-rank and guided searches' states (their own restore checks the rest)."""
+    name = "center" if searcher["class"] == "LowRankSearch" else "centre"
+    t = searcher.get(name)
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != (dim,) or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+        return f"searcher.{name} is not a ({dim},) tensor of finite floats for this config"
+    history = searcher.get("history", torch.zeros(0, dim))
+    if not isinstance(history, torch.Tensor) or history.ndim != 2 or history.shape[1] != dim or not bool(torch.isfinite(history).all()):
+        return f"searcher.history is not a (k, {dim}) tensor of finite floats"
     return None
 
 
