@@ -580,7 +580,13 @@ class RayEvaluator:
                 where = f"the Ray cluster at '{address}'" if address else "the local Ray"
                 say(f"waiting for {need:g} CPU(s) on {where} for {len(pending)} evaluation worker(s): it has {total:g}, "
                     f"{free:g} free, the rest held by other jobs; the run starts when they free up (Ctrl-C stops it)")
-        return ray.get(refs)
+        for actor, ref in zip(list(self.actors), refs):
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # its node went while it started: the pool replaces it
+                self._lost(actor, exc)
+        self._need_actor()
+        return self.pids()
 
     def close(self) -> None:
         if self._cluster_lost:
