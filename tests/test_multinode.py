@@ -20,6 +20,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.loopback_cluster import LoopbackCluster
+from tests.test_failures import wait_for
 
 pytestmark = pytest.mark.multinode
 
@@ -73,18 +74,6 @@ def assert_same(a: dict, b: dict, generations: int = 40) -> None:
     differ = [k for k in a["metrics"] if a["metrics"][k] != b["metrics"][k]]
     assert not differ, differ
     assert [s for s, _ in a["metrics"]["train/fitness_mean"]] == list(range(1, generations + 1))  # each generation once
-
-
-def wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 300) -> Path:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = sorted(root.glob(pattern))
-        if found:
-            return found[0]
-        if proc.poll() is not None:
-            raise AssertionError(proc.communicate())
-        time.sleep(0.1)
-    raise TimeoutError(pattern)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +130,7 @@ def test_actors_on_three_nodes_give_the_numbers_of_one_process_and_listen_on_loo
 
 def test_a_node_lost_then_a_node_added_mid_run_and_the_numbers_do_not_change(cluster, reference_long, tmp_path):
     proc = start(tmp_path, *attach(cluster, 3)[:-len(RUN)], *LONG, env=cluster.env)
-    wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)  # generation 2 done: mid-run
+    wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc, timeout=300)  # generation 2 done: mid-run
     killed = time.monotonic()
     cluster.remove_node("n3")  # SIGKILL its raylet, object store and actor at once; no spare CPU anywhere
     cluster.add_nodes("n4", env={"ES_L2L_SLOW_WORKER_S": PACE_S})  # joins while the run goes on with two
@@ -192,8 +181,8 @@ def test_more_workers_than_the_cluster_has_cpus_is_one_line_and_no_run(cluster, 
 
 def test_the_whole_cluster_lost_fails_the_run_in_one_line_and_resume_ends_with_the_same_numbers(cluster, reference, tmp_path):
     proc = start(tmp_path, *attach(cluster, 3), env=cluster.env)
-    wait_for(tmp_path, "mlruns/**/resume.pt", proc)
-    wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc)
+    wait_for(tmp_path, "mlruns/**/resume.pt", proc, timeout=300)
+    wait_for(tmp_path, "mlruns/**/checkpoint.pt", proc, timeout=300)
     lost = time.monotonic()
     for name in list(cluster.nodes):  # every node at once, the head last
         cluster.nodes[name].kill()

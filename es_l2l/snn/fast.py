@@ -34,7 +34,7 @@ from es_l2l.snn.event import (  # noqa: F401  (re-exported: the simulator's publ
 )
 from es_l2l.snn.inplace import inplace_rollout, step_currents  # noqa: F401
 from es_l2l.snn.kernel_loop import KernelLoop, kernel_rollout
-from es_l2l.snn.types import no_autapses
+from es_l2l.snn.types import no_autapses, readout_keep
 
 
 FUSED_MODES = ("kernel", "inplace")
@@ -105,11 +105,7 @@ def fast_rollout(
     if event_threshold is None:
         event_threshold = KERNEL_EVENT_THRESHOLD if mode == "kernel" else EVENT_THRESHOLD
     steps, device = x.shape[-2], params.w_in.device
-    if readout_steps is None:
-        readout_steps = torch.arange(steps)
-    keep = torch.zeros(steps, dtype=torch.bool)
-    keep[readout_steps.cpu()] = True
-    keep = keep.tolist()
+    keep = readout_keep(readout_steps, steps)
     if cuda_graph and device.type == "cuda":
         if stats is not None:
             stats.update(fused="inplace", cuda_graph=True, dense_steps=steps, event_steps=0)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from es_l2l.snn.lsnn import lsnn_step, zero_state
-from es_l2l.snn.types import LSNNParams, Rollout, no_autapses
+from es_l2l.snn.types import LSNNParams, Rollout, no_autapses, readout_keep
 
 
 class LowRankFactors(NamedTuple):
@@ -114,11 +114,7 @@ def lowrank_rollout(
         return out
 
     state = zero_state(pop, batch, n, dtype=x.dtype, device=x.device)
-    if readout_steps is None:
-        readout_steps = torch.arange(steps)
-    keep = torch.zeros(steps, dtype=torch.bool)
-    keep[readout_steps.cpu()] = True
-    keep = keep.tolist()
+    keep = readout_keep(readout_steps, steps)
     chunk = max(1, min(steps, chunk_bytes // max(1, pop * batch * n * x.element_size())))
     traces, count = [], torch.zeros_like(state.v)
     for t0 in range(0, steps, chunk):

@@ -22,7 +22,7 @@ import torch
 
 from es_l2l.snn.fast import RECURRENT_MODES, fast_rollout, recurrent_current
 from es_l2l.snn.spike import spike
-from es_l2l.snn.types import BACKENDS, LSNNParams, LSNNState, Rollout, SimOptions, no_autapses, readout
+from es_l2l.snn.types import BACKENDS, LSNNParams, LSNNState, Rollout, SimOptions, no_autapses, readout, readout_keep
 
 
 def zero_state(pop: int, batch: int, n: int, *, dtype=torch.float32, device=None) -> LSNNState:
@@ -162,11 +162,7 @@ def step_rollout(
     pop, _, n = params.w_in.shape
     batch, steps = x.shape[-3], x.shape[-2]
     state = zero_state(pop, batch, n, dtype=params.w_in.dtype, device=params.w_in.device)
-    if readout_steps is None:
-        readout_steps = torch.arange(steps)
-    keep = torch.zeros(steps, dtype=torch.bool)
-    keep[readout_steps.cpu()] = True
-    keep = keep.tolist()
+    keep = readout_keep(readout_steps, steps)
     # W_in x for many steps in one matmul, in chunks that bound memory.
     chunk = max(1, min(steps, chunk_bytes // max(1, pop * batch * n * x.element_size())))
     traces, spikes, count = [], [], torch.zeros_like(state.v)

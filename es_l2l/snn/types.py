@@ -86,3 +86,10 @@ def no_autapses(params: LSNNParams) -> LSNNParams:
         return params
     eye = torch.eye(w.shape[-1], dtype=torch.bool, device=w.device)
     return params._replace(w_rec=w.masked_fill(eye, 0.0))
+
+
+def readout_keep(readout_steps: torch.Tensor | None, steps: int) -> list[bool]:
+    """Per step, whether the readout records it (``readout_steps``; None: every step)."""
+    keep = torch.zeros(steps, dtype=torch.bool)
+    keep[torch.arange(steps) if readout_steps is None else readout_steps.cpu()] = True
+    return keep.tolist()
