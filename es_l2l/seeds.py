@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -26,3 +28,17 @@ STREAM_TEST = 6
 STREAM_REWIRE = 7
 STREAM_BASELINE = 8
 STREAM_FREQUENT = 9  # fixed tasks that recur in training (keyed by their own seed, not the run seed)
+
+
+class SeedKey(NamedTuple):
+    """Names the random draws of one evaluation: the run seed, the stream (``STREAM_*``), and where
+    they apply, the generation and the member. Read by field name, never by position."""
+
+    seed: int
+    stream: int
+    generation: int | None = None
+    member: int | None = None
+
+    def keys(self) -> tuple[int, ...]:
+        """The integer keys :func:`derive_seed` takes (the fields that are set, in order)."""
+        return tuple(k for k in self if k is not None)
