@@ -52,7 +52,7 @@ def bptt_steps(config: str, repeats: int) -> dict:
     genome = build_genome(cfg)
     trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
     keys = (cfg.run.seed, STREAM_TRAIN, 0)
-    family_of(cfg).gradient_loss  # noqa: B018 (the family is imported before timing)
+    family_of(cfg.task).gradient_loss  # noqa: B018 (the family is imported before timing)
     times: dict[str, list[float]] = {"cell": [], "cell_flush": [], "torch": []}
     walls: dict[str, list[float]] = {"cell": [], "cell_flush": [], "torch": []}
     for i in range(repeats + 1):

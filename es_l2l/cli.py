@@ -243,7 +243,9 @@ def cmd_evaluate(args, console: Console) -> int:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"validation_tasks": args.tasks})})
     if args.overrides:
         cfg = _task_variant(cfg, args.overrides)
-    report = family_of(cfg).report(cfg, genome, genomes["initial"], genomes[args.genome])
+    from es_l2l.context import RunContext
+
+    report = family_of(cfg.task).report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes[args.genome])
     console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
     report.print(console, None)
     return 0
@@ -296,7 +298,7 @@ def _task_variant(cfg, overrides: list[str]):
         raise ConfigError(f"evaluate --set changes the held-out tasks only (task.KEY=VALUE), got '{bad[0]}'; the model and its "
                           "training settings belong to the checkpoint")
     variant = build_config(cfg.model_dump(), overrides)
-    before, after = family_of(cfg).io_sizes(cfg.task), family_of(variant).io_sizes(variant.task)
+    before, after = family_of(cfg.task).io_sizes(cfg.task), family_of(variant.task).io_sizes(variant.task)
     if before != after:
         raise ConfigError(f"{' '.join(overrides)} changes the network's (inputs, outputs) from {before} to {after}; the trained "
                           "network cannot be scored on such tasks")

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
 from es_l2l.metric_keys import key_name
+from es_l2l.models import get_model
 from es_l2l.schema import BLOCKS
 from es_l2l.stats import mean_ci, paired_difference, verdict
 from es_l2l.tables import csv_table, markdown_table, rich_table
@@ -165,7 +166,7 @@ def compare(plan: Plan, console: Console) -> int:
         done = [c for c in children if c.outcome is not None]
         if not done:
             raise CompareError("no compared run finished: " + "; ".join(f"{c.name}: {c.error}" for c in children))
-        family = family_of(first)
+        family = family_of(first.task)
         shown = [c for c in children if c.seed == seeds[0]]
         table_rows, text, title, columns, printed = family.summarise_comparison(plan, shown, parent)
         seed_rows, seed_text = seed_summary(plan, children, family.objective) if len(seeds) > 1 else ([], "")
@@ -279,7 +280,7 @@ def terms_of(plan: Plan) -> list[str]:
 
     facets = {
         "cores": _cores,
-        "network": lambda c: f"{c.model.n_lif}+{c.model.n_alif} neurons" + (", mirror-tied" if c.genome.mirror else ""),
+        "network": lambda c: get_model(c.model.kind).size(c.model) + (", mirror-tied" if c.genome.mirror else ""),
         "changed blocks": lambda c: ",".join(blocks(c)),
         "outer loop": lambda c: f"{OUTER_LOOPS[c.outer].name} ({how(c)})",
     }

@@ -9,54 +9,46 @@ from __future__ import annotations
 
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from es_l2l.families import default_family, get_family
-from es_l2l.models import MODELS, get_model
+from es_l2l.models import MODELS, default_model, get_model
 from es_l2l.outer import OUTER_LOOPS
 from es_l2l.schema import BLOCKS, MAX_DEPTH, ConfigError, Strict, TaskSection, allowed_keys, check_tree, parse_yaml
 
 MAX_TASKS = 100_000  # held-out tasks (validation, evaluate --tasks): each is simulated every validation
 MAX_NAME = 200  # characters of a run's, an experiment's name: they are printed on every line of a run's output
 
-class ModelConfig(Strict):
-    """The network: an LSNN (LIF and ALIF populations, reference defaults) or another model kind."""
+# The ``model:`` section: each model kind's own (es_l2l.models), discriminated by ``kind``.
+ModelConfig = Annotated[Union[tuple(m.config for m in MODELS.values())], Field(discriminator="kind")]  # type: ignore[misc]
 
-    kind: str = Field("lsnn", description="model kind: " + ", ".join(MODELS) + " (lsnn with n_alif=0: LIF only)")
-    n_lif: int = Field(16, ge=0, le=4096, description="number of LIF neurons (beta = 0)")
-    n_alif: int = Field(16, ge=0, le=4096, description="number of adaptive-threshold neurons")
-    tau_m: float = Field(20.0, gt=0, description="membrane time constant (ms)")
-    tau_a: float = Field(600.0, gt=0, description="threshold-adaptation time constant (ms)")
-    b0: float = Field(0.01, gt=0, description="baseline threshold")
-    beta: float = Field(1.7, ge=0, description="adaptation strength of ALIF neurons")
-    n_ref: int = Field(3, ge=0, le=100, description="refractory period (steps)")
-    tau_out: float = Field(20.0, gt=0, description="readout low-pass time constant (ms)")
-    gamma: float = Field(0.3, gt=0, description="pseudo-derivative dampening factor")
-    dt: float = Field(1.0, gt=0, description="simulation step (ms)")
-    w_in_scale: float = Field(1.0, gt=0, description="input weights ~ scale * N(0,1)/sqrt(n_in)")
-    w_rec_scale: float = Field(1.0, ge=0, description="recurrent weights ~ scale * N(0,1)/sqrt(N)")
-    p_in: float = Field(1.0, gt=0, le=1, description="initial input connection probability")
-    p_rec: float = Field(1.0, gt=0, le=1, description="initial recurrent connection probability")
-    rate_target_hz: float = Field(10.0, ge=0, description="firing-rate regulariser target f0")
-    rate_reg: float = Field(0.0, ge=0, description="firing-rate regulariser weight")
-    lstm_units: int = Field(16, ge=1, le=4096, description="kind lstm: hidden units")
-    lstm_forget_bias: float = Field(1.0, description="kind lstm: added to the forget gates' initial bias")
 
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, value: str) -> str:
-        get_model(value)  # ValueError naming the allowed kinds
-        return value
-
-    @model_validator(mode="after")
-    def _some_neurons(self):
-        if self.kind == "lsnn" and self.n_lif + self.n_alif < 2:
-            raise ValueError("model.n_lif + model.n_alif must be at least 2")
-        return self
+def model_section(value: Any) -> Any:
+    """A ``model:`` tree with its ``kind`` set (the default kind where it names none), or one
+    sentence naming an unknown kind or a key of another kind."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        return value  # pydantic's own message names the section
+    kind = value.get("kind", default_model())
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise PydanticCustomError("model_section", "invalid config value for 'model.kind': unknown model kind {got}; allowed: {allowed}",
+                                  {"got": short_repr(kind), "allowed": ", ".join(MODELS)})
+    mine = MODELS[kind].config.model_fields
+    for key in value:
+        if key in mine:
+            continue
+        owners = [name for name, m in MODELS.items() if key in m.config.model_fields]
+        if owners:
+            raise PydanticCustomError("model_section", "config key 'model.{key}' belongs to model.kind {owner}, not {kind}; "
+                                      "remove it or set model.kind={owner}", {"key": str(key)[:60], "owner": owners[0], "kind": kind})
+        raise PydanticCustomError("model_section", "unknown config key 'model.{key}'; allowed keys in model (kind {kind}): {allowed}",
+                                  {"key": str(key)[:60], "kind": kind, "allowed": allowed_keys(MODELS[kind].config)})
+    return {**value, "kind": kind}
 
 
 class GenomeConfig(Strict):
@@ -140,7 +132,7 @@ class _Root(Strict):
 
     name: str = Field(None, min_length=1, max_length=MAX_NAME, description="run name (default: FAMILY-OUTER, e.g. the default config's)")  # type: ignore[assignment]
     outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS))
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=lambda: get_model(default_model()).config())
     task: SerializeAsAny[TaskSection] = Field(default_factory=lambda: get_family(default_family()).config())
     genome: GenomeConfig = Field(default_factory=GenomeConfig)
     run: RunConfig = Field(default_factory=RunConfig)
@@ -169,6 +161,11 @@ class _Root(Strict):
             raise PydanticCustomError("unknown_outer", "unknown outer loop '{got}'; allowed: {allowed}",
                                       {"got": value, "allowed": ", ".join(OUTER_LOOPS)})
         return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_section(cls, value: Any) -> Any:
+        return model_section(value)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -203,9 +200,20 @@ class _Root(Strict):
         if self.genome.mirror and family.mirror_permutations(self.task) is None:
             raise ValueError(f"genome.mirror ties the network to a left-right mirror that the {self.task.family} family does not have; "
                              "set genome.mirror=false or use a family with a mirror symmetry")
-        get_model(self.model.kind).check(self)
-        family.check(self)
-        OUTER_LOOPS[self.outer].check(self)
+        model, loop = get_model(self.model.kind), OUTER_LOOPS[self.outer]
+        model.check(self.model, self.genome)
+        # the model kind against the outer loop's settings: DEEP R, the blocks a gradient loop
+        # trains (a loop that takes gradient steps trains bptt.train), the blocks the loop's ES searches
+        own, bptt = getattr(self, loop.section, None) if loop.section else None, getattr(self, "bptt", None)
+        why = model.incompatible(deep_r=bptt is not None and bptt.deep_r.enabled,
+                                 trained=list(bptt.train) if bptt is not None and loop.driver_gpu else None,
+                                 es_blocks=getattr(own, "es_blocks", None))
+        if why is not None:
+            raise ValueError(why)
+        from es_l2l.context import RunContext
+
+        family.check(self.task, RunContext.of(self))
+        loop.check(self)
         from es_l2l.outer.bptt import check_data_parallel
 
         check_data_parallel(self, family)  # bptt.workers > 1: the loop and the family can split a step's tasks
@@ -259,9 +267,11 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
 
 def _describe(err: dict[str, Any], schema: type, prefix: tuple = ()) -> str:
     """One sentence for the first validation error, naming the dotted key and what is allowed."""
-    if err["type"] in ("task_section", "moved_key"):  # already one sentence
+    if err["type"] in ("task_section", "moved_key", "model_section"):  # already one sentence
         return err["msg"]
     loc = (*prefix, *err["loc"])
+    if len(loc) > 1 and loc[0] == "model" and loc[1] in MODELS:  # the union's tag: model.lsnn.n_lif -> model.n_lif
+        loc = (loc[0], *loc[2:])
     key = ".".join(str(p) for p in loc) or "<top level>"
     if err["type"] == "unknown_outer":
         return f"invalid config value for '{key}': {err['msg']}"

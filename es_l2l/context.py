@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # type names only
     import torch
 
-    from es_l2l.config import ExperimentConfig
     from es_l2l.models.base import ModelKind
     from es_l2l.snn import Rollout, SimOptions
 
@@ -36,18 +35,26 @@ class RunContext:
     model: ModelKind  # the model kind (es_l2l.models)
     model_cfg: Any  # its config section (``model:``)
     sim: SimOptions  # refractory steps, pseudo-derivative dampening, dt, gradient backend
+    name: str = ""  # the run's name (figure titles)
+    step_label: str = "generation"  # what one outer-loop step is called on a figure's x axis
 
     @classmethod
-    def of(cls, cfg: ExperimentConfig, backend: str | None = None) -> RunContext:
-        """The context of a root config (the shell's one call); ``backend`` overrides the gradient backend."""
-        from es_l2l.models import model_of
-        from es_l2l.snn.types import sim_options
+    def of(cls, cfg, backend: str | None = None) -> RunContext:
+        """The context of a root config (``es_l2l.config.ExperimentConfig``; the shell's one call). The gradient backend is "auto"
+        unless ``backend`` names one: a loop that takes gradients sets its own (:meth:`with_backend`)."""
+        from es_l2l.models import get_model
+        from es_l2l.outer import OUTER_LOOPS
 
-        sim = sim_options(cfg)
+        model = get_model(cfg.model.kind)
+        sim = model.sim_options(cfg.model)
         if backend is not None:
             sim = sim._replace(backend=backend)
+        # the outer loop names its step where it says so; until then ES counts generations, the
+        # gradient loops steps (what the maze family's reward curve labels its x axis)
+        loop = OUTER_LOOPS.get(cfg.outer)
+        step_label = getattr(loop, "step_label", None) or ("generation" if cfg.outer == "es" else "gradient step")
         return cls(seed=cfg.run.seed, device=cfg.run.device, validation_tasks=cfg.run.validation_tasks,
-                   model=model_of(cfg), model_cfg=cfg.model, sim=sim)
+                   model=model, model_cfg=cfg.model, sim=sim, name=cfg.name, step_label=step_label)
 
     def with_backend(self, backend: str) -> RunContext:
         """The same context simulating gradients with ``backend`` ("kernel", "autograd" or "auto")."""

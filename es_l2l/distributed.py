@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from es_l2l.config import ExperimentConfig
+from es_l2l.context import RunContext
 from es_l2l.errors import ClusterError  # noqa: F401  (raised here; re-exported for callers)
 from es_l2l.families.base import Evaluation
 from es_l2l.fitness import concat, evaluate, light
@@ -35,9 +36,10 @@ class LocalEvaluator:
 
     def __init__(self, cfg: ExperimentConfig, genome: Genome):
         self.cfg, self.genome = cfg, genome
+        self.ctx = RunContext.of(cfg)
 
     def __call__(self, vectors, seed_keys):
-        return light(evaluate(self.cfg, self.genome, vectors, seed_keys, device=self.cfg.run.device))
+        return light(evaluate(self.cfg, self.genome, vectors, seed_keys, device=self.cfg.run.device, ctx=self.ctx))
 
     def evaluate_lowrank(self, recipe, seed_keys):
         """A low-rank generation's members (es_l2l.outer.lowrank), with the forward that shares the centre where it applies."""
@@ -227,6 +229,7 @@ class _Worker:
     def __init__(self, cfg_tree: dict):
         self.cfg = ExperimentConfig.model_validate(cfg_tree)
         self.genome = build_genome(self.cfg)
+        self.ctx = RunContext.of(self.cfg)  # what the family knows of the run, built once per worker
         self.device = self.cfg.run.device
         if self.device == "cuda":
             # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s), so "cuda" is its own device; a
@@ -241,7 +244,7 @@ class _Worker:
         t0 = time.perf_counter()
         if SLOW_WORKER_ENV in os.environ:  # a deliberately slow node (tests of the straggler policy)
             time.sleep(float(os.environ[SLOW_WORKER_ENV]))
-        e = light(evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device))
+        e = light(evaluate(self.cfg, self.genome, torch.from_numpy(vectors), seed_keys, device=self.device, ctx=self.ctx))
         self.busy_s += time.perf_counter() - t0
         return pack(e)
 

@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 
 from es_l2l.config import ExperimentConfig
+from es_l2l.context import RunContext
 from es_l2l.lifecycle import RunFailed  # noqa: F401  (raised by run_experiment; defined with the run's end states)
 
 
@@ -33,11 +34,11 @@ def quiet_libraries() -> None:
 
 def describe(cfg: ExperimentConfig, genome) -> str:
     from es_l2l.families import family_of
-    from es_l2l.models import model_of
+    from es_l2l.models import get_model
     from es_l2l.outer import OUTER_LOOPS
 
     loop = OUTER_LOOPS[cfg.outer]
-    how = loop.describe(cfg, family_of(cfg))
+    how = loop.describe(cfg, family_of(cfg.task))
     budget = [f"{cfg.run.generations} generations"] if cfg.run.generations < 10**8 else []
     if cfg.run.max_seconds:
         budget.append(f"{cfg.run.max_seconds:g} s")
@@ -45,7 +46,7 @@ def describe(cfg: ExperimentConfig, genome) -> str:
         budget.append(f"{cfg.run.max_neuron_steps:.3g} neuron-steps")
     workers = f", {cfg.run.workers or 'no'} Ray worker(s)" if loop.uses_evaluator else ""
     return (
-        f"{cfg.name} ({cfg.family} family): {how}, {model_of(cfg).size(cfg)}, genome D={genome.dim}, "
+        f"{cfg.name} ({cfg.family} family): {how}, {get_model(cfg.model.kind).size(cfg.model)}, genome D={genome.dim}, "
         f"budget {' or '.join(budget)}{workers}"
     )
 
@@ -89,7 +90,8 @@ def run_experiment(
     cfg, fallback = settle_device(cfg)  # GPU shortfall: an error, or CPU when run.gpu_fallback allows it
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}")
-    loop, family = OUTER_LOOPS[cfg.outer], family_of(cfg)
+    loop, family = OUTER_LOOPS[cfg.outer], family_of(cfg.task)
+    ctx = RunContext.of(cfg)  # what the family's report (and every plug-in) knows of the run
     if resume is not None and not loop.resumable:
         raise ValueError(f"outer={cfg.outer} runs cannot be resumed; start the run again instead")
     # Ray errors: no MLflow run yet. Data-parallel BPTT's replicas (bptt.workers > 1) stand in for the evaluator.
@@ -127,8 +129,8 @@ def run_experiment(
                 evaluator.close()
             if monitor is not None:
                 stop_monitor(monitor, interrupted=isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)))
-        report = family.report(cfg, genome, result.initial, result.best)
-        report.log(tracker, cfg, genome, result)  # plots, tables, test metrics, verdict tags
+        report = family.report(cfg.task, ctx, genome, result.initial, result.best)
+        report.log(tracker, cfg.task, ctx, genome, result)  # plots, tables, test metrics, verdict tags
         log_summary(tracker, cfg, genome, report, result, describe(cfg, genome))
         tracker.end("FINISHED")
     return Outcome(cfg, result, report, tracker.run_id, tracker.uri)

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from es_l2l.context import RunContext
 from es_l2l.families import family_of
 from es_l2l.families.base import Evaluation
+from es_l2l.seeds import SeedKey
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -43,7 +45,10 @@ def evaluate(
     seed_keys: tuple[int, ...],
     batch: int | None = None,
     device: str = "cpu",
+    ctx: RunContext | None = None,
 ) -> Evaluation:
-    """Fitness of (P, D) genomes on the task batch derived from ``seed_keys``."""
+    """Fitness of (P, D) genomes on the task batch derived from ``seed_keys`` (a :class:`SeedKey`
+    or its fields in order). ``ctx``: the run context (built from ``cfg`` where not given)."""
     params = genome.params(vectors.to(device=device, dtype=torch.float32).as_subclass(torch.Tensor))
-    return family_of(cfg).evaluate(cfg, params, seed_keys, batch or cfg.task.batch_size)
+    ctx = RunContext.of(cfg) if ctx is None else ctx
+    return family_of(cfg.task).evaluate(cfg.task, ctx, params, SeedKey(*seed_keys), batch or cfg.task.batch_size)

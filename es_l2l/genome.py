@@ -17,7 +17,6 @@ import torch
 
 from typing import TYPE_CHECKING
 
-from es_l2l.families import family_of
 from es_l2l.models import Block, get_model
 from es_l2l.seeds import STREAM_INIT, generator
 
@@ -167,14 +166,16 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
     The initial weights are drawn from a generator derived from the run seed, so the same config
     and seed always start from the same network.
     """
-    family = family_of(cfg)
+    from es_l2l.families import family_of  # the shell's registry: plug-ins import this module for its types
+
+    family = family_of(cfg.task)
     family_in, family_out = family.io_sizes(cfg.task)
     n_in = family_in if n_in is None else n_in
     n_out = family_out if n_out is None else n_out
     model = get_model(cfg.model.kind)
-    blocks = model.blocks(cfg, n_in, n_out)
-    base = model.initial(cfg, n_in, n_out, generator(cfg.run.seed, STREAM_INIT))
-    m, g = cfg.model, cfg.genome
+    blocks = model.blocks(cfg.model, cfg.genome, n_in, n_out)
+    base = model.initial(cfg.model, n_in, n_out, generator(cfg.run.seed, STREAM_INIT))
+    g = cfg.genome
     searched = tuple(b.name for b in blocks if b.name in set(g.search))
     mirror = None
     if cfg.genome.mirror:
@@ -188,11 +189,7 @@ def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | No
         base=base,
         n_in=n_in,
         n_out=n_out,
-        n_lif=m.n_lif if model.spiking else 0,
-        n_alif=m.n_alif if model.spiking else 0,
-        tau_a_lif=m.tau_a,
-        tau_out=m.tau_out,
-        dt=m.dt,
+        **model.constants(cfg.model),
         mirror=mirror,
         kind=model.name,
     )

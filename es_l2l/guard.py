@@ -205,7 +205,7 @@ FLOAT = 4  # bytes
 def episode_steps(cfg: ExperimentConfig) -> int:
     from es_l2l.families import family_of
 
-    return family_of(cfg).episode_steps(cfg.task)
+    return family_of(cfg.task).episode_steps(cfg.task)
 
 
 def estimate_bytes(cfg: ExperimentConfig, dim: int) -> dict[str, int]:

@@ -36,7 +36,7 @@ class LSNNModel(mlflow.pyfunc.PythonModel):
         # (a dict or a tensor is accepted too) nor warns "add type hints to predict"
         import torch
 
-        from es_l2l.snn import rollout, sim_options
+        from es_l2l.context import RunContext
 
         which = "best"
         if isinstance(model_input, dict):
@@ -47,7 +47,7 @@ class LSNNModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"episodes must be (batch, steps, {self.genome.n_in}) input spikes, got shape {tuple(x.shape)}")
         with torch.no_grad():
             params = self.genome.params(self.genomes[which].unsqueeze(0))
-            out = rollout(params, x, sim_options(self.cfg))
+            out = RunContext.of(self.cfg).simulate(params, x)  # the checkpoint's model kind
         return out.y[0].numpy()  # (B, T, n_out)
 
 

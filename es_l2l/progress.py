@@ -32,7 +32,7 @@ class ProgressDisplay:
     def for_config(cls, cfg, console: Console | None = None) -> "ProgressDisplay":
         from es_l2l.families import family_of
 
-        objective = family_of(cfg).objective
+        objective = family_of(cfg.task).objective
         if cfg.run.max_seconds is not None and cfg.run.max_neuron_steps is None:
             return cls(cfg.run.generations, console, ("elapsed_s", cfg.run.max_seconds), objective)
         if cfg.run.max_neuron_steps is not None and cfg.run.max_seconds is None:

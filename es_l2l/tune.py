@@ -188,7 +188,7 @@ def run_trial(values: dict, *, tree: dict, parent_id: str) -> None:
     trial_id = tune.get_context().get_trial_id() or "trial"
     base = build_config(tree)
     cfg = with_values(base, {**values, "tracking.run_name": f"{base.name} trial {trial_id}"})  # numbered when all are done
-    key = family_of(cfg).objective.key
+    key = family_of(cfg.task).objective.key
     rounds = 0
 
     def report(status: dict) -> None:  # every validation round after generation 0 (which all trials share)
@@ -233,7 +233,7 @@ def tune(plan: TunePlan, console: Console) -> int:
     from es_l2l.tracking import MlflowRun, ui_command
 
     cfg = plan.trial
-    objective = family_of(cfg).objective
+    objective = family_of(cfg.task).objective
     metric, mode = f"best_{objective.key}", "max" if objective.maximize else "min"
     need = bundles(cfg)
     probe_tracking(tracking_uri(cfg))  # a dead, silent or foreign server: one line (PreflightError) before Ray starts

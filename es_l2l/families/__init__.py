@@ -39,6 +39,6 @@ def get_family(name: str) -> TaskFamily:
     raise ValueError(f"unknown task family '{name}'; allowed: {', '.join(FAMILIES)}, or package.module:attribute")
 
 
-def family_of(cfg) -> TaskFamily:
-    """The family of a validated config."""
-    return get_family(cfg.task.family)
+def family_of(task) -> TaskFamily:
+    """The family of a validated ``task`` section."""
+    return get_family(task.family)

@@ -10,10 +10,11 @@ What a family provides:
 
 * ``config``: its pydantic section, validated as the config's ``task:``; it must have a ``family``
   field (the family's registry name) and a ``batch_size`` (tasks per training generation).
-* :meth:`TaskFamily.io_sizes`: the network's input and readout sizes for a config.
+* :meth:`TaskFamily.io_sizes`: the network's input and readout sizes for a ``task`` section.
 * :meth:`TaskFamily.evaluate`: ``P`` networks (model-space parameters, leading population axis) on
-  the ``batch`` tasks named by ``seed_keys`` -> an :data:`Evaluation`. A pure function of its
-  arguments, differentiable when the parameters require grad.
+  the ``batch`` tasks named by ``key`` (a :class:`es_l2l.seeds.SeedKey`, read by field name) -> an
+  :data:`Evaluation`. A pure function of its arguments, differentiable when the parameters
+  require grad.
 * ``objective``: the validation metric that picks the best genome and its direction.
 * :meth:`TaskFamily.validation_metrics`: the ``val_*`` scalars of one network's evaluation.
 * :meth:`TaskFamily.gradient_loss`: what gradient outer loops minimise (default ``-fitness``); a family
@@ -24,6 +25,13 @@ What a family provides:
 * :meth:`TaskFamily.summarise_comparison`: what ``es-l2l compare`` shows for the family.
 * optional: extra status-dict entries per generation (a training curriculum), a weight tying
   (mirror permutations), extra config checks and moved config keys.
+
+Every method receives the family's own ``task`` section and the run context
+(:class:`es_l2l.context.RunContext`: seed, device, validation size, the model kind and its
+section, the simulation options), never the root config. A family simulates only through
+``ctx.simulate`` and scores firing rates with ``ctx.rate_terms``, so it runs with any model kind.
+:meth:`TaskFamily.check` gets the same two: the root config's cross-section checks (the model kind
+against the outer loop, the mirror tying against the family) stay in the shell (es_l2l.config).
 
 An **Evaluation** is a NamedTuple whose fields include ``fitness`` (P,) (higher is better: the
 outer loops maximise it), ``rate_hz`` (P,) and ``neuron_steps`` (int, simulated neuron updates),
@@ -40,10 +48,10 @@ import torch
 
 from es_l2l.tables import Comparison, generic_comparison
 
-if TYPE_CHECKING:  # type names only: families never import the root config or the genome
-    from es_l2l.config import ExperimentConfig
+if TYPE_CHECKING:  # type names only: families never import the root config
+    from es_l2l.context import RunContext
     from es_l2l.genome import Genome
-    from es_l2l.snn import LSNNParams
+    from es_l2l.seeds import SeedKey
 
 
 class Evaluation(Protocol):
@@ -104,7 +112,7 @@ class Report(Protocol):
 
     def print(self, console, result) -> None: ...
 
-    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None: ...
+    def log(self, tracker, task, ctx: RunContext, genome: Genome, result) -> None: ...
 
 
 class TaskFamily:
@@ -116,7 +124,7 @@ class TaskFamily:
     gradient_loss_name: str | None = "-fitness"  # shown in the run's one-line description; None: no gradient loss
     shards_tasks: bool = False  # implements gradient_loss_shard (data-parallel BPTT: bptt.workers > 1)
     moved_keys: dict[str, str] = {}  # old top-level config key -> where it lives now
-    # every member sees the same inputs and ``evaluate`` simulates only through es_l2l.models.simulate:
+    # every member sees the same inputs and ``evaluate`` simulates only through ctx.simulate:
     # low-rank ES may then simulate a population that shares the centre (es_l2l.snn.lowrank)
     shared_inputs: bool = False
 
@@ -127,24 +135,22 @@ class TaskFamily:
         """Simulation steps of one task episode (what the memory estimate before a run multiplies)."""
         return 1000
 
-    def evaluate(self, cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int) -> Evaluation:
+    def evaluate(self, task, ctx: RunContext, params, key: SeedKey, batch: int) -> Evaluation:
         raise NotImplementedError
 
     def validation_metrics(self, ev: Evaluation) -> dict[str, float]:
         """The ``val_*`` scalars of a one-member evaluation; must include ``objective.key``."""
         return {self.objective.key: float(ev.fitness[0])}
 
-    def gradient_loss(
-        self, cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int
-    ) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
+    def gradient_loss(self, task, ctx: RunContext, params, key: SeedKey, batch: int) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
         """The scalar loss gradient outer loops minimise on these tasks, its evaluation and extra terms."""
-        ev = self.evaluate(cfg, params, seed_keys, batch)
+        ev = self.evaluate(task, ctx, params, key, batch)
         return -ev.fitness.sum(), ev, {}
 
     def gradient_loss_shard(
-        self, cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int, start: int, stop: int
+        self, task, ctx: RunContext, params, key: SeedKey, batch: int, start: int, stop: int
     ) -> tuple[torch.Tensor, Evaluation, dict[str, float]]:
-        """:meth:`gradient_loss` on tasks ``start:stop`` of the ``batch`` tasks named by ``seed_keys``.
+        """:meth:`gradient_loss` on tasks ``start:stop`` of the ``batch`` tasks named by ``key``.
 
         The tasks are those of the whole batch (the seeds decide them, not the worker), and the loss
         is a mean over the tasks it sees, so the shards' losses weighted by their task counts add up
@@ -152,7 +158,7 @@ class TaskFamily:
         """
         raise NotImplementedError(f"the {self.name} family cannot split a batch of tasks across data-parallel workers")
 
-    def report(self, cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> Report:
+    def report(self, task, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> Report:
         raise NotImplementedError
 
     def summarise_comparison(self, plan, children: list, parent) -> Comparison:
@@ -160,7 +166,7 @@ class TaskFamily:
         :func:`es_l2l.tables.generic_comparison` for the generic version every family may reuse)."""
         return generic_comparison(self.objective, plan, children, parent)
 
-    def status_extras(self, cfg: ExperimentConfig, generation: int) -> dict[str, float]:
+    def status_extras(self, task, generation: int) -> dict[str, float]:
         """Extra status-dict scalars of training generation ``generation`` (e.g. a curriculum flag)."""
         return {}
 
@@ -173,8 +179,9 @@ class TaskFamily:
         brought up to date (the same numbers); today's configs name the new values themselves."""
         return task
 
-    def check(self, cfg: ExperimentConfig) -> None:
-        """Raise ValueError (one sentence naming the keys) where ``cfg`` does not fit the family."""
+    def check(self, task, ctx: RunContext) -> None:
+        """Raise ValueError (one sentence naming the keys) where the ``task`` section does not fit
+        the run (``ctx``: its validation size, its model kind) or the family."""
 
 
 def standard_error(values: torch.Tensor) -> float:

@@ -21,11 +21,21 @@ All states start at zero. Sizing against an LSNN: :func:`lstm_param_count` and
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
+from pydantic import Field
 
 from es_l2l.models.base import Block, ModelKind
+from es_l2l.schema import Strict
+
+
+class LSTMConfig(Strict):
+    """A one-layer LSTM with a linear readout (``model.kind: lstm``), the non-spiking control."""
+
+    kind: Literal["lstm"] = Field("lstm", description="model kind")
+    lstm_units: int = Field(16, ge=1, le=4096, description="hidden units")
+    lstm_forget_bias: float = Field(1.0, description="added to the forget gates' initial bias")
 
 
 class LSTMParams(NamedTuple):
@@ -198,8 +208,38 @@ def cell_lstm_hidden(params: LSTMParams, x: torch.Tensor, keep: torch.Tensor) ->
     return torch.stack(kept, dim=2)  # (P, B, K, H), steps in ascending order
 
 
-__all__ = ["LSTMModel", "LSTMParams", "cell_lstm_hidden", "init_lstm", "lsnn_weight_count", "lstm_hidden_for",
+__all__ = ["LSTMConfig", "LSTMModel", "LSTMParams", "LSTMStepper", "cell_lstm_hidden", "init_lstm", "lsnn_weight_count", "lstm_hidden_for",
            "lstm_param_count", "lstm_rollout", "torch_lstm_hidden"]
+
+
+class LSTMStepper:
+    """``P`` LSTMs on ``B`` tasks advanced a few steps at a time (a closed loop: the agent's next
+    inputs depend on its outputs); the same cell as :func:`cell_lstm_hidden`, from the zero state.
+    No spikes: the spike count stays zero (P, B, H)."""
+
+    def __init__(self, params: LSTMParams, batch: int):
+        self.params = params
+        pop, hidden = params.pop_size, params.hidden
+        self.h = params.w_hh.new_zeros(pop, batch, hidden)
+        self.c = params.w_hh.new_zeros(pop, batch, hidden)
+        self.spike_count = self.h.new_zeros(pop, batch, hidden)
+
+    def advance(self, x: torch.Tensor, record_spikes: bool = False) -> torch.Tensor | None:
+        """Run the steps of ``x`` ((B, c, n_in) or (P, B, c, n_in)); zeros (P, B, c, H) when ``record_spikes``."""
+        p = self.params
+        pre = torch.matmul(x.to(p.w_ih.dtype), p.w_ih.unsqueeze(1)) + p.b[:, None, None, :]  # (P, B, c, 4H)
+        for pre_t in pre.unbind(2):
+            gates = pre_t + torch.matmul(self.h, p.w_hh)
+            i, f, g, o = gates.chunk(4, dim=-1)
+            self.c = torch.sigmoid(f) * self.c + torch.sigmoid(i) * torch.tanh(g)
+            self.h = torch.sigmoid(o) * torch.tanh(self.c)
+        if not record_spikes:
+            return None
+        return self.h.new_zeros(*self.h.shape[:2], x.shape[-2], self.h.shape[-1])
+
+    def readout(self) -> torch.Tensor:
+        """(P, B, n_out): ``h W_out + b_out`` after the last step."""
+        return torch.matmul(self.h, self.params.w_out) + self.params.b_out[:, None, :]
 
 
 class LSTMModel(ModelKind):
@@ -213,10 +253,11 @@ class LSTMModel(ModelKind):
     """
 
     name = "lstm"
+    config = LSTMConfig
     spiking = False
 
-    def blocks(self, cfg, n_in, n_out):
-        h, wb = cfg.model.lstm_units, cfg.genome.weight_bound
+    def blocks(self, model, genome, n_in, n_out):
+        h, wb = model.lstm_units, genome.weight_bound
         return (
             Block("w_in", (n_in + 1, 4 * h), "identity", -wb, wb),
             Block("w_rec", (h, 4 * h), "identity", -wb, wb),
@@ -224,15 +265,15 @@ class LSTMModel(ModelKind):
             Block("b_out", (n_out,), "identity", -wb, wb),
         )
 
-    def initial(self, cfg, n_in, n_out, gen):
-        p = init_lstm(1, n_in, cfg.model.lstm_units, n_out, gen, forget_bias=cfg.model.lstm_forget_bias)
+    def initial(self, model, n_in, n_out, gen):
+        p = init_lstm(1, n_in, model.lstm_units, n_out, gen, forget_bias=model.lstm_forget_bias)
         return {"w_in": torch.cat([p.w_ih[0], p.b[0].unsqueeze(0)]), "w_rec": p.w_hh[0], "w_out": p.w_out[0], "b_out": p.b_out[0]}
 
     def to_params(self, genome, genes, value) -> LSTMParams:
         w_in = value("w_in")
         return LSTMParams(w_ih=w_in[:, :-1], w_hh=value("w_rec"), b=w_in[:, -1], w_out=value("w_out"), b_out=value("b_out"))
 
-    def simulate(self, cfg, params, x, readout_steps=None, record_spikes=False):
+    def simulate(self, ctx, params, x, readout_steps=None, record_spikes=False):
         from es_l2l.snn import Rollout
 
         y = lstm_rollout(params, x.to(params.w_ih.device), readout_steps)
@@ -241,23 +282,27 @@ class LSTMModel(ModelKind):
         spikes = y.new_zeros(pop, batch, steps, params.hidden) if record_spikes else None
         return Rollout(y=y, spike_count=zeros.detach(), spikes=spikes, n_steps=steps)
 
-    def size(self, cfg) -> str:
-        return f"LSTM of {cfg.model.lstm_units} units"
+    def stepper(self, ctx, params, batch):
+        return LSTMStepper(params, batch)
 
-    def check(self, cfg) -> None:
-        if cfg.genome.mirror:
+    def size(self, model) -> str:
+        return f"LSTM of {model.lstm_units} units"
+
+    def check(self, model, genome) -> None:
+        if genome.mirror:
             raise ValueError("genome.mirror ties LSNN neurons in mirror pairs; set genome.mirror=false for model.kind=lstm")
-        bptt = getattr(cfg, "bptt", None)
-        if bptt is not None and bptt.deep_r.enabled:
-            raise ValueError("bptt.deep_r rewires LSNN synapses; set bptt.deep_r.enabled=false for model.kind=lstm")
+
+    def incompatible(self, *, deep_r, trained, es_blocks):
+        if deep_r:
+            return "bptt.deep_r rewires LSNN synapses; set bptt.deep_r.enabled=false for model.kind=lstm"
         mine = {"w_in", "w_rec", "w_out", "b_out"}
-        if bptt is not None and cfg.outer != "es" and not mine & set(bptt.train):
-            raise ValueError("bptt.train lists no block of an LSTM; list some of w_in, w_rec, w_out, b_out")
-        hybrid = getattr(cfg, "hybrid", None)
-        if hybrid is not None and cfg.outer == "hybrid" and set(hybrid.es_blocks) - mine:
-            other = ", ".join(b for b in hybrid.es_blocks if b not in mine)
-            raise ValueError(f"hybrid.es_blocks lists {other}, which an LSTM does not have; set hybrid.es_blocks to "
-                             "some of w_in, w_rec, w_out, b_out and bptt.train to the others for model.kind=lstm")
+        if trained is not None and not mine & set(trained):
+            return "bptt.train lists no block of an LSTM; list some of w_in, w_rec, w_out, b_out"
+        if es_blocks is not None and set(es_blocks) - mine:
+            other = ", ".join(b for b in es_blocks if b not in mine)
+            return (f"hybrid.es_blocks lists {other}, which an LSTM does not have; set hybrid.es_blocks to "
+                    "some of w_in, w_rec, w_out, b_out and bptt.train to the others for model.kind=lstm")
+        return None
 
 
 MODEL = LSTMModel()

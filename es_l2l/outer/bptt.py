@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 import torch
 from pydantic import Field, model_validator
 
+from es_l2l.context import RunContext
 from es_l2l.families import family_of
 from es_l2l.fitness import detach
 from es_l2l.outer import deep_r
@@ -23,7 +24,7 @@ from es_l2l.outer.base import OuterLoop, RunResult, Subscriber
 from es_l2l.outer.deep_r import DeepRConfig
 from es_l2l.outer.driver import Driver
 from es_l2l.schema import DIFFERENTIABLE, Strict
-from es_l2l.seeds import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, generator
+from es_l2l.seeds import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, SeedKey, generator
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -86,6 +87,7 @@ class GradientTrainer:
 
     def __init__(self, cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, names: list[str] | tuple[str, ...]):
         self.cfg, self.genome = cfg, genome
+        self.ctx = RunContext.of(cfg).with_backend(cfg.bptt.backend)  # gradients through bptt.backend's path
         self.names = tuple(n for n in names if n in genome.block_map)  # the blocks the model kind has
         self.vector = vector.detach().clone().cpu()  # the genome stays on the CPU; the leaves live on run.device
         self.device = torch.device(cfg.run.device)
@@ -134,8 +136,8 @@ class GradientTrainer:
         params = self.genome.to_model(genes)
         batch = self.cfg.bptt.batch_size or self.cfg.task.batch_size
         if shard is not None:
-            return family_of(self.cfg).gradient_loss_shard(self.cfg, params, seed_keys, batch, *shard)
-        return family_of(self.cfg).gradient_loss(self.cfg, params, seed_keys, batch)
+            return family_of(self.cfg.task).gradient_loss_shard(self.cfg.task, self.ctx, params, SeedKey(*seed_keys), batch, *shard)
+        return family_of(self.cfg.task).gradient_loss(self.cfg.task, self.ctx, params, SeedKey(*seed_keys), batch)
 
     def step(
         self,
@@ -269,7 +271,7 @@ class BPTT(OuterLoop):
 
 def check_data_parallel(cfg: ExperimentConfig, family) -> None:
     """What ``bptt.workers > 1`` needs of the config (one sentence naming the keys)."""
-    from es_l2l.models import model_of
+    from es_l2l.models import get_model
 
     w = cfg.bptt.workers
     if w == 1:
@@ -289,7 +291,7 @@ def check_data_parallel(cfg: ExperimentConfig, family) -> None:
     batch = cfg.bptt.batch_size or cfg.task.batch_size
     if w > batch:
         raise ValueError(f"bptt.workers={w} is more than the {batch} tasks of a step; lower bptt.workers or raise bptt.batch_size")
-    if model_of(cfg).spiking and cfg.model.rate_reg > 0:
+    if get_model(cfg.model.kind).spiking and cfg.model.rate_reg > 0:
         raise ValueError(
             f"bptt.workers={w} with model.rate_reg={cfg.model.rate_reg:g}: the rate regulariser is not a mean over tasks, "
             "so shards would not add up to the batch's gradient; set model.rate_reg=0 or bptt.workers=1"

@@ -30,7 +30,7 @@ def held_out(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, stream
 
 def validation_metrics(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor) -> dict[str, float]:
     """One genome's scalar summaries on the validation tasks (``val_*``, the family's)."""
-    return family_of(cfg).validation_metrics(held_out(cfg, genome, vector, STREAM_VALIDATION))
+    return family_of(cfg.task).validation_metrics(held_out(cfg, genome, vector, STREAM_VALIDATION))
 
 
 class Driver:
@@ -51,7 +51,7 @@ class Driver:
         resume: dict | None = None,
     ):
         self.cfg, self.genome, self.subscribers = cfg, genome, list(subscribers)
-        self.family = family_of(cfg)
+        self.family = family_of(cfg.task)
         self.objective = self.family.objective
         self.key = self.objective.key
         self.wall_start = time.perf_counter()
@@ -132,7 +132,7 @@ class Driver:
             "elapsed_s": self.train_seconds,
             "wall_s": time.perf_counter() - self.wall_start,
         }
-        status.update(self.family.status_extras(self.cfg, generation))  # e.g. a training curriculum's flag
+        status.update(self.family.status_extras(self.cfg.task, generation))  # e.g. a training curriculum's flag
         stop = self.budget_spent() or generation >= self.cfg.run.generations
         if generation % self.cfg.run.validate_every == 0 or stop:
             vector = center()

@@ -39,7 +39,7 @@ from pydantic import Field, model_validator
 from es_l2l.outer.base import NonFiniteFitness, OuterLoop, RunResult, Subscriber
 from es_l2l.outer.driver import Driver
 from es_l2l.schema import DIFFERENTIABLE, Strict
-from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, generator
+from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, SeedKey, generator
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -246,13 +246,15 @@ def surrogate_gradient(cfg: ExperimentConfig, genome: Genome, centre: torch.Tens
     """The gradient (D,) of the family's gradient loss at ``centre`` (search space) on the tasks of
     ``seed_keys``, with the loss and its evaluation. Through ``bptt.backend``'s path (auto: the
     fused C backward on CPU)."""
+    from es_l2l.context import RunContext
     from es_l2l.families import family_of
     from es_l2l.fitness import detach
 
+    ctx = RunContext.of(cfg).with_backend(cfg.bptt.backend)  # gradients through bptt.backend's path
     v = centre.detach().to(device=cfg.run.device, dtype=torch.float32).clone().requires_grad_(True)
     batch = cfg.guided.surrogate_batch or cfg.task.batch_size
     with torch.enable_grad():
-        loss, ev, _ = family_of(cfg).gradient_loss(cfg, genome.params(v.unsqueeze(0)), seed_keys, batch)
+        loss, ev, _ = family_of(cfg.task).gradient_loss(cfg.task, ctx, genome.params(v.unsqueeze(0)), SeedKey(*seed_keys), batch)
         grad = torch.autograd.grad(loss, v, allow_unused=True)[0] if loss.requires_grad else None
     grad = torch.zeros_like(v) if grad is None else grad
     return grad.detach().cpu(), float(loss.detach()), detach(ev)
@@ -339,7 +341,7 @@ def check_guided(cfg: ExperimentConfig) -> None:
     """What guided ES needs of the family and the genome: a gradient of the searched genome."""
     from es_l2l.families import family_of
 
-    family = family_of(cfg)
+    family = family_of(cfg.task)
     if family.gradient_loss_name is None:
         raise ValueError(f"outer=guided needs a surrogate gradient, and the {family.name or cfg.task.family} family has no "
                          "gradient loss; use outer=es")

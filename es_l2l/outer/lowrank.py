@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from es_l2l.seeds import derive_seed, generator
+from es_l2l.seeds import SeedKey, derive_seed, generator
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
@@ -42,8 +42,8 @@ def check_lowrank(cfg: ExperimentConfig) -> None:
     from es_l2l.families import family_of
     from es_l2l.models import get_model
 
-    n_in, n_out = family_of(cfg).io_sizes(cfg.task)
-    blocks = {b.name: b for b in get_model(cfg.model.kind).blocks(cfg, n_in, n_out)}
+    n_in, n_out = family_of(cfg.task).io_sizes(cfg.task)
+    blocks = {b.name: b for b in get_model(cfg.model.kind).blocks(cfg.model, cfg.genome, n_in, n_out)}
     matrices = [n for n in MATRIX_BLOCKS if n in cfg.genome.search and n in blocks and len(blocks[n].shape) == 2]
     if not matrices:
         raise ValueError(
@@ -139,16 +139,17 @@ class LowRankRecipe(NamedTuple):
         they are simulated as the centre plus rank-r corrections (:func:`shared_population`),
         where that is exactly what their explicit matrices are; else as explicit members.
         """
+        from es_l2l.context import RunContext
         from es_l2l.families import family_of
         from es_l2l.fitness import evaluate
 
         members = self.rows(lo, hi)
-        family = family_of(cfg)
+        family = family_of(cfg.task)
         if cfg.es.lowrank_forward == "shared" and family.shared_inputs and genome.kind == "lsnn" and device == "cpu":
             population = shared_population(genome, self, lo, hi, members)
             if population is not None:
                 with torch.no_grad():
-                    return family.evaluate(cfg, population, seed_keys, cfg.task.batch_size), members
+                    return family.evaluate(cfg.task, RunContext.of(cfg), population, SeedKey(*seed_keys), cfg.task.batch_size), members
         return evaluate(cfg, genome, members, seed_keys, device=device), members
 
     def lean(self) -> LowRankRecipe:

@@ -11,7 +11,7 @@ from es_l2l.snn.lsnn import (
     zero_state,
 )
 from es_l2l.snn.spike import SpikeFunction, pseudo_derivative, spike
-from es_l2l.snn.types import LSNNParams, LSNNState, Rollout, SimOptions, no_autapses, readout, sim_options
+from es_l2l.snn.types import LSNNParams, LSNNState, Rollout, SimOptions, no_autapses, readout
 
 __all__ = [
     "LSNNParams",
@@ -28,7 +28,6 @@ __all__ = [
     "rate_regulariser",
     "readout",
     "rollout",
-    "sim_options",
     "spike",
     "threshold_trace",
     "zero_state",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from es_l2l.snn.lsnn import input_current, lsnn_step, zero_state
-from es_l2l.snn.types import LSNNParams, SimOptions, no_autapses
+from es_l2l.snn.types import LSNNParams, SimOptions, no_autapses, readout
 
 
 class Stepper:
@@ -34,6 +34,10 @@ class Stepper:
     def zf(self) -> torch.Tensor:
         """(P, B, N) readout trace after the last step."""
         return self.loop.zf if self.loop is not None else self.state.zf
+
+    def readout(self) -> torch.Tensor:
+        """(P, B, n_out): the readout ``W_out zf + b_out`` after the last step."""
+        return readout(self.zf.unsqueeze(2), self.params).squeeze(2)
 
     @property
     def spike_count(self) -> torch.Tensor:

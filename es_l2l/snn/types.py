@@ -51,18 +51,14 @@ BACKENDS = ("auto", "kernel", "autograd")
 
 
 class SimOptions(NamedTuple):
-    """The simulation constants a rollout needs, in one place (read from a config by :func:`sim_options`)."""
+    """The simulation constants a rollout needs, in one place (a model kind's
+    :meth:`~es_l2l.models.base.ModelKind.sim_options` reads them from its section; the run context
+    carries them, :attr:`es_l2l.context.RunContext.sim`)."""
 
     n_ref: int  # refractory steps
     gamma: float = 0.3  # pseudo-derivative dampening
     dt: float = 1.0  # ms per step
     backend: str = "auto"  # gradients: "kernel" (fused C backward), "autograd" (the step graph), "auto"
-
-
-def sim_options(cfg) -> SimOptions:
-    """The :class:`SimOptions` of an experiment config (``model`` and, where present, ``bptt.backend``)."""
-    m = cfg.model
-    return SimOptions(m.n_ref, m.gamma, m.dt, getattr(getattr(cfg, "bptt", None), "backend", "auto"))
 
 
 def readout(zf: torch.Tensor, params: LSNNParams) -> torch.Tensor:

@@ -102,5 +102,5 @@ def test_families_and_loops_that_refuse_an_lstm():
     from es_l2l.families import family_of
 
     g = build_genome(cfg)
-    ev = family_of(cfg).evaluate(cfg, g.params(g.initial_vector().unsqueeze(0)), (0, 1), 2)
+    ev = family_of(cfg.task).evaluate(cfg, g.params(g.initial_vector().unsqueeze(0)), (0, 1), 2)
     assert ev.fitness.shape == (1,) and float(ev.rate_hz[0]) == 0.0

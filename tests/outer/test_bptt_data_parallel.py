@@ -121,7 +121,7 @@ def test_bad_bptt_workers_is_one_sentence_naming_the_key():
     tree = {"outer": "bptt", "task": {"family": "tests.outer.test_guided:NO_GRADIENT_FAMILY"}, "model": {"n_lif": 6, "n_alif": 6}}
     with pytest.raises(ConfigError, match="bptt.workers=2: the tests.outer.test_guided:NO_GRADIENT_FAMILY family has no gradient loss"):
         build_config(tree, ["bptt.workers=2"])
-    assert config("bptt.workers=2").bptt.workers == 2 and family_of(config()).shards_tasks
+    assert config("bptt.workers=2").bptt.workers == 2 and family_of(config().task).shards_tasks
 
 
 @pytest.mark.parametrize("sets, message", [

@@ -1,6 +1,7 @@
 """Learning from rewards: meta-RL navigation in grid mazes (Bellec et al. 2018, Fig. 3).
 
-The LSNN plays closed-loop episodes (its actions change its next inputs); objective: validation
+The network (any model kind with a closed-loop stepper: the LSNN, the LSTM) plays closed-loop
+episodes (its actions change its next inputs); objective: validation
 reward per episode, higher is better; gradient loss: A2C through the spikes (``task.a2c``). The
 family also brings a left-right mirror weight tying (``genome.mirror``) and a training curriculum
 (``task.search_curriculum``) that shows up in the status dict.
@@ -28,8 +29,8 @@ class MazeFamily(TaskFamily):
     def episode_steps(self, task) -> int:
         return task.n_steps * task.ms_per_step
 
-    def evaluate(self, cfg, params, seed_keys, batch):
-        return maze_eval(cfg, play_params(cfg, params, seed_keys, batch))
+    def evaluate(self, task, ctx, params, key, batch):
+        return maze_eval(ctx, play_params(task, ctx, params, key, batch))
 
     def validation_metrics(self, ev) -> dict[str, float]:
         return {
@@ -40,29 +41,25 @@ class MazeFamily(TaskFamily):
             "val_rate_hz": float(ev.rate_hz[0]),
         }
 
-    def gradient_loss(self, cfg, params, seed_keys, batch):
+    def gradient_loss(self, task, ctx, params, key, batch):
         from es_l2l.families.maze.a2c import a2c_loss
 
-        return a2c_loss(cfg, params, seed_keys, batch)
+        return a2c_loss(task, ctx, params, key, batch)
 
-    def report(self, cfg, genome, initial, trained):
+    def report(self, task, ctx, genome, initial, trained):
         from es_l2l.families.maze.report import maze_report
 
-        return maze_report(cfg, genome, initial, trained)
+        return maze_report(task, ctx, genome, initial, trained)
 
     def summarise_comparison(self, plan, children, parent):
         from es_l2l.families.maze.compare import summarise
 
         return summarise(plan, children, parent)
 
-    def status_extras(self, cfg, generation: int) -> dict[str, float]:
-        if not cfg.task.search_curriculum:
+    def status_extras(self, task, generation: int) -> dict[str, float]:
+        if not task.search_curriculum:
             return {}
-        return {"search_curriculum": float(in_search_curriculum(cfg, generation))}  # trained on relocating goals
-
-    def check(self, cfg) -> None:
-        if cfg.model.kind != "lsnn":
-            raise ValueError(f"the maze family's closed loop runs LSNNs only; set model.kind=lsnn (got {cfg.model.kind})")
+        return {"search_curriculum": float(in_search_curriculum(task, generation))}  # trained on relocating goals
 
     def mirror_permutations(self, task):
         from es_l2l.families.maze.env import mirror_permutations

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 
 from es_l2l.families.maze.agent import policy
 from es_l2l.families.maze.evaluate import MazeEval, maze_eval, play_params
-from es_l2l.snn import LSNNParams, firing_rate_hz, rate_regulariser, rollout, sim_options
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.maze.config import MazeConfig
+    from es_l2l.seeds import SeedKey
 
 
 def discounted_returns(reward: torch.Tensor, discount: float) -> torch.Tensor:
@@ -35,12 +36,10 @@ def discounted_returns(reward: torch.Tensor, discount: float) -> torch.Tensor:
     return out
 
 
-def a2c_loss(
-    cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int
-) -> tuple[torch.Tensor, MazeEval, dict[str, float]]:
+def a2c_loss(task: MazeConfig, ctx: RunContext, params, key: SeedKey, batch: int) -> tuple[torch.Tensor, MazeEval, dict[str, float]]:
     """The A2C loss of one sampled episode per maze (differentiable), its evaluation and loss terms."""
-    a = cfg.task.a2c
-    ep = replayed_episode(cfg, params, seed_keys, batch)
+    a = task.a2c
+    ep = replayed_episode(task, ctx, params, key, batch)
     value = ep.value
     ret = discounted_returns(ep.reward.to(value), a.discount)
     adv = ret - value.detach()
@@ -49,40 +48,39 @@ def a2c_loss(
     policy_loss = -(ep.logp * adv).mean()
     value_loss = (ret - value).pow(2).mean()
     entropy = ep.entropy.mean()
-    rate = firing_rate_hz(ep.spike_count, cfg.task.n_steps * cfg.task.ms_per_step, cfg.model.dt)
+    _, penalty = ctx.rate_terms(ep)  # (P,) the model kind's rate regulariser (zero without spikes)
     loss = policy_loss + a.value_weight * value_loss - a.entropy_weight * entropy
-    loss = loss + cfg.model.rate_reg * rate_regulariser(rate, cfg.model.rate_target_hz).sum()
+    loss = loss + penalty.sum()
     terms = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
-    return loss, maze_eval(cfg, _detach(ep)), terms
+    return loss, maze_eval(ctx, _detach(ep)), terms
 
 
-def replayed_episode(cfg: ExperimentConfig, params: LSNNParams, seed_keys: tuple[int, ...], batch: int):
+def replayed_episode(task: MazeConfig, ctx: RunContext, params, key: SeedKey, batch: int):
     """One sampled episode per maze, differentiable in ``params``.
 
-    Where the fused backward applies (``bptt.backend`` auto or kernel, CPU), the agent plays on
-    the C kernel without a graph and records the input spikes it met; the episode is then replayed
-    as an open-loop rollout of those inputs through the fused forward and backward
-    (:mod:`es_l2l.snn.fused_grad`), which gives the readouts at every environment step with their
+    Where the model kind's open-loop gradient path applies (the LSNN's fused backward with
+    ``bptt.backend`` auto or kernel, on CPU; torch's LSTM), the agent plays without a graph and
+    records the input spikes it met; the episode is then replayed as an open-loop rollout of those
+    inputs (``ctx.simulate``: for the LSNN the fused forward and backward of
+    :mod:`es_l2l.snn.fused_grad`), which gives the readouts at every environment step with their
     exact gradients. The actions are the played ones: the inputs depend on the parameters only
     through discrete actions, which carry no gradient in A2C either way. Elsewhere the closed loop
     is recorded by autograd step by step.
     """
-    opts = sim_options(cfg)
-    if opts.backend == "autograd":
-        return play_params(cfg, params, seed_keys, batch, greedy=False)
+    backend = ctx.sim.backend
+    if backend == "autograd":
+        return play_params(task, ctx, params, key, batch, greedy=False)
     with torch.no_grad():
-        ep = play_params(cfg, LSNNParams(*(t.detach() for t in params)), seed_keys, batch, greedy=False, record_inputs=True)
-    from es_l2l.snn.fused_grad import why_unsupported
-
-    why = why_unsupported(params, ep.inputs)
+        ep = play_params(task, ctx, type(params)(*(t.detach() for t in params)), key, batch, greedy=False, record_inputs=True)
+    why = ctx.model.replay_unsupported(params, ep.inputs)
     if why is not None:
-        if opts.backend == "kernel":
+        if backend == "kernel":
             raise ValueError(f"bptt.backend=kernel does not apply here ({why}); set bptt.backend=auto or autograd")
-        return play_params(cfg, params, seed_keys, batch, greedy=False)
-    ms = cfg.task.ms_per_step
+        return play_params(task, ctx, params, key, batch, greedy=False)
+    ms = task.ms_per_step
     ends = torch.arange(ms - 1, ep.inputs.shape[2], ms)  # the last ms of every environment step
-    out = rollout(params, ep.inputs, opts, readout_steps=ends)  # (P, B, T, 5), differentiable
-    logp_all, value = policy(out.y, cfg.task.temperature)
+    out = ctx.simulate(params, ep.inputs, readout_steps=ends)  # (P, B, T, 5), differentiable
+    logp_all, value = policy(out.y, task.temperature)
     logp = logp_all.gather(-1, ep.action.to(logp_all.device).unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return ep._replace(logp=logp, entropy=entropy, value=value, spike_count=out.spike_count, inputs=None)

@@ -1,9 +1,11 @@
-"""The LSNN as a meta-RL agent: closed-loop episodes in the maze family.
+"""The network as a meta-RL agent: closed-loop episodes in the maze family.
 
 One call plays ``P`` networks on ``B`` mazes for a whole episode. Every environment step the
 network sees its position, previous action and previous reward as Poisson spikes for
 ``task.ms_per_step`` ms (:func:`es_l2l.families.maze.env.input_spikes`'s encoding), then its readout
-``W_out zf + b_out`` (5 outputs) gives the policy logits (4 actions, softmax) and the value.
+(the LSNN's ``W_out zf + b_out``; 5 outputs) gives the policy logits (4 actions, softmax) and the
+value. The network steps through its model kind's closed-loop stepper
+(:meth:`es_l2l.models.base.ModelKind.stepper`), so any kind that has one plays.
 
 The random draws of an episode (input spikes, action sampling) come from one generator per
 maze batch and have shape ``(B, ...)``: every member meets the same draws (common random
@@ -21,11 +23,8 @@ import torch
 from es_l2l.families.maze import env as maze
 from es_l2l.families.maze.config import MazeConfig
 from es_l2l.families.maze.env import Mazes
-from es_l2l.snn import LSNNParams, SimOptions, readout
-from es_l2l.snn.closed_loop import Stepper
-
 if TYPE_CHECKING:
-    from es_l2l.config import ModelConfig
+    from es_l2l.context import RunContext
 
 N_OUT = maze.N_ACTIONS + 1  # four policy logits, then the value
 
@@ -44,6 +43,7 @@ class Episode(NamedTuple):
     spikes: torch.Tensor | None  # (P, B, T * ms_per_step, N) when recorded
     neuron_steps: int
     inputs: torch.Tensor | None = None  # (P, B, T * ms_per_step, n_in) input spikes, when recorded
+    n_steps: int = 0  # simulation steps (T * ms_per_step): what firing rates divide by
 
     def total_reward(self) -> torch.Tensor:
         """(P, B) total reward per episode."""
@@ -65,8 +65,8 @@ def choose(logp: torch.Tensor, u: torch.Tensor, greedy: bool) -> torch.Tensor:
 
 def play(
     task: MazeConfig,
-    model: ModelConfig,
-    params: LSNNParams,
+    ctx: RunContext,
+    params,
     mazes: Mazes,
     gen: torch.Generator,
     *,
@@ -78,15 +78,16 @@ def play(
     grad; otherwise on the C kernel where it applies, with the same numbers). ``record_inputs``
     keeps the input spikes the agent met, so that its episode can be replayed as an open-loop
     rollout (:func:`es_l2l.families.maze.a2c.a2c_loss` replays it through the fused backward)."""
-    pop, n_in, n = params.w_in.shape
+    first = params[0]  # the first weight (P, n_in, ...) of any model kind: population, device, dtype
+    pop, n_in = first.shape[0], maze.n_inputs(task)
     batch = mazes.goal.shape[0]
-    device, dtype = params.w_in.device, params.w_in.dtype
+    device, dtype = first.device, first.dtype
     state = maze.reset(task, mazes, (pop,))
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("pos", "action", "reward", "reached", "logp", "entropy", "value")}
     spikes, inputs = [], []
-    net = Stepper(params, batch, SimOptions(model.n_ref, model.gamma, model.dt))
+    net = ctx.model.stepper(ctx, params, batch)
     for _ in range(task.n_steps):
-        prob = maze.input_probabilities(task, state, model.dt).to(device)  # (P, B, n_in)
+        prob = maze.input_probabilities(task, state, ctx.sim.dt).to(device)  # (P, B, n_in)
         u_in = torch.rand(batch, task.ms_per_step, n_in, generator=gen).to(device)
         x = (u_in < prob.unsqueeze(2)).to(dtype)  # (P, B, ms, n_in)
         z = net.advance(x, record_spikes=record_spikes)  # this step's ms: one kernel call without gradients
@@ -94,8 +95,7 @@ def play(
             spikes.append(z)
         if record_inputs:
             inputs.append(x)
-        zf = net.zf
-        out = readout(zf.unsqueeze(2), params).squeeze(2)  # (P, B, 5)
+        out = net.readout()  # (P, B, 5)
         logp_all, value = policy(out, task.temperature)
         u_act = torch.rand(batch, generator=gen).to(device)
         action = choose(logp_all, u_act, greedy)
@@ -108,10 +108,12 @@ def play(
         cols["entropy"].append(-(logp_all.exp() * logp_all).sum(-1))
         cols["value"].append(value)
     stacked = {k: torch.stack(v, dim=-1) for k, v in cols.items()}
+    n = net.spike_count.shape[-1]
     return Episode(
         **stacked,
         spike_count=net.spike_count,
         spikes=torch.cat(spikes, dim=2) if record_spikes else None,
         inputs=torch.cat(inputs, dim=2) if record_inputs else None,
         neuron_steps=pop * batch * n * task.n_steps * task.ms_per_step,
+        n_steps=task.n_steps * task.ms_per_step,
     )

@@ -108,7 +108,7 @@ def summarise(plan, children: list, parent) -> Comparison:
     text = maze_verdict(rows, report, plan.budget_text)
     title = f"{' vs '.join(c.name for c in plan.configs)}: {plan.budget_text} each; target validation reward {target:.2f}"
     with tempfile.TemporaryDirectory() as tmp:
-        parent.log_artifact(plot_maze_comparison(children, maze_baselines(first, STREAM_VALIDATION), Path(tmp) / "comparison.png", title))
+        parent.log_artifact(plot_maze_comparison(children, maze_baselines(first.task, first.run.seed, first.run.validation_tasks, STREAM_VALIDATION), Path(tmp) / "comparison.png", title))
     parent.log_text(markdown_table(rows + base, MAZE_COLUMNS) + "\n" + text + "\n", "comparison.md")
     parent.log_text(csv_table(rows + base, MAZE_COLUMNS), "comparison.csv")
     metrics = {"val/target": target}

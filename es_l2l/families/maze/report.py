@@ -27,10 +27,11 @@ from es_l2l.families.maze.baselines import episode_means, play_baselines
 from es_l2l.families.maze.env import move
 from es_l2l.families.maze.evaluate import OBJECTIVE, maze_batch, play_params
 from es_l2l.plots import pyplot, save_figure
-from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, generator
+from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, SeedKey, generator
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.maze.config import MazeConfig
     from es_l2l.genome import Genome
 
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
@@ -89,8 +90,8 @@ class MazeReport:
         if result is not None:
             console.print(summary_line(self, result.history, result.best_generation))
 
-    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
-        log_maze_results(tracker, cfg, genome, self, result)
+    def log(self, tracker, task: MazeConfig, ctx: RunContext, genome: Genome, result) -> None:
+        log_maze_results(tracker, task, ctx, genome, self, result)
 
     def to_markdown(self) -> str:
         lines = [
@@ -126,27 +127,28 @@ def _row(reward: torch.Tensor, reached: torch.Tensor) -> dict[str, float]:
     }
 
 
-def baseline_rows(cfg: ExperimentConfig, stream: int) -> dict[str, dict[str, float]]:
-    """Random, explorer and oracle on the held-out mazes of ``stream`` (the LSNN's mazes)."""
-    mazes, _ = maze_batch(cfg, (cfg.run.seed, stream), cfg.run.validation_tasks)
-    trajectories = play_baselines(cfg.task, mazes, generator(cfg.run.seed, STREAM_BASELINE, stream))
+def baseline_rows(task: MazeConfig, seed: int, n: int, stream: int) -> dict[str, dict[str, float]]:
+    """Random, explorer and oracle on the ``n`` held-out mazes of ``stream`` (the LSNN's mazes) of run seed ``seed``."""
+    mazes, _ = maze_batch(task, SeedKey(seed, stream), n)
+    trajectories = play_baselines(task, mazes, generator(seed, STREAM_BASELINE, stream))
     return {name: _row(tr.total_reward(), tr.reached) for name, tr in trajectories.items()}
 
 
 @torch.no_grad()
-def maze_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> MazeReport:
-    params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
-    ep = play_params(cfg, params, (cfg.run.seed, STREAM_TEST), cfg.run.validation_tasks)
+def maze_report(task: MazeConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> MazeReport:
+    params = genome.params(torch.stack([initial, trained]).to(ctx.device))
+    test = SeedKey(ctx.seed, STREAM_TEST)
+    ep = play_params(task, ctx, params, test, ctx.validation_tasks)
     reward, reached = ep.total_reward().cpu(), ep.reached.cpu()
     metrics = {LSNN_TRAINED: _row(reward[1], reached[1]), LSNN_UNTRAINED: _row(reward[0], reached[0])}
-    metrics.update(baseline_rows(cfg, STREAM_TEST))
+    metrics.update(baseline_rows(task, ctx.seed, ctx.validation_tasks, STREAM_TEST))
     # the trained agent under the other action rule too: A2C trains with sampled actions, ES
     # optimises whichever rule task.policy names; both are reported so neither is judged unfairly
-    other = "sample" if cfg.task.policy == "greedy" else "greedy"
-    ep = play_params(cfg, genome.params(trained.unsqueeze(0).to(cfg.run.device)),
-                     (cfg.run.seed, STREAM_TEST), cfg.run.validation_tasks, greedy=other == "greedy")
+    other = "sample" if task.policy == "greedy" else "greedy"
+    ep = play_params(task, ctx, genome.params(trained.unsqueeze(0).to(ctx.device)), test, ctx.validation_tasks,
+                     greedy=other == "greedy")
     alt = {"policy": other, **_row(ep.total_reward()[0].cpu(), ep.reached[0].cpu())}
-    return MazeReport(metrics, cfg.run.validation_tasks, cfg.task.policy, alt)
+    return MazeReport(metrics, ctx.validation_tasks, task.policy, alt)
 
 
 def verdict(report: MazeReport) -> str:
@@ -201,35 +203,34 @@ def summary_line(report: MazeReport, history: list[dict], best_generation: int) 
 # --- pictures -------------------------------------------------------------------------------------
 
 
-def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Path) -> Path:
+def plot_reward_curve(task: MazeConfig, ctx: RunContext, history: list[dict], path: str | Path) -> Path:
     """Validation reward per episode against generation, baselines (same validation mazes) as lines."""
     plt = pyplot()
     vals = [h for h in history if "val_reward" in h]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.plot([h["generation"] for h in vals], [h["val_reward"] for h in vals], color="C3", lw=2, marker=".", label="LSNN (search centre)")
-    rows = baseline_rows(cfg, STREAM_VALIDATION)
+    rows = baseline_rows(task, ctx.seed, ctx.validation_tasks, STREAM_VALIDATION)
     for (name, row), color in zip(rows.items(), ("C7", "C0", "C2")):
         ax.axhline(row["reward"], color=color, ls="--", lw=1.2, label=f"{name} ({row['reward']:.2f})")
     half = 0.5 * (rows["random"]["reward"] + rows["explorer"]["reward"])
     ax.axhline(half, color="k", ls=":", lw=1, label=f"halfway random -> explorer ({half:.2f})")
-    if cfg.task.search_curriculum:
-        label = f"search curriculum (training goal relocates), 1-{cfg.task.search_curriculum}"
-        ax.axvspan(0, cfg.task.search_curriculum, color="C1", alpha=0.12, lw=0, label=label)
-    ax.set_xlabel("generation" if cfg.outer == "es" else "gradient step")
-    ax.set_ylabel(f"reward per episode, {cfg.run.validation_tasks} validation mazes")
-    ax.set_title(f"{cfg.name}: reward over training")
+    if task.search_curriculum:
+        label = f"search curriculum (training goal relocates), 1-{task.search_curriculum}"
+        ax.axvspan(0, task.search_curriculum, color="C1", alpha=0.12, lw=0, label=label)
+    ax.set_xlabel(ctx.step_label)
+    ax.set_ylabel(f"reward per episode, {ctx.validation_tasks} validation mazes")
+    ax.set_title(f"{ctx.name}: reward over training")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
 @torch.no_grad()
-def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path: str | Path, n: int = 4) -> Path:
+def plot_trajectories(task: MazeConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path: str | Path, n: int = 4) -> Path:
     """``n`` test episodes of the agent on the grid: moves before the first goal against the trips after it."""
     plt = pyplot()
-    task = cfg.task
-    ep = play_params(cfg, genome.params(vector.unsqueeze(0).to(cfg.run.device)), (cfg.run.seed, STREAM_TEST), n)
-    mazes, _ = maze_batch(cfg, (cfg.run.seed, STREAM_TEST), n)
+    ep = play_params(task, ctx, genome.params(vector.unsqueeze(0).to(ctx.device)), SeedKey(ctx.seed, STREAM_TEST), n)
+    mazes, _ = maze_batch(task, SeedKey(ctx.seed, STREAM_TEST), n)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2 * task.rows / task.cols + 0.8), dpi=120, squeeze=False)
     rng = torch.Generator().manual_seed(0)  # jitter only, so overlapping moves stay visible
     for b, ax in enumerate(axes[0]):
@@ -261,32 +262,33 @@ def plot_trajectories(cfg: ExperimentConfig, genome: Genome, vector: torch.Tenso
 
 
 @torch.no_grad()
-def plot_raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path: str | Path) -> Path:
+def plot_raster(task: MazeConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path: str | Path) -> Path:
     """Spikes of every neuron during one test episode; goal arrivals marked."""
     plt = pyplot()
-    ep = play_params(cfg, genome.params(vector.unsqueeze(0).to(cfg.run.device)), (cfg.run.seed, STREAM_TEST), 1, record_spikes=True)
+    ep = play_params(task, ctx, genome.params(vector.unsqueeze(0).to(ctx.device)), SeedKey(ctx.seed, STREAM_TEST), 1, record_spikes=True)
     spikes = ep.spikes[0, 0].cpu()  # (T * ms, N)
     t, j = spikes.nonzero(as_tuple=True)
-    n_lif = cfg.model.n_lif
+    n_lif = ctx.model_cfg.n_lif
     fig, ax = plt.subplots(figsize=(10, 4), dpi=120)
     lif = j < n_lif
     ax.scatter(t[lif].numpy(), j[lif].numpy(), s=6, color="C0", label="LIF", marker="|")
     ax.scatter(t[~lif].numpy(), j[~lif].numpy(), s=6, color="C3", label="ALIF (adaptive)", marker="|")
     for k in ep.reached[0, 0].nonzero().flatten().tolist():
-        ax.axvline((k + 1) * cfg.task.ms_per_step, color="gold", lw=1)
+        ax.axvline((k + 1) * task.ms_per_step, color="gold", lw=1)
     ax.set_xlabel(f"time (ms); gold lines: goal reached ({int(ep.reached[0, 0].sum())} times)")
     ax.set_ylabel("neuron")
-    ax.set_title(f"{cfg.name}: spike raster of the trained agent in one test maze")
+    ax.set_title(f"{ctx.name}: spike raster of the trained agent in one test maze")
     ax.legend(loc="upper right", fontsize=8, markerscale=6)
     return save_figure(fig, path)
 
 
-def log_maze_results(tracker, cfg: ExperimentConfig, genome: Genome, report: MazeReport, result) -> None:
-    """Report table, metrics, verdict tags and the three pictures into the MLflow run."""
+def log_maze_results(tracker, task: MazeConfig, ctx: RunContext, genome: Genome, report: MazeReport, result) -> None:
+    """Report table, metrics, verdict tags and the pictures (the spike raster where the model spikes) into the MLflow run."""
     with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact(plot_reward_curve(cfg, result.history, Path(tmp) / "reward_curve.png"))
-        tracker.log_artifact(plot_trajectories(cfg, genome, result.best, Path(tmp) / "trajectories.png"))
-        tracker.log_artifact(plot_raster(cfg, genome, result.best, Path(tmp) / "spike_raster.png"))
+        tracker.log_artifact(plot_reward_curve(task, ctx, result.history, Path(tmp) / "reward_curve.png"))
+        tracker.log_artifact(plot_trajectories(task, ctx, genome, result.best, Path(tmp) / "trajectories.png"))
+        if ctx.model.spiking:
+            tracker.log_artifact(plot_raster(task, ctx, genome, result.best, Path(tmp) / "spike_raster.png"))
     tracker.log_text(report.to_markdown(), "maze_report.md")
     tracker.log_metrics(report.flat_metrics(), step=result.generations)
     tags = {f"beats.{k}": str(v).lower() for k, v in report.beaten().items()}

@@ -24,8 +24,8 @@ class SMNISTFamily(TaskFamily):
     def io_sizes(self, task) -> tuple[int, int]:
         return task.n_inputs, task.n_outputs
 
-    def evaluate(self, cfg, params, seed_keys, batch):
-        return evaluate_params(cfg, params, seed_keys, batch)
+    def evaluate(self, task, ctx, params, key, batch):
+        return evaluate_params(task, ctx, params, key, batch)
 
     def validation_metrics(self, ev) -> dict[str, float]:
         return {
@@ -34,10 +34,10 @@ class SMNISTFamily(TaskFamily):
             "val_rate_hz": float(ev.rate_hz[0]),
         }
 
-    def report(self, cfg, genome, initial, trained):
+    def report(self, task, ctx, genome, initial, trained):
         from es_l2l.families.smnist.report import held_out_report
 
-        return held_out_report(cfg, genome, initial, trained)
+        return held_out_report(task, ctx, genome, initial, trained)
 
 
 FAMILY = SMNISTFamily()

@@ -16,11 +16,11 @@ import torch
 from es_l2l.families.base import Objective
 from es_l2l.families.smnist import task as sm
 from es_l2l.families.smnist.data import Digits, load_digits
-from es_l2l.models import rate_terms, simulate
-from es_l2l.seeds import STREAM_TEST, STREAM_VALIDATION, generator
+from es_l2l.seeds import STREAM_TEST, STREAM_VALIDATION, SeedKey, generator
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.smnist.config import SMNISTTaskConfig
 
 OBJECTIVE = Objective("val_accuracy", maximize=True, label="val accuracy", digits=4)
 
@@ -54,26 +54,26 @@ def split(task, name: str) -> Digits:
     return _split(task.source, name, task.data_dir, task.n_val)
 
 
-def digit_batch(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> sm.SMNISTBatch:
-    """The digits named by ``seed_keys`` (see the module doc)."""
-    stream = seed_keys[1] if len(seed_keys) > 1 else None
-    if stream in (STREAM_VALIDATION, STREAM_TEST):
-        digits = split(cfg.task, "val" if stream == STREAM_VALIDATION else "test")
-        order = torch.randperm(len(digits), generator=generator(*seed_keys))  # the splits are sorted by class
-        return sm.make_batch(cfg.task, digits, order[: min(batch, len(digits))].sort().values)
-    return sm.sample(cfg.task, split(cfg.task, "train"), generator(*seed_keys), batch)
+def digit_batch(task: SMNISTTaskConfig, key: SeedKey, batch: int) -> sm.SMNISTBatch:
+    """The digits named by ``key`` (see the module doc)."""
+    key = SeedKey(*key)
+    if key.stream in (STREAM_VALIDATION, STREAM_TEST):
+        digits = split(task, "val" if key.stream == STREAM_VALIDATION else "test")
+        order = torch.randperm(len(digits), generator=generator(*key.keys()))  # the splits are sorted by class
+        return sm.make_batch(task, digits, order[: min(batch, len(digits))].sort().values)
+    return sm.sample(task, split(task, "train"), generator(*key.keys()), batch)
 
 
-def evaluate_batch(cfg: ExperimentConfig, params, batch: sm.SMNISTBatch, record_spikes: bool = False):
-    out = simulate(cfg, params, batch.x, readout_steps=batch.readout_steps, record_spikes=record_spikes)
+def evaluate_batch(ctx: RunContext, params, batch: sm.SMNISTBatch, record_spikes: bool = False):
+    out = ctx.simulate(params, batch.x, readout_steps=batch.readout_steps, record_spikes=record_spikes)
     ce = sm.cross_entropy(out.y, batch.labels)
     right = (sm.class_logits(out.y).argmax(dim=-1) == batch.labels.to(out.y.device)).float()
-    rate, penalty = rate_terms(cfg, out)
+    rate, penalty = ctx.rate_terms(out)
     pop, b, n = out.spike_count.shape
     ev = SMNISTEval(fitness=-(ce + penalty), cross_entropy=ce, accuracy=right.mean(dim=1), rate_hz=rate, right=right,
                     neuron_steps=pop * b * n * out.n_steps)
     return ev, out
 
 
-def evaluate_params(cfg: ExperimentConfig, params, seed_keys: tuple[int, ...], batch: int) -> SMNISTEval:
-    return evaluate_batch(cfg, params, digit_batch(cfg, seed_keys, batch))[0]
+def evaluate_params(task: SMNISTTaskConfig, ctx: RunContext, params, key: SeedKey, batch: int) -> SMNISTEval:
+    return evaluate_batch(ctx, params, digit_batch(task, key, batch))[0]

@@ -14,11 +14,11 @@ import torch
 
 from es_l2l.families.smnist import task as sm
 from es_l2l.families.smnist.evaluate import OBJECTIVE, evaluate_batch, split
-from es_l2l.models import model_of, simulate
 from es_l2l.plots import raster_figure
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.smnist.config import SMNISTTaskConfig
     from es_l2l.genome import Genome
 
 TRAINED, UNTRAINED, CHANCE, CENTROID = "trained", "untrained (generation 0)", "chance", "nearest class mean (static image)"
@@ -64,11 +64,11 @@ class SMNISTReport:
         if result is not None:
             console.print(OBJECTIVE.progress("accuracy", result.history, result.best_generation))
 
-    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
+    def log(self, tracker, task: SMNISTTaskConfig, ctx: RunContext, genome: Genome, result) -> None:
         tracker.log_metrics(self.flat_metrics(), step=result.generations)
-        if model_of(cfg).spiking and self.trained_vector is not None:
+        if ctx.model.spiking and self.trained_vector is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                tracker.log_artifact(raster(cfg, genome, self.trained_vector, Path(tmp) / "raster.png"))
+                tracker.log_artifact(raster(task, ctx, genome, self.trained_vector, Path(tmp) / "raster.png"))
         tags = {f"beats.{k.split(' (')[0].replace(' ', '_')}": str(v).lower() for k, v in self.beaten().items()}
         tracker.set_tags(tags | {"verdict": self.verdict()[:5000]})
 
@@ -82,34 +82,34 @@ def nearest_class_mean(task) -> float:
 
 
 @torch.no_grad()
-def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> SMNISTReport:
-    test = split(cfg.task, "test")
-    params = genome.params(torch.stack([trained, initial]).to(cfg.run.device, torch.float32))
+def held_out_report(task: SMNISTTaskConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> SMNISTReport:
+    test = split(task, "test")
+    params = genome.params(torch.stack([trained, initial]).to(ctx.device, torch.float32))
     right = []
-    for batch in sm.iterate(cfg.task, test, CHUNK):
-        ev, _ = evaluate_batch(cfg, params, batch)
+    for batch in sm.iterate(task, test, CHUNK):
+        ev, _ = evaluate_batch(ctx, params, batch)
         right.append(ev.right.cpu())
     right = torch.cat(right, dim=1)  # (2, n)
     labels = torch.from_numpy(test.labels)
     per_class = [float(right[0][labels == c].mean()) for c in range(10)]
     acc = {TRAINED: float(right[0].mean()), UNTRAINED: float(right[1].mean()), CHANCE: 0.1,
-           CENTROID: nearest_class_mean(cfg.task)}
-    return SMNISTReport(acc, len(test), cfg.name, per_class, trained)
+           CENTROID: nearest_class_mean(task)}
+    return SMNISTReport(acc, len(test), ctx.name, per_class, trained)
 
 
 @torch.no_grad()
-def raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path) -> Path:
+def raster(task: SMNISTTaskConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path) -> Path:
     """The trained LSNN on the first test digit: inputs, spikes, ALIF thresholds, readout."""
     from es_l2l.snn import threshold_trace
 
-    test = split(cfg.task, "test")
-    batch = sm.make_batch(cfg.task, test, torch.arange(1))
-    params = genome.params(vector.unsqueeze(0).to(cfg.run.device, torch.float32))
-    out = simulate(cfg, params, batch.x, record_spikes=True)
-    n_lif = cfg.model.n_lif
-    thr = threshold_trace(params, out.spikes[0, 0])[:, n_lif:].cpu() if cfg.model.n_alif else None
+    test = split(task, "test")
+    batch = sm.make_batch(task, test, torch.arange(1))
+    params = genome.params(vector.unsqueeze(0).to(ctx.device, torch.float32))
+    out = ctx.simulate(params, batch.x, record_spikes=True)
+    n_lif = ctx.model_cfg.n_lif
+    thr = threshold_trace(params, out.spikes[0, 0])[:, n_lif:].cpu() if ctx.model_cfg.n_alif else None
     probs = torch.softmax(out.y[0, 0], dim=-1).cpu()
-    cue = cfg.task.n_steps() - cfg.task.cue_window
-    title = f"{cfg.name}: first test digit (label {int(batch.labels[0])}); readout: class probabilities"
+    cue = task.n_steps() - task.cue_window
+    title = f"{ctx.name}: first test digit (label {int(batch.labels[0])}); readout: class probabilities"
     return raster_figure(path, out.spikes[0, 0].cpu(), thr, n_lif, inputs=batch.x[0], readout=probs, title=title,
-                         marks=[(cue * cfg.model.dt, "cue")], dt=cfg.model.dt)
+                         marks=[(cue * ctx.sim.dt, "cue")], dt=ctx.sim.dt)

@@ -4,7 +4,7 @@ A sequence of frames shows random bits; the network must output, at a RECALL cue
 with the STORE cue up to seconds earlier (:mod:`es_l2l.families.store_recall.task`). Objective:
 validation recall error (lower is better). Gradient loss: the recall cross-entropy plus the rate
 regulariser (``-fitness``); ES maximises the same fitness. Runs any model kind (LSNN, LIF-only,
-LSTM) through :func:`es_l2l.models.simulate`.
+LSTM) through the run context (``ctx.simulate``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ class StoreRecallFamily(TaskFamily):
     def io_sizes(self, task) -> tuple[int, int]:
         return task.n_inputs, task.n_outputs
 
-    def evaluate(self, cfg, params, seed_keys, batch):
-        return evaluate_params(cfg, params, seed_keys, batch)
+    def evaluate(self, task, ctx, params, key, batch):
+        return evaluate_params(task, ctx, params, key, batch)
 
     def validation_metrics(self, ev) -> dict[str, float]:
         return {
@@ -34,10 +34,10 @@ class StoreRecallFamily(TaskFamily):
             "val_rate_hz": float(ev.rate_hz[0]),
         }
 
-    def report(self, cfg, genome, initial, trained):
+    def report(self, task, ctx, genome, initial, trained):
         from es_l2l.families.store_recall.report import held_out_report
 
-        return held_out_report(cfg, genome, initial, trained)
+        return held_out_report(task, ctx, genome, initial, trained)
 
 
 FAMILY = StoreRecallFamily()

@@ -8,11 +8,11 @@ import torch
 
 from es_l2l.families.base import Objective
 from es_l2l.families.store_recall import task as sr
-from es_l2l.models import rate_terms, simulate
-from es_l2l.seeds import generator
+from es_l2l.seeds import SeedKey, generator
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.store_recall.config import StoreRecallTaskConfig
 
 # The validation metric that picks the best genome: the fraction of wrong recalls.
 OBJECTIVE = Objective("val_recall_error", maximize=False, label="val recall error", digits=4)
@@ -37,20 +37,20 @@ class StoreRecallEval(NamedTuple):
         return self._replace(wrong=self.wrong.new_zeros(self.wrong.shape[0], 0, 0))
 
 
-def sequences(cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int) -> sr.Batch:
-    """The sequences named by ``seed_keys`` (the same keys always give the same sequences)."""
-    return sr.sample(cfg.task, generator(*seed_keys), batch)
+def sequences(task: StoreRecallTaskConfig, key: SeedKey, batch: int) -> sr.Batch:
+    """The sequences named by ``key`` (the same key always gives the same sequences)."""
+    return sr.sample(task, generator(*SeedKey(*key).keys()), batch)
 
 
-def evaluate_batch(cfg: ExperimentConfig, params, batch: sr.Batch, record_spikes: bool = False):
+def evaluate_batch(ctx: RunContext, params, batch: sr.Batch, record_spikes: bool = False):
     """``P`` networks on the sequences of ``batch``: the evaluation and the rollout (differentiable)."""
     steps, index = sr.readout_union(batch)
-    out = simulate(cfg, params, batch.x, readout_steps=steps, record_spikes=record_spikes)
+    out = ctx.simulate(params, batch.x, readout_steps=steps, record_spikes=record_spikes)
     logits = sr.gather_recall(out.y, index)  # (P, B, R*W, 2)
     ce = sr.cross_entropy(logits, batch.targets)
     z = sr.recall_logits(logits, batch.n_recalls)  # (P, B, R, 2)
     wrong = (z.argmax(dim=-1) != batch.targets.to(z.device)).float()
-    rate, penalty = rate_terms(cfg, out)
+    rate, penalty = ctx.rate_terms(out)
     pop, b, n = out.spike_count.shape
     ev = StoreRecallEval(
         fitness=-(ce + penalty),
@@ -63,5 +63,5 @@ def evaluate_batch(cfg: ExperimentConfig, params, batch: sr.Batch, record_spikes
     return ev, out
 
 
-def evaluate_params(cfg: ExperimentConfig, params, seed_keys: tuple[int, ...], batch: int) -> StoreRecallEval:
-    return evaluate_batch(cfg, params, sequences(cfg, seed_keys, batch))[0]
+def evaluate_params(task: StoreRecallTaskConfig, ctx: RunContext, params, key: SeedKey, batch: int) -> StoreRecallEval:
+    return evaluate_batch(ctx, params, sequences(task, key, batch))[0]

@@ -17,12 +17,12 @@ import torch
 
 from es_l2l.families.store_recall import task as sr
 from es_l2l.families.store_recall.evaluate import OBJECTIVE, evaluate_batch
-from es_l2l.models import model_of, simulate
 from es_l2l.plots import pyplot, raster_figure, save_figure
 from es_l2l.seeds import STREAM_TEST, generator
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.store_recall.config import StoreRecallTaskConfig
     from es_l2l.genome import Genome
 
 def pct(x: float) -> str:
@@ -106,14 +106,14 @@ class StoreRecallReport:
         if result is not None:
             console.print(OBJECTIVE.progress("recall error", result.history, result.best_generation))
 
-    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
+    def log(self, tracker, task: StoreRecallTaskConfig, ctx: RunContext, genome: Genome, result) -> None:
         tracker.log_metrics(self.flat_metrics(), step=result.generations)
         tracker.log_text(self.to_csv(), "recall_error_by_delay.csv")
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(plot_by_delay(self, Path(tmp) / "recall_error_by_delay.png"))
-            if model_of(cfg).spiking:
+            if ctx.model.spiking:
                 trained = self.trained_vector
-                tracker.log_artifact(raster(cfg, genome, trained, Path(tmp) / "raster.png"))
+                tracker.log_artifact(raster(task, ctx, genome, trained, Path(tmp) / "raster.png"))
         tags = {f"beats.{k.split(' (')[0].replace(' ', '_')}": str(v).lower() for k, v in self.beaten().items()}
         tracker.set_tags(tags | {"verdict": self.verdict()[:5000]})
 
@@ -127,21 +127,21 @@ def last_bit_seen(batch: sr.Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> StoreRecallReport:
-    gen = generator(cfg.run.seed, STREAM_TEST)  # chunks in turn: the same sequences as one big batch
-    params = genome.params(torch.stack([trained, initial]).to(cfg.run.device, torch.float32))
+def held_out_report(task: StoreRecallTaskConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> StoreRecallReport:
+    gen = generator(ctx.seed, STREAM_TEST)  # chunks in turn: the same sequences as one big batch
+    params = genome.params(torch.stack([trained, initial]).to(ctx.device, torch.float32))
     wrong = {TRAINED: [], UNTRAINED: [], LAST_BIT: [], CHANCE: []}
     delays = []
-    n = cfg.task.test_sequences
+    n = task.test_sequences
     for start in range(0, n, CHUNK):
-        batch = sr.sample(cfg.task, gen, min(CHUNK, n - start))
-        ev, _ = evaluate_batch(cfg, params, batch)
+        batch = sr.sample(task, gen, min(CHUNK, n - start))
+        ev, _ = evaluate_batch(ctx, params, batch)
         wrong[TRAINED].append(ev.wrong[0].flatten().cpu())
         wrong[UNTRAINED].append(ev.wrong[1].flatten().cpu())
         wrong[LAST_BIT].append((last_bit_seen(batch) != batch.targets).float().flatten())
         wrong[CHANCE].append(torch.full((batch.targets.numel(),), 0.5))  # expected error of a coin flip
         delays.append(batch.delay_ms.flatten())
-    report = StoreRecallReport({k: torch.cat(v) for k, v in wrong.items()}, torch.cat(delays), n, cfg.name)
+    report = StoreRecallReport({k: torch.cat(v) for k, v in wrong.items()}, torch.cat(delays), n, ctx.name)
     report.trained_vector = trained
     return report
 
@@ -164,19 +164,19 @@ def plot_by_delay(report: StoreRecallReport, path) -> Path:
 
 
 @torch.no_grad()
-def raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, path) -> Path:
+def raster(task: StoreRecallTaskConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path) -> Path:
     """The trained LSNN on the first held-out sequence: inputs, spikes, ALIF thresholds, readout."""
     from es_l2l.snn import threshold_trace
 
-    batch = sr.sample(cfg.task, generator(cfg.run.seed, STREAM_TEST), 1)
-    params = genome.params(vector.unsqueeze(0).to(cfg.run.device, torch.float32))
-    out = simulate(cfg, params, batch.x, record_spikes=True)
+    batch = sr.sample(task, generator(ctx.seed, STREAM_TEST), 1)
+    params = genome.params(vector.unsqueeze(0).to(ctx.device, torch.float32))
+    out = ctx.simulate(params, batch.x, record_spikes=True)
     spikes = out.spikes[0, 0].cpu()
-    n_lif = cfg.model.n_lif
-    thr = threshold_trace(params, out.spikes[0, 0])[:, n_lif:].cpu() if cfg.model.n_alif else None
-    ms = cfg.task.symbol_ms
+    n_lif = ctx.model_cfg.n_lif
+    thr = threshold_trace(params, out.spikes[0, 0])[:, n_lif:].cpu() if ctx.model_cfg.n_alif else None
+    ms = task.symbol_ms
     marks = [(int(s) * ms, "STORE") for s in batch.store_symbol[0]] + [(int(r) * ms, "RECALL") for r in batch.recall_symbol[0]]
     probs = torch.softmax(out.y[0, 0], dim=-1)[:, 1:].cpu()
-    title = (f"{cfg.name}: held-out sequence 1, stored bit {int(batch.targets[0, 0])}, "
+    title = (f"{ctx.name}: held-out sequence 1, stored bit {int(batch.targets[0, 0])}, "
              f"delay {int(batch.delay_ms[0, 0])} ms (readout: P(bit 1))")
-    return raster_figure(path, spikes, thr, n_lif, inputs=batch.x[0], readout=probs, title=title, marks=marks, dt=cfg.model.dt)
+    return raster_figure(path, spikes, thr, n_lif, inputs=batch.x[0], readout=probs, title=title, marks=marks, dt=ctx.sim.dt)

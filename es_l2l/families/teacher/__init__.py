@@ -30,35 +30,35 @@ class TeacherFamily(TaskFamily):
     def episode_steps(self, task) -> int:
         return task.n_trials * task.trial_ms
 
-    def evaluate(self, cfg, params, seed_keys, batch):
-        return evaluate_params(cfg, params, task_batch(cfg, seed_keys, batch))
+    def evaluate(self, task, ctx, params, key, batch):
+        return evaluate_params(task, ctx, params, task_batch(task, key, batch))
 
-    def gradient_loss_shard(self, cfg, params, seed_keys, batch, start, stop):
+    def gradient_loss_shard(self, task, ctx, params, key, batch, start, stop):
         # the whole batch is drawn (cheap next to the rollout), then this worker's episodes kept
-        tasks = task_batch(cfg, seed_keys, batch)
+        tasks = task_batch(task, key, batch)
         part = tasks._replace(**{k: getattr(tasks, k)[start:stop] for k in ("x", "y", "spikes", "which")})
-        ev = evaluate_params(cfg, params, part)
+        ev = evaluate_params(task, ctx, params, part)
         return -ev.fitness.sum(), ev, {}
 
     def validation_metrics(self, ev) -> dict[str, float]:
         return episode_metrics(ev.mse_per_trial[0], "val")
 
-    def report(self, cfg, genome, initial, trained):
+    def report(self, task, ctx, genome, initial, trained):
         from es_l2l.families.teacher.report import held_out_report
 
-        return held_out_report(cfg, genome, initial, trained)
+        return held_out_report(task, ctx, genome, initial, trained)
 
-    def status_extras(self, cfg, generation: int) -> dict[str, float]:
-        if not cfg.task.shape_curriculum:
+    def status_extras(self, task, generation: int) -> dict[str, float]:
+        if not task.shape_curriculum:
             return {}
-        return {"shape_curriculum": float(generation <= cfg.task.shape_curriculum)}  # offset-free training tasks
+        return {"shape_curriculum": float(generation <= task.shape_curriculum)}  # offset-free training tasks
 
     def stored_task(self, task: dict) -> dict:
         # ``encoding: rate`` (before 2026-12-02) is ``analog``: the spike probability fed as a current
         return {**task, "encoding": "analog"} if task.get("encoding") == "rate" else task
 
-    def check(self, cfg) -> None:
-        k, n = cfg.task.frequent_targets, cfg.run.validation_tasks
+    def check(self, task, ctx) -> None:
+        k, n = task.frequent_targets, ctx.validation_tasks
         if k and n % k:  # the held-out frequent group has each of the K networks equally often
             raise ValueError(f"run.validation_tasks ({n}) must be a multiple of task.frequent_targets ({k}) so that "
                              "the held-out frequent group has each fixed network equally often")

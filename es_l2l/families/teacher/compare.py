@@ -12,7 +12,7 @@ from es_l2l.families.teacher.evaluate import OBJECTIVE, episode_metrics, task_ba
 from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv
 from es_l2l.metric_keys import comparison_key, key_name, predictor
 from es_l2l.plots import pyplot, save_figure
-from es_l2l.seeds import STREAM_VALIDATION
+from es_l2l.seeds import STREAM_VALIDATION, SeedKey
 from es_l2l.tables import Comparison, csv_table, default_target, markdown_table, row_head, to_target, validation_history
 
 KEY = OBJECTIVE.key
@@ -130,7 +130,7 @@ def summarise(plan, children: list, parent) -> Comparison:
     first, names = plan.configs[0], [c.name for c in plan.configs]
     done = [c for c in children if c.outcome is not None]
     report = done[0].outcome.report  # the same held-out test tasks for every child
-    tasks = task_batch(first, (first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
+    tasks = task_batch(first.task, SeedKey(first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
     val_curves = baseline_mse_per_trial(first.task, tasks, first.run.seed)
     val_baselines = {k: episode_metrics(v, "val")["val_mse_late"] for k, v in val_curves.items()}
     target = default_target(OBJECTIVE, plan, done)

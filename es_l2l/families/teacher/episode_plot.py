@@ -14,40 +14,41 @@ from typing import TYPE_CHECKING
 import torch
 
 from es_l2l.families.teacher import tasks as teacher
-from es_l2l.models import model_of, simulate
 from es_l2l.plots import pyplot, save_figure
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.teacher.config import TeacherConfig
     from es_l2l.models.lstm import LSTMParams
     from es_l2l.snn import LSNNParams
 
 
 @torch.no_grad()
-def episode_trace(cfg: ExperimentConfig, params: LSNNParams | LSTMParams, tasks: teacher.TeacherTasks,
+def episode_trace(task: TeacherConfig, ctx: RunContext, params: LSNNParams | LSTMParams, tasks: teacher.TeacherTasks,
                   index: int = 0) -> dict:
     """Everything the figure shows for episode ``index`` of ``tasks`` (one network of the config's
     model kind, ``P = 1``; a model without spikes has an empty raster and no ALIF neurons)."""
     spikes_in = tasks.spikes[index : index + 1]
-    out = simulate(cfg, params, spikes_in, record_spikes=True)
+    out = ctx.simulate(params, spikes_in, record_spikes=True)
     readout = out.y[0, 0, :, 0].cpu()  # (T,)
     beta = getattr(params, "beta", None)  # only spiking kinds have adaptive thresholds
-    windows = readout[tasks.readout_steps].reshape(cfg.task.n_trials, cfg.task.readout_ms)
+    windows = readout[tasks.readout_steps].reshape(task.n_trials, task.readout_ms)
     return {
         "input_spikes": spikes_in[0].cpu(),  # (T, n_in)
         "spikes": out.spikes[0, 0].cpu(),  # (T, N)
         "alif": (beta[0] > 0).cpu() if beta is not None else torch.zeros(out.spikes.shape[-1], dtype=torch.bool),  # (N,)
-        "spiking": model_of(cfg).spiking,
+        "spiking": ctx.model.spiking,
+        "size": ctx.model.size(ctx.model_cfg),  # the network in words
         "readout": readout,
         "prediction": windows.mean(-1),  # (n_trials,)
         "target": tasks.y[index].cpu(),  # (n_trials,)
     }
 
 
-def plot_episode(cfg: ExperimentConfig, trace: dict, path: str | Path, title: str = "") -> Path:
+def plot_episode(task: TeacherConfig, trace: dict, path: str | Path, title: str = "") -> Path:
     """Draw :func:`episode_trace`'s output; returns the PNG's path."""
     plt = pyplot()
-    t_cfg = cfg.task
+    t_cfg = task
     n, trial = t_cfg.neurons_per_variable, t_cfg.trial_ms
     steps = trace["readout"].shape[0]
     fig, axes = plt.subplots(3, 1, figsize=(11, 7.5), dpi=110, sharex=True, gridspec_kw={"height_ratios": [1.2, 1.6, 1.4]})
@@ -81,7 +82,7 @@ def plot_episode(cfg: ExperimentConfig, trace: dict, path: str | Path, title: st
         ax.legend(loc="upper right", fontsize=7, markerscale=4)
     else:
         ax.set_ylabel("hidden unit")
-        ax.text(0.5, 0.5, f"{model_of(cfg).size(cfg)}: no spikes", transform=ax.transAxes, ha="center", va="center")
+        ax.text(0.5, 0.5, f"{trace['size']}: no spikes", transform=ax.transAxes, ha="center", va="center")
     ax = axes[2]
     ax.plot(range(steps), trace["readout"].numpy(), color="0.6", lw=0.8, label="readout")
     starts = torch.arange(t_cfg.n_trials) * trial

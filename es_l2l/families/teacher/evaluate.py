@@ -8,11 +8,11 @@ import torch
 
 from es_l2l.families.base import Objective
 from es_l2l.families.teacher import tasks as teacher
-from es_l2l.models import rate_terms, simulate
-from es_l2l.seeds import STREAM_TRAIN, generator
+from es_l2l.seeds import STREAM_TRAIN, SeedKey, generator
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.teacher.config import TeacherConfig
 
 
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"  # the report's predictor names
@@ -62,39 +62,36 @@ def weighted_mse(mse_per_trial: torch.Tensor, late_weight: float) -> torch.Tenso
     return (mse_per_trial * (w / w.mean())).mean(dim=-1)
 
 
-def is_training(seed_keys: tuple[int, ...]) -> bool:
+def is_training(key: SeedKey) -> bool:
     """True for the training stream's tasks ``(seed, STREAM_TRAIN, generation, ...)``."""
-    return len(seed_keys) > 2 and seed_keys[1] == STREAM_TRAIN
+    return key.stream == STREAM_TRAIN and key.generation is not None
 
 
-def in_shape_curriculum(cfg: ExperimentConfig, seed_keys: tuple[int, ...]) -> bool:
+def in_shape_curriculum(task: TeacherConfig, key: SeedKey) -> bool:
     """True for training tasks ``(seed, STREAM_TRAIN, generation, ...)`` with ``generation <= task.shape_curriculum``."""
-    return is_training(seed_keys) and seed_keys[2] <= cfg.task.shape_curriculum
+    return is_training(key) and key.generation <= task.shape_curriculum
 
 
-def task_batch(
-    cfg: ExperimentConfig, seed_keys: tuple[int, ...], batch: int, targets: teacher.Targets | None = None
-) -> teacher.TeacherTasks:
-    """The tasks named by ``seed_keys``: the same keys always give the same tasks (offset-free
+def task_batch(task: TeacherConfig, key: SeedKey, batch: int, targets: teacher.Targets | None = None) -> teacher.TeacherTasks:
+    """The tasks named by ``key``: the same key always gives the same tasks (offset-free
     during the shape curriculum's training steps). ``targets`` defaults to the training mix of
     fresh and frequent networks on the training stream and to fresh networks on every other stream
     (validation and test: model selection never sees the frequent ones)."""
+    key = SeedKey(*key)
     if targets is None:
-        targets = teacher.TARGETS_TRAINING if is_training(seed_keys) else teacher.TARGETS_FRESH
-    return teacher.sample_tasks(
-        cfg.task, generator(*seed_keys), batch, centered=in_shape_curriculum(cfg, seed_keys), targets=targets
-    )
+        targets = teacher.TARGETS_TRAINING if is_training(key) else teacher.TARGETS_FRESH
+    return teacher.sample_tasks(task, generator(*key.keys()), batch, centered=in_shape_curriculum(task, key), targets=targets)
 
 
-def evaluate_params(cfg: ExperimentConfig, params, tasks: teacher.TeacherTasks) -> TeacherEval:
+def evaluate_params(task: TeacherConfig, ctx: RunContext, params, tasks: teacher.TeacherTasks) -> TeacherEval:
     """Simulate ``P`` networks (any model kind) on ``B`` teacher episodes and score them (differentiable)."""
-    out = simulate(cfg, params, tasks.spikes, readout_steps=tasks.readout_steps)
-    pred = teacher.predictions(cfg.task, out.y)  # (P, B, n_trials)
+    out = ctx.simulate(params, tasks.spikes, readout_steps=tasks.readout_steps)
+    pred = teacher.predictions(task, out.y)  # (P, B, n_trials)
     err = (pred - tasks.y.to(pred.device)).pow(2)
     mse_per_trial = err.mean(dim=1)
     mse = mse_per_trial.mean(dim=1)
-    rate, penalty = rate_terms(cfg, out)
-    fit = mse if cfg.task.late_weight == 1.0 else weighted_mse(mse_per_trial, cfg.task.late_weight)
+    rate, penalty = ctx.rate_terms(out)
+    fit = mse if task.late_weight == 1.0 else weighted_mse(mse_per_trial, task.late_weight)
     loss = fit + penalty
     pop, batch, n = out.spike_count.shape
     return TeacherEval(

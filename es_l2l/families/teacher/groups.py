@@ -36,10 +36,11 @@ from es_l2l.families.teacher.baselines import (
 from es_l2l.families.teacher.evaluate import LSNN_TRAINED, LSNN_UNTRAINED, evaluate_params, task_batch
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TeacherTasks
 from es_l2l.plots import pyplot, save_figure
-from es_l2l.seeds import STREAM_TEST
+from es_l2l.seeds import STREAM_TEST, SeedKey
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.teacher.config import TeacherConfig
     from es_l2l.genome import Genome
 
 GROUP_FRESH, GROUP_FREQUENT = "fresh", "frequent"
@@ -196,7 +197,8 @@ class GroupSplit:
 
 @torch.no_grad()
 def group_split(
-    cfg: ExperimentConfig,
+    task: TeacherConfig,
+    ctx: RunContext,
     genome: Genome,
     initial: torch.Tensor,
     trained: torch.Tensor,
@@ -206,18 +208,18 @@ def group_split(
     """The split of the held-out report: ``fresh`` are its test tasks and ``fresh_preds`` the
     :data:`PREDICTORS`' predictions (B, n_trials) on them (already computed by the report); the
     frequent group is scored here on the same keys' tasks with the K networks in turn."""
-    seed = cfg.run.seed
-    tasks = task_batch(cfg, (seed, STREAM_TEST), fresh.batch, targets=TARGETS_FREQUENT)
-    ev = evaluate_params(cfg, genome.params(torch.stack([initial, trained]).to(cfg.run.device)), tasks)
-    prior = family_mean(cfg.task, seed)
+    seed = ctx.seed
+    tasks = task_batch(task, SeedKey(seed, STREAM_TEST), fresh.batch, targets=TARGETS_FREQUENT)
+    ev = evaluate_params(task, ctx, genome.params(torch.stack([initial, trained]).to(ctx.device)), tasks)
+    prior = family_mean(task, seed)
     preds = {
         LSNN_TRAINED: ev.predictions[1].cpu(),
         LSNN_UNTRAINED: ev.predictions[0].cpu(),
-        BACKPROP: predict_target_backprop(cfg.task, tasks.x, tasks.y, prior, seed),
+        BACKPROP: predict_target_backprop(task, tasks.x, tasks.y, prior, seed),
         RUNNING_MEAN: predict_running_mean(tasks.y, prior),
     }
     errors = {GROUP_FRESH: squared_errors(fresh_preds, fresh.y), GROUP_FREQUENT: squared_errors(preds, tasks.y)}
-    return GroupSplit(errors, tasks.which, cfg.task.frequent_targets, cfg.task.frequent_share)
+    return GroupSplit(errors, tasks.which, task.frequent_targets, task.frequent_share)
 
 
 def difference_words(d: dict[str, float]) -> str:

@@ -35,10 +35,11 @@ from es_l2l.families.teacher.evaluate import (
 )
 from es_l2l.families.teacher.groups import GroupSplit, group_split, plot_groups
 from es_l2l.plots import pyplot, save_figure
-from es_l2l.seeds import STREAM_TEST
+from es_l2l.seeds import STREAM_TEST, SeedKey
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
+    from es_l2l.families.teacher.config import TeacherConfig
     from es_l2l.genome import Genome
 
 
@@ -84,14 +85,14 @@ class HeldOutReport:
             f"test MSE over late trials: {self.score():.4f} (generation 0: {self.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
         )
 
-    def log(self, tracker, cfg: ExperimentConfig, genome: Genome, result) -> None:
+    def log(self, tracker, task: TeacherConfig, ctx: RunContext, genome: Genome, result) -> None:
         """Plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
         with tempfile.TemporaryDirectory() as tmp:
-            tracker.log_artifact(plot_curves(self, Path(tmp) / "mse_per_trial.png", f"{cfg.name}: held-out tasks"))
+            tracker.log_artifact(plot_curves(self, Path(tmp) / "mse_per_trial.png", f"{ctx.name}: held-out tasks"))
             if self.episode is not None:
-                tracker.log_artifact(plot_episode(cfg, self.episode, Path(tmp) / "typical_episode.png", cfg.name))
+                tracker.log_artifact(plot_episode(task, self.episode, Path(tmp) / "typical_episode.png", ctx.name))
             if self.groups is not None:
-                title = f"{cfg.name}: frequent vs fresh target networks"
+                title = f"{ctx.name}: frequent vs fresh target networks"
                 tracker.log_artifact(plot_groups(self.groups, Path(tmp) / "mse_per_trial_groups.png", title))
         tracker.log_text(self.to_csv(), "mse_per_trial.csv")
         if self.groups is not None:
@@ -140,21 +141,21 @@ def curves_csv(curves: dict[str, torch.Tensor]) -> str:
 
 
 @torch.no_grad()
-def held_out_report(cfg: ExperimentConfig, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> HeldOutReport:
-    tasks = task_batch(cfg, (cfg.run.seed, STREAM_TEST), cfg.run.validation_tasks)
-    params = genome.params(torch.stack([initial, trained]).to(cfg.run.device))
-    ev = evaluate_params(cfg, params, tasks)
+def held_out_report(task: TeacherConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> HeldOutReport:
+    tasks = task_batch(task, SeedKey(ctx.seed, STREAM_TEST), ctx.validation_tasks)
+    params = genome.params(torch.stack([initial, trained]).to(ctx.device))
+    ev = evaluate_params(task, ctx, params, tasks)
     curves = {LSNN_TRAINED: ev.mse_per_trial[1].cpu(), LSNN_UNTRAINED: ev.mse_per_trial[0].cpu()}
-    baselines = baseline_predictions(cfg.task, tasks, cfg.run.seed)
+    baselines = baseline_predictions(task, tasks, ctx.seed)
     curves.update(mse_per_trial(baselines, tasks.y))
     metrics = {name: episode_metrics(c, "test") for name, c in curves.items()}
-    running = predict_running_mean(tasks.y, family_mean(cfg.task, cfg.run.seed))
+    running = predict_running_mean(tasks.y, family_mean(task, ctx.seed))
     paired = paired_difference(late_per_episode(ev.predictions[1].cpu(), tasks.y), late_per_episode(running, tasks.y))
-    episode = episode_trace(cfg, genome.params(trained.unsqueeze(0).to(cfg.run.device)), tasks, 0)
+    episode = episode_trace(task, ctx, genome.params(trained.unsqueeze(0).to(ctx.device)), tasks, 0)
     groups = None
-    if cfg.task.frequent_targets:  # the frequent-targets experiment: frequent vs fresh networks
+    if task.frequent_targets:  # the frequent-targets experiment: frequent vs fresh networks
         lsnn = {LSNN_TRAINED: ev.predictions[1].cpu(), LSNN_UNTRAINED: ev.predictions[0].cpu()}
-        groups = group_split(cfg, genome, initial, trained, tasks, baselines | lsnn)
+        groups = group_split(task, ctx, genome, initial, trained, tasks, baselines | lsnn)
     return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch, paired, episode, groups)
 
 
