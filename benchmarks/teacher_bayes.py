@@ -24,6 +24,7 @@ import torch
 
 from es_l2l.checkpoint import load_checkpoint
 from es_l2l.families.teacher.baselines import family_mean, predict_target_backprop
+from es_l2l.context import RunContext
 from es_l2l.families.teacher.evaluate import evaluate_params, task_batch
 from es_l2l.families.teacher.groups import curve_ci, episode_scores, mean_ci, unpaired_difference
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TARGETS_FRESH
@@ -36,7 +37,7 @@ GROUPS = (("fresh", TARGETS_FRESH), ("frequent", TARGETS_FREQUENT))
 
 def held_out(cfg, episodes: int) -> dict:
     """The two held-out groups of ``cfg.task``: group -> tasks (the same inputs, fresh or frequent networks)."""
-    return {g: task_batch(cfg, (cfg.run.seed, STREAM_TEST), episodes, targets=t) for g, t in GROUPS}
+    return {g: task_batch(cfg.task, (cfg.run.seed, STREAM_TEST), episodes, targets=t) for g, t in GROUPS}
 
 
 @torch.no_grad()
@@ -45,7 +46,7 @@ def lsnn_errors(path: str, task, groups: dict) -> dict[str, torch.Tensor]:
     cfg, genome, genomes, _ = load_checkpoint(path)
     cfg = cfg.model_copy(update={"task": task})
     params = genome.params(genomes["best"][None].to(cfg.run.device))
-    return {g: (evaluate_params(cfg, params, t).predictions[0].cpu().double() - t.y.double()).pow(2) for g, t in groups.items()}
+    return {g: (evaluate_params(cfg.task, RunContext.of(cfg), params, t).predictions[0].cpu().double() - t.y.double()).pow(2) for g, t in groups.items()}
 
 
 def backprop_errors(cfg, groups: dict) -> dict[str, torch.Tensor]:

@@ -56,10 +56,11 @@ def read_run(uri: str) -> dict:
 def read_checkpoint(path: str) -> dict:
     from es_l2l.checkpoint import load_checkpoint
     from es_l2l.families.teacher.baselines import BACKPROP, RUNNING_MEAN
+    from es_l2l.context import RunContext
     from es_l2l.families.teacher.report import LSNN_TRAINED, held_out_report
 
     cfg, genome, genomes, meta = load_checkpoint(path)
-    report = held_out_report(cfg, genome, genomes["initial"], genomes["best"])
+    report = held_out_report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes["best"])
     m = report.metrics
     row = {
         "steps": meta.get("generations"), "best_val_step": meta.get("best_generation"), "best_val": float("nan"),

@@ -210,14 +210,25 @@ class _Root(Strict):
                                  es_blocks=getattr(own, "es_blocks", None))
         if why is not None:
             raise ValueError(why)
-        from es_l2l.context import RunContext
-
-        family.check(self.task, RunContext.of(self))
+        family.check(self.task, self.run_context())
         loop.check(self)
         from es_l2l.outer.bptt import check_data_parallel
 
         check_data_parallel(self, family)  # bptt.workers > 1: the loop and the family can split a step's tasks
         return self
+
+    def run_context(self):
+        """The run context plug-ins receive (:class:`es_l2l.context.RunContext`; ``RunContext.of(cfg)`` calls this)."""
+        from es_l2l.context import RunContext
+
+        model = get_model(self.model.kind)
+        # the outer loop names its step where it says so; until then ES counts generations, the
+        # gradient loops steps (what a family's figure may label its x axis)
+        loop = OUTER_LOOPS.get(self.outer)
+        step_label = getattr(loop, "step_label", None) or ("generation" if self.outer == "es" else "gradient step")
+        return RunContext(seed=self.run.seed, device=self.run.device, validation_tasks=self.run.validation_tasks,
+                          model=model, model_cfg=self.model, sim=model.sim_options(self.model), name=self.name,
+                          step_label=step_label)
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, e.g. for MLflow params."""

@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # type names only
+if TYPE_CHECKING:  # type names only; the context sits below every plug-in and imports none of them
     import torch
 
-    from es_l2l.models.base import ModelKind
     from es_l2l.snn import Rollout, SimOptions
 
 
@@ -32,7 +31,7 @@ class RunContext:
     seed: int  # run seed: every random draw derives from it (es_l2l.seeds)
     device: str  # "cpu" | "cuda"
     validation_tasks: int  # fixed held-out tasks scored at each validation
-    model: ModelKind  # the model kind (es_l2l.models)
+    model: Any  # the model kind (an es_l2l.models.base.ModelKind)
     model_cfg: Any  # its config section (``model:``)
     sim: SimOptions  # refractory steps, pseudo-derivative dampening, dt, gradient backend
     name: str = ""  # the run's name (figure titles)
@@ -40,21 +39,12 @@ class RunContext:
 
     @classmethod
     def of(cls, cfg, backend: str | None = None) -> RunContext:
-        """The context of a root config (``es_l2l.config.ExperimentConfig``; the shell's one call). The gradient backend is "auto"
-        unless ``backend`` names one: a loop that takes gradients sets its own (:meth:`with_backend`)."""
-        from es_l2l.models import get_model
-        from es_l2l.outer import OUTER_LOOPS
-
-        model = get_model(cfg.model.kind)
-        sim = model.sim_options(cfg.model)
-        if backend is not None:
-            sim = sim._replace(backend=backend)
-        # the outer loop names its step where it says so; until then ES counts generations, the
-        # gradient loops steps (what the maze family's reward curve labels its x axis)
-        loop = OUTER_LOOPS.get(cfg.outer)
-        step_label = getattr(loop, "step_label", None) or ("generation" if cfg.outer == "es" else "gradient step")
-        return cls(seed=cfg.run.seed, device=cfg.run.device, validation_tasks=cfg.run.validation_tasks,
-                   model=model, model_cfg=cfg.model, sim=sim, name=cfg.name, step_label=step_label)
+        """The context of a root config (``es_l2l.config.ExperimentConfig``; the shell's one call):
+        the config builds it (:meth:`es_l2l.config.ExperimentConfig.run_context`), as it alone knows
+        the registries. The gradient backend is "auto" unless ``backend`` names one: a loop that takes
+        gradients sets its own (:meth:`with_backend`)."""
+        ctx = cfg.run_context()
+        return ctx if backend is None else ctx.with_backend(backend)
 
     def with_backend(self, backend: str) -> RunContext:
         """The same context simulating gradients with ``backend`` ("kernel", "autograd" or "auto")."""

@@ -18,7 +18,6 @@ from es_l2l.families.base import Evaluation
 from es_l2l.seeds import SeedKey
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
     from es_l2l.genome import Genome
 
 
@@ -39,7 +38,7 @@ def light(ev: Evaluation) -> Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    cfg: ExperimentConfig,
+    cfg,
     genome: Genome,
     vectors: torch.Tensor,
     seed_keys: tuple[int, ...],
@@ -48,7 +47,8 @@ def evaluate(
     ctx: RunContext | None = None,
 ) -> Evaluation:
     """Fitness of (P, D) genomes on the task batch derived from ``seed_keys`` (a :class:`SeedKey`
-    or its fields in order). ``ctx``: the run context (built from ``cfg`` where not given)."""
+    or its fields in order). ``cfg``: the root config (its ``task`` section is read; not imported
+    here, as the outer loops import this module and the root config imports them). ``ctx``: the run context (built from ``cfg`` where not given)."""
     params = genome.params(vectors.to(device=device, dtype=torch.float32).as_subclass(torch.Tensor))
     ctx = RunContext.of(cfg) if ctx is None else ctx
     return family_of(cfg.task).evaluate(cfg.task, ctx, params, SeedKey(*seed_keys), batch or cfg.task.batch_size)

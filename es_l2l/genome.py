@@ -15,13 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from typing import TYPE_CHECKING
-
 from es_l2l.models import Block, get_model
 from es_l2l.seeds import STREAM_INIT, generator
-
-if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -157,16 +152,18 @@ def _mirror_base(value: torch.Tensor, perms: tuple[torch.Tensor, ...]) -> torch.
     return torch.where(index <= image, value.unsqueeze(0), _permute(value.unsqueeze(0), perms))[0]
 
 
-def build_genome(cfg: ExperimentConfig, n_in: int | None = None, n_out: int | None = None) -> Genome:
+def build_genome(cfg, n_in: int | None = None, n_out: int | None = None) -> Genome:
     """Blocks and initial values of the config's model kind (:data:`es_l2l.models.MODELS`; for the
-    LSNN the reference values, weights ``N(0, 1) / sqrt(n_pre)``).
+    LSNN the reference values, weights ``N(0, 1) / sqrt(n_pre)``). ``cfg`` is the root config
+    (:class:`es_l2l.config.ExperimentConfig`, not imported: the outer loops import this module and
+    the root config imports them); its ``task``, ``model``, ``genome`` and ``run.seed`` are read.
 
     ``n_in`` and ``n_out`` default to the task family's (:meth:`TaskFamily.io_sizes`).
 
     The initial weights are drawn from a generator derived from the run seed, so the same config
     and seed always start from the same network.
     """
-    from es_l2l.families import family_of  # the shell's registry: plug-ins import this module for its types
+    from es_l2l.families import family_of
 
     family = family_of(cfg.task)
     family_in, family_out = family.io_sizes(cfg.task)

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from es_l2l.config import ExperimentConfig
+from es_l2l.models import get_model
 from es_l2l.errors import ClusterError
 
 PROBE_TIMEOUT_S = 5.0
@@ -210,7 +211,7 @@ def episode_steps(cfg: ExperimentConfig) -> int:
 
 def estimate_bytes(cfg: ExperimentConfig, dim: int) -> dict[str, int]:
     """The run's largest allocations (bytes), by what holds them."""
-    n = cfg.model.n_lif + cfg.model.n_alif
+    n = get_model(cfg.model.kind).units(cfg.model)
     steps = episode_steps(cfg)
     out: dict[str, int] = {}
     if cfg.outer in ("es", "hybrid"):
@@ -272,7 +273,7 @@ def check_memory(cfg: ExperimentConfig, dim: int, available: int | None = None) 
     raise PreflightError(
         f"this run needs about {_gib(total)} of memory but {_gib(available)} is available (largest: {biggest} = "
         f"{_gib(parts[biggest])}, with P={cfg.guided.popsize if cfg.outer == 'guided' else cfg.es.popsize}, D={dim}, "
-        f"B={cfg.task.batch_size}, N={cfg.model.n_lif + cfg.model.n_alif}, T={episode_steps(cfg)}); lower {pop}, "
+        f"B={cfg.task.batch_size}, N={get_model(cfg.model.kind).units(cfg.model)}, T={episode_steps(cfg)}); lower {pop}, "
         "task.batch_size or the network size"
     )
 

@@ -1,8 +1,10 @@
-"""The house's rules, checked: the shell names no task family, and es_l2l has no import cycle."""
+"""The house's rules, checked: the shell names no task family, es_l2l has no import cycle (not
+even through type-only imports), and no plug-in takes the root config."""
 
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -34,14 +36,21 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def import_graph() -> dict[str, set[str]]:
+@functools.lru_cache(maxsize=2)
+def _import_graph(type_checking: bool) -> dict[str, frozenset[str]]:
+    return {k: frozenset(v) for k, v in import_graph(type_checking).items()}
+
+
+def import_graph(type_checking: bool = False) -> dict[str, set[str]]:
     """Module -> es_l2l modules it imports, at module level or inside functions (lazy imports count:
-    they run, and a cycle through them is still a cycle); ``if TYPE_CHECKING:`` blocks do not run."""
+    they run, and a cycle through them is still a cycle); ``if TYPE_CHECKING:`` blocks do not run,
+    and count only with ``type_checking`` (the modules a reader must know to read the types)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node) for n in ast.walk(node)}
+        skip = set() if type_checking else {
+            id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node) for n in ast.walk(node)}
         edges = set()
         for node in ast.walk(tree):
             if id(node) in skip:
@@ -92,8 +101,81 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_import_cycles():
-    cycle = find_cycle(import_graph())
+    cycle = find_cycle({k: set(v) for k, v in _import_graph(False).items()})
     assert cycle is None, " -> ".join(cycle)
+
+
+# Type-only imports of the root config that wait for the outer loops' rewrite (each loop gets its own
+# section and the run context); remove an entry when its module stops importing the root config.
+PENDING_OUTER_REWRITE = {(f"es_l2l.outer.{m}", "es_l2l.config") for m in
+                         ("base", "bptt", "data_parallel", "driver", "es", "guided", "hybrid", "lowrank")}
+PENDING_OUTER_REWRITE |= {("es_l2l.outer.evo", "es_l2l.outer.es"), ("es_l2l.outer.lowrank", "es_l2l.outer.es")}  # ES's own types
+
+
+def test_no_import_cycles_even_through_type_only_imports():
+    """With ``if TYPE_CHECKING:`` imports counted too: a plug-in that names the root config's type
+    would close a cycle (the root config imports every registry)."""
+    graph = {k: set(v) for k, v in _import_graph(True).items()}
+    runtime = _import_graph(False)
+    for module, target in PENDING_OUTER_REWRITE:
+        if target in graph.get(module, set()) and target not in runtime[module]:
+            graph[module].discard(target)
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_type_only_walk_sees_type_only_imports():
+    assert "es_l2l.config" not in _import_graph(False)["es_l2l.outer.es"]
+    assert "es_l2l.config" in _import_graph(True)["es_l2l.outer.es"]  # until the outer loops' rewrite
+
+
+PLUG_INS = ("families", "models", "outer")
+# the outer loops take the root config until their rewrite (their own section and the run context)
+ROOT_CONFIG_ALLOWED = ("outer",)
+
+
+def root_config_parameters(package: Path) -> list[str]:
+    """``path:line function(parameter)`` for every parameter under ``package`` that is the root
+    config: annotated ``ExperimentConfig``, or named ``cfg`` (a section parameter is named after its
+    section: ``task``, ``model``, ``genome``)."""
+    hits = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            a = node.args
+            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]:
+                note = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                if arg.arg == "cfg" or "ExperimentConfig" in note:
+                    where = f"{path.relative_to(package.parent)}:{node.lineno}"
+                    hits.append(f"{where} {getattr(node, 'name', 'lambda')}({arg.arg}{': ' + note if note else ''})")
+    return hits
+
+
+def test_no_plug_in_signature_takes_the_root_config():
+    """Families, model kinds (and, after their rewrite, outer loops) receive their own section and
+    the run context (es_l2l.context.RunContext), never the root config."""
+    for package in PLUG_INS:
+        hits = root_config_parameters(PACKAGE / package)
+        if package in ROOT_CONFIG_ALLOWED:
+            continue
+        assert hits == [], "\n".join(hits)
+
+
+def test_no_plug_in_imports_the_root_config():
+    hits = []
+    for package in PLUG_INS:
+        if package in ROOT_CONFIG_ALLOWED:
+            continue
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            if "ExperimentConfig" in path.read_text():
+                hits.append(str(path.relative_to(PACKAGE.parent)))
+    assert hits == []
+
+
+def test_the_signature_check_finds_the_root_config(tmp_path):
+    (tmp_path / "plug.py").write_text("def a(cfg): ...\ndef b(x: 'ExperimentConfig'): ...\ndef c(task, ctx): ...\n")
+    assert [h.split(" ", 1)[1] for h in root_config_parameters(tmp_path)] == ["a(cfg)", "b(x: 'ExperimentConfig')"]
 
 
 def test_the_cycle_finder_finds_a_cycle():

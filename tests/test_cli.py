@@ -9,6 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from es_l2l.checkpoint import load_checkpoint
+from es_l2l.context import RunContext
 from es_l2l.families.teacher.report import LSNN_TRAINED, held_out_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
     path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp))
     cfg, genome, genomes, meta = load_checkpoint(path)
     assert cfg.run.seed == 3 and set(genomes) == {"best", "final", "initial"}
-    report = held_out_report(cfg, genome, genomes["initial"], genomes["best"])
+    report = held_out_report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes["best"])
     logged = run.data.metrics["test/model/mse_late"]
     assert report.metrics[LSNN_TRAINED]["test_mse_late"] == pytest.approx(logged, rel=1e-6)
     proc = es_l2l(tmp, "evaluate", path)

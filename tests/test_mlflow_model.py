@@ -7,7 +7,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from es_l2l.checkpoint import load_checkpoint
-from es_l2l.snn import rollout, sim_options
+from es_l2l.context import RunContext
+from es_l2l.snn import rollout
 from tests.test_cli import es_l2l, store
 
 
@@ -44,7 +45,7 @@ def test_the_trained_network_loads_as_a_pyfunc_model_and_evaluate_takes_run_uris
     x = (torch.rand(3, 40, genome.n_in, generator=torch.Generator().manual_seed(0)) < 0.05).float()
     out = model.predict(x.numpy())
     with torch.no_grad():
-        ref = rollout(genome.params(genomes["best"].unsqueeze(0)), x, sim_options(cfg)).y[0].numpy()
+        ref = rollout(genome.params(genomes["best"].unsqueeze(0)), x, RunContext.of(cfg).sim).y[0].numpy()
     assert out.shape == (3, 40, 1) and np.allclose(out, ref)
     with pytest.raises(ValueError, match="episodes must be"):
         model.predict(np.zeros((2, 5, genome.n_in + 1)))

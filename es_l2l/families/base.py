@@ -50,8 +50,14 @@ from es_l2l.tables import Comparison, generic_comparison
 
 if TYPE_CHECKING:  # type names only: families never import the root config
     from es_l2l.context import RunContext
-    from es_l2l.genome import Genome
     from es_l2l.seeds import SeedKey
+
+
+class Decoder(Protocol):
+    """What a family's report needs of the genome (an :class:`es_l2l.genome.Genome`): the model
+    parameters of (P, D) search-space vectors (of the run's model kind)."""
+
+    def params(self, vectors: torch.Tensor): ...
 
 
 class Evaluation(Protocol):
@@ -112,7 +118,7 @@ class Report(Protocol):
 
     def print(self, console, result) -> None: ...
 
-    def log(self, tracker, task, ctx: RunContext, genome: Genome, result) -> None: ...
+    def log(self, tracker, task, ctx: RunContext, genome: Decoder, result) -> None: ...
 
 
 class TaskFamily:
@@ -158,7 +164,7 @@ class TaskFamily:
         """
         raise NotImplementedError(f"the {self.name} family cannot split a batch of tasks across data-parallel workers")
 
-    def report(self, task, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> Report:
+    def report(self, task, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> Report:
         raise NotImplementedError
 
     def summarise_comparison(self, plan, children: list, parent) -> Comparison:

@@ -15,14 +15,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 if TYPE_CHECKING:  # type names only
     from es_l2l.context import RunContext
-    from es_l2l.genome import Genome
     from es_l2l.snn import Rollout, SimOptions
+
+
+class Layout(Protocol):
+    """What :meth:`ModelKind.to_params` reads of the genome (an :class:`es_l2l.genome.Genome`): the
+    fixed values the kind declared in :meth:`ModelKind.constants`."""
+
+    n_lif: int
+    n_alif: int
+    tau_a_lif: float
+    tau_out: float
+    dt: float
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ class ModelKind:
 
         return SimOptions(n_ref=0, dt=getattr(model, "dt", 1.0))
 
-    def to_params(self, genome: Genome, genes: dict[str, torch.Tensor], value) -> Any:
+    def to_params(self, genome: Layout, genes: dict[str, torch.Tensor], value) -> Any:
         """Model parameters of a population: ``genes`` the search-space blocks (P, *shape),
         ``value(name)`` a block's bounded model-space values (log blocks exponentiated),
         ``genome`` the layout and sizes. Pure and differentiable."""
@@ -93,6 +103,10 @@ class ModelKind:
         """Why :meth:`simulate` cannot replay the inputs ``x`` (P, B, T, n_in) a closed loop met as
         one open-loop rollout with gradients (None: it can, giving the closed loop's readouts)."""
         return None
+
+    def units(self, model) -> int:
+        """The network's units (neurons, hidden units): what a memory estimate multiplies."""
+        raise NotImplementedError
 
     def size(self, model) -> str:
         """The network's size in words, e.g. "10+10 neurons"."""

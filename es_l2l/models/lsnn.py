@@ -134,6 +134,9 @@ class LSNNModel(ModelKind):
 
         return why_unsupported(params, x)
 
+    def units(self, model) -> int:
+        return model.n_lif + model.n_alif
+
     def size(self, model) -> str:
         return f"{model.n_lif}+{model.n_alif} neurons"
 

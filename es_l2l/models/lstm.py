@@ -285,6 +285,9 @@ class LSTMModel(ModelKind):
     def stepper(self, ctx, params, batch):
         return LSTMStepper(params, batch)
 
+    def units(self, model) -> int:
+        return model.lstm_units
+
     def size(self, model) -> str:
         return f"LSTM of {model.lstm_units} units"
 

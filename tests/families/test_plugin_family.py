@@ -21,8 +21,7 @@ from pydantic import Field
 
 from es_l2l.families.base import Objective, TaskFamily
 from es_l2l.schema import TaskSection
-from es_l2l.seeds import STREAM_TEST, generator
-from es_l2l.snn import firing_rate_hz, rollout
+from es_l2l.seeds import STREAM_TEST, SeedKey, generator
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "tests.families.test_plugin_family:FAMILY"
@@ -46,9 +45,9 @@ class SumEval(NamedTuple):
         return {"train_mse_mean": float(self.mse.mean()), "rate_hz": float(self.rate_hz.mean())}
 
 
-def sample(task: SumConfig, seed_keys, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample(task: SumConfig, key: SeedKey, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Input spikes (B, T, 2n) and targets (B,): the total count over both groups, over its scale."""
-    gen = generator(*seed_keys)
+    gen = generator(*key.keys())
     rates = torch.rand(batch, 2, generator=gen) * task.max_rate_hz * 1e-3  # spikes per ms
     p = rates.repeat_interleave(task.neurons_per_group, dim=1)  # (B, 2n)
     x = (torch.rand(batch, task.steps, p.shape[1], generator=gen) < p[:, None, :]).float()
@@ -75,7 +74,7 @@ class SumReport:
     def print(self, console, result) -> None:
         console.print(f"spike-sum family: {self.verdict()}")
 
-    def log(self, tracker, cfg, genome, result) -> None:
+    def log(self, tracker, task, ctx, genome, result) -> None:
         tracker.log_metrics(self.flat_metrics(), step=result.generations)
         tracker.set_tags({"verdict": self.verdict()})
 
@@ -89,22 +88,21 @@ class SumFamily(TaskFamily):
     def io_sizes(self, task):
         return 2 * task.neurons_per_group, 1
 
-    def evaluate(self, cfg, params, seed_keys, batch):
-        x, target = sample(cfg.task, seed_keys, batch)
-        last = torch.tensor([cfg.task.steps - 1])
-        out = rollout(params, x, n_ref=cfg.model.n_ref, gamma=cfg.model.gamma, dt=cfg.model.dt, readout_steps=last)
+    def evaluate(self, task, ctx, params, key, batch):
+        x, target = sample(task, key, batch)
+        out = ctx.simulate(params, x, readout_steps=torch.tensor([task.steps - 1]))  # any model kind
         mse = (out.y[:, :, 0, 0] - target).pow(2).mean(dim=1)
         pop, b, n = out.spike_count.shape
-        rate = firing_rate_hz(out.spike_count, out.n_steps, cfg.model.dt).mean(dim=1)
+        rate, _ = ctx.rate_terms(out)
         return SumEval(-mse, mse, rate, pop * b * n * out.n_steps)
 
     def validation_metrics(self, ev):
         return {"val_mse": float(ev.mse[0])}
 
-    def report(self, cfg, genome, initial, trained):
-        keys = (cfg.run.seed, STREAM_TEST)
-        ev = self.evaluate(cfg, genome.params(trained.unsqueeze(0)), keys, cfg.run.validation_tasks)
-        _, target = sample(cfg.task, keys, cfg.run.validation_tasks)
+    def report(self, task, ctx, genome, initial, trained):
+        key = SeedKey(ctx.seed, STREAM_TEST)
+        ev = self.evaluate(task, ctx, genome.params(trained.unsqueeze(0)), key, ctx.validation_tasks)
+        _, target = sample(task, key, ctx.validation_tasks)
         return SumReport(float(ev.mse[0]), float((target - target.mean()).pow(2).mean()))
 
 

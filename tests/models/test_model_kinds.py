@@ -1,5 +1,6 @@
-"""Model kinds: the registry, the LSTM's genome (round trip, layout, parameters), ES and BPTT on an
-LSTM through the real CLI, and the families that refuse a kind."""
+"""Model kinds: the registry, each kind's own ``model:`` section, the LSTM's genome (round trip,
+layout, parameters), its closed-loop stepper, ES and BPTT on an LSTM through the real CLI (the
+maze's closed loop included), and the settings that refuse a kind."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import torch
 
 from es_l2l.config import ConfigError, build_config, load_config
 from es_l2l.genome import build_genome
-from es_l2l.models import MODELS, simulate
-from es_l2l.models.lstm import LSTMParams, init_lstm, lstm_param_count, lstm_rollout
-from es_l2l.seeds import STREAM_INIT, generator
+from es_l2l.context import RunContext
+from es_l2l.models import MODELS
+from es_l2l.models.lstm import LSTMParams, LSTMStepper, init_lstm, lstm_param_count, lstm_rollout
+from es_l2l.seeds import STREAM_INIT, SeedKey, generator
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -50,7 +52,7 @@ def test_lstm_simulate_is_lstm_rollout_with_no_spikes():
     g = build_genome(cfg)
     p = g.params(torch.randn(3, g.dim) * 0.3)
     x = (torch.rand(4, 50, g.n_in) < 0.1).float()
-    out = simulate(cfg, p, x, readout_steps=torch.tensor([10, 49]))
+    out = RunContext.of(cfg).simulate(p, x, readout_steps=torch.tensor([10, 49]))
     assert torch.equal(out.y, lstm_rollout(p, x, torch.tensor([10, 49])))
     assert out.spike_count.shape == (3, 4, cfg.model.lstm_units) and not out.spike_count.any() and out.n_steps == 50
 
@@ -61,7 +63,7 @@ def test_lstm_weights_are_clipped_and_differentiable():
     v = (torch.randn(2, g.dim) * 3).requires_grad_()
     p = g.params(v)
     assert all(t.abs().max() <= 0.5 for t in p)
-    simulate(cfg, p, torch.rand(2, 20, g.n_in)).y.sum().backward()
+    RunContext.of(cfg).simulate(p, torch.rand(2, 20, g.n_in)).y.sum().backward()
     assert v.grad is not None and v.grad.abs().sum() > 0
 
 
@@ -90,9 +92,41 @@ def test_es_and_bptt_train_an_lstm_through_the_cli(tmp_path, outer):
     assert genome.kind == "lstm" and not torch.equal(genomes["final"], genomes["initial"])  # it trained
 
 
-def test_families_and_loops_that_refuse_an_lstm():
-    with pytest.raises(ConfigError, match="maze family's closed loop runs LSNNs only"):
-        build_config({"model": {"kind": "lstm"}, "task": {"family": "maze"}})
+def test_each_kind_owns_its_section():
+    assert build_config({"model": {"kind": "lstm", "lstm_units": 3}}).model.lstm_units == 3
+    assert not hasattr(build_config(None).model, "lstm_units")  # the LSNN's section has no LSTM keys
+    for tree, line in (
+        ({"lstm_units": 3}, "config key 'model.lstm_units' belongs to model.kind lstm, not lsnn; remove it or set model.kind=lstm"),
+        ({"kind": "lstm", "n_lif": 3}, "config key 'model.n_lif' belongs to model.kind lsnn, not lstm; remove it or set model.kind=lsnn"),
+        ({"kind": "lstm", "tau_mem": 3}, "unknown config key 'model.tau_mem'; allowed keys in model (kind lstm): kind, lstm_units, lstm_forget_bias"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            build_config({"model": tree})
+        assert str(err.value) == line
+
+
+def test_lstm_stepper_is_the_lstm_run_a_step_at_a_time():
+    g = build_genome(lstm_cfg())
+    p = g.params(torch.randn(3, g.dim) * 0.3)
+    x = (torch.rand(4, 12, g.n_in) < 0.2).float()
+    net = LSTMStepper(p, 4)
+    ys = []
+    for t0 in range(0, 12, 3):  # the closed loop's chunks
+        net.advance(x[:, t0 : t0 + 3])
+        ys.append(net.readout())
+    torch.testing.assert_close(torch.stack(ys, dim=2), lstm_rollout(p, x, torch.tensor([2, 5, 8, 11])))
+    assert not net.spike_count.any()
+
+
+def test_an_lstm_agent_plays_the_maze_through_the_cli(tmp_path):
+    proc = es_l2l(tmp_path, "run", str(CONFIGS / "smoke_maze.yaml"), "--set", "model={kind: lstm, lstm_units: 4}",
+                  "--set", "run.generations=2", "--set", "run.workers=0", "--set", "run.threads=1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    words = " ".join(proc.stdout.split())
+    assert "LSTM of 4 units" in words and "Held-out test mazes" in words
+
+
+def test_settings_that_refuse_an_lstm():
     with pytest.raises(ConfigError, match="genome.mirror"):
         build_config({"model": {"kind": "lstm"}, "task": {"family": "maze"}, "genome": {"mirror": True}})
     with pytest.raises(ConfigError, match="bptt.deep_r"):
@@ -102,5 +136,5 @@ def test_families_and_loops_that_refuse_an_lstm():
     from es_l2l.families import family_of
 
     g = build_genome(cfg)
-    ev = family_of(cfg.task).evaluate(cfg, g.params(g.initial_vector().unsqueeze(0)), (0, 1), 2)
+    ev = family_of(cfg.task).evaluate(cfg.task, RunContext.of(cfg), g.params(g.initial_vector().unsqueeze(0)), SeedKey(0, 1), 2)
     assert ev.fitness.shape == (1,) and float(ev.rate_hz[0]) == 0.0

@@ -203,9 +203,9 @@ class NanFamily(plugin.SumFamily):
 
     name, config = NAN_NAME, NanConfig
 
-    def gradient_loss(self, cfg, params, seed_keys, batch):
-        loss, ev, terms = super().gradient_loss(cfg, params, seed_keys, batch)
-        return (loss * float("nan") if seed_keys[-1] % 2 == 0 else loss), ev, terms
+    def gradient_loss(self, task, ctx, params, key, batch):
+        loss, ev, terms = super().gradient_loss(task, ctx, params, key, batch)
+        return (loss * float("nan") if key.generation % 2 == 0 else loss), ev, terms
 
 
 class NoGradConfig(plugin.SumConfig):

@@ -58,15 +58,15 @@ Policy = Callable[[MazeState, object], tuple[torch.Tensor, object]]
 
 
 def rollout(
-    cfg: MazeConfig, mazes: Mazes, act: Policy, memory: object = None, batch_shape: tuple[int, ...] = ()
+    task: MazeConfig, mazes: Mazes, act: Policy, memory: object = None, batch_shape: tuple[int, ...] = ()
 ) -> Trajectory:
-    """Play ``cfg.n_steps`` moves of every maze with policy ``act``."""
-    state = maze.reset(cfg, mazes, batch_shape)
+    """Play ``task.n_steps`` moves of every maze with policy ``act``."""
+    state = maze.reset(task, mazes, batch_shape)
     pos, actions, rewards, reached = [], [], [], []
-    for _ in range(cfg.n_steps):  # loop over time (not over members or mazes)
+    for _ in range(task.n_steps):  # loop over time (not over members or mazes)
         action, memory = act(state, memory)
         pos.append(state.pos)
-        state, r, hit = maze.step(cfg, state, action)
+        state, r, hit = maze.step(task, state, action)
         actions.append(action)
         rewards.append(r)
         reached.append(hit)
@@ -74,10 +74,10 @@ def rollout(
     return Trajectory(stack(pos), stack(actions), stack(rewards), stack(reached))
 
 
-def toward(cfg: MazeConfig, pos: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def toward(task: MazeConfig, pos: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """A shortest-path move from ``pos`` to ``target`` (rows first, then columns; any action if equal)."""
-    dr = target // cfg.cols - pos // cfg.cols
-    dc = target % cfg.cols - pos % cfg.cols
+    dr = target // task.cols - pos // task.cols
+    dc = target % task.cols - pos % task.cols
     horizontal = torch.where(dc > 0, RIGHT, LEFT)
     return torch.where(dr < 0, UP, torch.where(dr > 0, DOWN, horizontal))
 
@@ -89,9 +89,9 @@ def random_policy(gen: torch.Generator) -> Policy:
     return act
 
 
-def oracle_policy(cfg: MazeConfig) -> Policy:
+def oracle_policy(task: MazeConfig) -> Policy:
     def act(state: MazeState, memory: object):
-        return toward(cfg, state.pos, state.goal), memory
+        return toward(task, state.pos, state.goal), memory
 
     return act
 
@@ -102,9 +102,9 @@ class ExplorerMemory(NamedTuple):
     last_pos: torch.Tensor  # (*S,) long, position before the previous move, -1 at the start
 
 
-def explorer_policy(cfg: MazeConfig) -> Policy:
+def explorer_policy(task: MazeConfig) -> Policy:
     """Nearest corner not ruled out; after the first reward, shortest paths to the known goal."""
-    corner_cells = maze.corners(cfg)
+    corner_cells = maze.corners(task)
 
     def act(state: MazeState, memory: ExplorerMemory | None):
         if memory is None:
@@ -112,26 +112,26 @@ def explorer_policy(cfg: MazeConfig) -> Policy:
             none = torch.full(shape, -1)
             memory = ExplorerMemory(torch.zeros(shape + (4,), dtype=torch.bool), none, none)
         found_now = state.prev_reward > 0
-        entered = maze.move(cfg, memory.last_pos.clamp(min=0), state.prev_action.clamp(min=0))
+        entered = maze.move(task, memory.last_pos.clamp(min=0), state.prev_action.clamp(min=0))
         goal = torch.where(found_now & (memory.goal < 0), entered, memory.goal)
         # Standing on a corner without having been rewarded for it: not the goal.
         ruled_out = memory.ruled_out | (state.pos.unsqueeze(-1) == corner_cells)
-        r, c = state.pos // cfg.cols, state.pos % cfg.cols
-        dist = (r.unsqueeze(-1) - corner_cells // cfg.cols).abs() + (c.unsqueeze(-1) - corner_cells % cfg.cols).abs()
+        r, c = state.pos // task.cols, state.pos % task.cols
+        dist = (r.unsqueeze(-1) - corner_cells // task.cols).abs() + (c.unsqueeze(-1) - corner_cells % task.cols).abs()
         dist = torch.where(ruled_out, torch.iinfo(torch.long).max, dist)  # (*S, 4)
         nearest = corner_cells[dist.argmin(-1)]  # argmin takes the first of equal minima
         target = torch.where(goal >= 0, goal, nearest)
-        return toward(cfg, state.pos, target), ExplorerMemory(ruled_out, goal, state.pos)
+        return toward(task, state.pos, target), ExplorerMemory(ruled_out, goal, state.pos)
 
     return act
 
 
-def play_baselines(cfg: MazeConfig, mazes: Mazes, gen: torch.Generator) -> dict[str, Trajectory]:
+def play_baselines(task: MazeConfig, mazes: Mazes, gen: torch.Generator) -> dict[str, Trajectory]:
     """Random (actions from ``gen``), explorer and oracle on the same mazes."""
     return {
-        "random": rollout(cfg, mazes, random_policy(gen)),
-        "explorer": rollout(cfg, mazes, explorer_policy(cfg)),
-        "oracle": rollout(cfg, mazes, oracle_policy(cfg)),
+        "random": rollout(task, mazes, random_policy(gen)),
+        "explorer": rollout(task, mazes, explorer_policy(task)),
+        "oracle": rollout(task, mazes, oracle_policy(task)),
     }
 
 

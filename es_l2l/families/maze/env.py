@@ -73,34 +73,34 @@ class MazeState(NamedTuple):
     next_goal: torch.Tensor | None = None  # (*S, n_steps) long, goal after the j-th find; None: it stays
 
 
-def corners(cfg: MazeConfig) -> torch.Tensor:
+def corners(task: MazeConfig) -> torch.Tensor:
     """The four corner cells (4,): top-left, top-right, bottom-left, bottom-right."""
-    last = cfg.rows * cfg.cols - 1
-    return torch.tensor([0, cfg.cols - 1, last - (cfg.cols - 1), last])
+    last = task.rows * task.cols - 1
+    return torch.tensor([0, task.cols - 1, last - (task.cols - 1), last])
 
 
-def position_channels(cfg: MazeConfig) -> int:
+def position_channels(task: MazeConfig) -> int:
     """Channels of the position code: rows * cols (``cell``), rows + cols (``rowcol``) or both."""
-    cells, lines = cfg.rows * cfg.cols, cfg.rows + cfg.cols
-    return {"cell": cells, "rowcol": lines, "both": cells + lines}[cfg.position_code]
+    cells, lines = task.rows * task.cols, task.rows + task.cols
+    return {"cell": cells, "rowcol": lines, "both": cells + lines}[task.position_code]
 
 
-def n_inputs(cfg: MazeConfig) -> int:
-    return (position_channels(cfg) + N_ACTIONS + 3) * cfg.neurons_per_channel
+def n_inputs(task: MazeConfig) -> int:
+    return (position_channels(task) + N_ACTIONS + 3) * task.neurons_per_channel
 
 
-def position_code(cfg: MazeConfig, pos: torch.Tensor) -> torch.Tensor:
+def position_code(task: MazeConfig, pos: torch.Tensor) -> torch.Tensor:
     """``(*S,)`` cells -> ``(*S, position_channels)`` 0/1 channels (see ``MazeConfig.position_code``)."""
     one_hot = torch.nn.functional.one_hot
     parts = []
-    if cfg.position_code in ("cell", "both"):
-        parts.append(one_hot(pos, cfg.rows * cfg.cols))
-    if cfg.position_code in ("rowcol", "both"):
-        parts += [one_hot(pos // cfg.cols, cfg.rows), one_hot(pos % cfg.cols, cfg.cols)]
+    if task.position_code in ("cell", "both"):
+        parts.append(one_hot(pos, task.rows * task.cols))
+    if task.position_code in ("rowcol", "both"):
+        parts += [one_hot(pos // task.cols, task.rows), one_hot(pos % task.cols, task.cols)]
     return torch.cat(parts, dim=-1)
 
 
-def mirror_permutations(cfg: MazeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def mirror_permutations(task: MazeConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Index maps of the left-right mirror ``c -> cols - 1 - c``: inputs ``(n_in,)`` and readout ``(5,)``.
 
     Input neuron ``perm_in[j]`` of the mirrored maze plays the role of neuron ``j``: position
@@ -108,31 +108,31 @@ def mirror_permutations(cfg: MazeConfig) -> tuple[torch.Tensor, torch.Tensor]:
     reward channels stay. The readout swaps the left and right logits; up, down and the value
     stay. Both maps are involutions.
     """
-    cells = torch.arange(cfg.rows * cfg.cols)
-    mirrored = (cells // cfg.cols) * cfg.cols + (cfg.cols - 1 - cells % cfg.cols)
+    cells = torch.arange(task.rows * task.cols)
+    mirrored = (cells // task.cols) * task.cols + (task.cols - 1 - cells % task.cols)
     channels = []
-    if cfg.position_code in ("cell", "both"):
+    if task.position_code in ("cell", "both"):
         channels.append(mirrored)
-    if cfg.position_code in ("rowcol", "both"):
+    if task.position_code in ("rowcol", "both"):
         offset = sum(len(c) for c in channels)
-        channels += [offset + torch.arange(cfg.rows), offset + cfg.rows + torch.arange(cfg.cols).flip(0)]
-    n_pos = position_channels(cfg)
+        channels += [offset + torch.arange(task.rows), offset + task.rows + torch.arange(task.cols).flip(0)]
+    n_pos = position_channels(task)
     actions = torch.tensor([UP, DOWN, RIGHT, LEFT])
     channels += [n_pos + actions, n_pos + N_ACTIONS + torch.arange(3)]
     channel = torch.cat(channels)
-    k = cfg.neurons_per_channel
+    k = task.neurons_per_channel
     perm_in = (channel.unsqueeze(-1) * k + torch.arange(k)).reshape(-1)
     return perm_in, torch.cat([actions, torch.tensor([N_ACTIONS])])
 
 
-def _non_goal_cells(cfg: MazeConfig, goal: torch.Tensor, gen: torch.Generator, extra: tuple[int, ...]) -> torch.Tensor:
+def _non_goal_cells(task: MazeConfig, goal: torch.Tensor, gen: torch.Generator, extra: tuple[int, ...]) -> torch.Tensor:
     """Cells uniform over the non-goal cells: draw ``u`` in ``[0, n - 2]`` and skip the goal."""
-    u = torch.randint(cfg.rows * cfg.cols - 1, goal.shape + extra, generator=gen)
+    u = torch.randint(task.rows * task.cols - 1, goal.shape + extra, generator=gen)
     g = goal.reshape(goal.shape + (1,) * len(extra))
     return u + (u >= g).long()
 
 
-def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int, balanced: bool = False, relocate: bool = False) -> Mazes:
+def sample_mazes(task: MazeConfig, gen: torch.Generator, n: int, balanced: bool = False, relocate: bool = False) -> Mazes:
     """``n`` mazes; a pure function of the generator state (goal, then start, then respawns).
 
     ``relocate``: a training curriculum, not the task family. After the ``j``-th find the goal
@@ -150,20 +150,20 @@ def sample_mazes(cfg: MazeConfig, gen: torch.Generator, n: int, balanced: bool =
         which = (torch.randperm(n, generator=gen) + torch.randint(4, (1,), generator=gen)) % 4
     else:
         which = torch.randint(4, (n,), generator=gen)
-    goal = corners(cfg)[which]
-    start = _non_goal_cells(cfg, goal, gen, ())
-    respawn = _non_goal_cells(cfg, goal, gen, (cfg.n_steps,))
+    goal = corners(task)[which]
+    start = _non_goal_cells(task, goal, gen, ())
+    respawn = _non_goal_cells(task, goal, gen, (task.n_steps,))
     if not relocate:
         return Mazes(goal=goal, start=start, respawn=respawn)
-    next_goal = corners(cfg)[torch.randint(4, (n, cfg.n_steps), generator=gen)]
-    return Mazes(goal=goal, start=start, respawn=_non_goal_cells(cfg, next_goal, gen, ()), next_goal=next_goal)
+    next_goal = corners(task)[torch.randint(4, (n, task.n_steps), generator=gen)]
+    return Mazes(goal=goal, start=start, respawn=_non_goal_cells(task, next_goal, gen, ()), next_goal=next_goal)
 
 
-def reset(cfg: MazeConfig, mazes: Mazes, batch_shape: tuple[int, ...] = ()) -> MazeState:
+def reset(task: MazeConfig, mazes: Mazes, batch_shape: tuple[int, ...] = ()) -> MazeState:
     """Initial state of shape ``batch_shape + mazes.goal.shape``: the same mazes for every leading index."""
     shape = tuple(batch_shape) + tuple(mazes.goal.shape)
     goal = mazes.goal.expand(shape)
-    respawn = mazes.respawn.expand(shape + (cfg.n_steps,))
+    respawn = mazes.respawn.expand(shape + (task.n_steps,))
     zeros = torch.zeros(shape, dtype=torch.long)
     return MazeState(
         pos=mazes.start.expand(shape).clone(),
@@ -173,33 +173,33 @@ def reset(cfg: MazeConfig, mazes: Mazes, batch_shape: tuple[int, ...] = ()) -> M
         prev_reward=torch.zeros(shape),
         n_found=zeros,
         respawn=respawn,
-        next_goal=None if mazes.next_goal is None else mazes.next_goal.expand(shape + (cfg.n_steps,)),
+        next_goal=None if mazes.next_goal is None else mazes.next_goal.expand(shape + (task.n_steps,)),
     )
 
 
-def move(cfg: MazeConfig, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+def move(task: MazeConfig, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     """The cell moved into: ``(clip(r + dr_a), clip(c + dc_a))`` as a cell index, same shape as ``pos``."""
-    r = (pos // cfg.cols + torch.tensor(_DR)[action]).clamp(0, cfg.rows - 1)
-    c = (pos % cfg.cols + torch.tensor(_DC)[action]).clamp(0, cfg.cols - 1)
-    return r * cfg.cols + c
+    r = (pos // task.cols + torch.tensor(_DR)[action]).clamp(0, task.rows - 1)
+    c = (pos % task.cols + torch.tensor(_DC)[action]).clamp(0, task.cols - 1)
+    return r * task.cols + c
 
 
-def is_done(cfg: MazeConfig, state: MazeState) -> torch.Tensor:
+def is_done(task: MazeConfig, state: MazeState) -> torch.Tensor:
     """True where the episode's ``n_steps`` moves are used up."""
-    return state.t >= cfg.n_steps
+    return state.t >= task.n_steps
 
 
-def step(cfg: MazeConfig, state: MazeState, action: torch.Tensor) -> tuple[MazeState, torch.Tensor, torch.Tensor]:
+def step(task: MazeConfig, state: MazeState, action: torch.Tensor) -> tuple[MazeState, torch.Tensor, torch.Tensor]:
     """One move of every maze in the batch; draws nothing (respawns were drawn by :func:`sample_mazes`).
 
     Returns ``(state, reward, reached_goal)``. Where the episode is already over the state is
     left unchanged and the reward is 0.
     """
     action = action.long()
-    live = ~is_done(cfg, state)
-    target = move(cfg, state.pos, action)
+    live = ~is_done(task, state)
+    target = move(task, state.pos, action)
     reached = (target == state.goal) & live
-    idx = state.n_found.clamp(max=cfg.n_steps - 1).unsqueeze(-1)
+    idx = state.n_found.clamp(max=task.n_steps - 1).unsqueeze(-1)
     respawn = state.respawn.gather(-1, idx).squeeze(-1)
     goal = state.goal
     if state.next_goal is not None:
@@ -218,23 +218,23 @@ def step(cfg: MazeConfig, state: MazeState, action: torch.Tensor) -> tuple[MazeS
     return new, reward, reached
 
 
-def input_probabilities(cfg: MazeConfig, state: MazeState, dt: float = 1.0) -> torch.Tensor:
+def input_probabilities(task: MazeConfig, state: MazeState, dt: float = 1.0) -> torch.Tensor:
     """Spike probability per ms of every input neuron: ``(*S,) -> (*S, n_in)`` (layout in the module doc)."""
     first = state.prev_action < 0
     reward_channel = torch.where(first, 2, torch.where(state.prev_reward > 0, 0, 1))
     channels = torch.cat(
         [
-            position_code(cfg, state.pos),
+            position_code(task, state.pos),
             torch.nn.functional.one_hot(state.prev_action.clamp(min=0), N_ACTIONS) * (~first).unsqueeze(-1),
             torch.nn.functional.one_hot(reward_channel, 3),
         ],
         dim=-1,
     ).to(torch.float32)  # (*S, position_channels + 7)
-    p = min(cfg.rate_hz * dt * 1e-3, 1.0)
-    return channels.repeat_interleave(cfg.neurons_per_channel, dim=-1) * p
+    p = min(task.rate_hz * dt * 1e-3, 1.0)
+    return channels.repeat_interleave(task.neurons_per_channel, dim=-1) * p
 
 
-def input_spikes(cfg: MazeConfig, state: MazeState, gen: torch.Generator, dt: float = 1.0) -> torch.Tensor:
+def input_spikes(task: MazeConfig, state: MazeState, gen: torch.Generator, dt: float = 1.0) -> torch.Tensor:
     """Bernoulli input spikes for one environment step: ``(*S, ms_per_step, n_in)``."""
-    prob = input_probabilities(cfg, state, dt).unsqueeze(-2).expand(*state.pos.shape, cfg.ms_per_step, n_inputs(cfg))
+    prob = input_probabilities(task, state, dt).unsqueeze(-2).expand(*state.pos.shape, task.ms_per_step, n_inputs(task))
     return (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)

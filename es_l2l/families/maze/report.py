@@ -32,7 +32,7 @@ from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, SeedKe
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
     from es_l2l.families.maze.config import MazeConfig
-    from es_l2l.genome import Genome
+    from es_l2l.families.base import Decoder
 
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 BASELINES = ("random", "explorer", "oracle")
@@ -90,7 +90,7 @@ class MazeReport:
         if result is not None:
             console.print(summary_line(self, result.history, result.best_generation))
 
-    def log(self, tracker, task: MazeConfig, ctx: RunContext, genome: Genome, result) -> None:
+    def log(self, tracker, task: MazeConfig, ctx: RunContext, genome: Decoder, result) -> None:
         log_maze_results(tracker, task, ctx, genome, self, result)
 
     def to_markdown(self) -> str:
@@ -135,7 +135,7 @@ def baseline_rows(task: MazeConfig, seed: int, n: int, stream: int) -> dict[str,
 
 
 @torch.no_grad()
-def maze_report(task: MazeConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> MazeReport:
+def maze_report(task: MazeConfig, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> MazeReport:
     params = genome.params(torch.stack([initial, trained]).to(ctx.device))
     test = SeedKey(ctx.seed, STREAM_TEST)
     ep = play_params(task, ctx, params, test, ctx.validation_tasks)
@@ -226,7 +226,7 @@ def plot_reward_curve(task: MazeConfig, ctx: RunContext, history: list[dict], pa
 
 
 @torch.no_grad()
-def plot_trajectories(task: MazeConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path: str | Path, n: int = 4) -> Path:
+def plot_trajectories(task: MazeConfig, ctx: RunContext, genome: Decoder, vector: torch.Tensor, path: str | Path, n: int = 4) -> Path:
     """``n`` test episodes of the agent on the grid: moves before the first goal against the trips after it."""
     plt = pyplot()
     ep = play_params(task, ctx, genome.params(vector.unsqueeze(0).to(ctx.device)), SeedKey(ctx.seed, STREAM_TEST), n)
@@ -262,7 +262,7 @@ def plot_trajectories(task: MazeConfig, ctx: RunContext, genome: Genome, vector:
 
 
 @torch.no_grad()
-def plot_raster(task: MazeConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path: str | Path) -> Path:
+def plot_raster(task: MazeConfig, ctx: RunContext, genome: Decoder, vector: torch.Tensor, path: str | Path) -> Path:
     """Spikes of every neuron during one test episode; goal arrivals marked."""
     plt = pyplot()
     ep = play_params(task, ctx, genome.params(vector.unsqueeze(0).to(ctx.device)), SeedKey(ctx.seed, STREAM_TEST), 1, record_spikes=True)
@@ -282,7 +282,7 @@ def plot_raster(task: MazeConfig, ctx: RunContext, genome: Genome, vector: torch
     return save_figure(fig, path)
 
 
-def log_maze_results(tracker, task: MazeConfig, ctx: RunContext, genome: Genome, report: MazeReport, result) -> None:
+def log_maze_results(tracker, task: MazeConfig, ctx: RunContext, genome: Decoder, report: MazeReport, result) -> None:
     """Report table, metrics, verdict tags and the pictures (the spike raster where the model spikes) into the MLflow run."""
     with tempfile.TemporaryDirectory() as tmp:
         tracker.log_artifact(plot_reward_curve(task, ctx, result.history, Path(tmp) / "reward_curve.png"))

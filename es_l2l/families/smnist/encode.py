@@ -48,23 +48,23 @@ def crossing_spikes(y: torch.Tensor, n_thresholds: int = 40, crossing_step: str 
     return out
 
 
-def encode(cfg: SMNISTTaskConfig, pixels: torch.Tensor) -> torch.Tensor:
+def encode(task: SMNISTTaskConfig, pixels: torch.Tensor) -> torch.Tensor:
     """Input spikes of a batch of digits: pixels (B, L) grey levels in [0, 1] (float or a numpy
     array) -> (B, L * ms_per_pixel + cue_window, 2 * n_thresholds) float32."""
     pixels = torch.as_tensor(pixels)
-    y = pixels.repeat_interleave(cfg.ms_per_pixel, dim=1)
-    crossings = crossing_spikes(y, cfg.n_thresholds, cfg.crossing_step)  # (B, L*m, n_in - 1)
+    y = pixels.repeat_interleave(task.ms_per_pixel, dim=1)
+    crossings = crossing_spikes(y, task.n_thresholds, task.crossing_step)  # (B, L*m, n_in - 1)
     batch, steps, n_cross = crossings.shape
-    x = torch.zeros(batch, steps + cfg.cue_window, n_cross + 1, dtype=torch.float32)
+    x = torch.zeros(batch, steps + task.cue_window, n_cross + 1, dtype=torch.float32)
     x[:, :steps, :n_cross] = crossings
     x[:, steps:, n_cross] = 1.0
     return x
 
 
-def readout_steps(cfg: SMNISTTaskConfig, n_pixels: int) -> torch.Tensor:
+def readout_steps(task: SMNISTTaskConfig, n_pixels: int) -> torch.Tensor:
     """The last ``readout_window`` steps of the sequence: (W,) long."""
-    total = cfg.n_steps(n_pixels)
-    return torch.arange(total - cfg.readout_window, total)
+    total = task.n_steps(n_pixels)
+    return torch.arange(total - task.readout_window, total)
 
 
 __all__ = ["crossing_spikes", "encode", "readout_steps", "thresholds"]

@@ -19,7 +19,7 @@ from es_l2l.plots import raster_figure
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
     from es_l2l.families.smnist.config import SMNISTTaskConfig
-    from es_l2l.genome import Genome
+    from es_l2l.families.base import Decoder
 
 TRAINED, UNTRAINED, CHANCE, CENTROID = "trained", "untrained (generation 0)", "chance", "nearest class mean (static image)"
 CHUNK = 250
@@ -64,7 +64,7 @@ class SMNISTReport:
         if result is not None:
             console.print(OBJECTIVE.progress("accuracy", result.history, result.best_generation))
 
-    def log(self, tracker, task: SMNISTTaskConfig, ctx: RunContext, genome: Genome, result) -> None:
+    def log(self, tracker, task: SMNISTTaskConfig, ctx: RunContext, genome: Decoder, result) -> None:
         tracker.log_metrics(self.flat_metrics(), step=result.generations)
         if ctx.model.spiking and self.trained_vector is not None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +82,7 @@ def nearest_class_mean(task) -> float:
 
 
 @torch.no_grad()
-def held_out_report(task: SMNISTTaskConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> SMNISTReport:
+def held_out_report(task: SMNISTTaskConfig, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> SMNISTReport:
     test = split(task, "test")
     params = genome.params(torch.stack([trained, initial]).to(ctx.device, torch.float32))
     right = []
@@ -98,7 +98,7 @@ def held_out_report(task: SMNISTTaskConfig, ctx: RunContext, genome: Genome, ini
 
 
 @torch.no_grad()
-def raster(task: SMNISTTaskConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path) -> Path:
+def raster(task: SMNISTTaskConfig, ctx: RunContext, genome: Decoder, vector: torch.Tensor, path) -> Path:
     """The trained LSNN on the first test digit: inputs, spikes, ALIF thresholds, readout."""
     from es_l2l.snn import threshold_trace
 

@@ -28,22 +28,22 @@ class SMNISTBatch(NamedTuple):
         return self.x.shape[0]
 
 
-def make_batch(cfg: SMNISTTaskConfig, digits: Digits, index: torch.Tensor) -> SMNISTBatch:
+def make_batch(task: SMNISTTaskConfig, digits: Digits, index: torch.Tensor) -> SMNISTBatch:
     idx = index.cpu().numpy()
-    x = encode(cfg, torch.from_numpy(digits.images[idx]))
+    x = encode(task, torch.from_numpy(digits.images[idx]))
     return SMNISTBatch(x=x, labels=torch.from_numpy(digits.labels[idx]).long(), index=index,
-                       readout_steps=readout_steps(cfg, digits.images.shape[1]))
+                       readout_steps=readout_steps(task, digits.images.shape[1]))
 
 
-def sample(cfg: SMNISTTaskConfig, digits: Digits, gen: torch.Generator, batch: int) -> SMNISTBatch:
+def sample(task: SMNISTTaskConfig, digits: Digits, gen: torch.Generator, batch: int) -> SMNISTBatch:
     """``batch`` digits drawn uniformly with replacement; a pure function of the generator's state."""
-    return make_batch(cfg, digits, torch.randint(len(digits), (batch,), generator=gen))
+    return make_batch(task, digits, torch.randint(len(digits), (batch,), generator=gen))
 
 
-def iterate(cfg: SMNISTTaskConfig, digits: Digits, batch: int) -> Iterator[SMNISTBatch]:
+def iterate(task: SMNISTTaskConfig, digits: Digits, batch: int) -> Iterator[SMNISTBatch]:
     """The whole split in its order, ``batch`` digits at a time (the last batch may be smaller)."""
     for start in range(0, len(digits), batch):
-        yield make_batch(cfg, digits, torch.arange(start, min(start + batch, len(digits))))
+        yield make_batch(task, digits, torch.arange(start, min(start + batch, len(digits))))
 
 
 def class_logits(y: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from es_l2l.seeds import STREAM_TEST, generator
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
     from es_l2l.families.store_recall.config import StoreRecallTaskConfig
-    from es_l2l.genome import Genome
+    from es_l2l.families.base import Decoder
 
 def pct(x: float) -> str:
     return "n/a" if x != x else f"{x:.2%}"
@@ -106,7 +106,7 @@ class StoreRecallReport:
         if result is not None:
             console.print(OBJECTIVE.progress("recall error", result.history, result.best_generation))
 
-    def log(self, tracker, task: StoreRecallTaskConfig, ctx: RunContext, genome: Genome, result) -> None:
+    def log(self, tracker, task: StoreRecallTaskConfig, ctx: RunContext, genome: Decoder, result) -> None:
         tracker.log_metrics(self.flat_metrics(), step=result.generations)
         tracker.log_text(self.to_csv(), "recall_error_by_delay.csv")
         with tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +127,7 @@ def last_bit_seen(batch: sr.Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def held_out_report(task: StoreRecallTaskConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> StoreRecallReport:
+def held_out_report(task: StoreRecallTaskConfig, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> StoreRecallReport:
     gen = generator(ctx.seed, STREAM_TEST)  # chunks in turn: the same sequences as one big batch
     params = genome.params(torch.stack([trained, initial]).to(ctx.device, torch.float32))
     wrong = {TRAINED: [], UNTRAINED: [], LAST_BIT: [], CHANCE: []}
@@ -164,7 +164,7 @@ def plot_by_delay(report: StoreRecallReport, path) -> Path:
 
 
 @torch.no_grad()
-def raster(task: StoreRecallTaskConfig, ctx: RunContext, genome: Genome, vector: torch.Tensor, path) -> Path:
+def raster(task: StoreRecallTaskConfig, ctx: RunContext, genome: Decoder, vector: torch.Tensor, path) -> Path:
     """The trained LSNN on the first held-out sequence: inputs, spikes, ALIF thresholds, readout."""
     from es_l2l.snn import threshold_trace
 

@@ -16,9 +16,9 @@ stores, 4 input groups whatever ``n_stores``): pair ``r`` occupies frames ``stor
 spare frames are spread before, between and after the pairs by ``n_stores`` sorted uniform cut
 points (for one pair: the store frame is uniform over the frames where its recall still fits).
 
-Randomness: each sequence consumes one row of ``torch.rand(batch, row_size(cfg), generator=gen)``
-(its structure first, then its spike uniforms), so ``sample(cfg, gen, B)`` equals ``B`` calls of
-``sample(cfg, gen, 1)`` on the same generator, concatenated (the test checks it).
+Randomness: each sequence consumes one row of ``torch.rand(batch, row_size(task), generator=gen)``
+(its structure first, then its spike uniforms), so ``sample(task, gen, B)`` equals ``B`` calls of
+``sample(task, gen, 1)`` on the same generator, concatenated (the test checks it).
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def neuron_groups(n_in: int) -> torch.Tensor:
     return torch.cat([torch.full((len(p),), g, dtype=torch.long) for g, p in enumerate(parts)])
 
 
-def row_size(cfg: StoreRecallTaskConfig) -> int:
+def row_size(task: StoreRecallTaskConfig) -> int:
     """Uniforms one sequence consumes: delays, cut points, bits, spikes."""
-    return 2 * cfg.n_stores + cfg.n_symbols + cfg.n_steps * cfg.n_in
+    return 2 * task.n_stores + task.n_symbols + task.n_steps * task.n_in
 
 
 def _uniform_int(u: torch.Tensor, low: torch.Tensor | int, n: torch.Tensor | int) -> torch.Tensor:
@@ -76,62 +76,62 @@ def _uniform_int(u: torch.Tensor, low: torch.Tensor | int, n: torch.Tensor | int
     return low + torch.minimum(k, n - 1)
 
 
-def structure(cfg: StoreRecallTaskConfig, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def structure(task: StoreRecallTaskConfig, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Store frames, delays (symbols) and per-frame bits from the first uniforms of each row.
 
     ``u``: (B, 2R + n_symbols). Returns store (B, R), delay (B, R), bits (B, n_symbols), all long.
     """
-    r = cfg.n_stores
-    delay = _uniform_int(u[:, :r], cfg.min_delay, cfg.max_delay - cfg.min_delay + 1)  # (B, R)
-    slack = cfg.n_symbols - (delay + 1).sum(dim=1, keepdim=True)  # (B, 1) >= 0 by the config check
+    r = task.n_stores
+    delay = _uniform_int(u[:, :r], task.min_delay, task.max_delay - task.min_delay + 1)  # (B, R)
+    slack = task.n_symbols - (delay + 1).sum(dim=1, keepdim=True)  # (B, 1) >= 0 by the config check
     cuts = _uniform_int(u[:, r : 2 * r], 0, slack + 1).sort(dim=1).values  # (B, R) in [0, slack]
     before = torch.cumsum(delay + 1, dim=1) - (delay + 1)  # frames used by earlier pairs
     store = cuts + before
-    bits = (u[:, 2 * r : 2 * r + cfg.n_symbols] < 0.5).long()
+    bits = (u[:, 2 * r : 2 * r + task.n_symbols] < 0.5).long()
     return store, delay, bits
 
 
-def frame_groups(cfg: StoreRecallTaskConfig, store: torch.Tensor, delay: torch.Tensor, bits: torch.Tensor):
+def frame_groups(task: StoreRecallTaskConfig, store: torch.Tensor, delay: torch.Tensor, bits: torch.Tensor):
     """Cues and shown bits per frame, and which of the 4 groups is active: (B, S), (B, S), (B, S, 4)."""
     batch = store.shape[0]
     recall = store + delay
-    cues = torch.zeros(batch, cfg.n_symbols, dtype=torch.long)
+    cues = torch.zeros(batch, task.n_symbols, dtype=torch.long)
     cues.scatter_(1, store, CUE_STORE)
     cues.scatter_(1, recall, CUE_RECALL)
-    show = (cues == CUE_STORE) | ((cues == CUE_NONE) & cfg.distractors)
+    show = (cues == CUE_STORE) | ((cues == CUE_NONE) & task.distractors)
     shown = torch.where(show, bits, torch.full_like(bits, NO_BIT))
     active = torch.stack([shown == 0, shown == 1, cues == CUE_STORE, cues == CUE_RECALL], dim=-1)
     return cues, shown, active
 
 
-def recall_windows(cfg: StoreRecallTaskConfig, recall: torch.Tensor) -> torch.Tensor:
+def recall_windows(task: StoreRecallTaskConfig, recall: torch.Tensor) -> torch.Tensor:
     """Readout steps of each recall: the last ``window_ms`` steps of the frame, (B, R) -> (B, R, W)."""
-    w = cfg.window_ms
-    start = recall * cfg.symbol_ms + (cfg.symbol_ms - w)
+    w = task.window_ms
+    start = recall * task.symbol_ms + (task.symbol_ms - w)
     return start.unsqueeze(-1) + torch.arange(w)
 
 
-def sample(cfg: StoreRecallTaskConfig, gen: torch.Generator, batch: int) -> Batch:
+def sample(task: StoreRecallTaskConfig, gen: torch.Generator, batch: int) -> Batch:
     """``batch`` sequences; a pure function of the generator's state (CPU generator)."""
-    u = torch.rand(batch, row_size(cfg), generator=gen)
-    head = 2 * cfg.n_stores + cfg.n_symbols
-    store, delay, bits = structure(cfg, u[:, :head])
-    cues, shown, active = frame_groups(cfg, store, delay, bits)
-    groups = neuron_groups(cfg.n_in)
-    p = cfg.rate_hz * 1e-3  # per 1 ms step
+    u = torch.rand(batch, row_size(task), generator=gen)
+    head = 2 * task.n_stores + task.n_symbols
+    store, delay, bits = structure(task, u[:, :head])
+    cues, shown, active = frame_groups(task, store, delay, bits)
+    groups = neuron_groups(task.n_in)
+    p = task.rate_hz * 1e-3  # per 1 ms step
     on = active[:, :, groups]  # (B, S, n_in) bool
-    on = on.repeat_interleave(cfg.symbol_ms, dim=1)  # (B, T, n_in)
-    x = ((u[:, head:].view(batch, cfg.n_steps, cfg.n_in) < p) & on).to(torch.float32)
+    on = on.repeat_interleave(task.symbol_ms, dim=1)  # (B, T, n_in)
+    x = ((u[:, head:].view(batch, task.n_steps, task.n_in) < p) & on).to(torch.float32)
     recall = store + delay
-    steps = recall_windows(cfg, recall)
-    mask = torch.zeros(batch, cfg.n_steps, dtype=torch.bool)
+    steps = recall_windows(task, recall)
+    mask = torch.zeros(batch, task.n_steps, dtype=torch.bool)
     mask.scatter_(1, steps.flatten(1), True)
     return Batch(
         x=x,
         targets=bits.gather(1, store),
         store_symbol=store,
         recall_symbol=recall,
-        delay_ms=delay * cfg.symbol_ms,
+        delay_ms=delay * task.symbol_ms,
         bits=shown,
         cues=cues,
         recall_steps=steps,

@@ -13,12 +13,12 @@ from es_l2l.families.teacher.config import TeacherConfig
 from es_l2l.seeds import STREAM_BASELINE, STREAM_FAMILY_STATS, generator
 
 
-def family_mean(cfg: TeacherConfig, seed: int, n_tasks: int = 4096) -> float:
+def family_mean(task: TeacherConfig, seed: int, n_tasks: int = 4096) -> float:
     """Mean target over the family, estimated on tasks the LSNN never sees."""
     gen = generator(seed, STREAM_FAMILY_STATS)
-    nets = teacher.sample_target_nets(cfg, gen, n_tasks)
-    x = (torch.rand(n_tasks, cfg.n_trials, 2, generator=gen) * 2 - 1) * cfg.input_range
-    return float(teacher.evaluate_target(cfg, nets, x).mean())
+    nets = teacher.sample_target_nets(task, gen, n_tasks)
+    x = (torch.rand(n_tasks, task.n_trials, 2, generator=gen) * 2 - 1) * task.input_range
+    return float(teacher.evaluate_target(task, nets, x).mean())
 
 
 def predict_family_mean(y: torch.Tensor, mean: float) -> torch.Tensor:
@@ -62,15 +62,15 @@ def predict_oracle_linear(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 RUNNING_MEAN, BACKPROP = "running mean", "target-architecture backprop"
 
 
-def baseline_predictions(cfg: TeacherConfig, tasks: teacher.TeacherTasks, seed: int) -> dict[str, torch.Tensor]:
+def baseline_predictions(task: TeacherConfig, tasks: teacher.TeacherTasks, seed: int) -> dict[str, torch.Tensor]:
     """Predictions (B, n_trials) of each baseline on ``tasks``."""
-    mean = family_mean(cfg, seed)
+    mean = family_mean(task, seed)
     return {
         "family mean": predict_family_mean(tasks.y, mean),
         RUNNING_MEAN: predict_running_mean(tasks.y, mean),
         "online least squares": predict_online_least_squares(tasks.x, tasks.y, mean),
         "oracle linear": predict_oracle_linear(tasks.x, tasks.y),
-        BACKPROP: predict_target_backprop(cfg, tasks.x, tasks.y, mean, seed),
+        BACKPROP: predict_target_backprop(task, tasks.x, tasks.y, mean, seed),
     }
 
 
@@ -79,9 +79,9 @@ def mse_per_trial(preds: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, 
     return {name: (p - y).pow(2).mean(dim=0) for name, p in preds.items()}
 
 
-def baseline_mse_per_trial(cfg: TeacherConfig, tasks: teacher.TeacherTasks, seed: int) -> dict[str, torch.Tensor]:
+def baseline_mse_per_trial(task: TeacherConfig, tasks: teacher.TeacherTasks, seed: int) -> dict[str, torch.Tensor]:
     """MSE per trial index (n_trials,) of each baseline on ``tasks``."""
-    return mse_per_trial(baseline_predictions(cfg, tasks, seed), tasks.y)
+    return mse_per_trial(baseline_predictions(task, tasks, seed), tasks.y)
 
 
 def linear_share(tasks: teacher.TeacherTasks) -> float:
@@ -98,7 +98,7 @@ def within_share(tasks: teacher.TeacherTasks) -> float:
 
 @torch.enable_grad()
 def predict_target_backprop(
-    cfg: TeacherConfig,
+    task: TeacherConfig,
     x: torch.Tensor,
     y: torch.Tensor,
     prior: float,
@@ -117,13 +117,13 @@ def predict_target_backprop(
     trials 0.0010, against 0.0014 for 30 steps and 0.0025 for 10.
     """
     gen = generator(seed, STREAM_BASELINE)
-    nets = teacher.sample_target_nets(cfg, gen, x.shape[0])
-    s = cfg.output_scale
+    nets = teacher.sample_target_nets(task, gen, x.shape[0])
+    s = task.output_scale
     w1, c1, v = (t.clone().requires_grad_(True) for t in (nets.w1, nets.c1, nets.v))
     d = torch.full_like(nets.d, prior / s).requires_grad_(True)
     params = [w1, c1, v, d]
     opt = torch.optim.Adam(params, lr=lr)
-    model = lambda xs: teacher.evaluate_target(cfg, teacher.TargetNets(w1, c1, v, d), xs)  # noqa: E731
+    model = lambda xs: teacher.evaluate_target(task, teacher.TargetNets(w1, c1, v, d), xs)  # noqa: E731
     preds = torch.full_like(y, prior)
     for i in range(1, y.shape[1]):  # loop over trial index (not over tasks)
         for _ in range(steps_per_trial):

@@ -41,7 +41,7 @@ from es_l2l.seeds import STREAM_TEST, SeedKey
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
     from es_l2l.families.teacher.config import TeacherConfig
-    from es_l2l.genome import Genome
+    from es_l2l.families.base import Decoder
 
 GROUP_FRESH, GROUP_FREQUENT = "fresh", "frequent"
 GROUPS = (GROUP_FRESH, GROUP_FREQUENT)
@@ -199,7 +199,7 @@ class GroupSplit:
 def group_split(
     task: TeacherConfig,
     ctx: RunContext,
-    genome: Genome,
+    genome: Decoder,
     initial: torch.Tensor,
     trained: torch.Tensor,
     fresh: TeacherTasks,

@@ -40,7 +40,7 @@ from es_l2l.seeds import STREAM_TEST, SeedKey
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
     from es_l2l.families.teacher.config import TeacherConfig
-    from es_l2l.genome import Genome
+    from es_l2l.families.base import Decoder
 
 
 @dataclass
@@ -85,7 +85,7 @@ class HeldOutReport:
             f"test MSE over late trials: {self.score():.4f} (generation 0: {self.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
         )
 
-    def log(self, tracker, task: TeacherConfig, ctx: RunContext, genome: Genome, result) -> None:
+    def log(self, tracker, task: TeacherConfig, ctx: RunContext, genome: Decoder, result) -> None:
         """Plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(plot_curves(self, Path(tmp) / "mse_per_trial.png", f"{ctx.name}: held-out tasks"))
@@ -141,7 +141,7 @@ def curves_csv(curves: dict[str, torch.Tensor]) -> str:
 
 
 @torch.no_grad()
-def held_out_report(task: TeacherConfig, ctx: RunContext, genome: Genome, initial: torch.Tensor, trained: torch.Tensor) -> HeldOutReport:
+def held_out_report(task: TeacherConfig, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> HeldOutReport:
     tasks = task_batch(task, SeedKey(ctx.seed, STREAM_TEST), ctx.validation_tasks)
     params = genome.params(torch.stack([initial, trained]).to(ctx.device))
     ev = evaluate_params(task, ctx, params, tasks)

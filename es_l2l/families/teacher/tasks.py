@@ -53,19 +53,19 @@ class TargetNets(NamedTuple):
     d: torch.Tensor  # (B,)
 
 
-def n_inputs(cfg: TeacherConfig) -> int:
-    return (5 if cfg.show_previous_input else 3) * cfg.neurons_per_variable
+def n_inputs(task: TeacherConfig) -> int:
+    return (5 if task.show_previous_input else 3) * task.neurons_per_variable
 
 
-def sample_target_nets(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> TargetNets:
-    r, h = cfg.weight_range, cfg.hidden_units
+def sample_target_nets(task: TeacherConfig, gen: torch.Generator, batch: int) -> TargetNets:
+    r, h = task.weight_range, task.hidden_units
     u = lambda *shape: (torch.rand(*shape, generator=gen) * 2 - 1) * r  # noqa: E731
     return TargetNets(w1=u(batch, h, 2), c1=u(batch, h), v=u(batch, h), d=u(batch))
 
 
-def frequent_nets(cfg: TeacherConfig) -> TargetNets:
+def frequent_nets(task: TeacherConfig) -> TargetNets:
     """The ``frequent_targets`` fixed networks (leading axis K), a function of ``frequent_seed`` alone."""
-    return sample_target_nets(cfg, generator(cfg.frequent_seed, STREAM_FREQUENT), cfg.frequent_targets)
+    return sample_target_nets(task, generator(task.frequent_seed, STREAM_FREQUENT), task.frequent_targets)
 
 
 def replace_nets(nets: TargetNets, fixed: TargetNets, which: torch.Tensor) -> TargetNets:
@@ -76,18 +76,18 @@ def replace_nets(nets: TargetNets, fixed: TargetNets, which: torch.Tensor) -> Ta
     return TargetNets(*(pick(a, f) for a, f in zip(nets, fixed)))
 
 
-def draw_frequent(cfg: TeacherConfig, gen: torch.Generator, batch: int) -> torch.Tensor:
+def draw_frequent(task: TeacherConfig, gen: torch.Generator, batch: int) -> torch.Tensor:
     """(B,) per training episode: the index of its fixed network, or -1 for a fresh one (each episode
     independently frequent with probability ``frequent_share``, then which of the K uniform)."""
-    frequent = torch.rand(batch, generator=gen) < cfg.frequent_share
-    which = torch.randint(cfg.frequent_targets, (batch,), generator=gen)
+    frequent = torch.rand(batch, generator=gen) < task.frequent_share
+    which = torch.randint(task.frequent_targets, (batch,), generator=gen)
     return torch.where(frequent, which, torch.full_like(which, -1))
 
 
-def evaluate_target(cfg: TeacherConfig, nets: TargetNets, x: torch.Tensor) -> torch.Tensor:
+def evaluate_target(task: TeacherConfig, nets: TargetNets, x: torch.Tensor) -> torch.Tensor:
     """G(x) for x: (B, K, 2) -> (B, K)."""
     hidden = torch.sigmoid(torch.einsum("bhi,bki->bkh", nets.w1, x) + nets.c1[:, None, :])
-    return cfg.output_scale * (torch.einsum("bkh,bh->bk", hidden, nets.v) + nets.d[:, None])
+    return task.output_scale * (torch.einsum("bkh,bh->bk", hidden, nets.v) + nets.d[:, None])
 
 
 def population_code(u: torch.Tensor, lo: float, hi: float, n: int, max_rate_hz: float, dt: float = 1.0) -> torch.Tensor:
@@ -98,39 +98,39 @@ def population_code(u: torch.Tensor, lo: float, hi: float, n: int, max_rate_hz: 
     return (rate * dt * 1e-3).clamp(max=1.0)
 
 
-def trial_probabilities(cfg: TeacherConfig, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def trial_probabilities(task: TeacherConfig, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-trial spike probabilities of all input neurons: (B, n_trials, n_in)."""
-    n = cfg.neurons_per_variable
-    px = population_code(x, -cfg.input_range, cfg.input_range, n, cfg.max_rate_hz)  # (B, K, 2, n)
-    py = population_code(y, -cfg.target_range, cfg.target_range, n, cfg.max_rate_hz)  # (B, K, n)
+    n = task.neurons_per_variable
+    px = population_code(x, -task.input_range, task.input_range, n, task.max_rate_hz)  # (B, K, 2, n)
+    py = population_code(y, -task.target_range, task.target_range, n, task.max_rate_hz)  # (B, K, n)
     py_prev = torch.cat([torch.zeros_like(py[:, :1]), py[:, :-1]], dim=1)  # target of trial i-1
     parts = [px.flatten(2), py_prev]
-    if cfg.show_previous_input:  # input of trial i-1 beside its target
+    if task.show_previous_input:  # input of trial i-1 beside its target
         px_prev = torch.cat([torch.zeros_like(px[:, :1]), px[:, :-1]], dim=1).flatten(2)
         parts.append(px_prev)
     return torch.cat(parts, dim=-1)
 
 
-def readout_steps(cfg: TeacherConfig) -> torch.Tensor:
-    starts = torch.arange(cfg.n_trials) * cfg.trial_ms + (cfg.trial_ms - cfg.readout_ms)
-    return (starts[:, None] + torch.arange(cfg.readout_ms)).flatten()
+def readout_steps(task: TeacherConfig) -> torch.Tensor:
+    starts = torch.arange(task.n_trials) * task.trial_ms + (task.trial_ms - task.readout_ms)
+    return (starts[:, None] + torch.arange(task.readout_ms)).flatten()
 
 
-def episode_targets(cfg: TeacherConfig, gen: torch.Generator, batch: int, targets: Targets) -> torch.Tensor:
+def episode_targets(task: TeacherConfig, gen: torch.Generator, batch: int, targets: Targets) -> torch.Tensor:
     """(B,) which fixed network each episode has (-1: a fresh one) under ``targets``; draws from
     ``gen`` only for the training mix with ``frequent_targets`` > 0."""
-    k = cfg.frequent_targets
+    k = task.frequent_targets
     if targets == TARGETS_FRESH or k == 0:
         if targets == TARGETS_FREQUENT:
             raise ValueError("frequent target episodes need task.frequent_targets > 0")
         return torch.full((batch,), -1, dtype=torch.long)
     if targets == TARGETS_TRAINING:
-        return draw_frequent(cfg, gen, batch)
+        return draw_frequent(task, gen, batch)
     return torch.arange(batch) % k  # the K networks in turn: equal counts when K divides B
 
 
 def sample_tasks(
-    cfg: TeacherConfig,
+    task: TeacherConfig,
     gen: torch.Generator,
     batch: int,
     *,
@@ -143,25 +143,25 @@ def sample_tasks(
     ``centered`` removes each episode's mean target (the shape curriculum's offset-free tasks).
     ``targets`` names the episodes' networks (see :func:`episode_targets`): the fresh networks are
     drawn either way and then replaced, so the inputs ``x`` of a generator state do not depend on it."""
-    nets = sample_target_nets(cfg, gen, batch)
-    x = (torch.rand(batch, cfg.n_trials, 2, generator=gen) * 2 - 1) * cfg.input_range
-    which = episode_targets(cfg, gen, batch, targets)
+    nets = sample_target_nets(task, gen, batch)
+    x = (torch.rand(batch, task.n_trials, 2, generator=gen) * 2 - 1) * task.input_range
+    which = episode_targets(task, gen, batch, targets)
     if bool((which >= 0).any()):
-        nets = replace_nets(nets, frequent_nets(cfg), which)
-    y = evaluate_target(cfg, nets, x)
+        nets = replace_nets(nets, frequent_nets(task), which)
+    y = evaluate_target(task, nets, x)
     if centered:
         y = y - y.mean(dim=1, keepdim=True)
     if not spikes:
-        empty = torch.empty(batch, 0, n_inputs(cfg))
-        return TeacherTasks(x=x, y=y, spikes=empty, readout_steps=readout_steps(cfg), which=which)
-    prob = trial_probabilities(cfg, x, y).repeat_interleave(cfg.trial_ms, dim=1)  # (B, T, n_in)
-    if cfg.encoding == "analog":  # no spikes: the spike probability per step as an input current
+        empty = torch.empty(batch, 0, n_inputs(task))
+        return TeacherTasks(x=x, y=y, spikes=empty, readout_steps=readout_steps(task), which=which)
+    prob = trial_probabilities(task, x, y).repeat_interleave(task.trial_ms, dim=1)  # (B, T, n_in)
+    if task.encoding == "analog":  # no spikes: the spike probability per step as an input current
         spikes = prob.to(torch.float32)
-    elif cfg.encoding == "regular":
-        spikes = regular_spikes(prob, cfg.trial_ms)
+    elif task.encoding == "regular":
+        spikes = regular_spikes(prob, task.trial_ms)
     else:
         spikes = (torch.rand(prob.shape, generator=gen) < prob).to(torch.float32)
-    return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(cfg), which=which)
+    return TeacherTasks(x=x, y=y, spikes=spikes, readout_steps=readout_steps(task), which=which)
 
 
 def regular_spikes(prob: torch.Tensor, trial_ms: int) -> torch.Tensor:
@@ -175,7 +175,7 @@ def regular_spikes(prob: torch.Tensor, trial_ms: int) -> torch.Tensor:
     return (torch.floor(0.5 + (k + 1) * p) > torch.floor(0.5 + k * p)).to(torch.float32)
 
 
-def predictions(cfg: TeacherConfig, y_readout: torch.Tensor) -> torch.Tensor:
+def predictions(task: TeacherConfig, y_readout: torch.Tensor) -> torch.Tensor:
     """Average the readout over each trial's window: (P, B, n_trials * readout_ms, 1) -> (P, B, n_trials)."""
     pop, batch = y_readout.shape[:2]
-    return y_readout[..., 0].reshape(pop, batch, cfg.n_trials, cfg.readout_ms).mean(-1)
+    return y_readout[..., 0].reshape(pop, batch, task.n_trials, task.readout_ms).mean(-1)

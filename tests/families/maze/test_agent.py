@@ -7,17 +7,20 @@ import torch
 
 from es_l2l.families.maze.agent import N_OUT, choose, play, policy
 from es_l2l.config import build_config
+from es_l2l.context import RunContext
 from es_l2l.families.maze.config import MazeConfig
 from es_l2l.fitness import evaluate
 from es_l2l.families.maze.evaluate import maze_batch, maze_eval
 from es_l2l.genome import build_genome
 from es_l2l.families.maze.a2c import discounted_returns
+from es_l2l.seeds import SeedKey
 from es_l2l.snn import LSNNParams
 from es_l2l.families.maze import env as maze
 from es_l2l.families.maze.env import DOWN, LEFT, RIGHT, UP, Mazes
 
 CFG = build_config({"model": {"n_lif": 4, "n_alif": 4}, "task": {"family": "maze", "n_steps": 12, "ms_per_step": 3}})
 TASK: MazeConfig = CFG.task
+CTX = RunContext.of(CFG)
 
 
 def biased(pop: int, action_logits: torch.Tensor, n: int = 8) -> LSNNParams:
@@ -41,7 +44,7 @@ def test_constant_policy_walks_to_the_wall_and_earns_the_hand_computed_reward():
     # Start in cell 6 (row 1, col 1), goal 4 (top right). Always RIGHT: 7, 8, 9, then bumps at 9.
     mazes = Mazes(goal=torch.tensor([4, 19]), start=torch.tensor([6, 10]), respawn=torch.full((2, TASK.n_steps), 9))
     logits = torch.tensor([[0.0, 0.0, 0.0, 50.0]])
-    ep = play(TASK, CFG.model, biased(1, logits), mazes, torch.Generator().manual_seed(1), greedy=False)
+    ep = play(TASK, CTX, biased(1, logits), mazes, torch.Generator().manual_seed(1), greedy=False)
     assert ep.action.eq(RIGHT).all()
     assert ep.pos[0, 0].tolist() == [6, 7, 8] + [9] * 9
     assert ep.pos[0, 1].tolist() == [10, 11, 12, 13] + [14] * 8
@@ -49,7 +52,7 @@ def test_constant_policy_walks_to_the_wall_and_earns_the_hand_computed_reward():
     assert not ep.reached.any()
     # Always UP from 9: 4 is the goal after one move, then respawn at 9 again: a goal every move.
     mazes = Mazes(goal=torch.tensor([4]), start=torch.tensor([9]), respawn=torch.full((1, TASK.n_steps), 9))
-    ep = play(TASK, CFG.model, biased(1, torch.tensor([[50.0, 0, 0, 0]])), mazes, torch.Generator().manual_seed(1), greedy=True)
+    ep = play(TASK, CTX, biased(1, torch.tensor([[50.0, 0, 0, 0]])), mazes, torch.Generator().manual_seed(1), greedy=True)
     assert ep.reached.all() and torch.allclose(ep.total_reward(), torch.tensor([[float(TASK.n_steps)]]))
     assert ep.value.eq(0).all() and ep.entropy.max() < 1e-6
 
@@ -72,9 +75,9 @@ def test_temperature_sharpens_the_policy_without_changing_its_order():
     # Played: a member whose readout prefers RIGHT 2:1 on every move samples it far more often when cold.
     mazes = Mazes(goal=torch.tensor([4] * 8), start=torch.tensor([10] * 8), respawn=torch.full((8, TASK.n_steps), 9))
     logits = torch.log(torch.tensor([[1.0, 1.0, 1.0, 2.0]]))
-    warm = play(TASK, CFG.model, biased(1, logits), mazes, torch.Generator().manual_seed(3))
+    warm = play(TASK, CTX, biased(1, logits), mazes, torch.Generator().manual_seed(3))
     cold_task = TASK.model_copy(update={"temperature": 0.1})
-    cold_ep = play(cold_task, CFG.model, biased(1, logits), mazes, torch.Generator().manual_seed(3))
+    cold_ep = play(cold_task, CTX, biased(1, logits), mazes, torch.Generator().manual_seed(3))
     assert cold_ep.action.eq(RIGHT).float().mean() > 0.99 > 0.6 > warm.action.eq(RIGHT).float().mean()
 
 
@@ -84,11 +87,11 @@ def test_batched_population_equals_a_loop_over_members(greedy):
     g = torch.Generator().manual_seed(3)
     vectors = genome.initial_vector() + 0.5 * torch.randn(3, genome.dim, generator=g)
     params = genome.params(vectors)
-    mazes, _ = maze_batch(CFG, (0, 11), 5)
-    batched = play(TASK, CFG.model, params, mazes, maze_batch(CFG, (0, 11), 5)[1], greedy=greedy)
+    mazes, _ = maze_batch(TASK, (0, 11), 5)
+    batched = play(TASK, CTX, params, mazes, maze_batch(TASK, (0, 11), 5)[1], greedy=greedy)
     for p in range(3):
         member = LSNNParams(*[t[p : p + 1] for t in params])
-        single = play(TASK, CFG.model, member, mazes, maze_batch(CFG, (0, 11), 5)[1], greedy=greedy)
+        single = play(TASK, CTX, member, mazes, maze_batch(TASK, (0, 11), 5)[1], greedy=greedy)
         for name in ("pos", "action", "reward", "reached"):
             assert torch.equal(getattr(single, name)[0], getattr(batched, name)[p]), name
         assert torch.equal(single.spike_count[0], batched.spike_count[p])
@@ -105,11 +108,11 @@ def test_fitness_is_mean_total_reward_and_a_pure_function_of_the_seed():
     b = evaluate(CFG, genome, vectors[1:], (0, 2, 7))
     assert torch.equal(a.fitness[1:], b.fitness)  # the same member scores the same in any population
     params = genome.params(vectors)
-    mazes, gen = maze_batch(CFG, (0, 2, 7), TASK.batch_size)
-    ep = play(TASK, CFG.model, params, mazes, gen, greedy=False)
+    mazes, gen = maze_batch(TASK, (0, 2, 7), TASK.batch_size)
+    ep = play(TASK, CTX, params, mazes, gen, greedy=False)
     assert torch.allclose(a.reward, ep.total_reward().mean(1))
     assert a.neuron_steps == 2 * TASK.batch_size * 8 * TASK.n_steps * TASK.ms_per_step
-    assert torch.equal(maze_eval(CFG, ep).fitness, a.fitness)
+    assert torch.equal(maze_eval(CTX, ep).fitness, a.fitness)
 
 
 def test_discounted_returns_by_hand():
@@ -126,7 +129,7 @@ def test_policy_gradient_reaches_the_readout_and_the_recurrent_weights():
     genes = genome.decode(genome.initial_vector().unsqueeze(0))
     for name in ("w_rec", "w_out"):
         genes[name] = genes[name].clone().requires_grad_(True)
-    loss, ev, terms = a2c_loss(cfg, genome.to_model(genes), (0, 2, 1), 4)
+    loss, ev, terms = a2c_loss(cfg.task, RunContext.of(cfg).with_backend(cfg.bptt.backend), genome.to_model(genes), SeedKey(0, 2, 1), 4)
     loss.backward()
     assert genes["w_out"].grad.abs().sum() > 0 and genes["w_rec"].grad.abs().sum() > 0
     assert set(terms) == {"policy_loss", "value_loss", "entropy"} and 0 < terms["entropy"] <= math.log(4) + 1e-6
@@ -146,11 +149,11 @@ def test_the_kernel_closed_loop_plays_the_same_episode_as_the_differentiable_ste
     g = torch.Generator().manual_seed(2)
     vectors = genome.initial_vector() + 0.3 * torch.randn(3, genome.dim, generator=g)
     params = genome.params(vectors)
-    mazes, _ = maze_batch(cfg, (0, 9, 1), 6)
+    mazes, _ = maze_batch(cfg.task, (0, 9, 1), 6)
     with torch.no_grad():
-        fast = play(cfg.task, cfg.model, params, mazes, torch.Generator().manual_seed(5), greedy=greedy, record_spikes=True)
+        fast = play(cfg.task, RunContext.of(cfg), params, mazes, torch.Generator().manual_seed(5), greedy=greedy, record_spikes=True)
     leaves = LSNNParams(*[t.clone().requires_grad_(True) for t in params])
-    graph = play(cfg.task, cfg.model, leaves, mazes, torch.Generator().manual_seed(5), greedy=greedy, record_spikes=True)
+    graph = play(cfg.task, RunContext.of(cfg), leaves, mazes, torch.Generator().manual_seed(5), greedy=greedy, record_spikes=True)
     assert graph.logp.requires_grad and not fast.logp.requires_grad
     assert fast.spikes.sum() > 0
     for name in ("pos", "action", "reward", "reached", "spike_count", "spikes"):
@@ -170,7 +173,7 @@ def test_a2c_replay_through_the_fused_backward_equals_the_closed_loop_graph():
         genes = genome.decode(genome.initial_vector().unsqueeze(0))
         for name in ("w_in", "w_rec", "w_out", "b_out"):
             genes[name] = genes[name].clone().requires_grad_(True)
-        loss, ev, terms = a2c_loss(cfg, genome.to_model(genes), (0, 2, 1), 4)
+        loss, ev, terms = a2c_loss(cfg.task, RunContext.of(cfg).with_backend(cfg.bptt.backend), genome.to_model(genes), SeedKey(0, 2, 1), 4)
         loss.backward()
         grads[backend] = {n: genes[n].grad for n in ("w_in", "w_rec", "w_out", "b_out")}
         evals[backend] = (loss.item(), ev.reward, terms)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from es_l2l.checkpoint import load_checkpoint
+from es_l2l.context import RunContext
 from es_l2l.families.maze.report import LSNN_TRAINED, maze_report
 from tests.test_cli import es_l2l, runs_in, store
 
@@ -36,7 +37,7 @@ def test_maze_run_logs_report_pictures_and_reloads(tmp_path, config, outer):
     # The checkpoint reproduces the logged test reward, through the API and through `es-l2l evaluate`.
     path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path))
     cfg, genome, genomes, _ = load_checkpoint(path)
-    report = maze_report(cfg, genome, genomes["initial"], genomes["best"])
+    report = maze_report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes["best"])
     assert report.metrics[LSNN_TRAINED]["reward"] == pytest.approx(m["test/model/reward"], rel=1e-6)
     other = "greedy" if cfg.task.policy == "sample" else "sample"  # the other action rule is reported too
     assert report.alt["policy"] == other and report.alt["reward"] == pytest.approx(m[f"test/model/reward_{other}"], rel=1e-6)

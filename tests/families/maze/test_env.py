@@ -273,9 +273,9 @@ def test_the_curriculum_covers_only_early_training_mazes():
 
     cfg = ExperimentConfig.model_validate({"task": {"family": "maze", "search_curriculum": 3}})
     # Training generations (and A2C steps) count from 1: the first 3 relocate.
-    assert maze_batch(cfg, (0, STREAM_TRAIN, 1), 8)[0].next_goal is not None
-    assert maze_batch(cfg, (0, STREAM_TRAIN, 3), 8)[0].next_goal is not None
-    assert maze_batch(cfg, (0, STREAM_TRAIN, 3, 1), 8)[0].next_goal is not None  # hybrid's inner steps
-    assert maze_batch(cfg, (0, STREAM_TRAIN, 4), 8)[0].next_goal is None
-    assert maze_batch(cfg, (0, STREAM_VALIDATION), 8)[0].next_goal is None
-    assert maze_batch(cfg, (0, STREAM_VALIDATION, 0), 8)[0].next_goal is None
+    assert maze_batch(cfg.task, (0, STREAM_TRAIN, 1), 8)[0].next_goal is not None
+    assert maze_batch(cfg.task, (0, STREAM_TRAIN, 3), 8)[0].next_goal is not None
+    assert maze_batch(cfg.task, (0, STREAM_TRAIN, 3, 1), 8)[0].next_goal is not None  # hybrid's inner steps
+    assert maze_batch(cfg.task, (0, STREAM_TRAIN, 4), 8)[0].next_goal is None
+    assert maze_batch(cfg.task, (0, STREAM_VALIDATION), 8)[0].next_goal is None
+    assert maze_batch(cfg.task, (0, STREAM_VALIDATION, 0), 8)[0].next_goal is None

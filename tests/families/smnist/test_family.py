@@ -50,13 +50,13 @@ def test_streams_take_their_own_split_and_the_digits_load_once():
     cfg = load_config(CONFIGS / "smoke_smnist.yaml")
     assert split(cfg.task, "train") is split(cfg.task, "train")  # cached per process
     assert [len(split(cfg.task, s)) for s in ("train", "val", "test")] == [3500, 500, 1000]
-    val = digit_batch(cfg, (0, STREAM_VALIDATION), 50)
-    assert torch.equal(val.index, digit_batch(cfg, (0, STREAM_VALIDATION), 50).index)  # fixed validation digits
+    val = digit_batch(cfg.task, (0, STREAM_VALIDATION), 50)
+    assert torch.equal(val.index, digit_batch(cfg.task, (0, STREAM_VALIDATION), 50).index)  # fixed validation digits
     assert len(val.labels.unique()) > 5  # a random subset: the split itself is sorted by class
-    test = digit_batch(cfg, (0, STREAM_TEST), 1000)
+    test = digit_batch(cfg.task, (0, STREAM_TEST), 1000)
     assert torch.equal(test.index, torch.arange(1000))
-    train = digit_batch(cfg, (0, STREAM_TRAIN, 1), 16)
-    assert train.index.max() < 3500 and not torch.equal(train.index, digit_batch(cfg, (0, STREAM_TRAIN, 2), 16).index)
+    train = digit_batch(cfg.task, (0, STREAM_TRAIN, 1), 16)
+    assert train.index.max() < 3500 and not torch.equal(train.index, digit_batch(cfg.task, (0, STREAM_TRAIN, 2), 16).index)
     assert train.x.shape == (16, cfg.task.n_steps(), cfg.task.n_inputs)
 
 

@@ -13,10 +13,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from es_l2l.config import build_config, load_config
+from es_l2l.context import RunContext
 from es_l2l.families import FAMILIES
 from es_l2l.families.store_recall.evaluate import evaluate_params
 from es_l2l.genome import build_genome
-from es_l2l.seeds import STREAM_TRAIN
+from es_l2l.seeds import STREAM_TRAIN, SeedKey
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "configs"
@@ -66,13 +67,13 @@ def test_lif_only_is_the_lsnn_with_n_alif_0():
     genes_lsnn.update({k: v for k, v in genes.items() if k not in ("tau_a", "beta")})
     p_lif, p_lsnn = g_lif.to_model(genes), g_lsnn.to_model(genes_lsnn)
     assert not p_lif.beta.any() and not p_lsnn.beta.any()
-    keys = (0, STREAM_TRAIN, 1)
+    keys = SeedKey(0, STREAM_TRAIN, 1)
     with torch.no_grad():
-        a, b = evaluate_params(lif, p_lif, keys, 8), evaluate_params(lsnn, p_lsnn, keys, 8)
+        a, b = evaluate_params(lif.task, RunContext.of(lif), p_lif, keys, 8), evaluate_params(lsnn.task, RunContext.of(lsnn), p_lsnn, keys, 8)
     assert torch.equal(a.fitness, b.fitness) and torch.equal(a.wrong, b.wrong)
     # with gradients (the BPTT path) too
-    a = evaluate_params(lif, p_lif._replace(w_out=p_lif.w_out.clone().requires_grad_()), keys, 8)
-    b = evaluate_params(lsnn, p_lsnn._replace(w_out=p_lsnn.w_out.clone().requires_grad_()), keys, 8)
+    a = evaluate_params(lif.task, RunContext.of(lif), p_lif._replace(w_out=p_lif.w_out.clone().requires_grad_()), keys, 8)
+    b = evaluate_params(lsnn.task, RunContext.of(lsnn), p_lsnn._replace(w_out=p_lsnn.w_out.clone().requires_grad_()), keys, 8)
     assert torch.allclose(a.fitness, b.fitness, rtol=0, atol=1e-6)
 
 

@@ -43,7 +43,7 @@ def test_off_gives_todays_tasks_and_generator_consumption(keys, curriculum):
     x, y, spikes = old_sample_tasks(cfg.task, gen_old, 5, centered=curriculum > 0 and keys[1] == STREAM_TRAIN)
     assert torch.equal(new.x, x) and torch.equal(new.y, y) and torch.equal(new.spikes, spikes)
     assert torch.equal(gen_new.get_state(), gen_old.get_state())  # the same draws, no more
-    assert torch.equal(task_batch(cfg, keys, 5).y, new.y) and (new.which == -1).all()
+    assert torch.equal(task_batch(cfg.task, keys, 5).y, new.y) and (new.which == -1).all()
 
 
 def test_training_stream_mixes_in_the_fixed_networks_at_the_share():
@@ -66,8 +66,8 @@ def test_training_stream_mixes_in_the_fixed_networks_at_the_share():
     assert which.min() == -1 and which.max() == 3
     # inputs are always fresh, and the same as without the option (the mixing draws come after x)
     off = build_config(None, SMALL)
-    assert torch.equal(task_batch(cfg, (0, STREAM_TRAIN, 7), 8).x, task_batch(off, (0, STREAM_TRAIN, 7), 8).x)
-    assert task_batch(cfg, (0, STREAM_TRAIN, 7), 8).spikes.shape[1] == 6 * 4
+    assert torch.equal(task_batch(cfg.task, (0, STREAM_TRAIN, 7), 8).x, task_batch(off.task, (0, STREAM_TRAIN, 7), 8).x)
+    assert task_batch(cfg.task, (0, STREAM_TRAIN, 7), 8).spikes.shape[1] == 6 * 4
 
 
 def test_fixed_networks_depend_on_frequent_seed_only():
@@ -84,7 +84,7 @@ def test_validation_and_fresh_test_tasks_never_use_the_fixed_networks():
     cfg = build_config(None, SMALL + ["task.frequent_targets=4", "task.frequent_share=0.9"])
     off = build_config(None, SMALL)
     for keys in ((0, STREAM_VALIDATION), (0, STREAM_TEST)):
-        on, plain = task_batch(cfg, keys, 64), task_batch(off, keys, 64)
+        on, plain = task_batch(cfg.task, keys, 64), task_batch(off.task, keys, 64)
         assert (on.which == -1).all()
         assert torch.equal(on.y, plain.y) and torch.equal(on.spikes, plain.spikes)
         assert not (fixed_outputs(cfg.task, on.x) == on.y).all(dim=-1).any()
@@ -92,13 +92,13 @@ def test_validation_and_fresh_test_tasks_never_use_the_fixed_networks():
 
 def test_held_out_frequent_group_has_each_network_equally_often_on_the_fresh_groups_inputs():
     cfg = build_config(None, SMALL + ["task.frequent_targets=4"])
-    fresh = task_batch(cfg, (0, STREAM_TEST), 16)
-    freq = task_batch(cfg, (0, STREAM_TEST), 16, targets=teacher.TARGETS_FREQUENT)
+    fresh = task_batch(cfg.task, (0, STREAM_TEST), 16)
+    freq = task_batch(cfg.task, (0, STREAM_TEST), 16, targets=teacher.TARGETS_FREQUENT)
     assert freq.which.tolist() == [0, 1, 2, 3] * 4
     assert torch.equal(freq.x, fresh.x)
     assert torch.equal(freq.y, fixed_outputs(cfg.task, freq.x)[freq.which, torch.arange(16)])
     with pytest.raises(ValueError, match="frequent_targets > 0"):
-        task_batch(build_config(None, SMALL), (0, STREAM_TEST), 4, targets=teacher.TARGETS_FREQUENT)
+        task_batch(build_config(None, SMALL).task, (0, STREAM_TEST), 4, targets=teacher.TARGETS_FREQUENT)
 
 
 @pytest.mark.parametrize(

@@ -145,12 +145,12 @@ def test_shape_curriculum_centres_training_tasks_only_while_it_lasts():
     from es_l2l.seeds import STREAM_TRAIN, STREAM_VALIDATION
 
     cfg = build_config(None, ["task.shape_curriculum=5", "task.n_trials=6", "task.trial_ms=4", "task.readout_ms=2"])
-    early = task_batch(cfg, (0, STREAM_TRAIN, 5), 3)
-    late = task_batch(cfg, (0, STREAM_TRAIN, 6), 3)
+    early = task_batch(cfg.task, (0, STREAM_TRAIN, 5), 3)
+    late = task_batch(cfg.task, (0, STREAM_TRAIN, 6), 3)
     plain = teacher.sample_tasks(cfg.task, generator(0, STREAM_TRAIN, 5), 3)
     assert torch.allclose(early.y.mean(dim=1), torch.zeros(3), atol=1e-6)
     assert torch.allclose(early.y, plain.y - plain.y.mean(dim=1, keepdim=True)) and torch.equal(early.x, plain.x)
     assert torch.equal(late.y, teacher.sample_tasks(cfg.task, generator(0, STREAM_TRAIN, 6), 3).y)
-    val = task_batch(cfg, (0, STREAM_VALIDATION), 3)
+    val = task_batch(cfg.task, (0, STREAM_VALIDATION), 3)
     assert torch.equal(val.y, teacher.sample_tasks(cfg.task, generator(0, STREAM_VALIDATION), 3).y)
-    assert FAMILY.status_extras(cfg, 5) == {"shape_curriculum": 1.0} and FAMILY.status_extras(cfg, 6) == {"shape_curriculum": 0.0}
+    assert FAMILY.status_extras(cfg.task, 5) == {"shape_curriculum": 1.0} and FAMILY.status_extras(cfg.task, 6) == {"shape_curriculum": 0.0}
