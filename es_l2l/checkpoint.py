@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from es_l2l.config import ConfigError, ExperimentConfig, build_config, short_repr
+from es_l2l.config import ConfigError, ExperimentConfig, build_config, short_repr, stored_model
 from es_l2l.genome import Genome, build_genome
 from es_l2l.redact import safe_config
 from es_l2l.safe_io import UnsafeFile, is_raw_pickle, load_blob, save_blob, torch_load_data
@@ -32,6 +32,7 @@ def renamed_values(config):
     task family, the same numbers; anything else is left for the config check to name."""
     from es_l2l.families import FAMILIES, default_family
 
+    config = stored_model(config)  # one model section for every kind, as es-l2l wrote it before 2026-12-02
     task = config.get("task") if isinstance(config, dict) else None
     family = FAMILIES.get(str(task.get("family", default_family()))) if isinstance(task, dict) else None
     return config if family is None else {**config, "task": family.stored_task(task)}  # registered families only: no import
@@ -120,7 +121,7 @@ def load_resume(path: str | Path) -> dict:
         if not isinstance(blob.get(key), kind):
             raise UnsafeFile(f"'{path}' is a damaged es-l2l resume file ({key} is missing or not a {kind.__name__})")
     try:
-        cfg = build_config(blob["config"])
+        cfg = build_config(stored_model(blob["config"]))
     except ConfigError as exc:
         raise UnsafeFile(f"'{path}' is a damaged es-l2l resume file (its config: {exc})") from None
     problem = resume_problem(blob, cfg, build_genome(cfg).dim)

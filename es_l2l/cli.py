@@ -103,11 +103,11 @@ def _error(message) -> None:
 def _resume_state(args, cfg: ExperimentConfig) -> tuple[ExperimentConfig, dict]:
     """The stored config (plus this command's overrides) and driver state of run ``args.resume``."""
     from es_l2l.checkpoint import fetch_resume
-    from es_l2l.config import build_config
+    from es_l2l.config import build_config, stored_model
     from es_l2l.tracking import tracking_uri
 
     state = fetch_resume(args.resume, tracking_uri(cfg), force=args.force)  # ResumeError: one line
-    stored = state.pop("config")
+    stored = stored_model(state.pop("config"))  # an older es-l2l wrote one model section for every kind
     stored.setdefault("tracking", {})["uri"] = cfg.tracking.uri  # the stored one is redacted (no credentials)
     return build_config(stored, _overrides(args)), state
 

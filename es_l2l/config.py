@@ -51,6 +51,18 @@ def model_section(value: Any) -> Any:
     return {**value, "kind": kind}
 
 
+def stored_model(tree: Any) -> Any:
+    """A stored config tree (checkpoint, resume file) whose ``model:`` section an older es-l2l wrote
+    with every kind's keys (one section for all kinds): its kind's keys only, the other kinds' keys
+    (which never applied to it) dropped; unknown keys stay, for the config check to name."""
+    model = tree.get("model") if isinstance(tree, dict) else None
+    if not isinstance(model, dict) or model.get("kind", default_model()) not in MODELS:
+        return tree
+    mine = MODELS[model.get("kind", default_model())].config.model_fields
+    others = {k for m in MODELS.values() for k in m.config.model_fields} - set(mine)
+    return {**tree, "model": {k: v for k, v in model.items() if k not in others}}
+
+
 class GenomeConfig(Strict):
     """Which parameter blocks ES searches; the others stay frozen at their initial value."""
 

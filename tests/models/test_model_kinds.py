@@ -105,6 +105,19 @@ def test_each_kind_owns_its_section():
         assert str(err.value) == line
 
 
+def test_a_stored_config_with_every_kinds_model_keys_still_loads():
+    """Before each kind owned its section, es-l2l stored one ``model:`` with every kind's keys
+    (checkpoints, resume files): they load as the same config, the other kind's keys dropped."""
+    from es_l2l.checkpoint import renamed_values
+
+    lsnn, lstm = build_config(None), lstm_cfg()
+    old_lsnn = {**lsnn.model_dump(), "model": {**lsnn.model.model_dump(), "lstm_units": 16, "lstm_forget_bias": 1.0}}
+    old_lstm = {**lstm.model_dump(), "model": {**lstm.model.model_dump(), "n_lif": 16, "n_alif": 16, "tau_m": 20.0}}
+    assert build_config(renamed_values(old_lsnn)) == lsnn and build_config(renamed_values(old_lstm)) == lstm
+    with pytest.raises(ConfigError, match="unknown config key 'model.tau_mem'"):  # unknown keys are still named
+        build_config(renamed_values({"model": {"tau_mem": 3}}))
+
+
 def test_lstm_stepper_is_the_lstm_run_a_step_at_a_time():
     g = build_genome(lstm_cfg())
     p = g.params(torch.randn(3, g.dim) * 0.3)
