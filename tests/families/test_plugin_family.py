@@ -19,7 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 
-from es_l2l.families.base import Objective, TaskFamily
+from es_l2l.families.base import HeldOut, Objective, TaskFamily
 from es_l2l.schema import TaskSection
 from es_l2l.seeds import STREAM_TEST, generator
 from es_l2l.snn import firing_rate_hz, rollout
@@ -56,30 +56,6 @@ def sample(task: SumConfig, seed_keys, batch: int) -> tuple[torch.Tensor, torch.
     return x, x.sum(dim=(1, 2)) / scale
 
 
-class SumReport:
-    def __init__(self, mse: float, baseline: float):
-        self.mse, self.baseline = mse, baseline
-
-    def score(self) -> float:
-        return self.mse
-
-    def beaten(self) -> dict[str, bool]:
-        return {"mean": self.mse < self.baseline}
-
-    def verdict(self) -> str:
-        return f"test MSE {self.mse:.4f} against the mean's {self.baseline:.4f}"
-
-    def flat_metrics(self) -> dict[str, float]:
-        return {"test_mse": self.mse, "mean.test_mse": self.baseline}
-
-    def print(self, console, result) -> None:
-        console.print(f"spike-sum family: {self.verdict()}")
-
-    def log(self, tracker, cfg, genome, result) -> None:
-        tracker.log_metrics(self.flat_metrics(), step=result.generations)
-        tracker.set_tags({"verdict": self.verdict()})
-
-
 class SumFamily(TaskFamily):
     name = NAME
     config = SumConfig
@@ -105,7 +81,11 @@ class SumFamily(TaskFamily):
         keys = (cfg.run.seed, STREAM_TEST)
         ev = self.evaluate(cfg, genome.params(trained.unsqueeze(0)), keys, cfg.run.validation_tasks)
         _, target = sample(cfg.task, keys, cfg.run.validation_tasks)
-        return SumReport(float(ev.mse[0]), float((target - target.mean()).pow(2).mean()))
+        mse, baseline = float(ev.mse[0]), float((target - target.mean()).pow(2).mean())
+        verdict = f"spike-sum family: test MSE {mse:.4f} against the mean's {baseline:.4f}"
+        # data only: the shell prints the verdict, logs the metrics, tags and held_out.json
+        return HeldOut(rows={"network": {"mse": mse}, "mean": {"mse": baseline}}, score=mse, verdict=verdict,
+                       beats={"mean": mse < baseline}, metrics={"test/model/mse": mse, "test/mean/mse": baseline})
 
 
 FAMILY = SumFamily()
@@ -144,7 +124,10 @@ def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val/mse")
         assert [m.step for m in history] == [0, 1, 2, 3]  # validated every generation / step
-        assert {"test/model/mse", "test/mean/mse"} <= set(run.data.metrics)  # its report's flat keys, grouped
+        assert {"test/model/mse", "test/mean/mse"} <= set(run.data.metrics)
+        assert run.data.tags["beats.mean"] in ("true", "false") and "spike-sum family" in run.data.tags["mlflow.note.content"]
+        table = client.load_table(run.info.experiment_id, "held_out.json", run_ids=[run.info.run_id])
+        assert list(table["predictor"]) == ["network", "mean"] and table["mse"][0] == run.data.metrics["test/model/mse"]
         assert run.data.params["task.family"] == NAME
 
 

@@ -46,14 +46,14 @@ class MazeFamily(TaskFamily):
         return a2c_loss(cfg, params, seed_keys, batch)
 
     def report(self, cfg, genome, initial, trained):
-        from es_l2l.families.maze.report import maze_report
+        from es_l2l.families.maze.report import held_out
 
-        return maze_report(cfg, genome, initial, trained)
+        return held_out(cfg, genome, initial, trained)
 
-    def summarise_comparison(self, plan, children, parent):
+    def summarise_comparison(self, plan, children):
         from es_l2l.families.maze.compare import summarise
 
-        return summarise(plan, children, parent)
+        return summarise(plan, children)
 
     def status_extras(self, cfg, generation: int) -> dict[str, float]:
         if not cfg.task.search_curriculum:
