@@ -23,6 +23,7 @@ from es_l2l.families.base import HeldOut, Objective, TaskFamily
 from es_l2l.schema import TaskSection
 from es_l2l.seeds import STREAM_TEST, generator
 from es_l2l.snn import firing_rate_hz, rollout
+from tests.test_reporting import load_table
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "tests.families.test_plugin_family:FAMILY"
@@ -126,7 +127,7 @@ def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_
         assert [m.step for m in history] == [0, 1, 2, 3]  # validated every generation / step
         assert {"test/model/mse", "test/mean/mse"} <= set(run.data.metrics)
         assert run.data.tags["beats.mean"] in ("true", "false") and "spike-sum family" in run.data.tags["mlflow.note.content"]
-        table = client.load_table(run.info.experiment_id, "held_out.json", run_ids=[run.info.run_id])
+        table = load_table(client, run)
         assert list(table["predictor"]) == ["network", "mean"] and table["mse"][0] == run.data.metrics["test/model/mse"]
         assert run.data.params["task.family"] == NAME
 
