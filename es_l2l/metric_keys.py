@@ -4,7 +4,7 @@ The outer loops and the progress display keep the status dict's short, readable 
 (``fitness_mean``, ``val_mse_late``: the *internal* names); :class:`es_l2l.tracking.MlflowRun` maps
 them here, in one place, to the keys MLflow stores. The families' held-out reports emit the stored
 keys themselves (:func:`test_key`). Every key's first segment is a group, so that the MLflow UI
-shows one chart section per group:
+(a chart section per key up to its last ``/``) shows the groups apart:
 
 * ``train/<name>``: per-generation training (``train/fitness_mean``, ``train/grad_norm``,
   ``train/elapsed_s``, ...; a leading ``train_`` is dropped: ``train_mse_mean`` -> ``train/mse_mean``);
