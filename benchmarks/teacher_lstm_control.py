@@ -35,9 +35,9 @@ import torch
 from es_l2l.config import load_config
 from es_l2l.families.teacher import tasks as teacher
 from es_l2l.families.teacher.baselines import family_mean, predict_running_mean
-from es_l2l.stats import paired_normal_interval
 from es_l2l.models.lstm import init_lstm, lstm_rollout
 from es_l2l.seeds import STREAM_INIT, STREAM_TEST, STREAM_TRAIN, STREAM_VALIDATION, generator
+from es_l2l.stats import paired_normal_interval
 
 
 def lstm_inputs(cfg, tasks: teacher.TeacherTasks, kind: str) -> torch.Tensor:

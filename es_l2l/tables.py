@@ -6,9 +6,10 @@ are dicts, columns are ``(key, title)`` pairs, and "better" comes from the famil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from es_l2l.plots import pyplot, save_figure
 
@@ -137,9 +138,7 @@ def generic_comparison(objective, plan, children: list) -> Comparison:
     def draw(path: Path) -> Path:
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-        for i, c in enumerate(done):
-            vals = validation_history(c.outcome, objective.key)
-            ax.plot([h["elapsed_s"] for h in vals], [h[objective.key] for h in vals], color=f"C{i}", lw=2, marker=".", label=f"{c.name} ({c.outer})")
+        plot_validation([ax], done, objective.key)
         ax.set_xlabel("training wall time (s)")
         ax.set_ylabel(objective.label)
         ax.grid(alpha=0.3)
@@ -149,6 +148,19 @@ def generic_comparison(objective, plan, children: list) -> Comparison:
 
     return Comparison(rows, text, title, GENERIC_COLUMNS, GENERIC_PRINTED, winner=ranked[0]["name"] if rows else None,
                       figures={"comparison.png": draw})
+
+
+def plot_validation(axes, children: list, key: str) -> None:
+    """Each finished child's validation ``key`` against training seconds on ``axes[0]`` and, where a
+    second axis is given, against simulated neuron-steps on ``axes[1]`` (from the first step: a log
+    axis has no place for 0); colours ``C0``, ``C1``, ... in the children's order."""
+    for i, c in enumerate(ch for ch in children if ch.outcome is not None):
+        vals = validation_history(c.outcome, key)
+        label = f"{c.name} ({c.outer})"
+        axes[0].plot([h["elapsed_s"] for h in vals], [h[key] for h in vals], color=f"C{i}", lw=2, marker=".", label=label)
+        if len(axes) > 1:
+            later = [h for h in vals if h["neuron_steps"] > 0]
+            axes[1].plot([h["neuron_steps"] for h in later], [h[key] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
 
 
 def comparison_title(plan, label: str, target: str) -> str:

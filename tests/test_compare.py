@@ -3,14 +3,14 @@
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from es_l2l.config import load_config
-from es_l2l.genome import build_genome
-from es_l2l.outer import OUTER_LOOPS
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.families.teacher.tasks import n_inputs
+from es_l2l.genome import build_genome
+from es_l2l.outer import OUTER_LOOPS
 from tests.test_cli import es_l2l, runs_in, store
-from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -58,5 +58,5 @@ def test_normal_intervals_over_episodes_by_hand():
     d = welch_normal_interval(v, torch.tensor([10.0, 12.0, 14.0]))
     assert d.mean == pytest.approx(-9.0) and d.n == 8
     assert d.half_width == pytest.approx(1.96 * math.sqrt(2.5 / 5 + 4.0 / 3))
-    mean, lo, hi = normal_band(torch.stack([v, v + 1.0]).T)  # two columns, five rows each
+    mean, _, hi = normal_band(torch.stack([v, v + 1.0]).T)  # two columns, five rows each
     assert mean.tolist() == pytest.approx([3.0, 4.0]) and (hi - mean).tolist() == pytest.approx([half, half])

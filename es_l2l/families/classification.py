@@ -9,8 +9,9 @@ own baselines on the same held-out inputs; what it beats follows from the object
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 

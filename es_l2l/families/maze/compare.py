@@ -12,7 +12,7 @@ from es_l2l.families.maze.report import baseline_rows as maze_baselines
 from es_l2l.metric_keys import comparison_key, key_name, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
-from es_l2l.tables import NOT_REACHED, Comparison, comparison_title, default_target, row_head
+from es_l2l.tables import NOT_REACHED, Comparison, comparison_title, default_target, plot_validation, row_head
 
 MAZE_COLUMNS = [
     ("name", "config"),
@@ -73,12 +73,7 @@ def maze_verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
 def plot_maze_comparison(children: list, val_baselines: dict[str, dict], path: Path, title: str) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110)
-    for i, c in enumerate(ch for ch in children if ch.outcome is not None):
-        vals = [h for h in c.outcome.result.history if "val_reward" in h]
-        label = f"{c.name} ({c.outer})"
-        axes[0].plot([h["elapsed_s"] for h in vals], [h["val_reward"] for h in vals], color=f"C{i}", lw=2, marker=".", label=label)
-        later = [h for h in vals if h["neuron_steps"] > 0]
-        axes[1].plot([h["neuron_steps"] for h in later], [h["val_reward"] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
+    plot_validation(axes, children, "val_reward")
     for (name, row), color in zip(val_baselines.items(), ("C7", "C5", "C6")):
         for ax in axes:
             ax.axhline(row["reward"], color=color, ls="--", lw=1, label=f"{name} ({row['reward']:.2f})")
@@ -110,6 +105,6 @@ def summarise(plan, children: list) -> Comparison:
     for r in rows:
         metrics.update({comparison_key(key_name(r["name"]), k): float(r[k]) for k in ("test_reward", "best_val_reward", "final_val_reward", "train_s", "neuron_steps")})
     metrics.update({comparison_key(f"baseline/{predictor(b['name'])}", "test_reward"): b["test_reward"] for b in base})
-    draw = lambda path: plot_maze_comparison(children, maze_baselines(first, STREAM_VALIDATION), path, title)  # noqa: E731
+    draw = lambda path: plot_maze_comparison(children, maze_baselines(first, STREAM_VALIDATION), path, title)
     return Comparison(rows + base, text, title, MAZE_COLUMNS, MAZE_PRINTED, winner=max(rows, key=lambda r: r["test_reward"])["name"],
                       metrics=metrics, figures={"comparison.png": draw})

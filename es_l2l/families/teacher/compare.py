@@ -12,7 +12,15 @@ from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_
 from es_l2l.metric_keys import comparison_key, key_name, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
-from es_l2l.tables import Comparison, comparison_title, default_target, row_head, to_target, validation_history
+from es_l2l.tables import (
+    Comparison,
+    comparison_title,
+    default_target,
+    plot_validation,
+    row_head,
+    to_target,
+    validation_history,
+)
 
 KEY = OBJECTIVE.key
 
@@ -72,15 +80,10 @@ def plot_comparison(children: list, val_baselines: dict[str, float], report, tar
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), dpi=110)
     names = [n for n in report.curves if n != LSNN_TRAINED]
     colors = {n: ("gray" if n == LSNN_UNTRAINED else f"C{j + 3}") for j, n in enumerate(names)}
+    plot_validation(axes[:2], children, KEY)
     for i, c in enumerate(ch for ch in children if ch.outcome is not None):
-        vals = validation_history(c.outcome, KEY)
-        mse = [h["val_mse_late"] for h in vals]
-        label = f"{c.name} ({c.outer})"
-        axes[0].plot([h["elapsed_s"] for h in vals], mse, color=f"C{i}", lw=2, marker=".", label=label)
-        later = [h for h in vals if h["neuron_steps"] > 0]  # the log axis has no place for step 0
-        axes[1].plot([h["neuron_steps"] for h in later], [h["val_mse_late"] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
         curve = c.outcome.report.detail.curves[LSNN_TRAINED]
-        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=label)
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
     for name, value in val_baselines.items():
         for ax in axes[:2]:
             ax.axhline(value, color=colors.get(name, "black"), ls="--", lw=1, label=name)

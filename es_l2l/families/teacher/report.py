@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from es_l2l.families.base import HeldOut
 from es_l2l.families.teacher.baselines import (
     baseline_predictions,
     family_mean,
@@ -32,7 +33,6 @@ from es_l2l.families.teacher.evaluate import (
     window,
 )
 from es_l2l.families.teacher.groups import GroupSplit, group_split, plot_groups
-from es_l2l.families.base import HeldOut
 from es_l2l.metric_keys import test_key
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST

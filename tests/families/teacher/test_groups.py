@@ -12,7 +12,6 @@ from mlflow.tracking import MlflowClient
 
 from es_l2l.families.teacher.baselines import BACKPROP, RUNNING_MEAN
 from es_l2l.families.teacher.evaluate import LSNN_TRAINED, LSNN_UNTRAINED
-from es_l2l.stats import normal_band
 from es_l2l.families.teacher.groups import (
     GROUP_FREQUENT,
     GROUP_FRESH,
@@ -21,6 +20,7 @@ from es_l2l.families.teacher.groups import (
     episode_scores,
     plot_groups,
 )
+from es_l2l.stats import normal_band
 
 ROOT = Path(__file__).resolve().parents[3]
 HALF = 1.96 * math.sqrt(2.5) / math.sqrt(5)  # 1.96 sd / sqrt(n) of 1, 2, 3, 4, 5
@@ -43,7 +43,7 @@ def split_with(lsnn_frequent: float, backprop_frequent: float, n: int = 8, k: in
     """Hand-made squared errors: every predictor 1.0 +- 0.1 per episode on fresh networks; on the
     frequent ones the LSNN and backprop at the given levels (generation 0 and the running mean as fresh)."""
     jitter = torch.tensor([0.1, -0.1] * (n // 2))[:, None].expand(n, 6)
-    level = lambda v: v + jitter  # noqa: E731
+    level = lambda v: v + jitter
     names = (LSNN_TRAINED, LSNN_UNTRAINED, BACKPROP, RUNNING_MEAN)
     fresh = {p: level(1.0) for p in names}
     frequent = {p: level(1.0) for p in names} | {LSNN_TRAINED: level(lsnn_frequent), BACKPROP: level(backprop_frequent)}

@@ -2,8 +2,8 @@
 
 import torch
 
-from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, HeldOutReport, verdict
 from es_l2l.families.teacher.evaluate import episode_metrics
+from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, HeldOutReport, verdict
 
 
 def report_with(lsnn: list[float]) -> HeldOutReport:
