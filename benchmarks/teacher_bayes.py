@@ -26,11 +26,11 @@ from es_l2l.checkpoint import load_checkpoint
 from es_l2l.families.teacher.baselines import family_mean, predict_target_backprop
 from es_l2l.context import RunContext
 from es_l2l.families.teacher.evaluate import evaluate_params, task_batch
-from es_l2l.families.teacher.groups import curve_ci, episode_scores, mean_ci, unpaired_difference
+from es_l2l.families.teacher.groups import episode_scores
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TARGETS_FRESH
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST
-
+from es_l2l.stats import normal_band, normal_interval, welch_normal_interval
 
 GROUPS = (("fresh", TARGETS_FRESH), ("frequent", TARGETS_FREQUENT))
 
@@ -76,21 +76,21 @@ def main() -> None:
     }
     result: dict = {"task": task.model_dump(), "episodes": args.episodes, "scores": {}, "prior_effect": {}}
     for name, groups in nets.items():
-        result["scores"][name] = {g: {k: mean_ci(v) for k, v in episode_scores(e).items()} for g, e in groups.items()}
+        result["scores"][name] = {g: {k: normal_interval(v).as_dict() for k, v in episode_scores(e).items()} for g, e in groups.items()}
     a, b = nets["with frequent networks"], nets["without (control)"]
     gain = {g: episode_scores(a[g] - b[g]) for g in ("fresh", "frequent")}  # per episode, same tasks: with minus without
     for k in gain["fresh"]:
         result["prior_effect"][k] = {
-            "gain_fresh": mean_ci(gain["fresh"][k]),
-            "gain_frequent": mean_ci(gain["frequent"][k]),
-            "frequent_minus_fresh": unpaired_difference(gain["frequent"][k], gain["fresh"][k]),
+            "gain_fresh": normal_interval(gain["fresh"][k]).as_dict(),
+            "gain_frequent": normal_interval(gain["frequent"][k]).as_dict(),
+            "frequent_minus_fresh": welch_normal_interval(gain["frequent"][k], gain["fresh"][k]).as_dict(),
         }
     (out / "teacher_bayes.json").write_text(json.dumps(result, indent=1))
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120, sharey=True)
     for ax, (name, groups) in zip(axes, nets.items()):
         for g, color in (("fresh", "C0"), ("frequent", "C3")):
-            mean, lo, hi = curve_ci(groups[g])
+            mean, lo, hi = normal_band(groups[g])
             t = torch.arange(1, mean.numel() + 1)
             ax.plot(t, mean, color=color, label=g)
             ax.fill_between(t, lo, hi, color=color, alpha=0.2)

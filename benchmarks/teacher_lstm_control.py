@@ -35,9 +35,9 @@ import torch
 from es_l2l.config import load_config
 from es_l2l.families.teacher import tasks as teacher
 from es_l2l.families.teacher.baselines import family_mean, predict_running_mean
-from es_l2l.families.teacher.report import paired_difference
 from es_l2l.models.lstm import init_lstm, lstm_rollout
 from es_l2l.seeds import STREAM_INIT, STREAM_TEST, STREAM_TRAIN, STREAM_VALIDATION, generator
+from es_l2l.stats import paired_normal_interval
 
 
 def lstm_inputs(cfg, tasks: teacher.TeacherTasks, kind: str) -> torch.Tensor:
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     err = (pred - test.y).pow(2)
     k = max(1, task.n_trials // 6)
     running = predict_running_mean(test.y, family_mean(task, seed))
-    diff = paired_difference(per_episode_late(pred, test.y), per_episode_late(running, test.y))
+    diff = paired_normal_interval(per_episode_late(pred, test.y), per_episode_late(running, test.y)).as_dict()
     result = {
         "inputs": args.inputs,
         "hidden": args.hidden,

@@ -9,7 +9,7 @@ Each ``--runs`` entry is an MLflow tracking URI holding one finished ``es-l2l ru
 validation step: the best genome so far), scored here by the same held-out report a run ends with. A run's seed fixes its 128 held-out test tasks, so the baselines differ
 between seeds; the within-run interval is the paired difference to the running mean over those
 episodes (the run's ``test/model_minus_running_mean`` metrics), and the spread across runs is the
-mean and Student-t 95% interval over the runs of each number (``es_l2l.stats.mean_ci``).
+mean and Student-t 95% interval over the runs of each number (``es_l2l.stats.t_interval``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from es_l2l.stats import mean_ci
+from es_l2l.stats import t_interval
 
 COLUMNS = {
     "steps": "train/neuron_steps",  # replaced by the step count below
@@ -84,7 +84,7 @@ def main() -> None:
     spread = {}
     for key in ("lsnn_late", "lsnn_first5", "running_mean_late", "least_squares_late", "minus_running_mean",
                 "backprop_first5"):
-        ci = mean_ci([r[key] for r in rows])
+        ci = t_interval([r[key] for r in rows])
         spread[key] = {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
     print("| seed | steps | best val (step) | LSNN 2nd half | LSNN first 5 | running mean 2nd half / first 5 | "
           "online least squares 2nd half / first 5 | LSNN minus running mean [95% CI, 128 episodes] |")

@@ -157,9 +157,10 @@ def cmd_run(args, console: Console) -> int:
 
 
 def _print_summary(console: Console, report, result, run_id: str, uri: str) -> None:
+    from es_l2l.reporting import print_held_out
     from es_l2l.tracking import ui_command
 
-    report.print(console, result)
+    print_held_out(console, report, result)
     console.print(f"MLflow run id: {run_id}\nbrowse it:     {ui_command(uri)}")
 
 
@@ -247,7 +248,9 @@ def cmd_evaluate(args, console: Console) -> int:
 
     report = family_of(cfg.task).report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes[args.genome])
     console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
-    report.print(console, None)
+    from es_l2l.reporting import print_held_out
+
+    print_held_out(console, report, None)
     return 0
 
 

@@ -20,7 +20,7 @@ from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_conf
 from es_l2l.metric_keys import key_name
 from es_l2l.models import get_model
 from es_l2l.schema import BLOCKS
-from es_l2l.stats import mean_ci, paired_difference, verdict
+from es_l2l.stats import paired_t_interval, paired_verdict, t_interval
 from es_l2l.tables import csv_table, markdown_table, rich_table
 
 
@@ -125,6 +125,8 @@ def compare(plan: Plan, console: Console) -> int:
     from es_l2l.guard import probe_tracking, tracking_uri
     from es_l2l.lifecycle import final_state
     from es_l2l.redact import safe_yaml
+    from es_l2l.reporting import log_comparison, print_comparison
+    from es_l2l.reporting.comparison import comparison_markdown
     from es_l2l.tracking import MlflowRun, ui_command
 
     first = plan.configs[0]
@@ -168,7 +170,8 @@ def compare(plan: Plan, console: Console) -> int:
             raise CompareError("no compared run finished: " + "; ".join(f"{c.name}: {c.error}" for c in children))
         family = family_of(first.task)
         shown = [c for c in children if c.seed == seeds[0]]
-        table_rows, text, title, columns, printed = family.summarise_comparison(plan, shown, parent)
+        summary = family.summarise_comparison(plan, shown)
+        log_comparison(parent, summary)
         seed_rows, seed_text = seed_summary(plan, children, family.objective) if len(seeds) > 1 else ([], "")
         seeds_md = markdown_table(seed_rows, SEED_COLUMNS) + "\n" + seed_text + "\n" if seed_rows else ""
         if seed_rows:
@@ -176,12 +179,11 @@ def compare(plan: Plan, console: Console) -> int:
             parent.log_text(csv_table(seed_rows, SEED_COLUMNS), "seeds.csv")
             parent.log_metrics({f"test/{key_name(r['name'])}/seed_{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
             parent.set_tags({"verdict_seeds": seed_text[:5000]})
-        held_out_md = markdown_table(table_rows, columns) + "\n" + text + "\n"
+        held_out_md = comparison_markdown(summary)
         parent.set_tags({"mlflow.note.content": description(plan, seeds, terms, held_out_md, seeds_md)})
     failed = [c for c in children if c.error]
     parent.end("FAILED" if failed else "FINISHED")
-    console.print(rich_table(table_rows, title, columns, printed))
-    console.print(text)
+    print_comparison(console, summary)
     if seed_rows:
         console.print(rich_table(seed_rows, f"test {family.objective.label.removeprefix('val ')} over seeds {seeds} (95% CI)",
                                  SEED_COLUMNS, tuple(k for k, _ in SEED_COLUMNS)))
@@ -227,17 +229,17 @@ def seed_summary(plan: Plan, children: list[Child], objective) -> tuple[list[dic
     outers = {c.name: c.outer for c in plan.configs}
     for c in children:
         if c.outcome is not None:
-            scores.setdefault(c.name, {})[c.seed] = c.outcome.report.score()
+            scores.setdefault(c.name, {})[c.seed] = c.outcome.report.score
     rows, sentences = [], []
     for name, by_seed in scores.items():
-        ci = mean_ci(list(by_seed.values()))
+        ci = t_interval(list(by_seed.values()))
         rows.append({"name": name, "outer": outers[name], "n": ci.n, "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "verdict": ""})
     names = list(scores)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             common = sorted(set(scores[a]) & set(scores[b]))
-            diff = paired_difference([scores[a][s] for s in common], [scores[b][s] for s in common])
-            text = verdict(a, b, diff, objective.maximize)
+            diff = paired_t_interval([scores[a][s] for s in common], [scores[b][s] for s in common])
+            text = paired_verdict(a, b, diff, objective.maximize)
             sentences.append(f"{text} (paired difference {diff.mean:+.4g}, 95% CI [{diff.low:.4g}, {diff.high:.4g}], {diff.n} seeds)")
             rows.append({"name": f"{a} - {b}", "outer": "paired", "n": diff.n, "mean": diff.mean, "ci_low": diff.low,
                          "ci_high": diff.high, "verdict": text.split(": ", 1)[1]})

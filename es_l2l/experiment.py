@@ -20,7 +20,7 @@ from es_l2l.lifecycle import RunFailed  # noqa: F401  (raised by run_experiment;
 class Outcome:
     cfg: ExperimentConfig
     result: object  # es_l2l.outer.base.RunResult
-    report: object  # the family's held-out Report (es_l2l.families.base)
+    report: object  # the family's held-out report, as data (es_l2l.families.base.HeldOut)
     run_id: str
     uri: str
 
@@ -77,6 +77,7 @@ def run_experiment(
     from es_l2l.outer import OUTER_LOOPS
     from es_l2l.progress import ProgressDisplay
     from es_l2l.redact import redact_uri
+    from es_l2l.reporting import log_held_out
     from es_l2l.submit import JOB_ID_ENV
     from es_l2l.tracking import MlflowRun
 
@@ -130,8 +131,8 @@ def run_experiment(
             if monitor is not None:
                 stop_monitor(monitor, interrupted=isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)))
         report = family.report(cfg.task, ctx, genome, result.initial, result.best)
-        report.log(tracker, cfg.task, ctx, genome, result)  # plots, tables, test metrics, verdict tags
-        log_summary(tracker, cfg, genome, report, result, describe(cfg, genome))
+        log_held_out(tracker, report, result)  # figures, tables, test metrics, beats and verdict tags
+        log_summary(tracker, cfg, report, result, describe(cfg, genome))
         tracker.end("FINISHED")
     return Outcome(cfg, result, report, tracker.run_id, tracker.uri)
 
@@ -167,37 +168,16 @@ def stop_monitor(monitor, interrupted: bool, wait: float = 1.0) -> None:
     monitor._process = None
 
 
-def log_summary(tracker, cfg: ExperimentConfig, genome, report, result, description: str) -> None:
-    """What the run page should say: the description (summary table and verdict, markdown), the
-    held-out results as an MLflow table, and the trained network as a pyfunc model."""
+def log_summary(tracker, cfg: ExperimentConfig, report, result, summary: str) -> None:
+    """What the run page should say: the description (summary, held-out table and verdict, markdown),
+    the held-out results as an MLflow table (``held_out.json``), and the trained network as a pyfunc model."""
     from es_l2l.checkpoint import save_checkpoint
     from es_l2l.mlflow_model import log_model
+    from es_l2l.reporting.held_out import log_summary_table
 
-    rows = getattr(report, "metrics", None)  # predictor -> {metric: value}
-    lines = [f"**{description}**", ""]
-    if isinstance(rows, dict) and rows:
-        keys = list(next(iter(rows.values())))
-        lines += ["| predictor | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
-        lines += [f"| {name} | " + " | ".join(f"{m[k]:.4g}" for k in keys) + " |" for name, m in rows.items()]
-        log_table(tracker, ["predictor", *keys], [[name, *(float(m[k]) for k in keys)] for name, m in rows.items()],
-                  "held_out.json")
-    lines += ["", report.verdict()]
-    tracker.set_tags({"mlflow.note.content": "\n".join(lines)[:50000]})
+    log_summary_table(tracker, report, summary)
     with tempfile.TemporaryDirectory() as tmp:
         genomes = {"best": result.best, "final": result.final, "initial": result.initial}
         path = save_checkpoint(f"{tmp}/checkpoint.pt", cfg, genomes, best_generation=result.best_generation,
                                generations=result.generations)
         log_model(tracker, path)
-
-
-def log_table(tracker, columns: list[str], data: list[list], name: str) -> None:
-    """An MLflow table artifact (what ``MlflowClient.log_table`` writes: pandas' split JSON and the
-    ``mlflow.loggedArtifacts`` tag), logged through the tracker so that an outage spools it."""
-    import json
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/{name}"
-        with open(path, "w") as f:
-            json.dump({"columns": columns, "data": data}, f)
-        tracker.log_artifact(path)
-    tracker.set_tags({"mlflow.loggedArtifacts": json.dumps([{"path": name, "type": "table"}])})

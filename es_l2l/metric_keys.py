@@ -1,9 +1,10 @@
 """MLflow metric keys: the status dict's and the held-out reports' names, grouped by prefix.
 
-The outer loops, families and the progress display keep their short, readable names
-(``fitness_mean``, ``val_mse_late``, ``lsnn_meta_trained.test_mse_late``: the *internal* names).
-:class:`es_l2l.tracking.MlflowRun` maps them here, in one place, to the keys MLflow stores, whose
-first segment is a group, so that the MLflow UI shows one chart section per group:
+The outer loops and the progress display keep the status dict's short, readable names
+(``fitness_mean``, ``val_mse_late``: the *internal* names); :class:`es_l2l.tracking.MlflowRun` maps
+them here, in one place, to the keys MLflow stores. The families' held-out reports emit the stored
+keys themselves (:func:`test_key`). Every key's first segment is a group, so that the MLflow UI
+(a chart section per key up to its last ``/``) shows the groups apart:
 
 * ``train/<name>``: per-generation training (``train/fitness_mean``, ``train/grad_norm``,
   ``train/elapsed_s``, ...; a leading ``train_`` is dropped: ``train_mse_mean`` -> ``train/mse_mean``);
@@ -15,8 +16,9 @@ first segment is a group, so that the MLflow UI shows one chart section per grou
   (``test/running_mean/mse_late``, ``test/chance/accuracy``);
 * ``system/<name>``: CPU, memory, disk and network, logged by MLflow's own system-metrics monitor.
 
-Keys that already start with a group (``test/...``) pass unchanged. ``grouped`` also turns the
-flat names of runs logged before the grouping into today's keys, for scripts that read old stores.
+Keys that already start with a group (``test/...``) pass unchanged. ``grouped`` turns the flat
+names of runs logged before the grouping (and a plug-in family's flat report names) into today's
+keys, for scripts that read old stores (:func:`pick`, :func:`history`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,12 @@ def predictor(name: str) -> str:
     """The ``test/<predictor>/`` segment of a predictor's printed name (``running mean`` -> ``running_mean``)."""
     slug = name.split(" (")[0].lower().replace(" ", "_").replace("-", "_")
     return PREDICTORS.get(slug, slug)
+
+
+def test_key(name: str, metric: str) -> str:
+    """The key of one held-out fact: ``test/<predictor>/<metric>``, the predictor given by its printed
+    name (``test_key("running mean", "mse_late")`` -> ``test/running_mean/mse_late``)."""
+    return f"test/{predictor(name)}/{metric}"
 
 
 def key_name(name: str) -> str:

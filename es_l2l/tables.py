@@ -6,23 +6,30 @@ are dicts, columns are ``(key, title)`` pairs, and "better" comes from the famil
 
 from __future__ import annotations
 
-import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from es_l2l.plots import pyplot, save_figure
 
 NOT_REACHED = float("nan")
 
 
-class Comparison(NamedTuple):
-    """What a family's comparison summary hands back to ``es-l2l compare``."""
+@dataclass
+class Comparison:
+    """What a family's comparison summary hands back to ``es-l2l compare``, as data: the shell
+    (:func:`es_l2l.reporting.log_comparison`) logs it to the parent run and prints it."""
 
     rows: list[dict[str, Any]]
     verdict: str
     title: str
     columns: list[tuple[str, str]]
-    printed: tuple[str, ...]
+    printed: tuple[str, ...]  # the column keys the terminal shows (comparison.md has them all)
+    winner: str | None = None  # the ``winner`` tag (with ``verdict``); None: neither tag
+    metrics: dict[str, float] = field(default_factory=dict)  # the parent run's grouped metric keys
+    figures: dict[str, Callable[[Path], object]] = field(default_factory=dict)  # file name -> draw(path)
+    artifacts: dict[str, str] = field(default_factory=dict)  # further files: name -> text
 
 
 def fmt(v: Any) -> str:
@@ -105,9 +112,9 @@ GENERIC_COLUMNS = [
 GENERIC_PRINTED = ("name", "outer", "generations", "train_s", "best_val", "test", "s_to_target")
 
 
-def generic_comparison(objective, plan, children: list, parent):
+def generic_comparison(objective, plan, children: list) -> Comparison:
     """A comparison for any family: validation objective over training, the report's test score
-    (:meth:`Report.score`) and the verdict by the objective's direction."""
+    (:attr:`HeldOut.score`) and the verdict by the objective's direction."""
     done = [c for c in children if c.outcome is not None]
     target = default_target(objective, plan, done)
     rows = []
@@ -118,7 +125,7 @@ def generic_comparison(objective, plan, children: list, parent):
             **row_head(c, vals),
             "final_val": vals[-1][objective.key],
             "best_val": objective.best(h[objective.key] for h in vals),
-            "test": c.outcome.report.score(),
+            "test": c.outcome.report.score,
             "s_to_target": seconds,
             "neuron_steps_to_target": steps,
         })
@@ -126,21 +133,36 @@ def generic_comparison(objective, plan, children: list, parent):
     order = ", then ".join(f"{r['name']} ({r['outer']}, {objective.fmt(r['test'])})" for r in ranked)
     way = "highest" if objective.maximize else "lowest"
     text = f"At equal budget ({plan.budget_text} each), {way} test {objective.label.removeprefix('val ')}: {order or 'none'}."
-    title = f"{' vs '.join(c.name for c in plan.configs)}: {plan.budget_text} each; target {objective.label} {objective.fmt(target)}"
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for i, c in enumerate(done):
-        vals = validation_history(c.outcome, objective.key)
-        ax.plot([h["elapsed_s"] for h in vals], [h[objective.key] for h in vals], color=f"C{i}", lw=2, marker=".", label=f"{c.name} ({c.outer})")
-    ax.set_xlabel("training wall time (s)")
-    ax.set_ylabel(objective.label)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.suptitle(title)
-    with tempfile.TemporaryDirectory() as tmp:
-        parent.log_artifact(save_figure(fig, Path(tmp) / "comparison.png"))
-    parent.log_text(markdown_table(rows, GENERIC_COLUMNS) + "\n" + text + "\n", "comparison.md")
-    parent.log_text(csv_table(rows, GENERIC_COLUMNS), "comparison.csv")
-    if rows:
-        parent.set_tags({"winner": ranked[0]["name"], "verdict": text[:5000]})
-    return Comparison(rows, text, title, GENERIC_COLUMNS, GENERIC_PRINTED)
+    title = comparison_title(plan, objective.label, objective.fmt(target))
+
+    def draw(path: Path) -> Path:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        plot_validation([ax], done, objective.key)
+        ax.set_xlabel("training wall time (s)")
+        ax.set_ylabel(objective.label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.suptitle(title)
+        return save_figure(fig, path)
+
+    return Comparison(rows, text, title, GENERIC_COLUMNS, GENERIC_PRINTED, winner=ranked[0]["name"] if rows else None,
+                      figures={"comparison.png": draw})
+
+
+def plot_validation(axes, children: list, key: str) -> None:
+    """Each finished child's validation ``key`` against training seconds on ``axes[0]`` and, where a
+    second axis is given, against simulated neuron-steps on ``axes[1]`` (from the first step: a log
+    axis has no place for 0); colours ``C0``, ``C1``, ... in the children's order."""
+    for i, c in enumerate(ch for ch in children if ch.outcome is not None):
+        vals = validation_history(c.outcome, key)
+        label = f"{c.name} ({c.outer})"
+        axes[0].plot([h["elapsed_s"] for h in vals], [h[key] for h in vals], color=f"C{i}", lw=2, marker=".", label=label)
+        if len(axes) > 1:
+            later = [h for h in vals if h["neuron_steps"] > 0]
+            axes[1].plot([h["neuron_steps"] for h in later], [h[key] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
+
+
+def comparison_title(plan, label: str, target: str) -> str:
+    """A comparison's title: the arms, the budget and the target (``label``: the objective's, e.g. ``val MSE(late)``)."""
+    return f"{' vs '.join(c.name for c in plan.configs)}: {plan.budget_text} each; target {label} {target}"

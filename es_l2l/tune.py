@@ -204,7 +204,7 @@ def run_trial(values: dict, *, tree: dict, parent_id: str) -> None:
     last = out.result.history[-1]
     tune.report({"validation_round": rounds, key: float(last.get(key, math.nan)), f"best_{key}": float(last[f"best_{key}"]),
                  "generation": int(last["generation"]), "neuron_steps": int(last["neuron_steps"]),
-                 "elapsed_s": float(last["elapsed_s"]), "test_score": float(out.report.score()), "finished": 1})
+                 "elapsed_s": float(last["elapsed_s"]), "test_score": float(out.report.score), "finished": 1})
 
 
 TRIAL_COLUMNS_HEAD = [("name", "trial"), ("outer", "status")]

@@ -1,5 +1,5 @@
-"""The house's rules, checked: the shell names no task family, es_l2l has no import cycle (not
-even through type-only imports), and no plug-in takes the root config."""
+"""The house's rules, checked: the shell names no task family, families do no I/O, es_l2l has no import
+cycle (not even through type-only imports), and no plug-in takes the root config."""
 
 from __future__ import annotations
 
@@ -20,6 +20,19 @@ def test_nothing_outside_the_families_folder_names_a_family():
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if FAMILY_WORDS.search(line):
+                hits.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert hits == []
+
+
+IO_WORDS = re.compile(r"import mlflow|from mlflow|tracker|log_artifact|log_metrics|log_text|set_tags|console|\bprint\(")
+
+
+def test_families_do_no_io():
+    """A family's report and comparison are data; the shell (es_l2l.reporting) prints and logs them."""
+    hits = []
+    for path in sorted((PACKAGE / "families").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if IO_WORDS.search(line):
                 hits.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
     assert hits == []
 

@@ -3,14 +3,14 @@
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from es_l2l.config import load_config
-from es_l2l.genome import build_genome
-from es_l2l.outer import OUTER_LOOPS
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.families.teacher.tasks import n_inputs
+from es_l2l.genome import build_genome
+from es_l2l.outer import OUTER_LOOPS
 from tests.test_cli import es_l2l, runs_in, store
-from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -114,9 +114,9 @@ def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
     scores = {}
     for r in children:
         scores.setdefault(r.data.params["name"], []).append(r.data.metrics["test/model/mse_late"])
-    from es_l2l.stats import mean_ci
+    from es_l2l.stats import t_interval
 
-    es = mean_ci(scores["teacher-es-smoke"])
+    es = t_interval(scores["teacher-es-smoke"])
     m = parent.data.metrics
     assert m["test/teacher-es-smoke/seed_mean"] == pytest.approx(es.mean) and m["test/teacher-es-smoke/seed_ci_low"] == pytest.approx(es.low)
     assert "paired difference" in parent.data.tags["verdict_seeds"]

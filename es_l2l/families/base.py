@@ -21,8 +21,12 @@ What a family provides:
   whose evaluation is not differentiable sets ``gradient_loss_name = None`` and guided ES refuses it.
 * optional: :meth:`TaskFamily.gradient_loss_shard` (``shards_tasks = True``): the gradient loss on
   a contiguous share of the step's tasks, for data-parallel BPTT (``bptt.workers``).
-* :meth:`TaskFamily.report`: the held-out test report (a :class:`Report`).
-* :meth:`TaskFamily.summarise_comparison`: what ``es-l2l compare`` shows for the family.
+* :meth:`TaskFamily.report`: the held-out test report, as data (a :class:`HeldOut`).
+* :meth:`TaskFamily.summarise_comparison`: what ``es-l2l compare`` shows for the family, as data
+  (a :class:`es_l2l.tables.Comparison`).
+
+A family does no I/O: it neither prints nor logs; the shell (:mod:`es_l2l.reporting`) does both
+for every family alike.
 * optional: extra status-dict entries per generation (a training curriculum), a weight tying
   (mirror permutations), extra config checks and moved config keys.
 
@@ -41,8 +45,10 @@ first) and, optionally, ``light()`` (the copy a Ray worker sends back: per-task 
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
@@ -103,22 +109,34 @@ class Objective(NamedTuple):
                 f"{vals[-1]['generation']} (best {self.fmt(best)} at generation {best_generation})")
 
 
-class Report(Protocol):
-    """A family's held-out test report: the trained network beside the untrained one and the baselines."""
+@dataclass
+class HeldOut:
+    """A family's held-out test report, as data: the trained network beside the untrained one and
+    the baselines on the same test tasks. The shell (:mod:`es_l2l.reporting`) prints it and logs it
+    to MLflow alike for every family; a family does no I/O.
 
-    def flat_metrics(self) -> dict[str, float]: ...
+    ``rows`` are the held-out table (``held_out.json``, the run's description): predictor (its
+    printed name) -> {metric: value}. ``metrics`` are the MLflow keys, already grouped
+    (``test/<predictor>/<metric>``, :mod:`es_l2l.metric_keys`). ``beats`` name the ``beats.<name>``
+    tags. ``figures`` draw into the path they are given; they get the run's status history
+    (``None`` when ``es-l2l evaluate`` scores a checkpoint). ``printed`` go to the terminal before
+    the verdict (the first is the summary table), ``notes`` after it; ``closing(result)`` is the
+    last line (``result``: the outer loop's RunResult, or ``None`` for ``es-l2l evaluate``).
+    ``detail`` is the family's own object, for its comparison summary.
+    """
 
-    def beaten(self) -> dict[str, bool]: ...
-
-    def verdict(self) -> str: ...
-
-    def score(self) -> float:
-        """The trained network's test value of the objective's metric (same direction)."""
-        ...
-
-    def print(self, console, result) -> None: ...
-
-    def log(self, tracker, task, ctx: RunContext, genome: Decoder, result) -> None: ...
+    rows: dict[str, dict[str, float]]
+    score: float  # the trained network's test value of the objective's metric (same direction)
+    verdict: str  # one plain paragraph: what the trained network beats, and what that means
+    beats: dict[str, bool]  # tag suffix -> whether the trained network beats that predictor
+    metrics: dict[str, float]  # grouped MLflow keys -> values
+    tags: dict[str, str] = field(default_factory=dict)  # further tags (besides beats.* and verdict)
+    figures: dict[str, Callable[[Path, list | None], object]] = field(default_factory=dict)  # file name -> draw(path, history)
+    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> text (CSV, markdown)
+    printed: list = field(default_factory=list)  # rich renderables or strings before the verdict
+    notes: list[str] = field(default_factory=list)  # lines after the verdict
+    closing: Callable[[object], str | None] | None = None
+    detail: Any = None
 
 
 class TaskFamily:
@@ -164,13 +182,13 @@ class TaskFamily:
         """
         raise NotImplementedError(f"the {self.name} family cannot split a batch of tasks across data-parallel workers")
 
-    def report(self, task, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> Report:
+    def report(self, task, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> HeldOut:
         raise NotImplementedError
 
-    def summarise_comparison(self, plan, children: list, parent) -> Comparison:
-        """Table rows, verdict and pictures of a comparison, logged to the ``parent`` run (see
-        :func:`es_l2l.tables.generic_comparison` for the generic version every family may reuse)."""
-        return generic_comparison(self.objective, plan, children, parent)
+    def summarise_comparison(self, plan, children: list) -> Comparison:
+        """Columns, rows, verdict, figures and metrics of a comparison, as data (``es-l2l compare``
+        logs and prints them; see :func:`es_l2l.tables.generic_comparison`, which every family may reuse)."""
+        return generic_comparison(self.objective, plan, children)
 
     def status_extras(self, task, generation: int) -> dict[str, float]:
         """Extra status-dict scalars of training generation ``generation`` (e.g. a curriculum flag)."""
@@ -189,8 +207,3 @@ class TaskFamily:
         """Raise ValueError (one sentence naming the keys) where the ``task`` section does not fit
         the run (``ctx``: its validation size, its model kind) or the family."""
 
-
-def standard_error(values: torch.Tensor) -> float:
-    """Standard error of the mean of a 1-d sample (NaN for fewer than two values)."""
-    values = values.double()
-    return float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")

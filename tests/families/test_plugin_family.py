@@ -19,9 +19,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 
-from es_l2l.families.base import Objective, TaskFamily
+from es_l2l.families.base import HeldOut, Objective, TaskFamily
 from es_l2l.schema import TaskSection
 from es_l2l.seeds import STREAM_TEST, SeedKey, generator
+from tests.test_reporting import load_table
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "tests.families.test_plugin_family:FAMILY"
@@ -55,30 +56,6 @@ def sample(task: SumConfig, key: SeedKey, batch: int) -> tuple[torch.Tensor, tor
     return x, x.sum(dim=(1, 2)) / scale
 
 
-class SumReport:
-    def __init__(self, mse: float, baseline: float):
-        self.mse, self.baseline = mse, baseline
-
-    def score(self) -> float:
-        return self.mse
-
-    def beaten(self) -> dict[str, bool]:
-        return {"mean": self.mse < self.baseline}
-
-    def verdict(self) -> str:
-        return f"test MSE {self.mse:.4f} against the mean's {self.baseline:.4f}"
-
-    def flat_metrics(self) -> dict[str, float]:
-        return {"test_mse": self.mse, "mean.test_mse": self.baseline}
-
-    def print(self, console, result) -> None:
-        console.print(f"spike-sum family: {self.verdict()}")
-
-    def log(self, tracker, task, ctx, genome, result) -> None:
-        tracker.log_metrics(self.flat_metrics(), step=result.generations)
-        tracker.set_tags({"verdict": self.verdict()})
-
-
 class SumFamily(TaskFamily):
     name = NAME
     config = SumConfig
@@ -103,7 +80,11 @@ class SumFamily(TaskFamily):
         key = SeedKey(ctx.seed, STREAM_TEST)
         ev = self.evaluate(task, ctx, genome.params(trained.unsqueeze(0)), key, ctx.validation_tasks)
         _, target = sample(task, key, ctx.validation_tasks)
-        return SumReport(float(ev.mse[0]), float((target - target.mean()).pow(2).mean()))
+        mse, baseline = float(ev.mse[0]), float((target - target.mean()).pow(2).mean())
+        verdict = f"spike-sum family: test MSE {mse:.4f} against the mean's {baseline:.4f}"
+        # data only: the shell prints the verdict, logs the metrics, tags and held_out.json
+        return HeldOut(rows={"network": {"mse": mse}, "mean": {"mse": baseline}}, score=mse, verdict=verdict,
+                       beats={"mean": mse < baseline}, metrics={"test/model/mse": mse, "test/mean/mse": baseline})
 
 
 FAMILY = SumFamily()
@@ -142,7 +123,10 @@ def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val/mse")
         assert [m.step for m in history] == [0, 1, 2, 3]  # validated every generation / step
-        assert {"test/model/mse", "test/mean/mse"} <= set(run.data.metrics)  # its report's flat keys, grouped
+        assert {"test/model/mse", "test/mean/mse"} <= set(run.data.metrics)
+        assert run.data.tags["beats.mean"] in ("true", "false") and "spike-sum family" in run.data.tags["mlflow.note.content"]
+        table = load_table(client, run)
+        assert list(table["predictor"]) == ["network", "mean"] and table["mse"][0] == run.data.metrics["test/model/mse"]
         assert run.data.params["task.family"] == NAME
 
 

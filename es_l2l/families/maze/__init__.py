@@ -47,14 +47,14 @@ class MazeFamily(TaskFamily):
         return a2c_loss(task, ctx, params, key, batch)
 
     def report(self, task, ctx, genome, initial, trained):
-        from es_l2l.families.maze.report import maze_report
+        from es_l2l.families.maze.report import held_out
 
-        return maze_report(task, ctx, genome, initial, trained)
+        return held_out(task, ctx, genome, initial, trained)
 
-    def summarise_comparison(self, plan, children, parent):
+    def summarise_comparison(self, plan, children):
         from es_l2l.families.maze.compare import summarise
 
-        return summarise(plan, children, parent)
+        return summarise(plan, children)
 
     def status_extras(self, task, generation: int) -> dict[str, float]:
         if not task.search_curriculum:

@@ -3,7 +3,6 @@ moves to the first goal and per later trip, and the random, explorer and oracle 
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from es_l2l.families.maze.report import baseline_rows as maze_baselines
 from es_l2l.metric_keys import comparison_key, key_name, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
-from es_l2l.tables import NOT_REACHED, Comparison, csv_table, default_target, markdown_table, row_head
+from es_l2l.tables import NOT_REACHED, Comparison, comparison_title, default_target, plot_validation, row_head
 
 MAZE_COLUMNS = [
     ("name", "config"),
@@ -39,7 +38,7 @@ def maze_rows(children: list, target: float) -> list[dict[str, Any]]:
         if c.outcome is None:
             continue
         vals = [h for h in c.outcome.result.history if "val_reward" in h]
-        test = c.outcome.report.metrics[LSNN_TRAINED]
+        test = c.outcome.report.rows[LSNN_TRAINED]
         hit = next((h for h in vals if OBJECTIVE.reached(h["val_reward"], target)), None)
         rows.append(
             {
@@ -47,7 +46,7 @@ def maze_rows(children: list, target: float) -> list[dict[str, Any]]:
                 "final_val_reward": vals[-1]["val_reward"],
                 "best_val_reward": max(h["val_reward"] for h in vals),
                 "test_reward": test["reward"],
-                "test_reward_other_policy": c.outcome.report.alt["reward"] if c.outcome.report.alt else NOT_REACHED,
+                "test_reward_other_policy": c.outcome.report.detail.alt["reward"] if c.outcome.report.detail.alt else NOT_REACHED,
                 "test_first_find": test["first_find"],
                 "test_later_trip": test["later_trip"],
                 "s_to_target": hit["elapsed_s"] if hit else NOT_REACHED,
@@ -74,12 +73,7 @@ def maze_verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
 def plot_maze_comparison(children: list, val_baselines: dict[str, dict], path: Path, title: str) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110)
-    for i, c in enumerate(ch for ch in children if ch.outcome is not None):
-        vals = [h for h in c.outcome.result.history if "val_reward" in h]
-        label = f"{c.name} ({c.outer})"
-        axes[0].plot([h["elapsed_s"] for h in vals], [h["val_reward"] for h in vals], color=f"C{i}", lw=2, marker=".", label=label)
-        later = [h for h in vals if h["neuron_steps"] > 0]
-        axes[1].plot([h["neuron_steps"] for h in later], [h["val_reward"] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
+    plot_validation(axes, children, "val_reward")
     for (name, row), color in zip(val_baselines.items(), ("C7", "C5", "C6")):
         for ax in axes:
             ax.axhline(row["reward"], color=color, ls="--", lw=1, label=f"{name} ({row['reward']:.2f})")
@@ -94,11 +88,11 @@ def plot_maze_comparison(children: list, val_baselines: dict[str, dict], path: P
     return save_figure(fig, path)
 
 
-def summarise(plan, children: list, parent) -> Comparison:
-    """Table, verdict, figure and metrics of a maze comparison, logged to the parent run."""
+def summarise(plan, children: list) -> Comparison:
+    """Table, verdict, figure and metrics of a maze comparison (the shell logs them to the parent run)."""
     first = plan.configs[0]
     done = [c for c in children if c.outcome is not None]
-    report = done[0].outcome.report  # the same held-out test mazes for every child
+    report = done[0].outcome.report.detail  # the same held-out test mazes for every child
     target = default_target(OBJECTIVE, plan, done)
     rows = maze_rows(children, target)
     base = []
@@ -106,15 +100,11 @@ def summarise(plan, children: list, parent) -> Comparison:
         if name != LSNN_TRAINED:
             base.append({"name": name, "outer": "baseline", "test_reward": m["reward"], "test_first_find": m["first_find"], "test_later_trip": m["later_trip"]})
     text = maze_verdict(rows, report, plan.budget_text)
-    title = f"{' vs '.join(c.name for c in plan.configs)}: {plan.budget_text} each; target validation reward {target:.2f}"
-    with tempfile.TemporaryDirectory() as tmp:
-        parent.log_artifact(plot_maze_comparison(children, maze_baselines(first.task, first.run.seed, first.run.validation_tasks, STREAM_VALIDATION), Path(tmp) / "comparison.png", title))
-    parent.log_text(markdown_table(rows + base, MAZE_COLUMNS) + "\n" + text + "\n", "comparison.md")
-    parent.log_text(csv_table(rows + base, MAZE_COLUMNS), "comparison.csv")
+    title = comparison_title(plan, "validation reward", f"{target:.2f}")
     metrics = {"val/target": target}
     for r in rows:
         metrics.update({comparison_key(key_name(r["name"]), k): float(r[k]) for k in ("test_reward", "best_val_reward", "final_val_reward", "train_s", "neuron_steps")})
     metrics.update({comparison_key(f"baseline/{predictor(b['name'])}", "test_reward"): b["test_reward"] for b in base})
-    parent.log_metrics(metrics)
-    parent.set_tags({"winner": max(rows, key=lambda r: r["test_reward"])["name"], "verdict": text[:5000]})
-    return Comparison(rows + base, text, title, MAZE_COLUMNS, MAZE_PRINTED)
+    draw = lambda path: plot_maze_comparison(children, maze_baselines(first.task, first.run.seed, first.run.validation_tasks, STREAM_VALIDATION), path, title)
+    return Comparison(rows + base, text, title, MAZE_COLUMNS, MAZE_PRINTED, winner=max(rows, key=lambda r: r["test_reward"])["name"],
+                      metrics=metrics, figures={"comparison.png": draw})

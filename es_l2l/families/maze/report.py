@@ -6,7 +6,7 @@ agents of :mod:`es_l2l.families.maze.baselines`. The acceptance questions are an
 is the LSNN's mean reward at least halfway from the random agent to the explorer, and does it
 exploit (fewer moves per trip after its first find than to the first find)?
 
-Pictures, logged as MLflow artifacts: ``trajectories.png`` (test episodes on the grid, the first
+Pictures (the shell logs them as MLflow artifacts): ``trajectories.png`` (test episodes on the grid, the first
 search against later trips), ``reward_curve.png`` (validation reward over training with the
 baselines on the validation mazes as lines) and ``spike_raster.png`` (the trained agent's spikes
 during one test episode, rewards marked).
@@ -15,19 +15,20 @@ during one test episode, rewards marked).
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from es_l2l.families.base import standard_error
+from es_l2l.families.base import HeldOut
 from es_l2l.families.maze.baselines import episode_means, play_baselines
 from es_l2l.families.maze.env import move
 from es_l2l.families.maze.evaluate import OBJECTIVE, maze_batch, play_params
+from es_l2l.metric_keys import test_key
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, SeedKey, generator
+from es_l2l.stats import standard_error
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
@@ -65,13 +66,14 @@ class MazeReport:
         mine = self.trained()["reward"]
         return {k: mine > m["reward"] for k, m in self.metrics.items() if k != LSNN_TRAINED}
 
-    def flat_metrics(self) -> dict[str, float]:
-        out = {"test_halfway_random_explorer": self.halfway}
+    def test_metrics(self) -> dict[str, float]:
+        """The MLflow keys: ``test/<agent>/<metric>`` (finite values only), the trained agent under the
+        other action rule and the halfway mark."""
+        out = {"test/halfway_random_explorer/reward": self.halfway}
         if self.alt:
-            out[f"lsnn_meta_trained.test_reward_{self.alt['policy']}"] = self.alt["reward"]
+            out[test_key(LSNN_TRAINED, f"reward_{self.alt['policy']}")] = self.alt["reward"]
         for name, m in self.metrics.items():
-            slug = name.lower().replace(" ", "_").replace("-", "_")
-            out.update({f"{slug}.test_{k}": v for k, v in m.items() if math.isfinite(v)})
+            out.update({test_key(name, k): v for k, v in m.items() if math.isfinite(v)})
         return out
 
     def score(self) -> float:
@@ -80,18 +82,6 @@ class MazeReport:
 
     def verdict(self) -> str:
         return verdict(self)
-
-    def print(self, console, result) -> None:
-        """Table, verdict and (after training) the validation summary line, to the terminal."""
-        console.print(summary_table(self))
-        console.print(verdict(self))
-        if self.alt:
-            console.print(self.alt_line())
-        if result is not None:
-            console.print(summary_line(self, result.history, result.best_generation))
-
-    def log(self, tracker, task: MazeConfig, ctx: RunContext, genome: Decoder, result) -> None:
-        log_maze_results(tracker, task, ctx, genome, self, result)
 
     def to_markdown(self) -> str:
         lines = [
@@ -149,6 +139,30 @@ def maze_report(task: MazeConfig, ctx: RunContext, genome: Decoder, initial: tor
                      greedy=other == "greedy")
     alt = {"policy": other, **_row(ep.total_reward()[0].cpu(), ep.reached[0].cpu())}
     return MazeReport(metrics, ctx.validation_tasks, task.policy, alt)
+
+
+def held_out(task: MazeConfig, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> HeldOut:
+    """The maze family's held-out report as the shell prints and logs it (the spike raster where the model spikes)."""
+    report = maze_report(task, ctx, genome, initial, trained)
+    best = trained
+
+    def closing(result) -> str | None:
+        return None if result is None else summary_line(report, result.history, result.best_generation)
+
+    figures = {
+        "reward_curve.png": lambda path, history: plot_reward_curve(task, ctx, history, path),
+        "trajectories.png": lambda path, history: plot_trajectories(task, ctx, genome, best, path),
+    }
+    if ctx.model.spiking:
+        figures["spike_raster.png"] = lambda path, history: plot_raster(task, ctx, genome, best, path)
+    return HeldOut(
+        rows=report.metrics, score=report.score(), verdict=verdict(report), beats=report.beaten(),
+        metrics=report.test_metrics(),
+        tags={"halfway_random_to_explorer": str(report.reaches_halfway()).lower(), "exploits": str(report.exploits()).lower()},
+        figures=figures,
+        artifacts={"maze_report.md": report.to_markdown()},
+        printed=[summary_table(report)], notes=[report.alt_line()] if report.alt else [], closing=closing, detail=report,
+    )
 
 
 def verdict(report: MazeReport) -> str:
@@ -280,17 +294,3 @@ def plot_raster(task: MazeConfig, ctx: RunContext, genome: Decoder, vector: torc
     ax.set_title(f"{ctx.name}: spike raster of the trained agent in one test maze")
     ax.legend(loc="upper right", fontsize=8, markerscale=6)
     return save_figure(fig, path)
-
-
-def log_maze_results(tracker, task: MazeConfig, ctx: RunContext, genome: Decoder, report: MazeReport, result) -> None:
-    """Report table, metrics, verdict tags and the pictures (the spike raster where the model spikes) into the MLflow run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact(plot_reward_curve(task, ctx, result.history, Path(tmp) / "reward_curve.png"))
-        tracker.log_artifact(plot_trajectories(task, ctx, genome, result.best, Path(tmp) / "trajectories.png"))
-        if ctx.model.spiking:
-            tracker.log_artifact(plot_raster(task, ctx, genome, result.best, Path(tmp) / "spike_raster.png"))
-    tracker.log_text(report.to_markdown(), "maze_report.md")
-    tracker.log_metrics(report.flat_metrics(), step=result.generations)
-    tags = {f"beats.{k}": str(v).lower() for k, v in report.beaten().items()}
-    tags |= {"halfway_random_to_explorer": str(report.reaches_halfway()).lower(), "exploits": str(report.exploits()).lower()}
-    tracker.set_tags(tags | {"verdict": verdict(report)[:5000]})

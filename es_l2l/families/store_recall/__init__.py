@@ -9,35 +9,19 @@ LSTM) through the run context (``ctx.simulate``).
 
 from __future__ import annotations
 
-from es_l2l.families.base import TaskFamily
+from es_l2l.families.classification import ClassificationFamily
 from es_l2l.families.store_recall.config import StoreRecallTaskConfig
 from es_l2l.families.store_recall.evaluate import OBJECTIVE, evaluate_params
 
 
-class StoreRecallFamily(TaskFamily):
-    shared_inputs = True
+class StoreRecallFamily(ClassificationFamily):
     name = "store_recall"
     config = StoreRecallTaskConfig
     objective = OBJECTIVE
     gradient_loss_name = "recall cross-entropy"
-
-    def io_sizes(self, task) -> tuple[int, int]:
-        return task.n_inputs, task.n_outputs
-
-    def evaluate(self, task, ctx, params, key, batch):
-        return evaluate_params(task, ctx, params, key, batch)
-
-    def validation_metrics(self, ev) -> dict[str, float]:
-        return {
-            "val_recall_error": float(ev.recall_error[0]),
-            "val_cross_entropy": float(ev.cross_entropy[0]),
-            "val_rate_hz": float(ev.rate_hz[0]),
-        }
-
-    def report(self, task, ctx, genome, initial, trained):
-        from es_l2l.families.store_recall.report import held_out_report
-
-        return held_out_report(task, ctx, genome, initial, trained)
+    metric = "recall_error"
+    report_module = "es_l2l.families.store_recall.report"
+    evaluate_params = staticmethod(evaluate_params)
 
 
 FAMILY = StoreRecallFamily()

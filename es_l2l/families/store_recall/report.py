@@ -8,16 +8,17 @@ other frame shows a random distractor bit).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from es_l2l.families.base import HeldOut
+from es_l2l.families.classification import CHANCE, TRAINED, UNTRAINED, classification_held_out, network_raster, pct
 from es_l2l.families.store_recall import task as sr
 from es_l2l.families.store_recall.evaluate import OBJECTIVE, evaluate_batch
-from es_l2l.plots import pyplot, raster_figure, save_figure
+from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, generator
 
 if TYPE_CHECKING:
@@ -25,11 +26,7 @@ if TYPE_CHECKING:
     from es_l2l.families.store_recall.config import StoreRecallTaskConfig
     from es_l2l.families.base import Decoder
 
-def pct(x: float) -> str:
-    return "n/a" if x != x else f"{x:.2%}"
-
-
-TRAINED, UNTRAINED, LAST_BIT, CHANCE = "trained", "untrained (generation 0)", "last bit seen", "chance"
+LAST_BIT = "last bit seen"
 CHUNK = 100  # sequences simulated at once (a 1,000-sequence batch of 2.4 s would take about 1 GB)
 LONG_MS = 1000  # "long" delays: at least 1 s
 
@@ -57,26 +54,9 @@ class StoreRecallReport:
     def score(self) -> float:
         return self.error(TRAINED)
 
-    def beaten(self) -> dict[str, bool]:
-        mine = self.score()
-        return {who: mine < self.error(who) for who in self.wrong if who != TRAINED}
-
-    def flat_metrics(self) -> dict[str, float]:
-        out = {"test_recall_error": self.score(), "test_recall_error_long": self.error(TRAINED, self.long())}
-        for who in self.wrong:
-            if who == TRAINED:
-                continue
-            slug = who.split(" (")[0].replace(" ", "_")
-            out[f"{slug}.test_recall_error"] = self.error(who)
-            out[f"{slug}.test_recall_error_long"] = self.error(who, self.long())
-        return out
-
-    def verdict(self) -> str:
-        won = [k for k, v in self.beaten().items() if v]
-        lost = [k for k, v in self.beaten().items() if not v]
-        return (f"{self.name}: recall error {self.score():.2%} on {self.n_sequences} held-out sequences "
-                f"({pct(self.error(TRAINED, self.long()))} on delays >= {LONG_MS / 1000:g} s); beats: {', '.join(won) or 'none'}; "
-                f"does not beat: {', '.join(lost) or 'none'}.")
+    def rows(self) -> dict[str, dict[str, float]]:
+        """Predictor -> recall error over all recalls and over the long delays."""
+        return {who: {"recall_error": self.error(who), "recall_error_long": self.error(who, self.long())} for who in self.wrong}
 
     def to_csv(self) -> str:
         rows = ["delay_ms,recalls," + ",".join(self.wrong)]
@@ -85,39 +65,6 @@ class StoreRecallReport:
             n = int((self.delay_ms == d).sum())
             rows.append(f"{d},{n}," + ",".join(f"{per[w][i]:.6f}" for w in self.wrong))
         return "\n".join(rows) + "\n"
-
-    def table(self):
-        from rich.table import Table
-
-        table = Table(title=f"Store-recall: {self.n_sequences} held-out sequences")
-        table.add_column("predictor")
-        table.add_column("recall error", justify="right")
-        table.add_column(f"delays >= {LONG_MS / 1000:g} s", justify="right")
-        for who in self.wrong:
-            table.add_row(who, pct(self.error(who)), pct(self.error(who, self.long())),
-                          style="bold" if who == TRAINED else None)
-        return table
-
-    def print(self, console, result) -> None:
-        console.print(self.table())
-        per = self.by_delay()[TRAINED]
-        console.print("trained recall error by delay: " + ", ".join(f"{d} ms {e:.1%}" for d, e in zip(self.delays(), per)))
-        console.print(self.verdict())
-        if result is not None:
-            console.print(OBJECTIVE.progress("recall error", result.history, result.best_generation))
-
-    def log(self, tracker, task: StoreRecallTaskConfig, ctx: RunContext, genome: Decoder, result) -> None:
-        tracker.log_metrics(self.flat_metrics(), step=result.generations)
-        tracker.log_text(self.to_csv(), "recall_error_by_delay.csv")
-        with tempfile.TemporaryDirectory() as tmp:
-            tracker.log_artifact(plot_by_delay(self, Path(tmp) / "recall_error_by_delay.png"))
-            if ctx.model.spiking:
-                trained = self.trained_vector
-                tracker.log_artifact(raster(task, ctx, genome, trained, Path(tmp) / "raster.png"))
-        tags = {f"beats.{k.split(' (')[0].replace(' ', '_')}": str(v).lower() for k, v in self.beaten().items()}
-        tracker.set_tags(tags | {"verdict": self.verdict()[:5000]})
-
-    trained_vector: torch.Tensor | None = None
 
 
 def last_bit_seen(batch: sr.Batch) -> torch.Tensor:
@@ -141,9 +88,27 @@ def held_out_report(task: StoreRecallTaskConfig, ctx: RunContext, genome: Decode
         wrong[LAST_BIT].append((last_bit_seen(batch) != batch.targets).float().flatten())
         wrong[CHANCE].append(torch.full((batch.targets.numel(),), 0.5))  # expected error of a coin flip
         delays.append(batch.delay_ms.flatten())
-    report = StoreRecallReport({k: torch.cat(v) for k, v in wrong.items()}, torch.cat(delays), n, ctx.name)
-    report.trained_vector = trained
-    return report
+    return StoreRecallReport({k: torch.cat(v) for k, v in wrong.items()}, torch.cat(delays), n, ctx.name)
+
+
+def held_out(task: StoreRecallTaskConfig, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> HeldOut:
+    """The store-recall report as the shell prints and logs it (a classification report)."""
+    report = held_out_report(task, ctx, genome, initial, trained)
+    long = pct(report.error(TRAINED, report.long()))
+    figures = {"recall_error_by_delay.png": lambda path, history: plot_by_delay(report, path)}
+    if ctx.model.spiking:
+        figures["raster.png"] = lambda path, history: raster(task, ctx, genome, trained, path)
+    per = report.by_delay()[TRAINED]
+    held = classification_held_out(
+        ctx.name, report.rows(), OBJECTIVE, [("recall_error", "recall error"), ("recall_error_long", f"delays >= {LONG_MS / 1000:g} s")],
+        title=f"Store-recall: {report.n_sequences} held-out sequences",
+        scored=f"recall error {report.score():.2%} on {report.n_sequences} held-out sequences ({long} on delays >= {LONG_MS / 1000:g} s)",
+        what="recall error",
+        printed=["trained recall error by delay: " + ", ".join(f"{d} ms {e:.1%}" for d, e in zip(report.delays(), per))],
+        figures=figures, artifacts={"recall_error_by_delay.csv": report.to_csv()},
+    )
+    held.detail = report
+    return held
 
 
 def plot_by_delay(report: StoreRecallReport, path) -> Path:
@@ -163,20 +128,11 @@ def plot_by_delay(report: StoreRecallReport, path) -> Path:
     return save_figure(fig, path)
 
 
-@torch.no_grad()
 def raster(task: StoreRecallTaskConfig, ctx: RunContext, genome: Decoder, vector: torch.Tensor, path) -> Path:
     """The trained LSNN on the first held-out sequence: inputs, spikes, ALIF thresholds, readout."""
-    from es_l2l.snn import threshold_trace
-
     batch = sr.sample(task, generator(ctx.seed, STREAM_TEST), 1)
-    params = genome.params(vector.unsqueeze(0).to(ctx.device, torch.float32))
-    out = ctx.simulate(params, batch.x, record_spikes=True)
-    spikes = out.spikes[0, 0].cpu()
-    n_lif = ctx.model_cfg.n_lif
-    thr = threshold_trace(params, out.spikes[0, 0])[:, n_lif:].cpu() if ctx.model_cfg.n_alif else None
     ms = task.symbol_ms
     marks = [(int(s) * ms, "STORE") for s in batch.store_symbol[0]] + [(int(r) * ms, "RECALL") for r in batch.recall_symbol[0]]
-    probs = torch.softmax(out.y[0, 0], dim=-1)[:, 1:].cpu()
     title = (f"{ctx.name}: held-out sequence 1, stored bit {int(batch.targets[0, 0])}, "
              f"delay {int(batch.delay_ms[0, 0])} ms (readout: P(bit 1))")
-    return raster_figure(path, spikes, thr, n_lif, inputs=batch.x[0], readout=probs, title=title, marks=marks, dt=ctx.sim.dt)
+    return network_raster(ctx, genome, vector, batch.x, path, title, marks, readout_from=1)

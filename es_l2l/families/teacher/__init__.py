@@ -44,9 +44,9 @@ class TeacherFamily(TaskFamily):
         return episode_metrics(ev.mse_per_trial[0], "val")
 
     def report(self, task, ctx, genome, initial, trained):
-        from es_l2l.families.teacher.report import held_out_report
+        from es_l2l.families.teacher.report import held_out
 
-        return held_out_report(task, ctx, genome, initial, trained)
+        return held_out(task, ctx, genome, initial, trained)
 
     def status_extras(self, task, generation: int) -> dict[str, float]:
         if not task.shape_curriculum:
@@ -63,10 +63,10 @@ class TeacherFamily(TaskFamily):
             raise ValueError(f"run.validation_tasks ({n}) must be a multiple of task.frequent_targets ({k}) so that "
                              "the held-out frequent group has each fixed network equally often")
 
-    def summarise_comparison(self, plan, children, parent):
+    def summarise_comparison(self, plan, children):
         from es_l2l.families.teacher.compare import summarise
 
-        return summarise(plan, children, parent)
+        return summarise(plan, children)
 
 
 FAMILY = TeacherFamily()

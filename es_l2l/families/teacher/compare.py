@@ -3,7 +3,6 @@ trial index, time and compute to a target MSE, every baseline on the same held-o
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,15 @@ from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_
 from es_l2l.metric_keys import comparison_key, key_name, predictor
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION, SeedKey
-from es_l2l.tables import Comparison, csv_table, default_target, markdown_table, row_head, to_target, validation_history
+from es_l2l.tables import (
+    Comparison,
+    comparison_title,
+    default_target,
+    plot_validation,
+    row_head,
+    to_target,
+    validation_history,
+)
 
 KEY = OBJECTIVE.key
 
@@ -25,7 +32,7 @@ def summary_rows(children: list, target: float) -> list[dict[str, Any]]:
         if c.outcome is None:
             continue
         vals = validation_history(c.outcome, KEY)
-        test = c.outcome.report.metrics[LSNN_TRAINED]
+        test = c.outcome.report.rows[LSNN_TRAINED]
         seconds, steps = to_target(c.outcome, OBJECTIVE, target)
         rows.append(
             {
@@ -73,15 +80,10 @@ def plot_comparison(children: list, val_baselines: dict[str, float], report, tar
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), dpi=110)
     names = [n for n in report.curves if n != LSNN_TRAINED]
     colors = {n: ("gray" if n == LSNN_UNTRAINED else f"C{j + 3}") for j, n in enumerate(names)}
+    plot_validation(axes[:2], children, KEY)
     for i, c in enumerate(ch for ch in children if ch.outcome is not None):
-        vals = validation_history(c.outcome, KEY)
-        mse = [h["val_mse_late"] for h in vals]
-        label = f"{c.name} ({c.outer})"
-        axes[0].plot([h["elapsed_s"] for h in vals], mse, color=f"C{i}", lw=2, marker=".", label=label)
-        later = [h for h in vals if h["neuron_steps"] > 0]  # the log axis has no place for step 0
-        axes[1].plot([h["neuron_steps"] for h in later], [h["val_mse_late"] for h in later], color=f"C{i}", lw=2, marker=".", label=label)
-        curve = c.outcome.report.curves[LSNN_TRAINED]
-        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=label)
+        curve = c.outcome.report.detail.curves[LSNN_TRAINED]
+        axes[2].plot(range(1, len(curve) + 1), curve.numpy(), color=f"C{i}", lw=2, label=f"{c.name} ({c.outer})")
     for name, value in val_baselines.items():
         for ax in axes[:2]:
             ax.axhline(value, color=colors.get(name, "black"), ls="--", lw=1, label=name)
@@ -125,31 +127,27 @@ def verdict(rows: list[dict[str, Any]], report, budget_text: str) -> str:
         f"The strongest baseline, {strongest_name} ({strongest:.4f}), is beaten by {', '.join(beat_strongest) or 'none'}."
     )
 
-def summarise(plan, children: list, parent) -> Comparison:
-    """Table, verdict, figure and metrics of a teacher comparison, logged to the parent run."""
-    first, names = plan.configs[0], [c.name for c in plan.configs]
+def summarise(plan, children: list) -> Comparison:
+    """Table, verdict, figure, curves and metrics of a teacher comparison (the shell logs them to the parent run)."""
+    first = plan.configs[0]
     done = [c for c in children if c.outcome is not None]
-    report = done[0].outcome.report  # the same held-out test tasks for every child
+    report = done[0].outcome.report.detail  # the same held-out test tasks for every child
     tasks = task_batch(first.task, SeedKey(first.run.seed, STREAM_VALIDATION), first.run.validation_tasks)
     val_curves = baseline_mse_per_trial(first.task, tasks, first.run.seed)
     val_baselines = {k: episode_metrics(v, "val")["val_mse_late"] for k, v in val_curves.items()}
     target = default_target(OBJECTIVE, plan, done)
     rows = summary_rows(children, target)
-    table_rows = rows + baseline_rows(report)
     text = verdict(rows, report, plan.budget_text)
-    title = f"{' vs '.join(names)}: {plan.budget_text} each; target validation MSE {target:.4f}"
-    with tempfile.TemporaryDirectory() as tmp:
-        parent.log_artifact(plot_comparison(children, val_baselines, report, target, Path(tmp) / "comparison.png", title))
-    parent.log_text(markdown_table(table_rows, COLUMNS) + "\n" + text + "\n", "comparison.md")
-    parent.log_text(csv_table(table_rows, COLUMNS), "comparison.csv")
-    curves = {c.name: c.outcome.report.curves[LSNN_TRAINED] for c in done}
+    title = comparison_title(plan, "validation MSE", f"{target:.4f}")
+    curves = {c.name: c.outcome.report.detail.curves[LSNN_TRAINED] for c in done}
     curves.update({k: v for k, v in report.curves.items() if k != LSNN_TRAINED})
-    parent.log_text(curves_csv(curves), "mse_per_trial.csv")
     metrics = {"val/target": target}
     for r in rows:
         metrics.update({comparison_key(key_name(r["name"]), k): float(r[k]) for k in ("test_mse_late", "best_val_mse_late", "final_val_mse_late", "train_s", "neuron_steps")})
     metrics.update({comparison_key(f"baseline/{predictor(k)}", "test_mse_late"): m["test_mse_late"] for k, m in report.metrics.items()})
-    parent.log_metrics(metrics)
-    winner = min(rows, key=lambda r: r["test_mse_late"])
-    parent.set_tags({"winner": winner["name"], "verdict": text[:5000]})
-    return Comparison(table_rows, text, title, COLUMNS, PRINTED)
+    return Comparison(
+        rows + baseline_rows(report), text, title, COLUMNS, PRINTED,
+        winner=min(rows, key=lambda r: r["test_mse_late"])["name"], metrics=metrics,
+        figures={"comparison.png": lambda path: plot_comparison(children, val_baselines, report, target, path, title)},
+        artifacts={"mse_per_trial.csv": curves_csv(curves)},
+    )

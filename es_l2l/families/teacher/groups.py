@@ -19,7 +19,6 @@ difference of differences: the LSNN's frequent-vs-fresh gap net of the networks'
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,8 +34,10 @@ from es_l2l.families.teacher.baselines import (
 )
 from es_l2l.families.teacher.evaluate import LSNN_TRAINED, LSNN_UNTRAINED, evaluate_params, task_batch
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TeacherTasks
+from es_l2l.metric_keys import test_key
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, SeedKey
+from es_l2l.stats import normal_band, normal_interval, welch_normal_interval
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
@@ -53,43 +54,6 @@ CONTRASTS = {LSNN_EXCESS: (LSNN_TRAINED, BACKPROP), LSNN_GAIN: (LSNN_TRAINED, LS
 FIRST_TRIALS = 5
 SCORES = ("test_mse", "test_mse_late", f"test_mse_first{FIRST_TRIALS}")
 MAX_NETWORK_METRICS = 8  # per-network metrics only for K up to this
-Z95 = 1.96
-
-
-def slug(name: str) -> str:
-    """A predictor name as a metric-key part (as :meth:`HeldOutReport.flat_metrics` writes it)."""
-    return name.lower().replace(" ", "_").replace("-", "_")
-
-
-def mean_ci(values: torch.Tensor, z: float = Z95) -> dict[str, float]:
-    """Mean of a 1-d sample over episodes with its normal-approximation CI: ``{"mean", "lo", "hi", "n"}``."""
-    v = values.double().flatten()
-    n = v.numel()
-    mean = float(v.mean())
-    half = z * float(v.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": float(n)}
-
-
-def unpaired_difference(a: torch.Tensor, b: torch.Tensor, z: float = Z95) -> dict[str, float]:
-    """``mean(a) - mean(b)`` of two independent samples with its normal-approximation (Welch) CI,
-    half width ``z * sqrt(var_a / n_a + var_b / n_b)``: ``{"mean", "lo", "hi", "n"}`` (n: episodes
-    in both samples)."""
-    a, b = a.double().flatten(), b.double().flatten()
-    mean = float(a.mean() - b.mean())
-    if a.numel() < 2 or b.numel() < 2:
-        half = float("nan")
-    else:
-        half = z * math.sqrt(float(a.var(unbiased=True)) / a.numel() + float(b.var(unbiased=True)) / b.numel())
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": float(a.numel() + b.numel())}
-
-
-def curve_ci(sq_err: torch.Tensor, z: float = Z95) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Squared errors (B, n_trials) -> MSE per trial (n_trials,) and its CI's lower and upper ends."""
-    e = sq_err.double()
-    mean = e.mean(dim=0)
-    n = e.shape[0]
-    half = z * e.std(dim=0, unbiased=True) / math.sqrt(n) if n > 1 else torch.full_like(mean, math.nan)
-    return mean, mean - half, mean + half
 
 
 def episode_scores(sq_err: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -125,38 +89,39 @@ class GroupSplit:
 
     def summary(self) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
         """group -> predictor -> score -> mean and 95% CI over the group's episodes."""
-        return {g: {p: {k: mean_ci(v) for k, v in self.scores(g, p).items()} for p in PREDICTORS} for g in GROUPS}
+        return {g: {p: {k: normal_interval(v).as_dict() for k, v in self.scores(g, p).items()} for p in PREDICTORS} for g in GROUPS}
 
     def differences(self) -> dict[str, dict[str, dict[str, float]]]:
         """predictor (and each of :data:`CONTRASTS`) -> score -> frequent minus fresh, unpaired, with its 95% CI."""
         out = {}
         for p in (*PREDICTORS, *CONTRASTS):
             freq, fresh = self.scores(GROUP_FREQUENT, p), self.scores(GROUP_FRESH, p)
-            out[p] = {k: unpaired_difference(freq[k], fresh[k]) for k in SCORES}
+            out[p] = {k: welch_normal_interval(freq[k], fresh[k]).as_dict() for k in SCORES}
         return out
 
-    def flat_metrics(self) -> dict[str, float]:
-        """``group.<group>.<predictor>.<score>`` (``.lo``/``.hi``: its 95% CI), ``group.frequent_minus_fresh.
-        <predictor>.<score>`` likewise, ``group.frequent.network_<k>.<predictor>.test_mse_late`` (K <= 8),
-        ``group.episodes`` (per group) and ``group.networks`` (K)."""
-        out = {"group.episodes": float(self.which.numel()), "group.networks": float(self.n_networks)}
+    def test_metrics(self) -> dict[str, float]:
+        """The MLflow keys: ``test/<predictor>/<group>_<score>`` (``.lo``/``.hi``: its 95% CI) for groups
+        ``fresh``, ``frequent`` and ``frequent_minus_fresh``, ``test/<predictor>/frequent_network_<k>_mse_late``
+        (K <= 8), ``test/groups/episodes`` (per group) and ``test/groups/networks`` (K)."""
+        out = {"test/groups/episodes": float(self.which.numel()), "test/groups/networks": float(self.n_networks)}
 
-        def put(prefix: str, ci: dict[str, float]) -> None:
-            out.update({prefix: ci["mean"], f"{prefix}.lo": ci["lo"], f"{prefix}.hi": ci["hi"]})
+        def put(who: str, where: str, score: str, ci: dict[str, float]) -> None:
+            key = test_key(who, f"{where}_{score.removeprefix('test_')}")
+            out.update({key: ci["mean"], f"{key}.lo": ci["lo"], f"{key}.hi": ci["hi"]})
 
         for g, rows in self.summary().items():
             for p, scores in rows.items():
                 for k, ci in scores.items():
-                    put(f"group.{g}.{slug(p)}.{k}", ci)
+                    put(p, g, k, ci)
         for p, scores in self.differences().items():
             for k, ci in scores.items():
-                put(f"group.frequent_minus_fresh.{slug(p)}.{k}", ci)
+                put(p, "frequent_minus_fresh", k, ci)
         if self.n_networks <= MAX_NETWORK_METRICS:
             for p in (LSNN_TRAINED, BACKPROP):
                 late = self.scores(GROUP_FREQUENT, p)[SCORES[1]]
                 for k in range(self.n_networks):
                     if bool((self.which == k).any()):
-                        out[f"group.frequent.network_{k}.{slug(p)}.test_mse_late"] = float(late[self.which == k].mean())
+                        out[test_key(p, f"frequent_network_{k}_mse_late")] = float(late[self.which == k].mean())
         return out
 
     def to_csv(self) -> str:
@@ -165,7 +130,7 @@ class GroupSplit:
         for g in GROUPS:
             for p in PREDICTORS:
                 e = self.sq_err[g][p]
-                mean, lo, hi = curve_ci(e)
+                mean, lo, hi = normal_band(e)
                 lines += [f"{g},{p},{i + 1},{float(mean[i]):.6g},{float(lo[i]):.6g},{float(hi[i]):.6g},{e.shape[0]}"
                           for i in range(len(mean))]
         return "\n".join(lines) + "\n"
@@ -283,7 +248,7 @@ def plot_groups(split: GroupSplit, path: str | Path, title: str = "") -> Path:
     floor = max(floor, 1e-12) / 10  # a lower band end at or below zero is drawn at this on the log axis
     for ax, p in zip(axes, (LSNN_TRAINED, BACKPROP)):
         for g in GROUPS:
-            mean, lo, hi = curve_ci(split.sq_err[g][p])
+            mean, lo, hi = normal_band(split.sq_err[g][p])
             trials = range(1, len(mean) + 1)
             ax.plot(trials, mean.numpy(), color=colors[g], lw=2, label=f"{g} ({split.which.numel()} episodes)")
             ax.fill_between(trials, lo.clamp(min=floor).numpy(), hi.numpy(), color=colors[g], alpha=0.2, lw=0)

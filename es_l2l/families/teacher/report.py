@@ -7,14 +7,13 @@ report adds the frequent-vs-fresh split of :mod:`es_l2l.families.teacher.groups`
 
 from __future__ import annotations
 
-import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from es_l2l.families.base import HeldOut
 from es_l2l.families.teacher.baselines import (
     baseline_predictions,
     family_mean,
@@ -34,8 +33,10 @@ from es_l2l.families.teacher.evaluate import (
     window,
 )
 from es_l2l.families.teacher.groups import GroupSplit, group_split, plot_groups
+from es_l2l.metric_keys import test_key
 from es_l2l.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, SeedKey
+from es_l2l.stats import paired_normal_interval
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
@@ -67,64 +68,51 @@ class HeldOutReport:
     def verdict(self) -> str:
         return verdict(self)
 
-    def print(self, console, result) -> None:
-        """Table, family statistics, verdict and the validation summary line, to the terminal."""
-        console.print(summary_table(self))
-        console.print(
-            f"family: {self.within_share:.0%} of target variance lies within tasks; a linear fit explains "
-            f"{self.linear_share:.0%} of it."
-        )
-        if self.groups is not None:
-            console.print(self.groups.table())
-        console.print(verdict(self))
-        if result is None:  # es-l2l evaluate: no training history
-            console.print(f"test MSE over late trials: {self.score():.4f}")
-            return
-        console.print(
-            OBJECTIVE.progress("MSE over late trials", result.history, result.best_generation) + "; "
-            f"test MSE over late trials: {self.score():.4f} (generation 0: {self.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
-        )
-
-    def log(self, tracker, task: TeacherConfig, ctx: RunContext, genome: Decoder, result) -> None:
-        """Plot, per-trial CSV, test metrics and verdict tags into the MLflow run."""
-        with tempfile.TemporaryDirectory() as tmp:
-            tracker.log_artifact(plot_curves(self, Path(tmp) / "mse_per_trial.png", f"{ctx.name}: held-out tasks"))
-            if self.episode is not None:
-                tracker.log_artifact(plot_episode(task, self.episode, Path(tmp) / "typical_episode.png", ctx.name))
-            if self.groups is not None:
-                title = f"{ctx.name}: frequent vs fresh target networks"
-                tracker.log_artifact(plot_groups(self.groups, Path(tmp) / "mse_per_trial_groups.png", title))
-        tracker.log_text(self.to_csv(), "mse_per_trial.csv")
-        if self.groups is not None:
-            tracker.log_text(self.groups.to_csv(), "mse_per_trial_groups.csv")
-        tracker.log_metrics(self.flat_metrics(), step=result.generations)
-        tags = {f"beats.{k}": str(v).lower() for k, v in self.beaten().items()}
-        tracker.set_tags(tags | {"verdict": verdict(self)[:5000]})
-
     def to_csv(self) -> str:
         """MSE per trial index, one column per predictor."""
         return curves_csv(self.curves)
 
-    def flat_metrics(self) -> dict[str, float]:
-        out = {"family_within_task_share": self.within_share, "family_linear_fit_share": self.linear_share}
+    def test_metrics(self) -> dict[str, float]:
+        """The MLflow keys: ``test/<predictor>/<metric>`` per predictor, the paired difference to the
+        running mean, the task family's statistics and, with frequent targets, the group split."""
+        out = {"test/family/within_task_share": self.within_share, "test/family/linear_fit_share": self.linear_share}
         for name, m in self.metrics.items():
-            slug = name.lower().replace(" ", "_").replace("-", "_")
-            out.update({f"{slug}.{k}": v for k, v in m.items()})
-        out.update({f"minus_running_mean.{k}": v for k, v in self.paired.items()})
+            out.update({test_key(name, k.removeprefix("test_")): v for k, v in m.items()})
+        out.update({f"test/model_minus_running_mean/{k}": v for k, v in self.paired.items()})
         if self.groups is not None:
-            out.update(self.groups.flat_metrics())
+            out.update(self.groups.test_metrics())
         return out
 
+    def closing(self, result) -> str:
+        """The last line: the validation over training (when there was training) and the test score."""
+        if result is None:  # es-l2l evaluate: no training history
+            return f"test MSE over late trials: {self.score():.4f}"
+        return (
+            OBJECTIVE.progress("MSE over late trials", result.history, result.best_generation) + "; "
+            f"test MSE over late trials: {self.score():.4f} (generation 0: {self.metrics[LSNN_UNTRAINED]['test_mse_late']:.4f})"
+        )
 
-def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> dict[str, float]:
-    """Mean of the per-episode differences ``a - b`` with its normal-approximation CI (``z = 1.96``:
-    95%): ``{"mean", "lo", "hi", "n"}``. ``a`` and ``b`` are (B,) scores of two predictors on the
-    same episodes; pairing removes the between-episode spread that both share."""
-    d = a.double().flatten() - b.double().flatten()
-    n = d.numel()
-    mean = float(d.mean())
-    half = z * float(d.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": float(n)}
+
+def held_out(task: TeacherConfig, ctx: RunContext, genome: Decoder, initial: torch.Tensor, trained: torch.Tensor) -> HeldOut:
+    """The teacher family's held-out report as the shell prints and logs it."""
+    report = held_out_report(task, ctx, genome, initial, trained)
+    figures = {"mse_per_trial.png": lambda path, history: plot_curves(report, path, f"{ctx.name}: held-out tasks")}
+    artifacts = {"mse_per_trial.csv": report.to_csv()}
+    printed = [
+        summary_table(report),
+        f"family: {report.within_share:.0%} of target variance lies within tasks; a linear fit explains "
+        f"{report.linear_share:.0%} of it.",
+    ]
+    if report.episode is not None:
+        figures["typical_episode.png"] = lambda path, history: plot_episode(task, report.episode, path, ctx.name)
+    if report.groups is not None:
+        title = f"{ctx.name}: frequent vs fresh target networks"
+        figures["mse_per_trial_groups.png"] = lambda path, history: plot_groups(report.groups, path, title)
+        artifacts["mse_per_trial_groups.csv"] = report.groups.to_csv()
+        printed.append(report.groups.table())
+    return HeldOut(rows=report.metrics, score=report.score(), verdict=verdict(report), beats=report.beaten(),
+                   metrics=report.test_metrics(), figures=figures, artifacts=artifacts, printed=printed,
+                   closing=report.closing, detail=report)
 
 
 def late_per_episode(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -150,7 +138,7 @@ def held_out_report(task: TeacherConfig, ctx: RunContext, genome: Decoder, initi
     curves.update(mse_per_trial(baselines, tasks.y))
     metrics = {name: episode_metrics(c, "test") for name, c in curves.items()}
     running = predict_running_mean(tasks.y, family_mean(task, ctx.seed))
-    paired = paired_difference(late_per_episode(ev.predictions[1].cpu(), tasks.y), late_per_episode(running, tasks.y))
+    paired = paired_normal_interval(late_per_episode(ev.predictions[1].cpu(), tasks.y), late_per_episode(running, tasks.y)).as_dict()
     episode = episode_trace(task, ctx, genome.params(trained.unsqueeze(0).to(ctx.device)), tasks, 0)
     groups = None
     if task.frequent_targets:  # the frequent-targets experiment: frequent vs fresh networks

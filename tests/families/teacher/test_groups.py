@@ -17,34 +17,19 @@ from es_l2l.families.teacher.groups import (
     GROUP_FRESH,
     LSNN_EXCESS,
     GroupSplit,
-    curve_ci,
     episode_scores,
-    mean_ci,
     plot_groups,
-    unpaired_difference,
 )
+from es_l2l.stats import normal_band
 
 ROOT = Path(__file__).resolve().parents[3]
 HALF = 1.96 * math.sqrt(2.5) / math.sqrt(5)  # 1.96 sd / sqrt(n) of 1, 2, 3, 4, 5
 
 
-def test_mean_ci_and_unpaired_difference_by_hand():
-    v = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])  # mean 3, sample variance 2.5
-    ci = mean_ci(v)
-    assert ci["mean"] == 3.0 and ci["n"] == 5.0
-    assert ci["lo"] == pytest.approx(3.0 - HALF) and ci["hi"] == pytest.approx(3.0 + HALF)
-    # a: variance 2.5 over 5; b = 10, 12, 14 (mean 12, variance 4) over 3: half width 1.96 sqrt(0.5 + 4/3)
-    d = unpaired_difference(v, torch.tensor([10.0, 12.0, 14.0]))
-    half = 1.96 * math.sqrt(2.5 / 5 + 4.0 / 3)
-    assert d["mean"] == pytest.approx(-9.0) and d["n"] == 8.0
-    assert d["lo"] == pytest.approx(-9.0 - half) and d["hi"] == pytest.approx(-9.0 + half)
-    assert math.isnan(mean_ci(torch.tensor([1.0]))["lo"])
-
-
-def test_curve_ci_and_episode_scores_by_hand():
+def test_normal_band_and_episode_scores_by_hand():
     # 5 episodes x 6 trials: trial t of episode e has error (e + 1) * (t + 1)
     e = torch.arange(1.0, 6.0)[:, None] * torch.arange(1.0, 7.0)[None, :]
-    mean, lo, hi = curve_ci(e)
+    mean, lo, hi = normal_band(e)
     assert torch.allclose(mean, 3.0 * torch.arange(1.0, 7.0, dtype=torch.float64))
     assert torch.allclose(hi - mean, HALF * torch.arange(1.0, 7.0, dtype=torch.float64))
     assert torch.allclose(mean - lo, hi - mean)
@@ -58,7 +43,7 @@ def split_with(lsnn_frequent: float, backprop_frequent: float, n: int = 8, k: in
     """Hand-made squared errors: every predictor 1.0 +- 0.1 per episode on fresh networks; on the
     frequent ones the LSNN and backprop at the given levels (generation 0 and the running mean as fresh)."""
     jitter = torch.tensor([0.1, -0.1] * (n // 2))[:, None].expand(n, 6)
-    level = lambda v: v + jitter  # noqa: E731
+    level = lambda v: v + jitter
     names = (LSNN_TRAINED, LSNN_UNTRAINED, BACKPROP, RUNNING_MEAN)
     fresh = {p: level(1.0) for p in names}
     frequent = {p: level(1.0) for p in names} | {LSNN_TRAINED: level(lsnn_frequent), BACKPROP: level(backprop_frequent)}
@@ -74,13 +59,13 @@ def test_differences_metrics_and_verdict_when_only_the_lsnn_has_the_prior():
     assert d[LSNN_TRAINED]["test_mse_late"]["hi"] == pytest.approx(-0.5 + half)
     assert d[BACKPROP]["test_mse_first5"]["mean"] == pytest.approx(0.0, abs=1e-12)
     assert d[LSNN_EXCESS]["test_mse_late"]["mean"] == pytest.approx(-0.5)
-    m = split.flat_metrics()
-    assert m["group.frequent.lsnn_meta_trained.test_mse_late"] == pytest.approx(0.5)
-    assert m["group.fresh.target_architecture_backprop.test_mse_first5.lo"] == pytest.approx(1.0 - half / math.sqrt(2))
-    assert m["group.frequent_minus_fresh.lsnn_meta_trained.test_mse_late.hi"] == pytest.approx(-0.5 + half)
-    assert m["group.frequent_minus_fresh.lsnn_minus_backprop.test_mse_late"] == pytest.approx(-0.5)
-    assert m["group.frequent.network_3.lsnn_meta_trained.test_mse_late"] == pytest.approx(0.4)  # episodes 3, 7: -0.1
-    assert m["group.episodes"] == 8 and m["group.networks"] == 4
+    m = split.test_metrics()  # the MLflow keys, as docs/tracking.md lists them
+    assert m["test/model/frequent_mse_late"] == pytest.approx(0.5)
+    assert m["test/target_architecture_backprop/fresh_mse_first5.lo"] == pytest.approx(1.0 - half / math.sqrt(2))
+    assert m["test/model/frequent_minus_fresh_mse_late.hi"] == pytest.approx(-0.5 + half)
+    assert m["test/lsnn_minus_backprop/frequent_minus_fresh_mse_late"] == pytest.approx(-0.5)
+    assert m["test/model/frequent_network_3_mse_late"] == pytest.approx(0.4)  # episodes 3, 7: -0.1
+    assert m["test/groups/episodes"] == 8 and m["test/groups/networks"] == 4
     text = split.verdict()
     assert "The meta-trained LSNN learns the frequent networks faster" in text
     assert "Backprop, which has no prior, shows no difference" in text and "differ in difficulty" not in text

@@ -2,8 +2,8 @@
 
 import torch
 
-from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, HeldOutReport, verdict
 from es_l2l.families.teacher.evaluate import episode_metrics
+from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, HeldOutReport, verdict
 
 
 def report_with(lsnn: list[float]) -> HeldOutReport:
@@ -36,19 +36,6 @@ def test_verdict_when_the_running_mean_is_beaten():
     assert r.to_csv().splitlines()[0] == "trial,LSNN meta-trained,LSNN generation 0,family mean,running mean,oracle linear"
 
 
-def test_paired_difference_on_hand_made_numbers():
-    from es_l2l.families.teacher.report import paired_difference
-
-    # differences 1, 2, 3, 4, 5 (lsnn - baseline): mean 3, sd sqrt(2.5), half width 1.96 sqrt(2.5)/sqrt(5)
-    a, b = torch.tensor([2.0, 4.0, 6.0, 8.0, 10.0]), torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
-    p = paired_difference(a, b)
-    half = 1.96 * (2.5**0.5) / (5**0.5)
-    assert p["n"] == 5 and abs(p["mean"] - 3.0) < 1e-12
-    assert abs(p["lo"] - (3.0 - half)) < 1e-9 and abs(p["hi"] - (3.0 + half)) < 1e-9
-    # equal predictors: zero difference, zero width
-    assert paired_difference(b, b) == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 5.0}
-
-
 def test_verdict_carries_the_paired_interval():
     from es_l2l.families.teacher.report import late_per_episode, paired_sentence
 
@@ -57,7 +44,7 @@ def test_verdict_carries_the_paired_interval():
     assert "-0.0200 (95% CI -0.0300 to -0.0100, 128 episodes): below the running mean, outside the 95% CI" in verdict(r)
     assert "not distinguishable" in paired_sentence({"mean": 0.0, "lo": -0.01, "hi": 0.01, "n": 9.0})
     assert "above the running mean" in paired_sentence({"mean": 0.02, "lo": 0.01, "hi": 0.03, "n": 9.0})
-    assert r.flat_metrics()["minus_running_mean.hi"] == -0.01
+    assert r.test_metrics()["test/model_minus_running_mean/hi"] == -0.01
     # second half of each episode: trials 2 and 3 of 4
     pred, y = torch.tensor([[0.0, 0.0, 1.0, 3.0]]), torch.zeros(1, 4)
     assert late_per_episode(pred, y).tolist() == [5.0]
