@@ -106,18 +106,17 @@ SMALL = ["run.workers=0", "run.generations=3", "run.checkpoint_every=2", "run.va
 
 def _checkpoint(tmp: Path, edit) -> Path:
     """A real checkpoint.pt of the smoke config (what a run logs), then ``edit(blob)`` on its contents."""
-    import torch
-
-    from es_l2l.checkpoint import save_checkpoint
+    from es_l2l.checkpoint import FORMAT, save_checkpoint
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
+    from es_l2l.safe_io import load_blob, save_blob
 
     cfg = load_config(SMOKE, SMALL)
     vec = build_genome(cfg).initial_vector()
     path = save_checkpoint(tmp / "checkpoint.pt", cfg, {"best": vec, "final": vec, "initial": vec}, best_generation=0, generations=2)
-    blob = torch.load(path, weights_only=True)
+    blob = load_blob(path, FORMAT, "checkpoint")  # the file's contents, before load_checkpoint's checks
     edit(blob)
-    torch.save(blob, path)
+    save_blob(path, FORMAT, blob)
     return path
 
 
@@ -207,15 +206,15 @@ def _mutate(state: dict, case: str) -> None:
 def test_a_crafted_resume_file_is_refused_in_one_line_naming_the_field_and_the_run_is_untouched(tmp_path, resume_state, case, words):
     import copy
 
-    import torch
     from mlflow.tracking import MlflowClient
+    from safetensors.torch import save_file
 
     from es_l2l.checkpoint import RESUME_FORMAT, save_resume
 
     cfg, state = resume_state
     path = tmp_path / "resume.pt"
-    if case == "deep json":  # the JSON string written as save_blob writes it, nested 100,000 deep
-        torch.save({"format": RESUME_FORMAT, "json": "[" * 100_000 + "]" * 100_000, "tensors": {}}, path)
+    if case == "deep json":  # the JSON string where save_blob writes it (the safetensors metadata), nested 100,000 deep
+        save_file({}, str(path), metadata={"format": RESUME_FORMAT, "json": "[" * 100_000 + "]" * 100_000})
     else:
         state = copy.deepcopy(state)
         _mutate(state, case)
