@@ -1,4 +1,4 @@
-"""Files es-l2l reads back load without running code: tensors + JSON, torch.load(weights_only=True)."""
+"""Files es-l2l reads back load without running code: safetensors + JSON, and the torch.save files of before with torch.load(weights_only=True)."""
 
 import os
 import pickle
