@@ -127,13 +127,17 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[last] = value
 
 
+# Each case is a whole `es-l2l evaluate`; two stay in `make test`, the rest are marked slow (run by .ci/run).
 @pytest.mark.parametrize("case, edit, words", [
     ("meta a string", lambda b: b.update(meta="a string"), ("damaged es-l2l checkpoint", "meta must map")),
-    ("meta negative", lambda b: b.update(meta={"best_generation": 5, "generations": 2}), ("meta must map best_generation <= generations",)),
-    ("ten million tasks", lambda b: _set(b, "config.run.validation_tasks", 10**7), ("'run.validation_tasks'", "less than or equal to 100000")),
-    ("config a list", lambda b: b.update(config=[1, 2]), ("config is a list, not a mapping",)),
+    pytest.param("meta negative", lambda b: b.update(meta={"best_generation": 5, "generations": 2}),
+                 ("meta must map best_generation <= generations",), marks=pytest.mark.slow),
+    pytest.param("ten million tasks", lambda b: _set(b, "config.run.validation_tasks", 10**7),
+                 ("'run.validation_tasks'", "less than or equal to 100000"), marks=pytest.mark.slow),
+    pytest.param("config a list", lambda b: b.update(config=[1, 2]), ("config is a list, not a mapping",), marks=pytest.mark.slow),
     ("deep meta", lambda b: b.update(meta=_deep(200)), ("nests more than 32 levels deep",)),
-    ("nan genome", lambda b: b["genomes"]["best"].fill_(float("nan")), ("genome 'best' holds non-finite",)),
+    pytest.param("nan genome", lambda b: b["genomes"]["best"].fill_(float("nan")), ("genome 'best' holds non-finite",),
+                 marks=pytest.mark.slow),
 ])
 def test_a_crafted_checkpoint_is_refused_in_one_line_by_evaluate(tmp_path, case, edit, words):
     path = _checkpoint(tmp_path, edit)
@@ -195,12 +199,13 @@ def _mutate(state: dict, case: str) -> None:
         state["status0"] = {"x": _deep(200)}
 
 
+# Each case is a whole `es-l2l run --resume`; two stay in `make test`, the rest are marked slow (run by .ci/run).
 @pytest.mark.parametrize("case, words", [
     ("generation 10^12", ("generation is 1000000000000, outside 0..3 (run.generations)",)),
-    ("best of the wrong shape", ("best genome has shape (7,)",)),
-    ("negative sigma", ("searcher.distribution.parameters.sigma has", "<= 0")),
-    ("popsize 10^9", ("searcher.attrs._popsize is 1000000000, but es.popsize is 4",)),
-    ("deep status", ("nests more than 32 levels deep",)),
+    pytest.param("best of the wrong shape", ("best genome has shape (7,)",), marks=pytest.mark.slow),
+    pytest.param("negative sigma", ("searcher.distribution.parameters.sigma has", "<= 0"), marks=pytest.mark.slow),
+    pytest.param("popsize 10^9", ("searcher.attrs._popsize is 1000000000, but es.popsize is 4",), marks=pytest.mark.slow),
+    pytest.param("deep status", ("nests more than 32 levels deep",), marks=pytest.mark.slow),
     ("deep json", ("its JSON nests too deeply",)),
 ])
 def test_a_crafted_resume_file_is_refused_in_one_line_naming_the_field_and_the_run_is_untouched(tmp_path, resume_state, case, words):
