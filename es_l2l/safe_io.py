@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -164,7 +164,7 @@ def legacy_tree(blob: Any, fmt: str) -> tuple[str, dict] | None:
     return None
 
 
-def load_blob(path: str | Path, fmt: str, what: str = "file", legacy: Any = None) -> Any:
+def load_blob(path: str | Path, fmt: str, what: str = "file", legacy: Callable[[Any], Any] | None = None) -> Any:
     """The object saved by :func:`save_blob` under ``fmt``; :class:`UnsafeFile` (one line) for anything else.
 
     A ``torch.save`` file from before is read with ``torch.load(weights_only=True)`` and handed to
