@@ -9,22 +9,22 @@ import torch
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, short_repr, stored_model
 from es_l2l.genome import Genome, build_genome
 from es_l2l.redact import safe_config
-from es_l2l.safe_io import UnsafeFile, is_raw_pickle, load_blob, save_blob, torch_load_data
+from es_l2l.safe_io import UnsafeFile, is_raw_pickle, legacy_tree, load_blob, save_blob
 from es_l2l.schema import check_tree
 
-FORMAT = "es-l2l/checkpoint/1"
-RESUME_FORMAT = "es-l2l/resume/2"
+# safetensors files (es_l2l.safe_io) under the artifact names runs have always logged, which users'
+# commands (`es-l2l evaluate .../checkpoint.pt`, `runs:/ID`) and scripts already name
+FORMAT = "es-l2l/checkpoint/2"
+RESUME_FORMAT = "es-l2l/resume/3"
+LEGACY_FORMAT = "es-l2l/checkpoint/1"  # a torch.save file (es-l2l before safetensors): still read, data only
+LEGACY_RESUME_FORMAT = "es-l2l/resume/2"  # likewise, torch.save of the JSON string and the tensor table
 RESUME_ARTIFACT = "resume.pt"
 LEGACY_RESUME_ARTIFACT = "resume.pkl"  # a pickle (es-l2l before resume/2): refused, never loaded
 
 
 def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, torch.Tensor], **meta) -> Path:
-    path = Path(path)
-    torch.save(
-        {"format": FORMAT, "config": safe_config(cfg), "genomes": {k: v.cpu() for k, v in genomes.items()}, "meta": meta},
-        path,
-    )
-    return path
+    """``checkpoint.pt``: the genomes as safetensors tensors, the config and ``meta`` as JSON (es_l2l.safe_io)."""
+    return save_blob(path, FORMAT, {"config": safe_config(cfg), "genomes": dict(genomes), "meta": meta})
 
 
 def renamed_values(config):
@@ -39,20 +39,24 @@ def renamed_values(config):
 
 
 def load_checkpoint(path: str | Path) -> tuple[ExperimentConfig, Genome, dict[str, torch.Tensor], dict]:
-    """Returns (config, genome layout, named genome vectors, metadata)."""
+    """Returns (config, genome layout, named genome vectors, metadata); reads today's safetensors files
+    and the ``torch.save`` ones es-l2l wrote before, running no code from either."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"'{path}' is a directory, not an es-l2l checkpoint; pass its checkpoint.pt")
     if path.is_file() and is_raw_pickle(path):
         raise ValueError(f"'{path}' is not an es-l2l checkpoint (a bare pickle, which es-l2l never loads); pass a checkpoint.pt from a run's artifacts")
+
+    def legacy(blob):  # a checkpoint es-l2l wrote with torch.save (format 1): the dict itself, once bounded
+        if not isinstance(blob, dict) or blob.get("format") != LEGACY_FORMAT:
+            return None
+        check_tree(blob, f"es-l2l checkpoint '{path}'", UnsafeFile)  # before anything walks it recursively
+        return blob
+
     try:
-        blob = torch_load_data(path)  # data only (weights_only): never runs code from the file
-    except Exception as exc:  # a text file, a random file, a pickle with objects...
-        raise ValueError(f"'{path}' is not an es-l2l checkpoint ({type(exc).__name__}); pass a checkpoint.pt from a run's artifacts") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        blob = blob if isinstance(blob, dict) else {}
-        raise ValueError(f"'{path}' is not an es-l2l checkpoint (format {blob.get('format')!r}, expected {FORMAT!r})")
-    check_tree(blob, f"es-l2l checkpoint '{path}'", ValueError)  # bounded before anything walks it recursively
+        blob = load_blob(path, FORMAT, "checkpoint", legacy=legacy)
+    except UnsafeFile as exc:  # a text or random file, a torch file holding objects, a damaged or crafted one...
+        raise ValueError(str(exc).replace("; pass a file es-l2l wrote", "; pass a checkpoint.pt from a run's artifacts")) from None
     try:
         if not isinstance(blob.get("config"), dict):
             raise ConfigError(f"the config is a {type(blob.get('config')).__name__}, not a mapping")
@@ -103,7 +107,7 @@ class Checkpointer:
 
 
 def save_resume(path: str | Path, cfg: ExperimentConfig, state: dict) -> Path:
-    """The driver's resumable state (see ``run_es``) with the config: tensors plus JSON (es_l2l.safe_io)."""
+    """The driver's resumable state (see ``run_es``) with the config: safetensors tensors plus JSON (es_l2l.safe_io)."""
     return save_blob(path, RESUME_FORMAT, {"config": safe_config(cfg), **state})
 
 
@@ -116,7 +120,7 @@ def load_resume(path: str | Path) -> dict:
 
     Raises ``ValueError`` (one line) for a legacy pickle ``resume.pkl`` or anything that is not one.
     """
-    blob = load_blob(path, RESUME_FORMAT, "resume file")
+    blob = load_blob(path, RESUME_FORMAT, "resume file", legacy=lambda b: legacy_tree(b, LEGACY_RESUME_FORMAT))
     for key, kind in _RESUME_KEYS.items():
         if not isinstance(blob.get(key), kind):
             raise UnsafeFile(f"'{path}' is a damaged es-l2l resume file ({key} is missing or not a {kind.__name__})")

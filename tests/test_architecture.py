@@ -1,5 +1,5 @@
-"""The house's rules, checked: the shell names no task family, families do no I/O, es_l2l has no import
-cycle (not even through type-only imports), and no plug-in takes the root config."""
+"""The house's rules, checked: the shell names no task family and no outer loop, families do no I/O, es_l2l
+has no import cycle (not even through type-only imports), and no plug-in takes the root config."""
 
 from __future__ import annotations
 
@@ -8,8 +8,40 @@ import functools
 import re
 from pathlib import Path
 
+from es_l2l.families import FAMILIES
+from es_l2l.outer import OUTER_LOOPS
+
 PACKAGE = Path(__file__).resolve().parents[1] / "es_l2l"
-FAMILY_WORDS = re.compile(r"maze|teacher|family ==")
+# every registered family's name (so a family added to the registry is banned outside families/ too)
+FAMILY_WORDS = re.compile("|".join(re.escape(name) for name in sorted(FAMILIES, key=len, reverse=True)) + "|family ==")
+
+# Lines that still name a family or an outer loop outside their folder, as (file, the line stripped).
+# Known offenders being moved behind the plug-in contracts (outer-loop facts become members of the
+# loop); a line that goes away needs no edit here, and the list is to be emptied, not extended.
+ALLOWED_FAMILY_LINES: set[tuple[str, str]] = {
+    ("es_l2l/models/lstm.py", "smnist_lstm_bptt.yaml took 3.0-3.2 CPU seconds a step with subnormals and 0.22-0.24 s flushed"),
+}
+ALLOWED_OUTER_LINES: set[tuple[str, str]] = {
+    ("es_l2l/checkpoint.py", 'outer = run.data.params.get("outer", "es")'),
+    ("es_l2l/cli.py", 'local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))'),
+    ("es_l2l/compare.py", 'return {"es": (cfg.genome.search, []), "guided": (cfg.genome.search, []),'),
+    ("es_l2l/compare.py", '"hybrid": (cfg.hybrid.es_blocks, cfg.bptt.train)}.get(cfg.outer, ([], cfg.bptt.train))'),
+    ("es_l2l/config.py", 'outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS))'),
+    ("es_l2l/families/maze/report.py", 'ax.set_xlabel("generation" if cfg.outer == "es" else "gradient step")'),
+    ("es_l2l/guard.py", 'if cfg.outer in ("es", "hybrid"):'),
+    ("es_l2l/guard.py", 'if cfg.outer == "guided":'),
+    ("es_l2l/guard.py", 'if cfg.outer in ("bptt", "hybrid"):'),
+    ("es_l2l/guard.py", 'pop = "guided.popsize" if cfg.outer == "guided" else "es.popsize"'),
+    ("es_l2l/guard.py", 'f"{_gib(parts[biggest])}, with P={cfg.guided.popsize if cfg.outer == \'guided\' else cfg.es.popsize}, D={dim}, "'),
+    ("es_l2l/guard.py", 'if attach_address(cfg) or not always and (cfg.outer == "bptt" or cfg.run.workers == 0 and cfg.outer in ("es", "guided")):'),
+    ("es_l2l/models/lstm.py", 'bptt = getattr(cfg, "bptt", None)'),
+    ("es_l2l/models/lstm.py", 'if bptt is not None and cfg.outer != "es" and not mine & set(bptt.train):'),
+    ("es_l2l/models/lstm.py", 'hybrid = getattr(cfg, "hybrid", None)'),
+    ("es_l2l/models/lstm.py", 'if hybrid is not None and cfg.outer == "hybrid" and set(hybrid.es_blocks) - mine:'),
+    ("es_l2l/snn/types.py", 'return SimOptions(m.n_ref, m.gamma, m.dt, getattr(getattr(cfg, "bptt", None), "backend", "auto"))'),
+}
+# The benchmarks time each outer loop by name on purpose: their sections are labels, not branches of a run.
+OUTER_NAMES_AS_LABELS = (PACKAGE / "bench",)
 
 
 def test_nothing_outside_the_families_folder_names_a_family():
@@ -18,9 +50,10 @@ def test_nothing_outside_the_families_folder_names_a_family():
     for path in sorted(PACKAGE.rglob("*.py")):
         if (PACKAGE / "families") in path.parents:
             continue
+        where = str(path.relative_to(PACKAGE.parent))
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if FAMILY_WORDS.search(line):
-                hits.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+            if FAMILY_WORDS.search(line) and (where, line.strip().lstrip("# ")) not in ALLOWED_FAMILY_LINES:
+                hits.append(f"{where}:{number}: {line.strip()}")
     assert hits == []
 
 
@@ -35,6 +68,41 @@ def test_families_do_no_io():
             if IO_WORDS.search(line):
                 hits.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
     assert hits == []
+
+
+def outer_name_literals(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) of every string literal in ``path`` that is an outer loop's name (docstrings aside)."""
+    text = path.read_text()
+    tree = ast.parse(text)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    lines = text.splitlines()
+    return sorted({(node.lineno, lines[node.lineno - 1].strip()) for node in ast.walk(tree)
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in OUTER_LOOPS
+                   and id(node) not in docstrings})
+
+
+def test_nothing_outside_the_outer_folder_branches_on_an_outer_loop_name():
+    """A string that is an outer loop's name (``cfg.outer == "bptt"``, ``{"es": ...}.get(cfg.outer)``) only
+    in es_l2l/outer/: a new outer loop must not mean editing the shell."""
+    hits = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if (PACKAGE / "outer") in path.parents or any(folder in path.parents for folder in OUTER_NAMES_AS_LABELS):
+            continue
+        where = str(path.relative_to(PACKAGE.parent))
+        hits += [f"{where}:{number}: {line}" for number, line in outer_name_literals(path) if (where, line) not in ALLOWED_OUTER_LINES]
+    assert hits == []
+
+
+def test_the_name_checks_catch_every_registered_name(tmp_path):
+    """The banned words come from the registries: each family's and each outer loop's name is caught."""
+    for name in FAMILIES:
+        assert FAMILY_WORDS.search(f"if task.family_name == '{name}':")
+    assert {"store_recall", "smnist"} <= set(FAMILIES)
+    probe = tmp_path / "probe.py"
+    probe.write_text('"""es"""\n' + "\n".join(f"x = cfg.outer == {name!r}" for name in OUTER_LOOPS))  # a docstring is no branch
+    assert [line for _, line in outer_name_literals(probe)] == [f"x = cfg.outer == {name!r}" for name in OUTER_LOOPS]
 
 
 def _module_name(path: Path) -> str:

@@ -15,6 +15,20 @@ def test_shipped_default_config_equals_embedded_defaults():
 
 EXPERIMENTS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith(("compare_", "tune_")))
 COMPARISONS = sorted((ROOT / "configs").glob("compare_*.yaml"))
+TUNINGS = sorted((ROOT / "configs").glob("tune_*.yaml"))
+
+
+def test_every_file_under_configs_goes_through_the_loader_of_its_kind():
+    """Each configs/*.yaml is loaded below by the loader its content needs (run config, comparison file,
+    tuning file), so no shipped file can rot unnoticed: the name's prefix must match the content."""
+    import yaml
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        tree = yaml.safe_load(path.read_text())
+        kind = COMPARISONS if "configs" in tree else TUNINGS if "space" in tree else EXPERIMENTS
+        assert path in kind, f"{path.name}: its content is a {'comparison' if kind is COMPARISONS else 'tuning' if kind is TUNINGS else 'run'} file, its name says otherwise"
+    assert len(EXPERIMENTS) + len(COMPARISONS) + len(TUNINGS) == len(list((ROOT / "configs").glob("*.yaml")))
+    assert {"compare_teacher_tuned.yaml", "compare_maze_tuned.yaml"} <= {p.name for p in COMPARISONS}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
@@ -30,6 +44,15 @@ def test_every_shipped_comparison_resolves_with_a_budget(path):
     expected = {"maze": {"es", "bptt"}, "store_recall": {"es", "bptt"}, "smnist": {"bptt"}}.get(plan.configs[0].family, {"es", "bptt", "hybrid"})
     assert {c.outer for c in plan.configs} == expected
     assert all(c.run.max_seconds == plan.budget[1] for c in plan.configs) and plan.budget[0] == "seconds"
+
+
+@pytest.mark.parametrize("path", TUNINGS, ids=lambda p: p.name)
+def test_every_shipped_tuning_file_resolves_with_its_space_and_budget(path):
+    from es_l2l.tune import resolve_tune
+
+    plan = resolve_tune(str(path), [])  # the typed file, its config and every end of its search space checked
+    assert plan.trials >= 1 and plan.space and plan.budget[1] > 0
+    assert all(key in plan.base.flat() for key in plan.space)
 
 
 @pytest.mark.parametrize(

@@ -106,18 +106,17 @@ SMALL = ["run.workers=0", "run.generations=3", "run.checkpoint_every=2", "run.va
 
 def _checkpoint(tmp: Path, edit) -> Path:
     """A real checkpoint.pt of the smoke config (what a run logs), then ``edit(blob)`` on its contents."""
-    import torch
-
-    from es_l2l.checkpoint import save_checkpoint
+    from es_l2l.checkpoint import FORMAT, save_checkpoint
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
+    from es_l2l.safe_io import load_blob, save_blob
 
     cfg = load_config(SMOKE, SMALL)
     vec = build_genome(cfg).initial_vector()
     path = save_checkpoint(tmp / "checkpoint.pt", cfg, {"best": vec, "final": vec, "initial": vec}, best_generation=0, generations=2)
-    blob = torch.load(path, weights_only=True)
+    blob = load_blob(path, FORMAT, "checkpoint")  # the file's contents, before load_checkpoint's checks
     edit(blob)
-    torch.save(blob, path)
+    save_blob(path, FORMAT, blob)
     return path
 
 
@@ -128,13 +127,17 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[last] = value
 
 
+# Each case is a whole `es-l2l evaluate`; two stay in `make test`, the rest are marked slow (run by .ci/run).
 @pytest.mark.parametrize("case, edit, words", [
     ("meta a string", lambda b: b.update(meta="a string"), ("damaged es-l2l checkpoint", "meta must map")),
-    ("meta negative", lambda b: b.update(meta={"best_generation": 5, "generations": 2}), ("meta must map best_generation <= generations",)),
-    ("ten million tasks", lambda b: _set(b, "config.run.validation_tasks", 10**7), ("'run.validation_tasks'", "less than or equal to 100000")),
-    ("config a list", lambda b: b.update(config=[1, 2]), ("config is a list, not a mapping",)),
+    pytest.param("meta negative", lambda b: b.update(meta={"best_generation": 5, "generations": 2}),
+                 ("meta must map best_generation <= generations",), marks=pytest.mark.slow),
+    pytest.param("ten million tasks", lambda b: _set(b, "config.run.validation_tasks", 10**7),
+                 ("'run.validation_tasks'", "less than or equal to 100000"), marks=pytest.mark.slow),
+    pytest.param("config a list", lambda b: b.update(config=[1, 2]), ("config is a list, not a mapping",), marks=pytest.mark.slow),
     ("deep meta", lambda b: b.update(meta=_deep(200)), ("nests more than 32 levels deep",)),
-    ("nan genome", lambda b: b["genomes"]["best"].fill_(float("nan")), ("genome 'best' holds non-finite",)),
+    pytest.param("nan genome", lambda b: b["genomes"]["best"].fill_(float("nan")), ("genome 'best' holds non-finite",),
+                 marks=pytest.mark.slow),
 ])
 def test_a_crafted_checkpoint_is_refused_in_one_line_by_evaluate(tmp_path, case, edit, words):
     path = _checkpoint(tmp_path, edit)
@@ -196,26 +199,27 @@ def _mutate(state: dict, case: str) -> None:
         state["status0"] = {"x": _deep(200)}
 
 
+# Each case is a whole `es-l2l run --resume`; two stay in `make test`, the rest are marked slow (run by .ci/run).
 @pytest.mark.parametrize("case, words", [
     ("generation 10^12", ("generation is 1000000000000, outside 0..3 (run.generations)",)),
-    ("best of the wrong shape", ("best genome has shape (7,)",)),
-    ("negative sigma", ("searcher.distribution.parameters.sigma has", "<= 0")),
-    ("popsize 10^9", ("searcher.attrs._popsize is 1000000000, but es.popsize is 4",)),
-    ("deep status", ("nests more than 32 levels deep",)),
+    pytest.param("best of the wrong shape", ("best genome has shape (7,)",), marks=pytest.mark.slow),
+    pytest.param("negative sigma", ("searcher.distribution.parameters.sigma has", "<= 0"), marks=pytest.mark.slow),
+    pytest.param("popsize 10^9", ("searcher.attrs._popsize is 1000000000, but es.popsize is 4",), marks=pytest.mark.slow),
+    pytest.param("deep status", ("nests more than 32 levels deep",), marks=pytest.mark.slow),
     ("deep json", ("its JSON nests too deeply",)),
 ])
 def test_a_crafted_resume_file_is_refused_in_one_line_naming_the_field_and_the_run_is_untouched(tmp_path, resume_state, case, words):
     import copy
 
-    import torch
     from mlflow.tracking import MlflowClient
+    from safetensors.torch import save_file
 
     from es_l2l.checkpoint import RESUME_FORMAT, save_resume
 
     cfg, state = resume_state
     path = tmp_path / "resume.pt"
-    if case == "deep json":  # the JSON string written as save_blob writes it, nested 100,000 deep
-        torch.save({"format": RESUME_FORMAT, "json": "[" * 100_000 + "]" * 100_000, "tensors": {}}, path)
+    if case == "deep json":  # the JSON string where save_blob writes it (the safetensors metadata), nested 100,000 deep
+        save_file({}, str(path), metadata={"format": RESUME_FORMAT, "json": "[" * 100_000 + "]" * 100_000})
     else:
         state = copy.deepcopy(state)
         _mutate(state, case)

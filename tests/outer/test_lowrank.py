@@ -65,7 +65,7 @@ def tiny(*sets):
     return load_config(SMOKE, list(sets))
 
 
-@pytest.mark.parametrize("forward", ["shared", "explicit"])
+@pytest.mark.parametrize("forward", ["shared", pytest.param("explicit", marks=pytest.mark.slow)])  # explicit: run by .ci/run
 def test_same_numbers_with_zero_and_two_ray_workers_and_either_traffic(forward, ray_local):
     runs = {}
     arms = (("seeds", 0), ("seeds", 2)) + ((("vectors", 2),) if forward == "explicit" else ())

@@ -106,15 +106,16 @@ def test_a_steps_budgeted_shape_run_stops_at_its_step_count(tmp_path):
 
 
 def test_a_checkpoint_written_with_the_old_name_loads_as_analog(tmp_path):
-    from es_l2l.checkpoint import load_checkpoint, save_checkpoint
+    from es_l2l.checkpoint import LEGACY_FORMAT, load_checkpoint
     from es_l2l.genome import build_genome
+    from es_l2l.redact import safe_config
 
     cfg = build_config(None, ["task.encoding=analog", "model.n_lif=3", "model.n_alif=2"])
     genome = build_genome(cfg)
     vec = genome.initial_vector()
-    path = save_checkpoint(tmp_path / "checkpoint.pt", cfg, {"best": vec, "final": vec, "initial": vec})
-    blob = torch.load(path, weights_only=True)
-    blob["config"]["task"]["encoding"] = "rate"  # as es-l2l wrote it before the rename
-    torch.save(blob, path)
+    config = safe_config(cfg)
+    config["task"]["encoding"] = "rate"  # as es-l2l wrote it before the rename, in the torch.save file of then
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": LEGACY_FORMAT, "config": config, "genomes": {"best": vec, "final": vec, "initial": vec}, "meta": {}}, path)
     loaded, _, genomes, _ = load_checkpoint(path)
     assert loaded.task.encoding == "analog" and torch.equal(genomes["best"], vec)
