@@ -306,10 +306,14 @@ def fetch_resume(run_id: str, uri: str, force: bool = False) -> dict:
     run = fetch_run(run_id, uri, ResumeError)
     client = MlflowClient(tracking_uri=uri)
     check_driver_gone(run, force)
-    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer import OUTER_LOOPS, get_loop
 
-    outer = run.data.params.get("outer", "es")
-    if outer not in OUTER_LOOPS or not OUTER_LOOPS[outer].resumable:
+    outer = run.data.params.get("outer", next(iter(OUTER_LOOPS)))
+    try:
+        resumable = get_loop(outer).resumable
+    except ValueError:
+        resumable = False
+    if not resumable:
         which = ", ".join(k for k, loop in OUTER_LOOPS.items() if loop.resumable)
         raise ResumeError(f"MLflow run '{run_id}' is an outer={outer} run; only {which} runs resume, so start it again instead")
     if run.info.status == "FINISHED":

@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from es_l2l.families import default_family, get_family
 from es_l2l.models import MODELS, get_model
-from es_l2l.outer import OUTER_LOOPS
+from es_l2l.outer import OUTER_LOOPS, get_loop
 from es_l2l.schema import BLOCKS, MAX_DEPTH, ConfigError, Strict, TaskSection, allowed_keys, check_tree, parse_yaml
 
 MAX_TASKS = 100_000  # held-out tasks (validation, evaluate --tasks): each is simulated every validation
@@ -139,7 +139,7 @@ class _Root(Strict):
     """The experiment: the sections every run has; each outer loop adds its own (see :data:`ExperimentConfig`)."""
 
     name: str = Field(None, min_length=1, max_length=MAX_NAME, description="run name (default: FAMILY-OUTER, e.g. the default config's)")  # type: ignore[assignment]
-    outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS))
+    outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS) + ", or package.module:attribute")
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: SerializeAsAny[TaskSection] = Field(default_factory=lambda: get_family(default_family()).config())
     genome: GenomeConfig = Field(default_factory=GenomeConfig)
@@ -165,9 +165,10 @@ class _Root(Strict):
     @field_validator("outer")
     @classmethod
     def _known_outer(cls, value: str) -> str:
-        if value not in OUTER_LOOPS:
-            raise PydanticCustomError("unknown_outer", "unknown outer loop '{got}'; allowed: {allowed}",
-                                      {"got": value, "allowed": ", ".join(OUTER_LOOPS)})
+        try:
+            get_loop(value)
+        except ValueError as exc:
+            raise PydanticCustomError("unknown_outer", "{message}", {"message": str(exc)}) from None
         return value
 
     @field_validator("task", mode="before")
@@ -205,11 +206,16 @@ class _Root(Strict):
                              "set genome.mirror=false or use a family with a mirror symmetry")
         get_model(self.model.kind).check(self)
         family.check(self)
-        OUTER_LOOPS[self.outer].check(self)
-        from es_l2l.outer.bptt import check_data_parallel
+        from es_l2l.outer.shell import check_config
 
-        check_data_parallel(self, family)  # bptt.workers > 1: the loop and the family can split a step's tasks
+        check_config(self)  # the outer loop's checks (and data-parallel BPTT's: bptt.workers > 1)
         return self
+
+    def changed_blocks(self) -> tuple[list[str], list[str]]:
+        """(the genome blocks the outer loop searches without gradients, those it trains by gradient)."""
+        from es_l2l.outer.shell import loop_of, setting_of
+
+        return loop_of(self).blocks(setting_of(self))
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, e.g. for MLflow params."""

@@ -251,11 +251,11 @@ class LSTMModel(ModelKind):
         if bptt is not None and bptt.deep_r.enabled:
             raise ValueError("bptt.deep_r rewires LSNN synapses; set bptt.deep_r.enabled=false for model.kind=lstm")
         mine = {"w_in", "w_rec", "w_out", "b_out"}
-        if bptt is not None and cfg.outer != "es" and not mine & set(bptt.train):
+        searched, trained = cfg.changed_blocks()  # the outer loop's: searched without gradients, trained by gradient
+        if trained and not mine & set(trained):
             raise ValueError("bptt.train lists no block of an LSTM; list some of w_in, w_rec, w_out, b_out")
-        hybrid = getattr(cfg, "hybrid", None)
-        if hybrid is not None and cfg.outer == "hybrid" and set(hybrid.es_blocks) - mine:
-            other = ", ".join(b for b in hybrid.es_blocks if b not in mine)
+        if trained and searched and set(searched) - mine:  # a loop that both trains and searches (the hybrid)
+            other = ", ".join(b for b in searched if b not in mine)
             raise ValueError(f"hybrid.es_blocks lists {other}, which an LSTM does not have; set hybrid.es_blocks to "
                              "some of w_in, w_rec, w_out, b_out and bptt.train to the others for model.kind=lstm")
 

@@ -201,7 +201,7 @@ def summary_line(report: MazeReport, history: list[dict], best_generation: int) 
 # --- pictures -------------------------------------------------------------------------------------
 
 
-def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Path) -> Path:
+def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Path, step_label: str = "generation") -> Path:
     """Validation reward per episode against generation, baselines (same validation mazes) as lines."""
     plt = pyplot()
     vals = [h for h in history if "val_reward" in h]
@@ -215,7 +215,7 @@ def plot_reward_curve(cfg: ExperimentConfig, history: list[dict], path: str | Pa
     if cfg.task.search_curriculum:
         label = f"search curriculum (training goal relocates), 1-{cfg.task.search_curriculum}"
         ax.axvspan(0, cfg.task.search_curriculum, color="C1", alpha=0.12, lw=0, label=label)
-    ax.set_xlabel("generation" if cfg.outer == "es" else "gradient step")
+    ax.set_xlabel(step_label)
     ax.set_ylabel(f"reward per episode, {cfg.run.validation_tasks} validation mazes")
     ax.set_title(f"{cfg.name}: reward over training")
     ax.legend(fontsize=8)
@@ -284,7 +284,8 @@ def plot_raster(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, pat
 def log_maze_results(tracker, cfg: ExperimentConfig, genome: Genome, report: MazeReport, result) -> None:
     """Report table, metrics, verdict tags and the three pictures into the MLflow run."""
     with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact(plot_reward_curve(cfg, result.history, Path(tmp) / "reward_curve.png"))
+        tracker.log_artifact(plot_reward_curve(cfg, result.history, Path(tmp) / "reward_curve.png",
+                                               getattr(result, "step_label", "generation")))
         tracker.log_artifact(plot_trajectories(cfg, genome, result.best, Path(tmp) / "trajectories.png"))
         tracker.log_artifact(plot_raster(cfg, genome, result.best, Path(tmp) / "spike_raster.png"))
     tracker.log_text(report.to_markdown(), "maze_report.md")

@@ -84,7 +84,7 @@ def searcher_state(searcher: Any) -> dict:
             continue
         if not _plain(value):
             raise TypeError(
-                f"cannot save {type(searcher).__name__}.{name} ({type(value).__name__}): es_l2l.search_state does not "
+                f"cannot save {type(searcher).__name__}.{name} ({type(value).__name__}): es_l2l.outer.evo.state does not "
                 "know this evotorch attribute; teach it (and the resume tests) about it"
             )
         attrs[name] = _tensor_copy(value) if isinstance(value, torch.Tensor) else value
