@@ -118,6 +118,18 @@ def population_memory(popsize: int, dim: int, setting: LoopSetting) -> dict[str,
     }
 
 
+def centre_problem(state: dict, dim: int, name: str) -> str | None:
+    """:meth:`OuterLoop.state_problem` of a search whose state is a centre ``state[name]`` (D,) and an
+    optional gradient ``history`` (k, D)."""
+    t = state.get(name)
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != (dim,) or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+        return f"searcher.{name} is not a ({dim},) tensor of finite floats for this config"
+    history = state.get("history", torch.zeros(0, dim))
+    if not isinstance(history, torch.Tensor) or history.ndim != 2 or history.shape[1] != dim or not bool(torch.isfinite(history).all()):
+        return f"searcher.history is not a (k, {dim}) tensor of finite floats"
+    return None
+
+
 class OuterLoop:
     """Base class of the contract; a loop sets its facts and overrides ``start`` (and what else it has)."""
 
@@ -168,6 +180,11 @@ class OuterLoop:
     def seed_traffic(self, setting: LoopSetting) -> bool:
         """Whether Ray workers regenerate the members from the sampler's state rather than receive them."""
         return False
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        """What in a saved search state (read back from a resume file) cannot be true of a search over
+        ``dim`` coordinates, naming the field; None when it fits (``restore`` checks the rest)."""
+        return None
 
     # --- the search ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from es_l2l.fitness import detach
 from es_l2l.outer import deep_r
-from es_l2l.outer.base import FLOAT, GradientLoss, LoopInputs, LoopSetting, OuterLoop, Search
+from es_l2l.outer.base import FLOAT, GradientLoss, LoopInputs, LoopSetting, OuterLoop, Search, centre_problem
 from es_l2l.outer.deep_r import DeepRConfig
 from es_l2l.schema import DIFFERENTIABLE, Strict
 from es_l2l.seeds import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, generator
@@ -202,6 +202,39 @@ class GradientTrainer:
     def active_connections(self) -> dict[str, int]:
         return {name: int(rw.active.sum()) for name, rw in self.rewired.items()}
 
+    def state(self) -> dict:
+        """The trainer's state as plain data (the genome, the trained leaves, Adam's moments and step
+        counts, DEEP R's masks, the steps taken), from which :meth:`restore` continues exactly."""
+        adam = self.optimizer.state
+        return {
+            "format": 1,
+            "class": "GradientTrainer",
+            "vector": self.vector.clone(),
+            "leaves": {n: leaf.detach().cpu().clone() for n, leaf in self.leaves.items()},
+            "adam": {n: {k: v.detach().cpu().clone() for k, v in adam[leaf].items()} for n, leaf in self.leaves.items() if leaf in adam},
+            "rewired": {n: rw._asdict() for n, rw in self.rewired.items()},
+            "steps_done": self.steps_done,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state` of a trainer built from the same config."""
+        if not (isinstance(state, dict) and state.get("class") == "GradientTrainer" and state.get("format") == 1):
+            raise ValueError("resume state does not fit this run: it was not saved by a gradient trainer")
+        if set(state["leaves"]) != set(self.leaves) or set(state["rewired"]) != set(self.rewired):
+            raise ValueError(f"resume state does not fit this run: it trains {', '.join(state['leaves'])}, "
+                             f"the config {', '.join(self.leaves)}")
+        for name, leaf in self.leaves.items():
+            saved = state["leaves"][name]
+            if saved.shape != leaf.shape:
+                raise ValueError(f"resume state does not fit this run: {name} has shape {tuple(saved.shape)}, expected {tuple(leaf.shape)}")
+            with torch.no_grad():
+                leaf.copy_(saved.to(leaf.device, leaf.dtype))
+            if name in state["adam"]:
+                self.optimizer.state[leaf] = {k: v.to(leaf.device) if k != "step" else v.clone() for k, v in state["adam"][name].items()}
+        self.rewired = {n: deep_r.Rewiring(**{k: v.clone() for k, v in rw.items()}) for n, rw in state["rewired"].items()}
+        self.vector = state["vector"].clone()
+        self.steps_done = int(state["steps_done"])
+
 
 class GradientRun(Search):
     """BPTT: each step is one Adam step (then DEEP R) on a fresh task batch, a "generation" of the status dict.
@@ -221,6 +254,16 @@ class GradientRun(Search):
 
     def centre(self) -> torch.Tensor:
         return self.trainer.vector.clone()  # DEEP R starts sparse: generation 0's centre is the trainer's
+
+    @property
+    def resumable(self) -> bool:
+        return hasattr(self.trainer, "state")  # data-parallel replicas keep their state to themselves: no resume
+
+    def state(self) -> dict:
+        return self.trainer.state()
+
+    def restore(self, state: dict) -> None:
+        self.trainer.restore(state)
 
 
 def check_gradient_blocks(bptt: BPTTConfig, setting: LoopSetting) -> None:
@@ -246,10 +289,16 @@ def graph_memory(bptt: BPTTConfig, setting: LoopSetting) -> dict[str, int]:
 
 
 class BPTT(OuterLoop):
+    """BPTT; resumable (the gradient trainer's state, with ``bptt.workers: 1``)."""
+
     name = section = "bptt"
     config = BPTTConfig
     driver_gpu = True
+    resumable = True
     step_label = "gradient step"
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        return centre_problem(state, dim, "vector")
 
     def check(self, setting: LoopSetting) -> None:
         check_gradient_blocks(self.own(setting), setting)

@@ -47,7 +47,8 @@ def drive(
         search.restore(resume["searcher"])
     validate, extras, objective = driver_services(cfg, genome)
     driver = Driver(cfg.run, validate, extras, objective, search.centre(), subscribers, resume=resume)
-    state = (lambda: {"searcher": search.state()}) if loop.resumable else None
+    resumable = loop.resumable and getattr(search, "resumable", True)  # (data-parallel BPTT's replicas keep their state)
+    state = (lambda: {"searcher": search.state()}) if resumable else None
     for generation in range(driver.first_generation, cfg.run.generations + 1):
         t0 = time.perf_counter()
         metrics = search.step(generation)

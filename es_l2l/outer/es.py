@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import Field, model_validator
 
-from es_l2l.outer.base import FLOAT, LoopInputs, LoopSetting, OuterLoop, Search, population_memory
+from es_l2l.outer.base import FLOAT, LoopInputs, LoopSetting, OuterLoop, Search, centre_problem, population_memory
 from es_l2l.schema import BLOCKS, Strict
 from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, derive_seed
 
@@ -222,6 +222,13 @@ class ES(OuterLoop):
 
     def seed_traffic(self, setting: LoopSetting) -> bool:
         return self.own(setting).seed_traffic
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        if state.get("class") == "LowRankSearch":  # the project's own search: a centre
+            return centre_problem(state, dim, "center")
+        from es_l2l.outer.evo.state import state_problem
+
+        return state_problem(state, dim, self.own(setting).popsize)
 
     def start(self, section: ESConfig, ctx: RunContext, inputs: LoopInputs) -> Search:
         return (LowRankES if section.perturbation == "lowrank" else EvotorchSearch)(section, ctx, inputs)

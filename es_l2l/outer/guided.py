@@ -36,7 +36,17 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from es_l2l.outer.base import FLOAT, GradientLoss, LoopInputs, LoopSetting, NonFiniteFitness, OuterLoop, Search, population_memory
+from es_l2l.outer.base import (
+    FLOAT,
+    GradientLoss,
+    LoopInputs,
+    LoopSetting,
+    NonFiniteFitness,
+    OuterLoop,
+    Search,
+    centre_problem,
+    population_memory,
+)
 from es_l2l.schema import DIFFERENTIABLE, Strict
 from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, generator
 
@@ -370,6 +380,9 @@ class Guided(OuterLoop):
 
     def seed_traffic(self, setting: LoopSetting) -> bool:
         return True  # its workers always regenerate their rows from a GuidedRecipe
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        return centre_problem(state, dim, "centre")
 
     def start(self, section: GuidedConfig, ctx: RunContext, inputs: LoopInputs) -> Search:
         return GuidedRun(section, ctx, inputs)

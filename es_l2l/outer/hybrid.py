@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import Field
 
-from es_l2l.outer.base import LoopInputs, LoopSetting, OuterLoop, Search
+from es_l2l.outer.base import LoopInputs, LoopSetting, OuterLoop, Search, centre_problem
 from es_l2l.outer.bptt import GradientTrainer, check_gradient_blocks, graph_memory
 from es_l2l.outer.es import es_memory
 from es_l2l.schema import BLOCKS, Strict
@@ -89,6 +89,20 @@ class HybridStep(Search):
     def centre(self) -> torch.Tensor:
         return self.trainer.vector.clone()
 
+    def state(self) -> dict:
+        """Both sides' state as plain data: the gradient trainer's and the ES searcher's."""
+        from es_l2l.outer.evo.state import searcher_state
+
+        return {"format": 1, "class": "HybridStep", "trainer": self.trainer.state(), "es": searcher_state(self.searcher)}
+
+    def restore(self, state: dict) -> None:
+        from es_l2l.outer.evo.state import restore_searcher
+
+        if not (isinstance(state, dict) and state.get("class") == "HybridStep" and state.get("format") == 1):
+            raise ValueError("resume state does not fit this run: it was not saved by the hybrid")
+        self.trainer.restore(state["trainer"])
+        restore_searcher(self.searcher, state["es"])
+
     def step(self, generation: int) -> dict:
         """One ES step, then the gradient steps; both sides' metrics, the neuron-steps summed."""
         es = self.es_step(generation)
@@ -129,9 +143,12 @@ class HybridStep(Search):
 
 
 class Hybrid(OuterLoop):
+    """The interleaved hybrid; resumable (its gradient trainer's and its ES searcher's state)."""
+
     name = section = "hybrid"
     config = HybridConfig
     uses_evaluator = True
+    resumable = True
     popsize_key = "es.popsize"
     driver_gpu = True
     sections = ("hybrid", "es", "bptt")
@@ -169,6 +186,19 @@ class Hybrid(OuterLoop):
 
     def seed_traffic(self, setting: LoopSetting) -> bool:
         return setting.sections["es"].seed_traffic  # (its ES side sends the members themselves: they are sub-vectors)
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        from es_l2l.outer.evo.state import state_problem
+
+        if not (isinstance(state.get("trainer"), dict) and isinstance(state.get("es"), dict)):
+            return "searcher is not a hybrid's state (trainer, es)"
+        dist = state["es"].get("distribution") or {}
+        params = dist.get("parameters") if isinstance(dist, dict) else None
+        sizes = {len(v) for v in (params or {}).values() if isinstance(v, torch.Tensor) and v.ndim == 1}
+        es_dim = min(sizes) if sizes else 0
+        if not 0 < es_dim < dim:
+            return f"searcher.es searches {es_dim} coordinates, expected between 1 and {dim - 1} (hybrid.es_blocks)"
+        return centre_problem(state["trainer"], dim, "vector") or state_problem(state["es"], es_dim, setting.sections["es"].popsize)
 
     def start(self, section: HybridConfig, ctx: RunContext, inputs: LoopInputs) -> Search:
         return HybridStep(section, ctx, inputs)
