@@ -92,7 +92,8 @@ class Search:
 
     def step(self, generation: int) -> dict:
         """Run ``generation`` (1, 2, ...); its own metrics, with ``neuron_steps`` (simulated neuron
-        updates of this generation) among them."""
+        updates of this generation) among them, and where it has them ``fitness_mean``, ``fitness_best``
+        and the evaluation's ``summary()`` (the progress display shows them)."""
         raise NotImplementedError
 
     def centre(self) -> torch.Tensor:

@@ -40,7 +40,7 @@ class RandomRun(Search):
         best = int(torch.argmax(ev.fitness))
         self.moves += best != 0
         self.centre_ = members[best].clone()
-        return {"fitness_mean": float(ev.fitness.mean()), "fitness_best": float(ev.fitness[best]),
+        return {"fitness_mean": float(ev.fitness.mean()), "fitness_best": float(ev.fitness[best]), **ev.summary(),
                 "fitness_centre": float(ev.fitness[0]), "moves": self.moves, "neuron_steps": ev.neuron_steps}
 
     def centre(self) -> torch.Tensor:
@@ -127,8 +127,9 @@ def test_a_loop_from_outside_the_package_runs_and_compares_through_the_cli(tmp_p
     (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(plan))
     proc = es_l2l(tmp_path, "compare", str(tmp_path / "cmp.yaml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "es-smoke (es" in proc.stdout and f"random-smoke ({NAME}" in proc.stdout
-    assert "outer loop differ: es-smoke: es (searches" in proc.stdout and "random-smoke: random search (searches" in proc.stdout
+    text = " ".join(proc.stdout.split())  # the terminal's line breaks undone
+    assert "lowest test MSE" in text and "es-smoke (es, " in text and f"random-smoke ({NAME}, " in text  # the verdict ranks both
+    assert "terms: outer loop differ: es-smoke: es (searches w_in" in text and "random-smoke: random search (searches w_in" in text
 
 
 def test_a_wrong_path_is_one_line():
