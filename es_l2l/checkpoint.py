@@ -102,7 +102,7 @@ class Checkpointer:
 
 
 def save_resume(path: str | Path, cfg: ExperimentConfig, state: dict) -> Path:
-    """The driver's resumable state (see ``run_es``) with the config: tensors plus JSON (es_l2l.safe_io)."""
+    """The driver's resumable state (see :func:`es_l2l.outer.driver.drive`) with the config: tensors plus JSON (es_l2l.safe_io)."""
     return save_blob(path, RESUME_FORMAT, {"config": safe_config(cfg), **state})
 
 
