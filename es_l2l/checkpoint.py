@@ -107,7 +107,7 @@ class Checkpointer:
 
 
 def save_resume(path: str | Path, cfg: ExperimentConfig, state: dict) -> Path:
-    """The driver's resumable state (see ``run_es``) with the config: safetensors tensors plus JSON (es_l2l.safe_io)."""
+    """The driver's resumable state (see :func:`es_l2l.outer.driver.drive`) with the config: safetensors tensors plus JSON (es_l2l.safe_io)."""
     return save_blob(path, RESUME_FORMAT, {"config": safe_config(cfg), **state})
 
 
@@ -152,54 +152,9 @@ def resume_problem(state: dict, cfg: ExperimentConfig, dim: int) -> str | None:
     elapsed = state.get("elapsed_s", 0.0)
     if not isinstance(elapsed, (int, float)) or not 0 <= elapsed < float("inf"):
         return f"elapsed_s is {short_repr(elapsed)}, not a time >= 0"
-    searcher = state["searcher"]
-    if searcher.get("class") in ("LowRankSearch", "GuidedSearch"):  # the project's own searches: a centre (+ history)
-        return _own_search_problem(searcher, dim)
-    dist = searcher.get("distribution") or {}
-    params = dist.get("parameters") if isinstance(dist, dict) else None
-    if dist and not isinstance(params, dict):
-        return "searcher.distribution.parameters is not a mapping"
-    for key, value in (params or {}).items():
-        if isinstance(value, torch.Tensor):
-            if tuple(value.shape) != (dim,) or not value.is_floating_point() or not bool(torch.isfinite(value).all()):
-                return f"searcher.distribution.parameters.{key} has shape {tuple(value.shape)}, expected ({dim},) finite floats"
-            if key == "sigma" and not bool((value > 0).all()):
-                return f"searcher.distribution.parameters.sigma has {int((value <= 0).sum())} value(s) <= 0; a step size is positive"
-    attrs = searcher.get("attrs")
-    if not isinstance(attrs, dict):
-        return "searcher.attrs is not a mapping"
-    for key, value in attrs.items():
-        number = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value)) if isinstance(value, (int, float)) else None
-        if number is not None and not bool(torch.isfinite(number).all()):
-            return f"searcher.attrs.{key} is not finite"
-        if key in ("sigma", "_popsize") and number is not None and not bool((number > 0).all()):
-            return f"searcher.attrs.{key} is {short_repr(value)}; it must be positive"
-    if isinstance(attrs.get("_popsize"), int) and attrs["_popsize"] != cfg.es.popsize:
-        return f"searcher.attrs._popsize is {attrs['_popsize']}, but es.popsize is {cfg.es.popsize}"
-    pop = searcher.get("population")
-    if pop is not None:
-        values, evals = (pop.get("values"), pop.get("evals")) if isinstance(pop, dict) else (None, None)
-        if not isinstance(values, torch.Tensor) or values.ndim != 2 or values.shape[1] != dim or values.shape[0] > 4 * cfg.es.popsize:
-            return f"searcher.population.values is not a (members <= {4 * cfg.es.popsize}, {dim}) tensor"
-        if not isinstance(evals, torch.Tensor) or evals.shape[:1] != values.shape[:1]:
-            return "searcher.population.evals does not have one row per member"
-    generator = (searcher.get("problem") or {}).get("generator") if isinstance(searcher.get("problem"), dict) else None
-    expected = torch.Generator().get_state()
-    if not isinstance(generator, torch.Tensor) or generator.dtype != expected.dtype or generator.shape != expected.shape:
-        return "searcher.problem.generator is not a torch CPU generator state"
-    return None
+    from es_l2l.outer.shell import loop_of, setting_of
 
-
-def _own_search_problem(searcher: dict, dim: int) -> str | None:
-    """:func:`resume_problem` for the low-rank and guided searches' states (their own restore checks the rest)."""
-    name = "center" if searcher["class"] == "LowRankSearch" else "centre"
-    t = searcher.get(name)
-    if not isinstance(t, torch.Tensor) or tuple(t.shape) != (dim,) or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
-        return f"searcher.{name} is not a ({dim},) tensor of finite floats for this config"
-    history = searcher.get("history", torch.zeros(0, dim))
-    if not isinstance(history, torch.Tensor) or history.ndim != 2 or history.shape[1] != dim or not bool(torch.isfinite(history).all()):
-        return f"searcher.history is not a (k, {dim}) tensor of finite floats"
-    return None
+    return loop_of(cfg).state_problem(setting_of(cfg), state["searcher"], dim)
 
 
 class ResumeError(RuntimeError):
@@ -311,10 +266,14 @@ def fetch_resume(run_id: str, uri: str, force: bool = False) -> dict:
     run = fetch_run(run_id, uri, ResumeError)
     client = MlflowClient(tracking_uri=uri)
     check_driver_gone(run, force)
-    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer import OUTER_LOOPS, get_loop
 
-    outer = run.data.params.get("outer", "es")
-    if outer not in OUTER_LOOPS or not OUTER_LOOPS[outer].resumable:
+    outer = run.data.params.get("outer", next(iter(OUTER_LOOPS)))
+    try:
+        resumable = get_loop(outer).resumable
+    except ValueError:
+        resumable = False
+    if not resumable:
         which = ", ".join(k for k, loop in OUTER_LOOPS.items() if loop.resumable)
         raise ResumeError(f"MLflow run '{run_id}' is an outer={outer} run; only {which} runs resume, so start it again instead")
     if run.info.status == "FINISHED":

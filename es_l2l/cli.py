@@ -174,7 +174,9 @@ def cmd_compare(args, console: Console) -> int:
     from es_l2l.guard import local_ray_token
     from es_l2l.lifecycle import sigterm_as_interrupt
 
-    local_ray_token(next((c for c in plan.configs if c.outer != "bptt"), plan.configs[0]))
+    from es_l2l.guard import needs_ray
+
+    local_ray_token(next((c for c in plan.configs if needs_ray(c)), plan.configs[0]))
 
     from es_l2l.errors import ClusterError
     from es_l2l.lifecycle import RunFailed

@@ -250,9 +250,9 @@ def seed_summary(plan: Plan, children: list[Child], objective) -> tuple[list[dic
 
 def _cores(cfg: ExperimentConfig) -> str:
     """The CPUs an arm trains on: its evaluation workers', else the driver's threads."""
-    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.shell import loop_of
 
-    if OUTER_LOOPS[cfg.outer].uses_evaluator and cfg.run.workers:
+    if loop_of(cfg).uses_evaluator and cfg.run.workers:
         return f"{cfg.run.workers * cfg.run.cpus_per_worker:g} CPU(s) (Ray workers)"
     return f"{cfg.run.threads or torch_threads()} CPU(s) (driver threads)"
 
@@ -266,12 +266,11 @@ def torch_threads() -> int:
 def terms_of(plan: Plan) -> list[str]:
     """The terms each arm runs on, where they differ: cores, weight tying, what the loop may change,
     and the outer loop; a line per facet (printed and logged as the parent's terms.txt)."""
-    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.shell import loop_of
 
     def searched_trained(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
-        """The blocks the arm searches by ES and those it trains by gradient."""
-        return {"es": (cfg.genome.search, []), "guided": (cfg.genome.search, []),
-                "hybrid": (cfg.hybrid.es_blocks, cfg.bptt.train)}.get(cfg.outer, ([], cfg.bptt.train))
+        """The blocks the arm searches without gradients and those it trains by gradient (its outer loop's)."""
+        return cfg.changed_blocks()
 
     def blocks(cfg: ExperimentConfig) -> list[str]:
         changed = {b for part in searched_trained(cfg) for b in part}
@@ -284,7 +283,7 @@ def terms_of(plan: Plan) -> list[str]:
         "cores": _cores,
         "network": lambda c: get_model(c.model.kind).size(c.model) + (", mirror-tied" if c.genome.mirror else ""),
         "changed blocks": lambda c: ",".join(blocks(c)),
-        "outer loop": lambda c: f"{OUTER_LOOPS[c.outer].name} ({how(c)})",
+        "outer loop": lambda c: f"{loop_of(c).name} ({how(c)})",
     }
     lines = []
     for facet, fn in facets.items():

@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from es_l2l.families import default_family, get_family
 from es_l2l.models import MODELS, default_model, get_model
-from es_l2l.outer import OUTER_LOOPS
+from es_l2l.outer import OUTER_LOOPS, get_loop
 from es_l2l.schema import BLOCKS, MAX_DEPTH, ConfigError, Strict, TaskSection, allowed_keys, check_tree, parse_yaml
 
 MAX_TASKS = 100_000  # held-out tasks (validation, evaluate --tasks): each is simulated every validation
@@ -143,7 +143,7 @@ class _Root(Strict):
     """The experiment: the sections every run has; each outer loop adds its own (see :data:`ExperimentConfig`)."""
 
     name: str = Field(None, min_length=1, max_length=MAX_NAME, description="run name (default: FAMILY-OUTER, e.g. the default config's)")  # type: ignore[assignment]
-    outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS))
+    outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS) + ", or package.module:attribute")
     model: ModelConfig = Field(default_factory=lambda: get_model(default_model()).config())
     task: SerializeAsAny[TaskSection] = Field(default_factory=lambda: get_family(default_family()).config())
     genome: GenomeConfig = Field(default_factory=GenomeConfig)
@@ -169,9 +169,10 @@ class _Root(Strict):
     @field_validator("outer")
     @classmethod
     def _known_outer(cls, value: str) -> str:
-        if value not in OUTER_LOOPS:
-            raise PydanticCustomError("unknown_outer", "unknown outer loop '{got}'; allowed: {allowed}",
-                                      {"got": value, "allowed": ", ".join(OUTER_LOOPS)})
+        try:
+            get_loop(value)
+        except ValueError as exc:
+            raise PydanticCustomError("unknown_outer", "{message}", {"message": str(exc)}) from None
         return value
 
     @field_validator("model", mode="before")
@@ -212,35 +213,39 @@ class _Root(Strict):
         if self.genome.mirror and family.mirror_permutations(self.task) is None:
             raise ValueError(f"genome.mirror ties the network to a left-right mirror that the {self.task.family} family does not have; "
                              "set genome.mirror=false or use a family with a mirror symmetry")
-        model, loop = get_model(self.model.kind), OUTER_LOOPS[self.outer]
+        from es_l2l.outer.shell import check_config, loop_of, setting_of
+
+        model = get_model(self.model.kind)
         model.check(self.model, self.genome)
-        # the model kind against the outer loop's settings: DEEP R, the blocks a gradient loop
-        # trains (a loop that takes gradient steps trains bptt.train), the blocks the loop's ES searches
-        own, bptt = getattr(self, loop.section, None) if loop.section else None, getattr(self, "bptt", None)
-        why = model.incompatible(deep_r=bptt is not None and bptt.deep_r.enabled,
-                                 trained=list(bptt.train) if bptt is not None and loop.driver_gpu else None,
-                                 es_blocks=getattr(own, "es_blocks", None))
+        # the model kind against the outer loop's settings: DEEP R rewiring in a section the loop reads,
+        # the blocks it trains by gradient, the blocks it also searches without gradients (the hybrid)
+        setting, loop = setting_of(self), loop_of(self)
+        searched, trained = loop.blocks(setting)
+        deep_r = any(getattr(getattr(setting.sections.get(k), "deep_r", None), "enabled", False) for k in loop.sections)
+        why = model.incompatible(deep_r=deep_r, trained=list(trained) if trained else None,
+                                 es_blocks=list(searched) if trained and searched else None)
         if why is not None:
             raise ValueError(why)
         family.check(self.task, self.run_context())
-        loop.check(self)
-        from es_l2l.outer.bptt import check_data_parallel
 
-        check_data_parallel(self, family)  # bptt.workers > 1: the loop and the family can split a step's tasks
+        check_config(self)  # the outer loop's checks (and data-parallel BPTT's: bptt.workers > 1)
         return self
 
     def run_context(self):
         """The run context plug-ins receive (:class:`es_l2l.context.RunContext`; ``RunContext.of(cfg)`` calls this)."""
         from es_l2l.context import RunContext
+        from es_l2l.outer.shell import loop_of
 
         model = get_model(self.model.kind)
-        # the outer loop names its step where it says so; until then ES counts generations, the
-        # gradient loops steps (what a family's figure may label its x axis)
-        loop = OUTER_LOOPS.get(self.outer)
-        step_label = getattr(loop, "step_label", None) or ("generation" if self.outer == "es" else "gradient step")
         return RunContext(seed=self.run.seed, device=self.run.device, validation_tasks=self.run.validation_tasks,
                           model=model, model_cfg=self.model, sim=model.sim_options(self.model), name=self.name,
-                          step_label=step_label)
+                          step_label=loop_of(self).step_label)
+
+    def changed_blocks(self) -> tuple[list[str], list[str]]:
+        """(the genome blocks the outer loop searches without gradients, those it trains by gradient)."""
+        from es_l2l.outer.shell import loop_of, setting_of
+
+        return loop_of(self).blocks(setting_of(self))
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, e.g. for MLflow params."""

@@ -27,7 +27,6 @@ from es_l2l.errors import ClusterError  # noqa: F401  (raised here; re-exported 
 from es_l2l.families.base import Evaluation
 from es_l2l.fitness import concat, evaluate, light
 from es_l2l.genome import Genome, build_genome
-from es_l2l.outer import OUTER_LOOPS
 from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, recipe_bytes, rows, unpack
 
 
@@ -183,7 +182,9 @@ def gpu_shortfall(cfg: ExperimentConfig) -> str | None:
     """Why the configured GPUs are not there (``None`` when they are, or none are asked for)."""
     if cfg.run.device != "cuda":
         return None
-    loop = OUTER_LOOPS[cfg.outer]
+    from es_l2l.outer.shell import loop_of
+
+    loop = loop_of(cfg)
     if cfg.run.workers == 0 or loop.driver_gpu:  # gradient steps run in the driver
         if not torch.cuda.is_available():
             who = f"the driver (outer={cfg.outer} takes its gradient steps there)" if loop.driver_gpu else "this torch"
@@ -325,7 +326,7 @@ class RayEvaluator:
 
         check_cpus(cfg, n_workers)  # too few CPUs would leave actors pending forever: one sentence instead
         self._cpus, self._gpus = cfg.run.cpus_per_worker, (cfg.run.gpus_per_worker if cfg.run.device == "cuda" else 0.0)
-        self.seed_traffic = cfg.es.seed_traffic
+        self.seed_traffic = seed_traffic(cfg)
         self.target = n_workers
         self.losses, self.budget = 0, RESTARTS_PER_WORKER * n_workers
         self.events: list[str] = []  # what happened to the pool (lost, added, re-sent), in order
@@ -601,6 +602,13 @@ class RayEvaluator:
             except Exception:  # already gone with its node
                 pass
         self.actors, self._starting = [], {}
+
+
+def seed_traffic(cfg: ExperimentConfig) -> bool:
+    """Whether the outer loop's Ray workers regenerate their members from seeds (its traffic mode)."""
+    from es_l2l.outer.shell import loop_of, setting_of
+
+    return loop_of(cfg).seed_traffic(setting_of(cfg))
 
 
 def make_evaluator(cfg: ExperimentConfig, genome: Genome) -> Evaluator:

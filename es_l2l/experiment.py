@@ -33,12 +33,11 @@ def quiet_libraries() -> None:
 
 
 def describe(cfg: ExperimentConfig, genome) -> str:
-    from es_l2l.families import family_of
     from es_l2l.models import get_model
-    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.shell import loop_of, setting_of
 
-    loop = OUTER_LOOPS[cfg.outer]
-    how = loop.describe(cfg, family_of(cfg.task))
+    loop = loop_of(cfg)
+    how = loop.describe(setting_of(cfg))
     budget = [f"{cfg.run.generations} generations"] if cfg.run.generations < 10**8 else []
     if cfg.run.max_seconds:
         budget.append(f"{cfg.run.max_seconds:g} s")
@@ -74,7 +73,8 @@ def run_experiment(
     from es_l2l.genome import build_genome
     from es_l2l.guard import preflight
     from es_l2l.lifecycle import final_state
-    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.driver import drive
+    from es_l2l.outer.shell import loop_of
     from es_l2l.progress import ProgressDisplay
     from es_l2l.redact import redact_uri
     from es_l2l.reporting import log_held_out
@@ -91,7 +91,7 @@ def run_experiment(
     cfg, fallback = settle_device(cfg)  # GPU shortfall: an error, or CPU when run.gpu_fallback allows it
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}")
-    loop, family = OUTER_LOOPS[cfg.outer], family_of(cfg.task)
+    loop, family = loop_of(cfg), family_of(cfg.task)
     ctx = RunContext.of(cfg)  # what the family's report (and every plug-in) knows of the run
     if resume is not None and not loop.resumable:
         raise ValueError(f"outer={cfg.outer} runs cannot be resumed; start the run again instead")
@@ -123,8 +123,8 @@ def run_experiment(
     with final_state(tracker):  # any exception: FAILED with an error tag; Ctrl-C, SIGTERM or a stop (SystemExit): KILLED
         try:
             with ProgressDisplay.for_config(cfg, console) as progress, tempfile.TemporaryDirectory() as tmp:
-                result = loop.run(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp), *(subscribers or [])],
-                                  resume=resume)
+                result = drive(cfg, genome, evaluator, [progress, tracker, Checkpointer(cfg, tracker, tmp), *(subscribers or [])],
+                               resume=resume)
         finally:
             if evaluator is not None:
                 evaluator.close()

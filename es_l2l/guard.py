@@ -210,31 +210,13 @@ def episode_steps(cfg: ExperimentConfig) -> int:
 
 
 def estimate_bytes(cfg: ExperimentConfig, dim: int) -> dict[str, int]:
-    """The run's largest allocations (bytes), by what holds them."""
-    n = get_model(cfg.model.kind).units(cfg.model)
-    steps = episode_steps(cfg)
-    out: dict[str, int] = {}
-    if cfg.outer in ("es", "hybrid"):
-        p = cfg.es.popsize
-        # the population and its sampled directions, in the driver (and regenerated in each worker)
-        out["population (P x D x 4 bytes x 3 copies)"] = 3 * p * dim * FLOAT
-        if cfg.es.algorithm == "cmaes" and not cfg.es.separable:
-            out["CMA-ES covariance (D x D x 4 bytes x 3)"] = 3 * dim * dim * FLOAT
-        # simulation state: P x B x N x ~8 floats, plus the recurrent weights of every member
-        out["simulation state (P x B x N x 8 floats)"] = p * cfg.task.batch_size * n * 8 * FLOAT + p * n * n * FLOAT
-    if cfg.outer == "guided":
-        p = cfg.guided.popsize
-        # the population and its directions in the driver, and the broadcast subspace (D x k)
-        out["population (P x D x 4 bytes x 3 copies)"] = 3 * p * dim * FLOAT + cfg.guided.k * dim * FLOAT
-        out["simulation state (P x B x N x 8 floats)"] = p * cfg.task.batch_size * n * 8 * FLOAT + p * n * n * FLOAT
-        b = cfg.guided.surrogate_batch or cfg.task.batch_size
-        out["surrogate gradient's graph (B x T x N x 8 floats)"] = b * steps * n * 8 * FLOAT
-    val = cfg.run.validation_tasks * n * 8 * FLOAT
-    out["validation state (tasks x N x 8 floats)"] = val
-    if cfg.outer in ("bptt", "hybrid"):
-        b = cfg.bptt.batch_size or cfg.task.batch_size
-        # autograd keeps ~8 floats per neuron and step (measured: 5.5 GB at 64 x 32 x 500 x 200)
-        out["BPTT graph (B x T x N x 8 floats)"] = b * steps * n * 8 * FLOAT
+    """The run's largest allocations (bytes), by what holds them: the outer loop's (its population,
+    its gradient graphs) and the validation's."""
+    from es_l2l.outer.shell import loop_of, setting_of
+
+    setting = setting_of(cfg)
+    out = dict(loop_of(cfg).memory(setting, dim))
+    out["validation state (tasks x N x 8 floats)"] = cfg.run.validation_tasks * setting.neurons() * 8 * FLOAT
     return out
 
 
@@ -269,11 +251,16 @@ def check_memory(cfg: ExperimentConfig, dim: int, available: int | None = None) 
     if total <= available:
         return
     biggest = max(parts, key=parts.get)
-    pop = "guided.popsize" if cfg.outer == "guided" else "es.popsize"
+    from es_l2l.outer.shell import loop_of, setting_of
+
+    loop, setting = loop_of(cfg), setting_of(cfg)
+    popsize = loop.popsize(setting)
+    members = f"P={popsize}, " if popsize else ""
+    lower = f"{loop.popsize_key}, " if popsize and loop.popsize_key else ""
     raise PreflightError(
         f"this run needs about {_gib(total)} of memory but {_gib(available)} is available (largest: {biggest} = "
-        f"{_gib(parts[biggest])}, with P={cfg.guided.popsize if cfg.outer == 'guided' else cfg.es.popsize}, D={dim}, "
-        f"B={cfg.task.batch_size}, N={get_model(cfg.model.kind).units(cfg.model)}, T={episode_steps(cfg)}); lower {pop}, "
+        f"{_gib(parts[biggest])}, with {members}D={dim}, "
+        f"B={cfg.task.batch_size}, N={setting.neurons()}, T={episode_steps(cfg)}); lower {lower}"
         "task.batch_size or the network size"
     )
 
@@ -340,7 +327,7 @@ def local_ray_token(cfg: ExperimentConfig, always: bool = False) -> bool:
     """
     import sys
 
-    if attach_address(cfg) or not always and (cfg.outer == "bptt" or cfg.run.workers == 0 and cfg.outer in ("es", "guided")):
+    if attach_address(cfg) or not always and not needs_ray(cfg):
         return False
     if "ray" in sys.modules or any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
         return False
@@ -349,6 +336,13 @@ def local_ray_token(cfg: ExperimentConfig, always: bool = False) -> bool:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     return True
+
+
+def needs_ray(cfg: ExperimentConfig) -> bool:
+    """Whether a run of ``cfg`` starts Ray (its outer loop's evaluation actors or workers)."""
+    from es_l2l.outer.shell import loop_of, setting_of
+
+    return loop_of(cfg).needs_ray(setting_of(cfg))
 
 
 def check_cpus(cfg: ExperimentConfig, n_workers: int) -> None:

@@ -52,7 +52,8 @@ class ProgressDisplay:
         info = self.val
         if "fitness_mean" in status:
             info = f"fitness {status['fitness_mean']:.4f} (best {status['fitness_best']:.4f})  " + info
-            info += f"  {status['rate_hz']:.0f} Hz  {status['seconds_per_generation']:.2f} s/gen"
+            info += f"  {status['rate_hz']:.0f} Hz" if "rate_hz" in status else ""
+            info += f"  {status['seconds_per_generation']:.2f} s/gen"
         if self.budget:
             key, limit = self.budget
             completed = min(100.0, 100.0 * status.get(key, 0) / limit)

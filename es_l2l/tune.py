@@ -83,11 +83,12 @@ def _check_space(src: Path, cfg: ExperimentConfig, space: Any) -> dict[str, tupl
     from difflib import get_close_matches
 
     from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.shell import loop_of
 
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"'space' in tuning file '{src}' must map dotted config keys to e.g. {{loguniform: [0.01, 0.3]}}")
     flat = cfg.flat()
-    used = set(OUTER_LOOPS[cfg.outer].sections)
+    used = set(loop_of(cfg).sections)
     others = {loop.section for loop in OUTER_LOOPS.values() if loop.section} - used
     out = {}
     for key, spec in space.items():
@@ -166,9 +167,9 @@ def _tune_space(space: dict[str, tuple[str, list]]) -> dict[str, Any]:
 
 def bundles(cfg: ExperimentConfig) -> list[dict[str, float]]:
     """The trial's placement group: the trial driver, then one bundle per Ray evaluation actor."""
-    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.shell import loop_of
 
-    loop = OUTER_LOOPS[cfg.outer]
+    loop = loop_of(cfg)
     cuda = cfg.run.device == "cuda"
     driver = {"CPU": 1.0}
     if cuda and (loop.driver_gpu or cfg.run.workers == 0 or not loop.uses_evaluator):

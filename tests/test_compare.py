@@ -6,6 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from es_l2l.config import load_config
+from es_l2l.genome import build_genome
+from es_l2l.outer.driver import drive
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.families.teacher.tasks import n_inputs
 from es_l2l.genome import build_genome
@@ -80,7 +82,7 @@ def test_neuron_step_budget_is_respected_within_one_step(outer):
     genome = build_genome(cfg, n_inputs(cfg.task))
     seen = []
     evaluator = None if outer == "bptt" else LocalEvaluator(cfg, genome)
-    OUTER_LOOPS[outer].run(cfg, genome, evaluator, [seen.append])
+    drive(cfg, genome, evaluator, [seen.append])
     steps = [s["neuron_steps"] for s in seen]
     assert steps[-1] >= budget > steps[-2]
     assert len(seen) == 1 + 4

@@ -164,12 +164,12 @@ def resume_state():
     from es_l2l.config import load_config
     from es_l2l.distributed import LocalEvaluator
     from es_l2l.genome import build_genome
-    from es_l2l.outer.es import run_es
+    from es_l2l.outer.driver import drive
 
     cfg = load_config(SMOKE, SMALL)
     genome = build_genome(cfg)
     states = {}
-    run_es(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
+    drive(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
     return cfg, states[2]
 
 

@@ -12,7 +12,7 @@ configured threads, from the configs the file lists:
   ``make_searcher`` with the evaluation in this process;
 - BPTT: the ``bptt`` config's Adam step (as shipped: 64 tasks, fused C backward);
 - guided: the ``guided`` config's generation (as shipped: P = 64, 16 tasks, the surrogate on the
-  generation's 16 tasks), the loop's own :func:`es_l2l.outer.guided.guided_generation`; its
+  generation's 16 tasks), the loop's own step (:class:`es_l2l.outer.guided.GuidedRun`); its
   surrogate's share is recorded too. A second guided cell takes its surrogate on BPTT's batch.
 """
 
@@ -38,9 +38,10 @@ def run(quick: bool, rounds: int | None = None, log=print) -> dict:
     from es_l2l.config import load_config
     from es_l2l.distributed import LocalEvaluator
     from es_l2l.genome import build_genome
-    from es_l2l.outer.bptt import GradientTrainer
+    from es_l2l.context import RunContext
+    from es_l2l.outer import OUTER_LOOPS
+    from es_l2l.outer.shell import gradient_trainer, inputs_of
     from es_l2l.outer.evo import MetaProblem, make_searcher
-    from es_l2l.outer.guided import GuidedSearch, guided_generation
     from es_l2l.seeds import STREAM_TRAIN
 
     rounds = rounds or (2 if quick else 8)
@@ -56,8 +57,8 @@ def run(quick: bool, rounds: int | None = None, log=print) -> dict:
     genome = build_genome(cfg_es)
     problem = MetaProblem(genome.dim, LocalEvaluator(cfg_es, genome), seed=1)
     searcher = make_searcher(cfg_es.es, problem, genome.initial_vector())
-    trainer = GradientTrainer(cfg_bptt, build_genome(cfg_bptt), build_genome(cfg_bptt).initial_vector(), cfg_bptt.bptt.train)
-    guided = {name: (c, GuidedSearch(c.guided, genome.initial_vector(), c.run.seed), LocalEvaluator(c, genome))
+    trainer = gradient_trainer(cfg_bptt, build_genome(cfg_bptt))
+    guided = {name: (c, OUTER_LOOPS["guided"].start(c.guided, RunContext.of(c), inputs_of(c, genome, LocalEvaluator(c, genome))), None)
               for name, c in (("guided", cfg_guided), ("guided_bptt_batch", cfg_guided64))}
 
     times: dict[str, list[float]] = {"es": [], "bptt": [], "guided": [], "guided_bptt_batch": []}
@@ -74,7 +75,7 @@ def run(quick: bool, rounds: int | None = None, log=print) -> dict:
         row = {"es": t_es, "bptt": t_bptt}
         for name, (cfg, search, evaluator) in guided.items():
             t0 = time.perf_counter()
-            metrics, _ = guided_generation(cfg, genome, search, evaluator, gen)
+            metrics = search.step(gen)
             row[name] = time.perf_counter() - t0
             if k:
                 surrogate[name].append(metrics["surrogate_s"])

@@ -27,7 +27,7 @@ def shipped_configs() -> list[str]:
 def run(quick: bool, steps: int | None = None, configs=None, log=print) -> dict:
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
-    from es_l2l.outer.bptt import GradientTrainer
+    from es_l2l.outer.shell import gradient_trainer
     from es_l2l.seeds import STREAM_TRAIN
 
     steps = steps or (2 if quick else 6)
@@ -37,7 +37,7 @@ def run(quick: bool, steps: int | None = None, configs=None, log=print) -> dict:
         for backend in times:
             cfg = load_config(ROOT / name, [f"bptt.backend={backend}"])
             genome = build_genome(cfg)
-            trainers[backend] = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+            trainers[backend] = gradient_trainer(cfg, genome)
         for k in range(steps + 1):  # the first step of each is a warm-up (kernel build, allocations)
             for backend, trainer in trainers.items():
                 t0 = time.perf_counter()

@@ -10,24 +10,20 @@ held-out report are shared with ES unchanged.
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from es_l2l.context import RunContext
-from es_l2l.families import family_of
 from es_l2l.fitness import detach
 from es_l2l.outer import deep_r
-from es_l2l.outer.base import OuterLoop, RunResult, Subscriber
+from es_l2l.outer.base import FLOAT, GradientLoss, LoopInputs, LoopSetting, OuterLoop, Search, centre_problem
 from es_l2l.outer.deep_r import DeepRConfig
-from es_l2l.outer.driver import Driver
 from es_l2l.schema import DIFFERENTIABLE, Strict
 from es_l2l.seeds import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, SeedKey, generator
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
     from es_l2l.families.base import Evaluation
     from es_l2l.genome import Genome
 
@@ -85,29 +81,29 @@ class GradientTrainer:
     ``vector`` is the full (D,) search-space genome; only the blocks in ``names`` change.
     """
 
-    def __init__(self, cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, names: list[str] | tuple[str, ...]):
-        self.cfg, self.genome = cfg, genome
-        self.ctx = RunContext.of(cfg).with_backend(cfg.bptt.backend)  # gradients through bptt.backend's path
+    def __init__(self, bptt: BPTTConfig, ctx: RunContext, genome: Genome, loss: GradientLoss, batch: int,
+                 vector: torch.Tensor, names: list[str] | tuple[str, ...]):
+        self.bptt, self.seed, self.genome, self.loss, self.batch = bptt, ctx.seed, genome, loss, batch
         self.names = tuple(n for n in names if n in genome.block_map)  # the blocks the model kind has
         self.vector = vector.detach().clone().cpu()  # the genome stays on the CPU; the leaves live on run.device
-        self.device = torch.device(cfg.run.device)
+        self.device = torch.device(ctx.device)
         self.slices = genome.slices()
         genes = genome.decode(self.vector.unsqueeze(0))
         self.bounds = {n: genome.block_map[n].bounds_search() for n in self.names}
-        dr = cfg.bptt.deep_r
+        dr = bptt.deep_r
         self.rewired: dict[str, deep_r.Rewiring] = {}
         self.leaves: dict[str, torch.Tensor] = {}
         for i, name in enumerate(self.names):
             value = genes[name][0].clone()
             if dr.enabled and name in dr.blocks:
-                gen = generator(cfg.run.seed, STREAM_INIT, STREAM_REWIRE, i)
+                gen = generator(ctx.seed, STREAM_INIT, STREAM_REWIRE, i)
                 rw, value = deep_r.init_rewiring(
                     value, dr.connectivity, gen, no_self=name == "w_rec", dale=dr.dale, excitatory_fraction=dr.excitatory_fraction
                 )
                 self.rewired[name] = rw
             self.leaves[name] = value.to(self.device).requires_grad_(True)
         self._write_back()
-        b = cfg.bptt
+        b = bptt
         self.optimizer = torch.optim.Adam(list(self.leaves.values()), lr=b.lr, betas=b.betas)
         self.steps_done = 0
 
@@ -134,10 +130,7 @@ class GradientTrainer:
         for name, value in self._block_values().items():
             genes[name] = value.unsqueeze(0)
         params = self.genome.to_model(genes)
-        batch = self.cfg.bptt.batch_size or self.cfg.task.batch_size
-        if shard is not None:
-            return family_of(self.cfg.task).gradient_loss_shard(self.cfg.task, self.ctx, params, SeedKey(*seed_keys), batch, *shard)
-        return family_of(self.cfg.task).gradient_loss(self.cfg.task, self.ctx, params, SeedKey(*seed_keys), batch)
+        return self.loss(params, seed_keys, self.batch, shard)
 
     def step(
         self,
@@ -152,7 +145,7 @@ class GradientTrainer:
         leaves' shard gradients (each scaled by the shard's share of the batch) into their sum
         over the workers in place, so that every worker then takes the single-process update.
         """
-        b = self.cfg.bptt
+        b = self.bptt
         lr = learning_rate(b, self.steps_done, total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -162,8 +155,7 @@ class GradientTrainer:
         if shard is None:
             loss.backward()
         else:
-            batch = b.batch_size or self.cfg.task.batch_size
-            (loss * ((shard[1] - shard[0]) / batch)).backward()
+            (loss * ((shard[1] - shard[0]) / self.batch)).backward()
             for leaf in leaves:
                 if leaf.grad is None:
                     leaf.grad = torch.zeros_like(leaf)
@@ -184,7 +176,7 @@ class GradientTrainer:
                 if name in self.rewired:
                     dr = b.deep_r
                     # Rewiring runs on the CPU (cheap, and its random draws come from CPU generators).
-                    gen = generator(self.cfg.run.seed, STREAM_REWIRE, self.steps_done, len(name))
+                    gen = generator(self.seed, STREAM_REWIRE, self.steps_done, len(name))
                     theta = leaf.detach().cpu()
                     theta, rw, reset = deep_r.rewire(theta, self.rewired[name], lr=lr, l1=dr.l1, temperature=dr.temperature, gen=gen, upper=hi)
                     leaf.copy_(theta.to(leaf.device))
@@ -210,77 +202,147 @@ class GradientTrainer:
     def active_connections(self) -> dict[str, int]:
         return {name: int(rw.active.sum()) for name, rw in self.rewired.items()}
 
+    def state(self) -> dict:
+        """The trainer's state as plain data (the genome, the trained leaves, Adam's moments and step
+        counts, DEEP R's masks, the steps taken), from which :meth:`restore` continues exactly."""
+        adam = self.optimizer.state
+        return {
+            "format": 1,
+            "class": "GradientTrainer",
+            "vector": self.vector.clone(),
+            "leaves": {n: leaf.detach().cpu().clone() for n, leaf in self.leaves.items()},
+            "adam": {n: {k: v.detach().cpu().clone() for k, v in adam[leaf].items()} for n, leaf in self.leaves.items() if leaf in adam},
+            "rewired": {n: rw._asdict() for n, rw in self.rewired.items()},
+            "steps_done": self.steps_done,
+        }
 
-def run_bptt(cfg: ExperimentConfig, genome: Genome, subscribers: list[Subscriber] = (), trainer=None) -> RunResult:
-    """Meta-train the ``bptt.train`` blocks by BPTT; one step per "generation" of the status dict.
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state` of a trainer built from the same config."""
+        if not (isinstance(state, dict) and state.get("class") == "GradientTrainer" and state.get("format") == 1):
+            raise ValueError("resume state does not fit this run: it was not saved by a gradient trainer")
+        if set(state["leaves"]) != set(self.leaves) or set(state["rewired"]) != set(self.rewired):
+            raise ValueError(f"resume state does not fit this run: it trains {', '.join(state['leaves'])}, "
+                             f"the config {', '.join(self.leaves)}")
+        for name, leaf in self.leaves.items():
+            saved = state["leaves"][name]
+            if saved.shape != leaf.shape:
+                raise ValueError(f"resume state does not fit this run: {name} has shape {tuple(saved.shape)}, expected {tuple(leaf.shape)}")
+            with torch.no_grad():
+                leaf.copy_(saved.to(leaf.device, leaf.dtype))
+            if name in state["adam"]:
+                self.optimizer.state[leaf] = {k: v.to(leaf.device) if k != "step" else v.clone() for k, v in state["adam"][name].items()}
+        self.rewired = {n: deep_r.Rewiring(**{k: v.clone() for k, v in rw.items()}) for n, rw in state["rewired"].items()}
+        self.vector = state["vector"].clone()
+        self.steps_done = int(state["steps_done"])
+
+
+class GradientRun(Search):
+    """BPTT: each step is one Adam step (then DEEP R) on a fresh task batch, a "generation" of the status dict.
 
     ``trainer``: the shell's :class:`es_l2l.outer.data_parallel.DataParallelTrainer` when
-    ``bptt.workers > 1`` (the steps then run on its Ray replicas); None: a local GradientTrainer.
+    ``bptt.workers > 1`` (the steps then run on its Ray replicas), else a local :class:`GradientTrainer`.
     """
-    if trainer is None:
-        if cfg.bptt.workers > 1:
-            raise ValueError(
-                f"bptt.workers={cfg.bptt.workers} needs the data-parallel trainer: pass "
-                "es_l2l.outer.data_parallel.make_data_parallel(cfg, genome) as the loop's evaluator"
-            )
-        trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
-    driver = Driver(cfg, genome, trainer.vector.clone(), subscribers)  # DEEP R starts sparse
-    for step in range(1, cfg.run.generations + 1):
-        t0 = time.perf_counter()
-        metrics = trainer.step((cfg.run.seed, STREAM_TRAIN, step), cfg.run.generations)
-        seconds = time.perf_counter() - t0
-        steps = metrics.pop("neuron_steps")
-        for name, count in trainer.active_connections().items():
+
+    def __init__(self, trainer, seed: int, total: int):
+        self.trainer, self.seed, self.total = trainer, seed, total
+
+    def step(self, generation: int) -> dict:
+        metrics = self.trainer.step((self.seed, STREAM_TRAIN, generation), self.total)
+        for name, count in self.trainer.active_connections().items():
             metrics[f"active_{name}"] = count
-        if driver.record(step, seconds, steps, metrics, lambda: trainer.vector.clone()):
-            break
-    return driver.result(trainer.vector.clone())
+        return metrics
+
+    def centre(self) -> torch.Tensor:
+        return self.trainer.vector.clone()  # DEEP R starts sparse: generation 0's centre is the trainer's
+
+    @property
+    def resumable(self) -> bool:
+        return hasattr(self.trainer, "state")  # data-parallel replicas keep their state to themselves: no resume
+
+    def state(self) -> dict:
+        return self.trainer.state()
+
+    def restore(self, state: dict) -> None:
+        self.trainer.restore(state)
 
 
-def check_gradient_blocks(cfg: ExperimentConfig) -> None:
+def check_gradient_blocks(bptt: BPTTConfig, setting: LoopSetting) -> None:
     """What every loop that takes gradient steps needs of the config (BPTT and the hybrid)."""
-    searched = set(cfg.genome.search)
-    for block in cfg.bptt.train:
+    searched = set(setting.genome.search)
+    for block in bptt.train:
         if block not in searched:
             raise ValueError(f"bptt.train lists '{block}' but genome.search does not; add it to genome.search")
-    if cfg.bptt.deep_r.enabled and (cfg.model.p_in < 1 or cfg.model.p_rec < 1):
+    if bptt.deep_r.enabled and (setting.model.p_in < 1 or setting.model.p_rec < 1):
         raise ValueError("bptt.deep_r sets the connectivity itself; set model.p_in=1 and model.p_rec=1")
-    if cfg.bptt.deep_r.enabled and cfg.genome.mirror:
+    if bptt.deep_r.enabled and setting.genome.mirror:
         raise ValueError("bptt.deep_r rewires connections one by one and breaks genome.mirror's symmetry; "
                          "set genome.mirror=false or bptt.deep_r.enabled=false")
-    if cfg.bptt.deep_r.enabled and {"mask_in", "mask_rec"} & searched:
+    if bptt.deep_r.enabled and {"mask_in", "mask_rec"} & searched:
         raise ValueError("bptt.deep_r sets the connectivity itself; remove mask_in and mask_rec from genome.search")
 
 
+def graph_memory(bptt: BPTTConfig, setting: LoopSetting) -> dict[str, int]:
+    """The autograd graph of a gradient step: ~8 floats per neuron and step (measured: 5.5 GB at 64 x 32 x 500 x 200)."""
+    b = bptt.batch_size or setting.task.batch_size
+    steps = setting.family.episode_steps(setting.task)
+    return {"BPTT graph (B x T x N x 8 floats)": b * steps * setting.neurons() * 8 * FLOAT}
+
+
 class BPTT(OuterLoop):
+    """BPTT; resumable (the gradient trainer's state, with ``bptt.workers: 1``)."""
+
     name = section = "bptt"
     config = BPTTConfig
     driver_gpu = True
+    resumable = True
+    step_label = "gradient step"
 
-    def check(self, cfg: ExperimentConfig) -> None:
-        check_gradient_blocks(cfg)
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        return centre_problem(state, dim, "vector")
 
-    def describe(self, cfg: ExperimentConfig, family) -> str:
-        how = f"BPTT on the {family.gradient_loss_name} loss (Adam lr={cfg.bptt.lr}) on {', '.join(cfg.bptt.train)}"
-        how += " with DEEP R" if cfg.bptt.deep_r.enabled else ""
-        return how + (f", each step's tasks split across {cfg.bptt.workers} data-parallel workers" if cfg.bptt.workers > 1 else "")
+    def check(self, setting: LoopSetting) -> None:
+        check_gradient_blocks(self.own(setting), setting)
 
-    def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
-        return run_bptt(cfg, genome, subscribers, trainer=evaluator)  # evaluator: the data-parallel trainer, or None
+    def describe(self, setting: LoopSetting) -> str:
+        b = self.own(setting)
+        how = f"BPTT on the {setting.family.gradient_loss_name} loss (Adam lr={b.lr}) on {', '.join(b.train)}"
+        how += " with DEEP R" if b.deep_r.enabled else ""
+        return how + (f", each step's tasks split across {b.workers} data-parallel workers" if b.workers > 1 else "")
+
+    def blocks(self, setting: LoopSetting) -> tuple[list[str], list[str]]:
+        return [], list(self.own(setting).train)
+
+    def memory(self, setting: LoopSetting, dim: int) -> dict[str, int]:
+        return graph_memory(self.own(setting), setting)
+
+    def needs_ray(self, setting: LoopSetting) -> bool:
+        return self.own(setting).workers > 1  # the data-parallel replicas
+
+    def start(self, section: BPTTConfig, ctx: RunContext, inputs: LoopInputs) -> Search:
+        """``inputs.evaluator``: the data-parallel trainer (``bptt.workers > 1``), or None."""
+        trainer = inputs.evaluator
+        if trainer is None:
+            if section.workers > 1:
+                raise ValueError(
+                    f"bptt.workers={section.workers} needs the data-parallel trainer: pass "
+                    "es_l2l.outer.data_parallel.make_data_parallel(cfg, genome) as the loop's evaluator"
+                )
+            trainer = GradientTrainer(section, ctx, inputs.genome, inputs.gradient_loss, section.batch_size or inputs.batch_size,
+                                      inputs.genome.initial_vector(), section.train)
+        return GradientRun(trainer, ctx.seed, inputs.generations)
 
 
-def check_data_parallel(cfg: ExperimentConfig, family) -> None:
-    """What ``bptt.workers > 1`` needs of the config (one sentence naming the keys)."""
-    from es_l2l.models import get_model
-
-    w = cfg.bptt.workers
+def check_data_parallel(bptt: BPTTConfig, setting: LoopSetting, outer: str) -> None:
+    """What ``bptt.workers > 1`` needs of the config (one sentence naming the keys); ``outer``: the run's loop."""
+    w = bptt.workers
     if w == 1:
         return
-    if cfg.outer != "bptt":
+    if outer != "bptt":
         raise ValueError(
-            f"bptt.workers={w} splits the gradient steps of outer=bptt only, not those of outer={cfg.outer}; "
+            f"bptt.workers={w} splits the gradient steps of outer=bptt only, not those of outer={outer}; "
             "set bptt.workers=1 or outer=bptt"
         )
+    family = setting.family
     if family.gradient_loss_name is None:
         raise ValueError(f"bptt.workers={w}: the {family.name} family has no gradient loss; set bptt.workers=1")
     if not family.shards_tasks:
@@ -288,11 +350,11 @@ def check_data_parallel(cfg: ExperimentConfig, family) -> None:
             f"bptt.workers={w}: the {family.name} family cannot split a step's tasks across workers (it cannot draw a "
             "share of a batch's tasks on its own); set bptt.workers=1"
         )
-    batch = cfg.bptt.batch_size or cfg.task.batch_size
+    batch = bptt.batch_size or setting.task.batch_size
     if w > batch:
         raise ValueError(f"bptt.workers={w} is more than the {batch} tasks of a step; lower bptt.workers or raise bptt.batch_size")
-    if get_model(cfg.model.kind).spiking and cfg.model.rate_reg > 0:
+    if setting.spiking and setting.model.rate_reg > 0:
         raise ValueError(
-            f"bptt.workers={w} with model.rate_reg={cfg.model.rate_reg:g}: the rate regulariser is not a mean over tasks, "
+            f"bptt.workers={w} with model.rate_reg={setting.model.rate_reg:g}: the rate regulariser is not a mean over tasks, "
             "so shards would not add up to the batch's gradient; set model.rate_reg=0 or bptt.workers=1"
         )

@@ -13,7 +13,7 @@ everything else: validation, best genome, budgets, checkpoints and MLflow (its s
 
 The shell builds the replicas (:func:`make_data_parallel`) before any MLflow run, as it builds
 ES's evaluation actors, and hands them to the BPTT loop in place of an evaluator; the loop's step
-loop is :func:`es_l2l.outer.bptt.run_bptt` unchanged. The config checks are
+loop is the driver's (:func:`es_l2l.outer.driver.drive`), unchanged. The config checks are
 :func:`es_l2l.outer.bptt.check_data_parallel`.
 
 Why Ray actors forming a process group rather than ``ray.train.torch.TorchTrainer``: a
@@ -72,14 +72,14 @@ class _Replica:
     def __init__(self, tree: dict, rank: int, world: int):
         from es_l2l.config import ExperimentConfig
         from es_l2l.genome import build_genome
-        from es_l2l.outer.bptt import GradientTrainer
+        from es_l2l.outer.shell import gradient_trainer
 
         self.cfg = ExperimentConfig.model_validate(tree)
         if self.cfg.run.threads is not None:
             torch.set_num_threads(self.cfg.run.threads)
         self.rank, self.world = rank, world
         genome = build_genome(self.cfg)
-        self.trainer = GradientTrainer(self.cfg, genome, genome.initial_vector(), self.cfg.bptt.train)
+        self.trainer = gradient_trainer(self.cfg, genome)
         self.allreduce_s = 0.0
 
     def address(self) -> tuple[str, int]:

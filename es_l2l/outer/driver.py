@@ -1,7 +1,9 @@
-"""The outer-loop driver: step the search, validate, emit one status dict per generation.
+"""The outer-loop driver: the one generation loop. Step the search, validate, emit one status dict a generation.
 
-Progress display, MLflow and checkpoints subscribe to the status dict; the driver knows none
-of them.
+:func:`drive` runs any outer loop (es_l2l.outer.base): it starts the loop's search, then each
+generation times one ``step``, and :class:`Driver` adds what every loop shares (budgets,
+validation, the best genome, the resume cadence, the status dict). Progress display, MLflow and
+checkpoints subscribe to the status dict; the driver knows none of them.
 """
 
 from __future__ import annotations
@@ -11,32 +13,58 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from es_l2l.families import family_of
-from es_l2l.fitness import evaluate
 from es_l2l.outer.base import RunResult, Subscriber
-from es_l2l.seeds import STREAM_VALIDATION
 
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
-    from es_l2l.families.base import Evaluation
     from es_l2l.genome import Genome
 
 
-def held_out(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor, stream: int) -> Evaluation:
-    """One genome on the fixed held-out tasks of ``stream`` (validation or test)."""
-    keys = (cfg.run.seed, stream)
-    return evaluate(cfg, genome, vector.unsqueeze(0), keys, batch=cfg.run.validation_tasks, device=cfg.run.device)
+def drive(
+    cfg: ExperimentConfig,
+    genome: Genome,
+    evaluator=None,
+    subscribers: list[Subscriber] = (),
+    resume: dict | None = None,
+) -> RunResult:
+    """Meta-train with ``cfg.outer``'s loop; returns the initial, final and best genomes.
 
+    ``evaluator``: the population evaluator (Ray actors or in-process) of a loop that ``uses_evaluator``,
+    or a loop's own workers (data-parallel BPTT's replicas), or None. A resumable loop's status dict
+    carries ``resume_state`` every ``run.checkpoint_every`` generations: the search's whole state (as
+    plain data) and the driver's (generation, best genome); ``resume=`` that dict continues after its
+    generation, and since each generation's tasks are a pure function of (seed, generation), the
+    continued run ends exactly where an uninterrupted one does.
+    """
+    from es_l2l.context import RunContext
+    from es_l2l.outer.shell import driver_services, inputs_of, loop_of, section_of
 
-def validation_metrics(cfg: ExperimentConfig, genome: Genome, vector: torch.Tensor) -> dict[str, float]:
-    """One genome's scalar summaries on the validation tasks (``val_*``, the family's)."""
-    return family_of(cfg.task).validation_metrics(held_out(cfg, genome, vector, STREAM_VALIDATION))
+    loop = loop_of(cfg)
+    if resume is not None and not loop.resumable:
+        raise ValueError(f"outer={cfg.outer} runs cannot be resumed; start the run again instead")
+    search = loop.start(section_of(cfg, loop), RunContext.of(cfg), inputs_of(cfg, genome, evaluator, loop))
+    if resume is not None:
+        search.restore(resume["searcher"])
+    validate, extras, objective = driver_services(cfg, genome)
+    driver = Driver(cfg.run, validate, extras, objective, search.centre(), subscribers, resume=resume)
+    resumable = loop.resumable and getattr(search, "resumable", True)  # (data-parallel BPTT's replicas keep their state)
+    state = (lambda: {"searcher": search.state()}) if resumable else None
+    for generation in range(driver.first_generation, cfg.run.generations + 1):
+        t0 = time.perf_counter()
+        metrics = search.step(generation)
+        seconds = time.perf_counter() - t0
+        steps = metrics.pop("neuron_steps")
+        if driver.record(generation, seconds, steps, metrics, search.centre, state):
+            break
+    result = driver.result(search.centre())
+    result.step_label = loop.step_label
+    return result
 
 
 class Driver:
     """What every outer loop shares: validation, best-genome tracking, budgets, the status dict.
 
-    An outer loop calls :meth:`record` once per generation (ES) or gradient step (BPTT) with the
+    :func:`drive` calls :meth:`record` once per generation (ES) or gradient step (BPTT) with the
     step's own metrics; the driver adds the common ones (``generation``, ``elapsed_s``: training
     wall time without validation, ``neuron_steps``: simulated neuron updates so far), validates when
     due, emits the status dict to the subscribers and says whether the budget is spent.
@@ -44,15 +72,16 @@ class Driver:
 
     def __init__(
         self,
-        cfg: ExperimentConfig,
-        genome: Genome,
+        run,
+        validate: Callable[[torch.Tensor], dict[str, float]],
+        extras: Callable[[int], dict],
+        objective,
         initial: torch.Tensor,
         subscribers: list[Subscriber] = (),
         resume: dict | None = None,
     ):
-        self.cfg, self.genome, self.subscribers = cfg, genome, list(subscribers)
-        self.family = family_of(cfg.task)
-        self.objective = self.family.objective
+        self.run, self.subscribers = run, list(subscribers)
+        self.validate, self.extras, self.objective = validate, extras, objective
         self.key = self.objective.key
         self.wall_start = time.perf_counter()
         self.history: list[dict] = []
@@ -90,7 +119,7 @@ class Driver:
         }
 
     def validation(self, vector: torch.Tensor) -> dict[str, float]:
-        return validation_metrics(self.cfg, self.genome, vector)
+        return self.validate(vector)
 
     def improves(self, value: float) -> bool:
         return self.objective.better(value, self.best_val)
@@ -101,7 +130,7 @@ class Driver:
         self.history.append(status)
 
     def budget_spent(self) -> bool:
-        run = self.cfg.run
+        run = self.run
         return (run.max_seconds is not None and self.train_seconds >= run.max_seconds) or (
             run.max_neuron_steps is not None and self.neuron_steps >= run.max_neuron_steps
         )
@@ -132,9 +161,9 @@ class Driver:
             "elapsed_s": self.train_seconds,
             "wall_s": time.perf_counter() - self.wall_start,
         }
-        status.update(self.family.status_extras(self.cfg.task, generation))  # e.g. a training curriculum's flag
-        stop = self.budget_spent() or generation >= self.cfg.run.generations
-        if generation % self.cfg.run.validate_every == 0 or stop:
+        status.update(self.extras(generation))  # e.g. a training curriculum's flag
+        stop = self.budget_spent() or generation >= self.run.generations
+        if generation % self.run.validate_every == 0 or stop:
             vector = center()
             status.update(self.validation(vector))
             if self.improves(status[self.key]):
@@ -143,7 +172,7 @@ class Driver:
             # Genomes ride along for checkpoint subscribers; scalar subscribers skip them.
             status["genomes"] = {"center": vector, "best": self.best, "initial": self.initial}
             status["best_generation"] = self.best_generation
-        if loop_state is not None and generation % self.cfg.run.checkpoint_every == 0 and not stop:
+        if loop_state is not None and generation % self.run.checkpoint_every == 0 and not stop:
             status["resume_state"] = self.resume_state(**loop_state())
         self._emit(status)
         return stop

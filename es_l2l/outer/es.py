@@ -3,25 +3,22 @@
 Each generation the searcher samples a population around its centre, the evaluator (Ray actors
 or the driver itself) scores every member on the same fresh tasks, and the searcher updates.
 Resumable: every ``run.checkpoint_every`` generations the status dict carries the whole search
-state, from which :meth:`ES.run` continues to exactly the numbers of an uninterrupted run.
+state, from which :meth:`EvotorchSearch.restore` continues to exactly the numbers of an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Literal
 
+import torch
 from pydantic import Field, model_validator
 
-from es_l2l.outer.base import OuterLoop, RunResult, Subscriber
-from es_l2l.outer.driver import Driver
+from es_l2l.outer.base import FLOAT, LoopInputs, LoopSetting, OuterLoop, Search, centre_problem, population_memory
 from es_l2l.schema import BLOCKS, Strict
 from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, derive_seed
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
-    from es_l2l.genome import Genome
-    from es_l2l.traffic import Evaluator
+    from es_l2l.context import RunContext
 
 
 ALGORITHMS = ("pgpe", "snes", "cem", "cmaes")
@@ -96,119 +93,150 @@ class ESConfig(Strict):
         return self.traffic == "seeds" or (self.traffic is None and self.algorithm != "cmaes")
 
 
-def run_es(
-    cfg: ExperimentConfig,
-    genome: Genome,
-    evaluator: Evaluator,
-    subscribers: list[Subscriber] = (),
-    resume: dict | None = None,
-) -> RunResult:
-    """Meta-train with the configured evolution strategy; returns the initial, final and best genomes.
+class EvotorchSearch(Search):
+    """An evotorch searcher over the flat genome; its state is plain data (es_l2l.outer.evo.state)."""
 
-    Every ``run.checkpoint_every`` generations the status dict carries ``resume_state``: the whole
-    search (distribution, optimizer state, sampler RNG state, as plain data: es_l2l.search_state)
-    and the driver's own state (generation, best genome). ``resume=`` that dict continues
-    after its generation; since each generation's tasks are a pure function of (seed, generation),
-    the continued run ends exactly where an uninterrupted one does.
-    """
-    if cfg.es.perturbation == "lowrank":
-        return run_lowrank(cfg, genome, evaluator, subscribers, resume)
-    from es_l2l.outer.evo import MetaProblem, center_of, initial_stdev, make_searcher, stdev_of  # evotorch: imported when used
+    def __init__(self, es: ESConfig, ctx: RunContext, inputs: LoopInputs):
+        from es_l2l.outer.evo import MetaProblem, initial_stdev, make_searcher  # evotorch: imported when used
 
-    from es_l2l.search_state import restore_searcher, searcher_state
+        genome = inputs.genome
+        self.seed = ctx.seed
+        search_seed = derive_seed(ctx.seed, STREAM_SEARCH) % (2**31)
+        self.problem = MetaProblem(genome.dim, inputs.evaluator, seed=search_seed, nan_policy=es.nan_policy)
+        self.searcher = make_searcher(es, self.problem, genome.initial_vector(), initial_stdev(es, genome))
 
-    search_seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
-    problem = MetaProblem(genome.dim, evaluator, seed=search_seed, nan_policy=cfg.es.nan_policy)
-    searcher = make_searcher(cfg.es, problem, genome.initial_vector(), initial_stdev(cfg.es, genome))
-    if resume is not None:  # the fresh searcher takes the saved state: plain data, no pickle
-        restore_searcher(searcher, resume["searcher"])
-    driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
-    state = lambda: {"searcher": searcher_state(searcher)}  # noqa: E731  tensors and numbers (es_l2l.search_state)
-    for gen in range(driver.first_generation, cfg.run.generations + 1):
-        t0 = time.perf_counter()
-        problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))  # with seed traffic, this sends the work
-        searcher.step()
-        seconds = time.perf_counter() - t0
-        ev = problem.last_eval
-        metrics = {
+    def step(self, generation: int) -> dict:
+        from es_l2l.outer.evo import stdev_of
+
+        self.problem.start_generation((self.seed, STREAM_TRAIN, generation))  # with seed traffic, this sends the work
+        self.searcher.step()
+        ev = self.problem.last_eval
+        return {
             "fitness_mean": float(ev.fitness.mean()),
             "fitness_best": float(ev.fitness.max()),
             "fitness_std": float(ev.fitness.std()),
             **ev.summary(),
-            "stdev": stdev_of(searcher),
+            "stdev": stdev_of(self.searcher),
+            "neuron_steps": ev.neuron_steps,
         }
-        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: center_of(searcher), state):
-            break
-    return driver.result(center_of(searcher))
+
+    def centre(self) -> torch.Tensor:
+        from es_l2l.outer.evo import center_of
+
+        return center_of(self.searcher)
+
+    def state(self) -> dict:
+        from es_l2l.outer.evo.state import searcher_state
+
+        return searcher_state(self.searcher)  # tensors and numbers
+
+    def restore(self, state: dict) -> None:
+        from es_l2l.outer.evo.state import restore_searcher
+
+        restore_searcher(self.searcher, state)  # the fresh searcher takes the saved state: plain data, no pickle
 
 
-def run_lowrank(
-    cfg: ExperimentConfig,
-    genome: Genome,
-    evaluator: Evaluator,
-    subscribers: list[Subscriber] = (),
-    resume: dict | None = None,
-) -> RunResult:
-    """:func:`run_es` with low-rank perturbations (``es.perturbation=lowrank``, es_l2l.outer.lowrank).
+class LowRankES(Search):
+    """ES with low-rank perturbations (``es.perturbation=lowrank``, es_l2l.outer.lowrank).
 
     With seed traffic each worker regenerates its members from the generation's recipe; the
     checksums prove they drew the driver's members.
     """
-    from es_l2l.outer.evo import finite_fitness
-    from es_l2l.outer.lowrank import LowRankSearch
-    from es_l2l.traffic import checksums
 
-    search = LowRankSearch.for_run(cfg, genome)
-    if resume is not None:
-        search.restore(resume["searcher"])
-    driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
-    seeds = hasattr(evaluator, "submit_recipe") and getattr(evaluator, "seed_traffic", False)
-    for gen in range(driver.first_generation, cfg.run.generations + 1):
-        t0 = time.perf_counter()
-        keys = (cfg.run.seed, STREAM_TRAIN, gen)
-        recipe = search.ask(gen)
-        if seeds:
+    def __init__(self, es: ESConfig, ctx: RunContext, inputs: LoopInputs):
+        from es_l2l.outer.lowrank import LowRankSearch
+
+        self.es, self.seed, self.evaluator = es, ctx.seed, inputs.evaluator
+        self.search = LowRankSearch.for_run(es, ctx.seed, inputs.genome)
+        self.seeds = hasattr(self.evaluator, "submit_recipe") and getattr(self.evaluator, "seed_traffic", False)
+
+    def step(self, generation: int) -> dict:
+        from es_l2l.outer.evo import finite_fitness
+        from es_l2l.traffic import checksums
+
+        evaluator, search = self.evaluator, self.search
+        keys = (self.seed, STREAM_TRAIN, generation)
+        recipe = search.ask(generation)
+        if self.seeds:
             refs = evaluator.submit_recipe(recipe, keys)  # the workers draw while the driver does
             ev = evaluator.collect(refs, expected=checksums(recipe.rows()))
         elif hasattr(evaluator, "evaluate_lowrank"):  # in this process
             ev = evaluator.evaluate_lowrank(recipe, keys)
         else:
             ev = evaluator(recipe.rows(), keys)
-        fit = finite_fitness(ev.fitness, cfg.es.nan_policy, keys)
+        fit = finite_fitness(ev.fitness, self.es.nan_policy, keys)
         ev = ev._replace(fitness=fit)
         search.tell(recipe, fit)
-        seconds = time.perf_counter() - t0
-        metrics = {
+        return {
             "fitness_mean": float(fit.mean()),
             "fitness_best": float(fit.max()),
             "fitness_std": float(fit.std()),
             **ev.summary(),
             "stdev": search.stdev,
+            "neuron_steps": ev.neuron_steps,
         }
-        if driver.record(gen, seconds, ev.neuron_steps, metrics, lambda: search.center.clone(), lambda: {"searcher": search.state()}):
-            break
-    return driver.result(search.center.clone())
+
+    def centre(self) -> torch.Tensor:
+        return self.search.center.clone()
+
+    def state(self) -> dict:
+        return self.search.state()
+
+    def restore(self, state: dict) -> None:
+        self.search.restore(state)
 
 
 class ES(OuterLoop):
+    """Evolution strategies (evotorch's PGPE, SNES, CEM, CMA-ES; or low-rank PGPE). Resumable: every
+    ``run.checkpoint_every`` generations the status dict carries the whole search state (distribution,
+    optimizer state, sampler RNG state, as plain data), from which a resumed run continues to exactly
+    the numbers of an uninterrupted one (each generation's tasks are a pure function of (seed, generation))."""
+
     name = section = "es"
     config = ESConfig
     uses_evaluator = True
+    popsize_key = "es.popsize"
     resumable = True
 
-    def check(self, cfg: ExperimentConfig) -> None:
-        for block in cfg.es.stdev_blocks:
-            if block not in cfg.genome.search:
+    def check(self, setting: LoopSetting) -> None:
+        es = self.own(setting)
+        for block in es.stdev_blocks:
+            if block not in setting.genome.search:
                 raise ValueError(f"es.stdev_blocks lists '{block}' but genome.search does not; add it to genome.search")
-        if cfg.es.perturbation == "lowrank":
+        if es.perturbation == "lowrank":
             from es_l2l.outer.lowrank import check_lowrank
 
-            check_lowrank(cfg)
+            check_lowrank(es, setting)
 
-    def describe(self, cfg: ExperimentConfig, family) -> str:
-        if cfg.es.perturbation == "lowrank":
-            return f"{cfg.es.algorithm.upper()} rank-{cfg.es.rank} P={cfg.es.popsize}"
-        return f"{cfg.es.algorithm.upper()} P={cfg.es.popsize}"
+    def describe(self, setting: LoopSetting) -> str:
+        es = self.own(setting)
+        if es.perturbation == "lowrank":
+            return f"{es.algorithm.upper()} rank-{es.rank} P={es.popsize}"
+        return f"{es.algorithm.upper()} P={es.popsize}"
 
-    def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
-        return run_es(cfg, genome, evaluator, subscribers, resume=resume)
+    def popsize(self, setting: LoopSetting) -> int:
+        return self.own(setting).popsize
+
+    def memory(self, setting: LoopSetting, dim: int) -> dict[str, int]:
+        return es_memory(self.own(setting), dim, setting)
+
+    def seed_traffic(self, setting: LoopSetting) -> bool:
+        return self.own(setting).seed_traffic
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        if state.get("class") == "LowRankSearch":  # the project's own search: a centre
+            return centre_problem(state, dim, "center")
+        from es_l2l.outer.evo.state import state_problem
+
+        return state_problem(state, dim, self.own(setting).popsize)
+
+    def start(self, section: ESConfig, ctx: RunContext, inputs: LoopInputs) -> Search:
+        return (LowRankES if section.perturbation == "lowrank" else EvotorchSearch)(section, ctx, inputs)
+
+
+def es_memory(es: ESConfig, dim: int, setting: LoopSetting) -> dict[str, int]:
+    """An ES population's largest allocations (the hybrid's ES side too)."""
+    out = population_memory(es.popsize, dim, setting)
+    if es.algorithm == "cmaes" and not es.separable:
+        out = {**dict(list(out.items())[:1]), "CMA-ES covariance (D x D x 4 bytes x 3)": 3 * dim * dim * FLOAT, **dict(list(out.items())[1:])}
+    return out

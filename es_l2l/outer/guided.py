@@ -36,13 +36,22 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from es_l2l.outer.base import NonFiniteFitness, OuterLoop, RunResult, Subscriber
-from es_l2l.outer.driver import Driver
+from es_l2l.outer.base import (
+    FLOAT,
+    GradientLoss,
+    LoopInputs,
+    LoopSetting,
+    NonFiniteFitness,
+    OuterLoop,
+    Search,
+    centre_problem,
+    population_memory,
+)
 from es_l2l.schema import DIFFERENTIABLE, Strict
 from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, SeedKey, generator
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
     from es_l2l.genome import Genome
     from es_l2l.traffic import Evaluator
 
@@ -221,13 +230,13 @@ class GuidedSearch:
 
     def state(self) -> dict:
         """Plain data (tensors, numbers) from which :meth:`restore` continues exactly."""
-        from es_l2l.search_state import optimizer_state
+        from es_l2l.outer.evo.state import optimizer_state
 
         return {"format": 1, "class": "GuidedSearch", "centre": self.centre.clone(), "history": self.history.clone(),
                 "optimizer": optimizer_state(self.optimizer), "surrogate_nan": self.surrogate_nan}
 
     def restore(self, state: dict) -> None:
-        from es_l2l.search_state import restore_optimizer
+        from es_l2l.outer.evo.state import restore_optimizer
 
         if not (isinstance(state, dict) and state.get("class") == "GuidedSearch" and state.get("format") == 1):
             raise ValueError("resume state does not fit this searcher: it is not a guided-ES state")
@@ -242,19 +251,16 @@ class GuidedSearch:
 # --- the surrogate and the loop ----------------------------------------------------------------
 
 
-def surrogate_gradient(cfg: ExperimentConfig, genome: Genome, centre: torch.Tensor, seed_keys: tuple[int, ...]):
-    """The gradient (D,) of the family's gradient loss at ``centre`` (search space) on the tasks of
-    ``seed_keys``, with the loss and its evaluation. Through ``bptt.backend``'s path (auto: the
-    fused C backward on CPU)."""
-    from es_l2l.context import RunContext
-    from es_l2l.families import family_of
+def surrogate_gradient(loss_fn: GradientLoss, genome: Genome, centre: torch.Tensor, seed_keys: tuple[int, ...],
+                       batch: int, device: str = "cpu"):
+    """The gradient (D,) of the family's gradient loss ``loss_fn`` at ``centre`` (search space) on
+    ``batch`` tasks of ``seed_keys``, with the loss and its evaluation. Through the context's gradient
+    backend (auto: the fused C backward on CPU)."""
     from es_l2l.fitness import detach
 
-    ctx = RunContext.of(cfg).with_backend(cfg.bptt.backend)  # gradients through bptt.backend's path
-    v = centre.detach().to(device=cfg.run.device, dtype=torch.float32).clone().requires_grad_(True)
-    batch = cfg.guided.surrogate_batch or cfg.task.batch_size
+    v = centre.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
     with torch.enable_grad():
-        loss, ev, _ = family_of(cfg.task).gradient_loss(cfg.task, ctx, genome.params(v.unsqueeze(0)), SeedKey(*seed_keys), batch)
+        loss, ev, _ = loss_fn(genome.params(v.unsqueeze(0)), seed_keys, batch)
         grad = torch.autograd.grad(loss, v, allow_unused=True)[0] if loss.requires_grad else None
     grad = torch.zeros_like(v) if grad is None else grad
     return grad.detach().cpu(), float(loss.detach()), detach(ev)
@@ -288,82 +294,95 @@ def shaped_input(fitness: torch.Tensor, policy: str, seed_keys) -> torch.Tensor:
     return fitness
 
 
-def guided_generation(cfg: ExperimentConfig, genome: Genome, search: GuidedSearch, evaluator: Evaluator, gen: int) -> tuple[dict, int]:
-    """One generation (surrogate, subspace, population, estimate, step): its metrics and neuron-steps."""
-    keys = (cfg.run.seed, STREAM_TRAIN, gen)
-    t0 = time.perf_counter()
-    grad, loss, sur = surrogate_gradient(cfg, genome, search.centre, keys)
-    surrogate_s = time.perf_counter() - t0
-    used = search.observe(grad)
-    recipe = search.recipe(gen, isotropic=not used)
-    eps, ev = evaluate_population(evaluator, recipe, keys)
-    fitness = shaped_input(ev.fitness, cfg.guided.nan_policy, keys)
-    g = search.tell(eps, fitness)
-    metrics = {
-        "fitness_mean": float(fitness.mean()),
-        "fitness_best": float(fitness.max()),
-        "fitness_std": float(fitness.std()),
-        **ev.summary(),
-        "stdev": cfg.guided.stdev,
-        "alpha": recipe.alpha,
-        "subspace_dim": recipe.basis.shape[1],
-        "surrogate_loss": loss,
-        **({"surrogate_norm": float(grad.norm())} if used else {}),
-        "surrogate_nan": search.surrogate_nan,
-        "surrogate_s": surrogate_s,
-        "estimate_norm": float(g.norm()),
-    }
-    return metrics, ev.neuron_steps + sur.neuron_steps
+class GuidedRun(Search):
+    """One guided-ES run: each step is a generation (surrogate, subspace, population, estimate, centre step)."""
 
+    def __init__(self, guided: GuidedConfig, ctx: RunContext, inputs: LoopInputs):
+        self.cfg, self.ctx, self.inputs = guided, ctx, inputs
+        self.search = GuidedSearch(guided, inputs.genome.initial_vector(), ctx.seed)
 
-def run_guided(
-    cfg: ExperimentConfig,
-    genome: Genome,
-    evaluator: Evaluator,
-    subscribers: list[Subscriber] = (),
-    resume: dict | None = None,
-) -> RunResult:
-    """Meta-train by guided ES; one status dict a generation, ``resume_state`` every ``run.checkpoint_every``."""
-    search = GuidedSearch(cfg.guided, genome.initial_vector(), cfg.run.seed)
-    if resume is not None:
-        search.restore(resume["searcher"])
-    driver = Driver(cfg, genome, genome.initial_vector(), subscribers, resume=resume)
-    for gen in range(driver.first_generation, cfg.run.generations + 1):
+    def step(self, generation: int) -> dict:
+        g_cfg, search = self.cfg, self.search
+        keys = (self.ctx.seed, STREAM_TRAIN, generation)
         t0 = time.perf_counter()
-        metrics, steps = guided_generation(cfg, genome, search, evaluator, gen)
-        seconds = time.perf_counter() - t0
-        if driver.record(gen, seconds, steps, metrics, lambda: search.centre.clone(), lambda: {"searcher": search.state()}):
-            break
-    return driver.result(search.centre.clone())
+        batch = g_cfg.surrogate_batch or self.inputs.batch_size
+        grad, loss, sur = surrogate_gradient(self.inputs.gradient_loss, self.inputs.genome, search.centre, keys, batch,
+                                             self.ctx.device)
+        surrogate_s = time.perf_counter() - t0
+        used = search.observe(grad)
+        recipe = search.recipe(generation, isotropic=not used)
+        eps, ev = evaluate_population(self.inputs.evaluator, recipe, keys)
+        fitness = shaped_input(ev.fitness, g_cfg.nan_policy, keys)
+        g = search.tell(eps, fitness)
+        return {
+            "fitness_mean": float(fitness.mean()),
+            "fitness_best": float(fitness.max()),
+            "fitness_std": float(fitness.std()),
+            **ev.summary(),
+            "stdev": g_cfg.stdev,
+            "alpha": recipe.alpha,
+            "subspace_dim": recipe.basis.shape[1],
+            "surrogate_loss": loss,
+            **({"surrogate_norm": float(grad.norm())} if used else {}),
+            "surrogate_nan": search.surrogate_nan,
+            "surrogate_s": surrogate_s,
+            "estimate_norm": float(g.norm()),
+            "neuron_steps": ev.neuron_steps + sur.neuron_steps,
+        }
 
+    def centre(self) -> torch.Tensor:
+        return self.search.centre.clone()
 
-def check_guided(cfg: ExperimentConfig) -> None:
-    """What guided ES needs of the family and the genome: a gradient of the searched genome."""
-    from es_l2l.families import family_of
+    def state(self) -> dict:
+        return self.search.state()
 
-    family = family_of(cfg.task)
-    if family.gradient_loss_name is None:
-        raise ValueError(f"outer=guided needs a surrogate gradient, and the {family.name or cfg.task.family} family has no "
-                         "gradient loss; use outer=es")
-    if not set(cfg.genome.search) & set(DIFFERENTIABLE):
-        raise ValueError("outer=guided needs a surrogate gradient, and genome.search lists no block a gradient reaches; "
-                         f"add some of {', '.join(DIFFERENTIABLE)} or use outer=es")
+    def restore(self, state: dict) -> None:
+        self.search.restore(state)
 
 
 class Guided(OuterLoop):
+    """Guided ES; resumable (one status dict a generation, ``resume_state`` every ``run.checkpoint_every``)."""
+
     name = section = "guided"
     config = GuidedConfig
     uses_evaluator = True
+    popsize_key = "guided.popsize"
     resumable = True
     driver_gpu = True  # the surrogate gradient is taken in the driver
 
-    def check(self, cfg: ExperimentConfig) -> None:
-        check_guided(cfg)
+    def check(self, setting: LoopSetting) -> None:
+        """What guided ES needs of the family and the genome: a gradient of the searched genome."""
+        family = setting.family
+        if family.gradient_loss_name is None:
+            raise ValueError(f"outer=guided needs a surrogate gradient, and the {family.name or setting.task.family} family has no "
+                             "gradient loss; use outer=es")
+        if not set(setting.genome.search) & set(DIFFERENTIABLE):
+            raise ValueError("outer=guided needs a surrogate gradient, and genome.search lists no block a gradient reaches; "
+                             f"add some of {', '.join(DIFFERENTIABLE)} or use outer=es")
 
-    def describe(self, cfg: ExperimentConfig, family) -> str:
-        g = cfg.guided
-        return (f"guided ES P={g.popsize} alpha={g.alpha:g} k={g.k}, subspace of the {family.gradient_loss_name} loss's "
-                f"gradients ({g.surrogate_batch or cfg.task.batch_size} tasks)")
+    def describe(self, setting: LoopSetting) -> str:
+        g = self.own(setting)
+        return (f"guided ES P={g.popsize} alpha={g.alpha:g} k={g.k}, subspace of the {setting.family.gradient_loss_name} loss's "
+                f"gradients ({g.surrogate_batch or setting.task.batch_size} tasks)")
 
-    def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
-        return run_guided(cfg, genome, evaluator, subscribers, resume=resume)
+    def popsize(self, setting: LoopSetting) -> int:
+        return self.own(setting).popsize
+
+    def memory(self, setting: LoopSetting, dim: int) -> dict[str, int]:
+        g = self.own(setting)
+        out = population_memory(g.popsize, dim, setting)
+        key = "population (P x D x 4 bytes x 3 copies)"
+        out[key] += g.k * dim * FLOAT  # the broadcast subspace (D x k)
+        b = g.surrogate_batch or setting.task.batch_size
+        steps = setting.family.episode_steps(setting.task)
+        out["surrogate gradient's graph (B x T x N x 8 floats)"] = b * steps * setting.neurons() * 8 * FLOAT
+        return out
+
+    def seed_traffic(self, setting: LoopSetting) -> bool:
+        return True  # its workers always regenerate their rows from a GuidedRecipe
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        return centre_problem(state, dim, "centre")
+
+    def start(self, section: GuidedConfig, ctx: RunContext, inputs: LoopInputs) -> Search:
+        return GuidedRun(section, ctx, inputs)

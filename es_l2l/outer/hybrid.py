@@ -18,20 +18,19 @@ for the weights than BPTT alone, which loses any comparison at equal budget befo
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
 
-from es_l2l.outer.base import OuterLoop, RunResult, Subscriber
-from es_l2l.outer.bptt import GradientTrainer, check_gradient_blocks
-from es_l2l.outer.driver import Driver
+from es_l2l.outer.base import LoopInputs, LoopSetting, OuterLoop, Search, centre_problem
+from es_l2l.outer.bptt import GradientTrainer, check_gradient_blocks, graph_memory
+from es_l2l.outer.es import es_memory
 from es_l2l.schema import BLOCKS, Strict
 from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, derive_seed
 
 if TYPE_CHECKING:
-    from es_l2l.config import ExperimentConfig
+    from es_l2l.context import RunContext
     from es_l2l.genome import Genome
     from es_l2l.traffic import Evaluator
 
@@ -67,30 +66,56 @@ class _Expand:
         self.evaluator.close()
 
 
-class HybridStep:
+class HybridStep(Search):
     """Owns the ES searcher (over ``es_blocks``) and the gradient trainer (over ``bptt.train``)."""
 
-    def __init__(self, cfg: ExperimentConfig, genome: Genome, evaluator: Evaluator):
+    def __init__(self, hybrid: HybridConfig, ctx: RunContext, inputs: LoopInputs):
         from es_l2l.outer.evo import MetaProblem, make_searcher  # evotorch: imported when used
 
-        self.cfg, self.genome = cfg, genome
-        self.trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
-        self.index = block_indices(genome, cfg.hybrid.es_blocks)
-        self.expand = _Expand(evaluator, self.index, self.trainer.vector)
-        seed = derive_seed(cfg.run.seed, STREAM_SEARCH) % (2**31)
-        self.problem = MetaProblem(len(self.index), self.expand, seed=seed, nan_policy=cfg.es.nan_policy)
-        self.searcher = make_searcher(cfg.es, self.problem, self.trainer.vector[self.index].clone())
+        es, bptt, genome = inputs.sections["es"], inputs.sections["bptt"], inputs.genome
+        self.hybrid, self.seed, self.generations = hybrid, ctx.seed, inputs.generations
+        batch = bptt.batch_size or inputs.batch_size
+        self.trainer = GradientTrainer(bptt, ctx, genome, inputs.gradient_loss, batch, genome.initial_vector(), bptt.train)
+        self.index = block_indices(genome, hybrid.es_blocks)
+        self.expand = _Expand(inputs.evaluator, self.index, self.trainer.vector)
+        seed = derive_seed(ctx.seed, STREAM_SEARCH) % (2**31)
+        self.problem = MetaProblem(len(self.index), self.expand, seed=seed, nan_policy=es.nan_policy)
+        self.searcher = make_searcher(es, self.problem, self.trainer.vector[self.index].clone())
 
     @property
     def vector(self) -> torch.Tensor:
         return self.trainer.vector.clone()
+
+    def centre(self) -> torch.Tensor:
+        return self.trainer.vector.clone()
+
+    def state(self) -> dict:
+        """Both sides' state as plain data: the gradient trainer's and the ES searcher's."""
+        from es_l2l.outer.evo.state import searcher_state
+
+        return {"format": 1, "class": "HybridStep", "trainer": self.trainer.state(), "es": searcher_state(self.searcher)}
+
+    def restore(self, state: dict) -> None:
+        from es_l2l.outer.evo.state import restore_searcher
+
+        if not (isinstance(state, dict) and state.get("class") == "HybridStep" and state.get("format") == 1):
+            raise ValueError("resume state does not fit this run: it was not saved by the hybrid")
+        self.trainer.restore(state["trainer"])
+        restore_searcher(self.searcher, state["es"])
+
+    def step(self, generation: int) -> dict:
+        """One ES step, then the gradient steps; both sides' metrics, the neuron-steps summed."""
+        es = self.es_step(generation)
+        grad = self.gradient_steps(generation)
+        steps = es.pop("neuron_steps") + grad.pop("neuron_steps")
+        return es | grad | {"neuron_steps": steps}
 
     def es_step(self, gen: int) -> dict:
         """One ES step on ``es_blocks``; the full genome takes the new centre."""
         from es_l2l.outer.evo import center_of, stdev_of
 
         self.expand.full = self.trainer.vector
-        self.problem.start_generation((self.cfg.run.seed, STREAM_TRAIN, gen))
+        self.problem.start_generation((self.seed, STREAM_TRAIN, gen))
         self.searcher.step()
         full = self.trainer.vector.clone()
         full[self.index] = center_of(self.searcher).to(full.dtype)
@@ -107,9 +132,9 @@ class HybridStep:
 
     def gradient_steps(self, gen: int) -> dict:
         """``hybrid.bptt_steps`` Adam steps on ``bptt.train`` at the current ES centre."""
-        k, steps, out = self.cfg.hybrid.bptt_steps, 0, {}
+        k, steps, out = self.hybrid.bptt_steps, 0, {}
         for j in range(k):
-            m = self.trainer.step((self.cfg.run.seed, STREAM_TRAIN, gen, j + 1), self.cfg.run.generations * k)
+            m = self.trainer.step((self.seed, STREAM_TRAIN, gen, j + 1), self.generations * k)
             steps += m.pop("neuron_steps")
             out = m
         # the gradient steps' own training scalars, e.g. train_mse_mean -> bptt_train_mse
@@ -117,46 +142,63 @@ class HybridStep:
         return {**trained, "grad_norm": out["grad_norm"], "lr": out["lr"], "neuron_steps": steps}
 
 
-def run_hybrid(cfg: ExperimentConfig, genome: Genome, evaluator: Evaluator, subscribers: list[Subscriber] = ()) -> RunResult:
-    hybrid = HybridStep(cfg, genome, evaluator)
-    driver = Driver(cfg, genome, hybrid.vector, subscribers)
-    for gen in range(1, cfg.run.generations + 1):
-        t0 = time.perf_counter()
-        es = hybrid.es_step(gen)
-        grad = hybrid.gradient_steps(gen)
-        seconds = time.perf_counter() - t0
-        steps = es.pop("neuron_steps") + grad.pop("neuron_steps")
-        if driver.record(gen, seconds, steps, es | grad, lambda: hybrid.vector):
-            break
-    return driver.result(hybrid.vector)
-
-
 class Hybrid(OuterLoop):
+    """The interleaved hybrid; resumable (its gradient trainer's and its ES searcher's state)."""
+
     name = section = "hybrid"
     config = HybridConfig
     uses_evaluator = True
+    resumable = True
+    popsize_key = "es.popsize"
     driver_gpu = True
     sections = ("hybrid", "es", "bptt")
 
-    def check(self, cfg: ExperimentConfig) -> None:
-        check_gradient_blocks(cfg)
-        if cfg.es.perturbation != "full":
+    def check(self, setting: LoopSetting) -> None:
+        hybrid, es, bptt = (setting.sections[k] for k in self.sections)
+        check_gradient_blocks(bptt, setting)
+        if es.perturbation != "full":
             raise ValueError("es.perturbation=lowrank applies to outer=es only (the hybrid samples full-rank); "
                              "set es.perturbation=full or outer=es")
-        for block in cfg.hybrid.es_blocks:
-            if block not in cfg.genome.search:
+        for block in hybrid.es_blocks:
+            if block not in setting.genome.search:
                 raise ValueError(f"hybrid.es_blocks lists '{block}' but genome.search does not; add it to genome.search")
-        both = sorted(set(cfg.hybrid.es_blocks) & set(cfg.bptt.train))
+        both = sorted(set(hybrid.es_blocks) & set(bptt.train))
         if both:
             raise ValueError(f"hybrid.es_blocks and bptt.train both list {', '.join(both)}; give each block to one side")
-        if not cfg.hybrid.es_blocks:
+        if not hybrid.es_blocks:
             raise ValueError("hybrid.es_blocks is empty; list the blocks ES searches, e.g. [tau_m, tau_a, b0, beta]")
 
-    def describe(self, cfg: ExperimentConfig, family) -> str:
+    def describe(self, setting: LoopSetting) -> str:
+        hybrid, es, bptt = (setting.sections[k] for k in self.sections)
         return (
-            f"hybrid: {cfg.es.algorithm.upper()} P={cfg.es.popsize} on {', '.join(cfg.hybrid.es_blocks)}, "
-            f"{cfg.hybrid.bptt_steps} BPTT steps on the {family.gradient_loss_name} loss on {', '.join(cfg.bptt.train)}"
+            f"hybrid: {es.algorithm.upper()} P={es.popsize} on {', '.join(hybrid.es_blocks)}, "
+            f"{hybrid.bptt_steps} BPTT steps on the {setting.family.gradient_loss_name} loss on {', '.join(bptt.train)}"
         )
 
-    def run(self, cfg, genome, evaluator, subscribers=(), resume=None) -> RunResult:
-        return run_hybrid(cfg, genome, evaluator, subscribers)
+    def blocks(self, setting: LoopSetting) -> tuple[list[str], list[str]]:
+        return list(setting.sections["hybrid"].es_blocks), list(setting.sections["bptt"].train)
+
+    def popsize(self, setting: LoopSetting) -> int:
+        return setting.sections["es"].popsize
+
+    def memory(self, setting: LoopSetting, dim: int) -> dict[str, int]:
+        return es_memory(setting.sections["es"], dim, setting) | graph_memory(setting.sections["bptt"], setting)
+
+    def seed_traffic(self, setting: LoopSetting) -> bool:
+        return setting.sections["es"].seed_traffic  # (its ES side sends the members themselves: they are sub-vectors)
+
+    def state_problem(self, setting: LoopSetting, state: dict, dim: int) -> str | None:
+        from es_l2l.outer.evo.state import state_problem
+
+        if not (isinstance(state.get("trainer"), dict) and isinstance(state.get("es"), dict)):
+            return "searcher is not a hybrid's state (trainer, es)"
+        dist = state["es"].get("distribution") or {}
+        params = dist.get("parameters") if isinstance(dist, dict) else None
+        sizes = {len(v) for v in (params or {}).values() if isinstance(v, torch.Tensor) and v.ndim == 1}
+        es_dim = min(sizes) if sizes else 0
+        if not 0 < es_dim < dim:
+            return f"searcher.es searches {es_dim} coordinates, expected between 1 and {dim - 1} (hybrid.es_blocks)"
+        return centre_problem(state["trainer"], dim, "vector") or state_problem(state["es"], es_dim, setting.sections["es"].popsize)
+
+    def start(self, section: HybridConfig, ctx: RunContext, inputs: LoopInputs) -> Search:
+        return HybridStep(section, ctx, inputs)

@@ -31,29 +31,27 @@ from es_l2l.seeds import SeedKey, derive_seed, generator
 if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
     from es_l2l.genome import Genome
+    from es_l2l.outer.base import LoopSetting
     from es_l2l.outer.es import ESConfig
 
 MATRIX_BLOCKS = ("w_in", "w_rec", "w_out")
 FORMAT = 1
 
 
-def check_lowrank(cfg: ExperimentConfig) -> None:
+def check_lowrank(es: ESConfig, setting: LoopSetting) -> None:
     """Raise ValueError (one sentence naming the key) where ``es.perturbation=lowrank`` cannot apply."""
-    from es_l2l.families import family_of
-    from es_l2l.models import get_model
-
-    n_in, n_out = family_of(cfg.task).io_sizes(cfg.task)
-    blocks = {b.name: b for b in get_model(cfg.model.kind).blocks(cfg.model, cfg.genome, n_in, n_out)}
-    matrices = [n for n in MATRIX_BLOCKS if n in cfg.genome.search and n in blocks and len(blocks[n].shape) == 2]
+    search = setting.genome.search
+    blocks = {b.name: b for b in setting.model_blocks()}
+    matrices = [n for n in MATRIX_BLOCKS if n in search and n in blocks and len(blocks[n].shape) == 2]
     if not matrices:
         raise ValueError(
             f"es.perturbation=lowrank perturbs matrix blocks ({', '.join(MATRIX_BLOCKS)}) but genome.search "
-            f"({', '.join(cfg.genome.search)}) has none; add one to genome.search or set es.perturbation=full"
+            f"({', '.join(search)}) has none; add one to genome.search or set es.perturbation=full"
         )
     for name in matrices:
-        if cfg.es.rank > min(blocks[name].shape):
+        if es.rank > min(blocks[name].shape):
             raise ValueError(
-                f"es.rank={cfg.es.rank} is larger than the smaller side of {name} {tuple(blocks[name].shape)}; "
+                f"es.rank={es.rank} is larger than the smaller side of {name} {tuple(blocks[name].shape)}; "
                 f"set es.rank to at most {min(blocks[name].shape)}"
             )
 
@@ -218,11 +216,11 @@ class LowRankSearch:
         self.optimizer = center_optimizer(es, len(self.center))
 
     @classmethod
-    def for_run(cls, cfg: ExperimentConfig, genome: Genome) -> LowRankSearch:
-        """The search of a run, started at the genome's initial vector."""
+    def for_run(cls, es: ESConfig, seed: int, genome: Genome) -> LowRankSearch:
+        """The search of a run (run seed ``seed``), started at the genome's initial vector."""
         from es_l2l.seeds import STREAM_SEARCH
 
-        return cls(cfg.es, layout(cfg.es, genome), derive_seed(cfg.run.seed, STREAM_SEARCH), genome.initial_vector())
+        return cls(es, layout(es, genome), derive_seed(seed, STREAM_SEARCH), genome.initial_vector())
 
     def ask(self, generation: int) -> LowRankRecipe:
         return LowRankRecipe(self.center.clone(), self.pieces, self.rank, self.seed, generation, self.popsize)
@@ -239,13 +237,13 @@ class LowRankSearch:
         return total / max(1, sum(p.stop - p.start for p in self.pieces))
 
     def state(self) -> dict:
-        from es_l2l.search_state import optimizer_state
+        from es_l2l.outer.evo.state import optimizer_state
 
         return {"format": FORMAT, "class": "LowRankSearch", "center": self.center.clone(),
                 "optimizer": optimizer_state(self.optimizer)}
 
     def restore(self, state: dict) -> None:
-        from es_l2l.search_state import restore_optimizer
+        from es_l2l.outer.evo.state import restore_optimizer
 
         if not (isinstance(state, dict) and state.get("class") == "LowRankSearch" and state.get("format") == FORMAT):
             raise ValueError("resume state does not fit this searcher: it was not saved by a low-rank search (es.perturbation)")

@@ -7,7 +7,9 @@ import torch
 
 from es_l2l.config import load_config
 from es_l2l.genome import build_genome
-from es_l2l.outer.bptt import GradientTrainer, learning_rate, run_bptt
+from es_l2l.outer.bptt import learning_rate
+from es_l2l.outer.driver import drive
+from es_l2l.outer.shell import gradient_trainer
 from es_l2l.snn import LSNNParams, lsnn_step, rollout, zero_state
 from es_l2l.families.teacher.tasks import n_inputs
 
@@ -79,7 +81,7 @@ def test_bptt_lowers_the_loss_on_a_tiny_config():
     cfg = tiny("run.generations=30", "run.validate_every=30", "bptt.lr=0.01")
     genome = build_genome(cfg, n_inputs(cfg.task))
     seen = []
-    result = run_bptt(cfg, genome, [seen.append])
+    result = drive(cfg, genome, None, [seen.append])
     assert [s["generation"] for s in seen] == list(range(31))
     assert seen[-1]["val_mse_late"] < 0.7 * seen[0]["val_mse_late"]
     train = [s["train_mse_mean"] for s in seen[1:]]
@@ -95,7 +97,7 @@ def test_bptt_lowers_the_loss_on_a_tiny_config():
 def test_gradient_norm_is_clipped_and_schedule_follows_config():
     cfg = tiny("bptt.grad_clip=0.001", "bptt.lr_schedule=step", "bptt.lr_decay=0.5", "bptt.lr_decay_every=2")
     genome = build_genome(cfg, n_inputs(cfg.task))
-    trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+    trainer = gradient_trainer(cfg, genome)
     before = trainer.vector.clone()
     m = trainer.step((0, 2, 1), 10)
     assert m["grad_norm"] > 0.001  # reported before clipping
@@ -113,7 +115,7 @@ def test_kernel_and_autograd_backends_follow_the_same_loss_curve():
     for backend in ("kernel", "autograd"):
         cfg = tiny("run.generations=20", "run.validate_every=1000", f"bptt.backend={backend}", "bptt.train=[w_in, w_rec, w_out, b_out, tau_m]")
         seen = []
-        run_bptt(cfg, build_genome(cfg, n_inputs(cfg.task)), [seen.append])
+        drive(cfg, build_genome(cfg, n_inputs(cfg.task)), None, [seen.append])
         curves[backend] = torch.tensor([s["fitness_mean"] for s in seen if "fitness_mean" in s], dtype=torch.float64)
     assert len(curves["kernel"]) == 20
     diff = (curves["kernel"] - curves["autograd"]).abs() / curves["autograd"].abs()

@@ -17,8 +17,8 @@ from es_l2l.config import ConfigError, load_config
 from es_l2l.errors import ClusterError
 from es_l2l.families import family_of
 from es_l2l.genome import build_genome
-from es_l2l.outer import OUTER_LOOPS
-from es_l2l.outer.bptt import GradientTrainer, run_bptt
+from es_l2l.outer.driver import drive
+from es_l2l.outer.shell import gradient_trainer
 from es_l2l.outer.data_parallel import DataParallelTrainer, make_data_parallel, merge, shards
 from es_l2l.seeds import STREAM_TRAIN
 
@@ -47,7 +47,7 @@ def test_a_shard_holds_the_batch_rows_the_seeds_drew_and_weighted_shards_give_th
     keys = (cfg.run.seed, STREAM_TRAIN, 1)
 
     def grads(shard):
-        trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+        trainer = gradient_trainer(cfg, genome)
         loss, ev, _ = trainer.loss_and_eval(keys, shard)
         weight = 1.0 if shard is None else (shard[1] - shard[0]) / 15
         (loss * weight).backward()
@@ -69,13 +69,13 @@ def test_a_shard_holds_the_batch_rows_the_seeds_drew_and_weighted_shards_give_th
 def test_one_and_two_workers_give_the_same_loss_curve_and_parameters(ray_local):
     cfg1, cfg2 = config(), config("bptt.workers=2")
     genome = build_genome(cfg1)
-    one = run_bptt(cfg1, genome)  # bptt.workers=1: the single-process loop, unchanged
+    one = drive(cfg1, genome)  # bptt.workers=1: the single-process loop, unchanged
     assert make_data_parallel(cfg1, genome) is None
     hist2: list[dict] = []
     replicas = make_data_parallel(cfg2, genome)  # what the shell hands the loop in place of an evaluator
     try:
         assert len(set(replicas.pids())) == 2
-        two = OUTER_LOOPS["bptt"].run(cfg2, genome, replicas, [hist2.append])
+        two = drive(cfg2, genome, replicas, [hist2.append])
     finally:
         replicas.close()
     curve1 = [h["fitness_mean"] for h in one.history[1:]]
@@ -100,7 +100,7 @@ def test_more_workers_than_the_cluster_has_cpus_is_one_sentence(ray_local):
 def test_the_loop_refuses_to_run_two_workers_in_one_process():
     cfg = config("bptt.workers=2")
     with pytest.raises(ValueError, match="bptt.workers=2 needs the data-parallel trainer"):
-        run_bptt(cfg, build_genome(cfg))
+        drive(cfg, build_genome(cfg))
 
 
 def test_bad_bptt_workers_is_one_sentence_naming_the_key():

@@ -7,7 +7,7 @@ import torch
 from es_l2l.config import load_config
 from es_l2l.genome import build_genome
 from es_l2l.outer import deep_r
-from es_l2l.outer.bptt import run_bptt
+from es_l2l.outer.driver import drive
 from es_l2l.seeds import generator
 from es_l2l.families.teacher.tasks import n_inputs
 
@@ -53,7 +53,7 @@ def test_bptt_with_deep_r_keeps_the_active_count_in_the_genome():
     )
     genome = build_genome(cfg, n_inputs(cfg.task))
     seen = []
-    result = run_bptt(cfg, genome, [seen.append])
+    result = drive(cfg, genome, None, [seen.append])
     sl, n = genome.slices(), cfg.model.n_lif + cfg.model.n_alif
     w0 = result.initial[sl["w_rec"]].view(n, n)
     counts = {s["active_w_rec"] for s in seen[1:]}

@@ -9,7 +9,7 @@ from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.evo import MetaProblem, NonFiniteFitness
-from es_l2l.outer.es import run_es
+from es_l2l.outer.driver import drive
 from es_l2l.families.teacher.tasks import n_inputs
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
@@ -24,7 +24,7 @@ def test_every_algorithm_runs_and_reports(algorithm):
     cfg = tiny(f"es.algorithm={algorithm}", "run.generations=2", "run.workers=0", "run.validate_every=1")
     genome = build_genome(cfg, n_inputs(cfg.task))
     seen = []
-    result = run_es(cfg, genome, LocalEvaluator(cfg, genome), [seen.append])
+    result = drive(cfg, genome, LocalEvaluator(cfg, genome), [seen.append])
     assert [s["generation"] for s in seen] == [0, 1, 2]
     assert {"fitness_mean", "fitness_best", "fitness_std", "rate_hz", "val_mse_late", "neuron_steps_per_s"} <= set(seen[-1])
     assert seen[-1]["fitness_best"] >= seen[-1]["fitness_mean"]
@@ -38,7 +38,7 @@ def test_es_improves_fitness_on_real_ray_with_two_actors(ray_local):
     try:
         assert len(set(pool.pids())) == 2  # two real actor processes
         history = []
-        run_es(cfg, genome, pool, [history.append])
+        drive(cfg, genome, pool, [history.append])
     finally:
         pool.close()
     # Held-out MSE of the search centre (64 fixed tasks) falls by at least 10% in 40 generations
@@ -57,7 +57,7 @@ def test_same_numbers_with_zero_one_and_two_workers_and_either_traffic(ray_local
             if workers:  # "1 worker" is one real Ray actor (evotorch would have turned 1 into none)
                 assert len(set(evaluator.pids())) == workers
             hist = []
-            result = run_es(cfg, genome, evaluator, [hist.append])
+            result = drive(cfg, genome, evaluator, [hist.append])
             if (traffic, workers) == ("seeds", 1):
                 _a_wrong_regeneration_is_an_error(cfg, genome, evaluator)
         finally:
@@ -108,7 +108,7 @@ def test_nan_fitness_is_a_clear_error_or_ranks_last():
     genome = build_genome(cfg, n_inputs(cfg.task))
     bad = _NaNFor(LocalEvaluator(cfg, genome))
     with pytest.raises(NonFiniteFitness, match=r"1 of 32 members returned a non-finite fitness.*es\.nan_policy=worst"):
-        run_es(cfg, genome, bad)
+        drive(cfg, genome, bad)
     problem = MetaProblem(genome.dim, bad, seed=0, nan_policy="worst")
     problem.seed_keys = (0, 2, 1)
     batch = problem.generate_batch(6)
@@ -156,10 +156,10 @@ class _KillInFlight(RayEvaluator):
 def test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_change(ray_local):
     cfg = tiny("run.generations=8", "run.validate_every=4")  # seed traffic (the default for pgpe)
     genome = build_genome(cfg, n_inputs(cfg.task))
-    reference = run_es(cfg, genome, LocalEvaluator(cfg, genome))
+    reference = drive(cfg, genome, LocalEvaluator(cfg, genome))
     pool = _KillInFlight(cfg, 2, at=4)
     try:
-        disturbed = run_es(cfg, genome, pool)
+        disturbed = drive(cfg, genome, pool)
         pids = pool.pids()
         assert pool.killed == [pool.victim] and pool.victim not in pids and len(set(pids)) == 2  # really restarted
     finally:
@@ -190,7 +190,7 @@ def test_losing_more_actors_than_the_pool_replaces_is_one_line(ray_local, capfd)
     pool = _KillEveryGeneration(cfg, 1)  # one worker: the pool replaces 3 lost actors
     try:
         with pytest.raises(ClusterError, match=r"^lost 4 evaluation workers, more than the pool replaces \(3 per worker, 3 in all\)"):
-            run_es(cfg, genome, pool)
+            drive(cfg, genome, pool)
     finally:
         pool.close()
     lost = [line for line in capfd.readouterr().err.splitlines() if "evaluation worker lost" in line]

@@ -21,7 +21,8 @@ from es_l2l.checkpoint import load_resume, save_resume
 from es_l2l.config import load_config
 from es_l2l.distributed import ClusterError, LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
-from es_l2l.outer.guided import GuidedConfig, GuidedSearch, run_guided, subspace
+from es_l2l.outer.driver import drive
+from es_l2l.outer.guided import GuidedConfig, GuidedSearch, subspace
 from es_l2l.schema import ConfigError
 from es_l2l.seeds import STREAM_SEARCH, derive_seed
 from tests.families import test_plugin_family as plugin
@@ -130,7 +131,7 @@ def test_same_numbers_with_no_worker_and_two_ray_workers(ray_local):
             if workers:
                 assert len(set(evaluator.pids())) == 2
             hist = []
-            result = run_guided(cfg, genome, evaluator, [hist.append])
+            result = drive(cfg, genome, evaluator, [hist.append])
             if workers:  # the checksums catch a worker that regenerates other members than the driver's
                 recipe = GuidedSearch(cfg.guided, genome.initial_vector(), cfg.run.seed).recipe(1)
                 with pytest.raises(ClusterError, match="regenerated different members"):
@@ -149,14 +150,14 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(optimizer, 
                f"guided.optimizer={optimizer}", "guided.k=2", "guided.popsize=8")
     genome = build_genome(cfg)
     states = {}
-    full = run_guided(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
+    full = drive(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
     saved = {g: s for g, s in states.items() if s is not None}
     assert sorted(saved) == [2, 4, 6]
     assert saved[4]["searcher"]["history"].shape == (2, genome.dim)  # the subspace's gradients travel with the state
     for gen in (2, 4):
         seen = []
         state = load_resume(save_resume(tmp_path / f"resume{gen}.pt", cfg, saved[gen]))  # through the file: no pickle
-        resumed = run_guided(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=state)
+        resumed = drive(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=state)
         assert [s["generation"] for s in seen] == list(range(gen + 1, 8))
         assert torch.equal(resumed.final, full.final) and torch.equal(resumed.best, full.best)
         assert [s["fitness_mean"] for s in seen] == [h["fitness_mean"] for h in full.history[gen + 1 :]]
@@ -166,7 +167,7 @@ def test_guided_es_improves_the_teacher_families_validation_error():
     cfg = load_config(SMOKE, ["run.workers=0", "run.generations=30", "run.validate_every=30", "run.threads=1"])
     genome = build_genome(cfg)
     hist = []
-    run_guided(cfg, genome, LocalEvaluator(cfg, genome), [hist.append])
+    drive(cfg, genome, LocalEvaluator(cfg, genome), [hist.append])
     start, end = hist[0]["val_mse_late"], hist[-1]["val_mse_late"]
     assert end < 0.85 * start, (start, end)
     assert all(h["subspace_dim"] == 2 for h in hist[2:]) and hist[1]["subspace_dim"] == 1
@@ -181,7 +182,7 @@ def test_every_family_with_a_gradient_loss_runs_guided(smoke):
                                                  "run.validate_every=2", "run.threads=1"])
     genome = build_genome(cfg)
     hist = []
-    result = run_guided(cfg, genome, LocalEvaluator(cfg, genome), [hist.append])
+    result = drive(cfg, genome, LocalEvaluator(cfg, genome), [hist.append])
     assert [h["subspace_dim"] for h in hist[1:]] == [1, 2]
     assert all(h["surrogate_nan"] == 0 and h["surrogate_norm"] > 0 for h in hist[1:])
     assert torch.isfinite(result.final).all() and not torch.equal(result.final, genome.initial_vector())
@@ -231,7 +232,7 @@ def test_a_nan_surrogate_falls_back_to_the_isotropic_part_and_is_counted():
     cfg = _sum_config(NAN_NAME)
     genome = build_genome(cfg)
     hist = []
-    result = run_guided(cfg, genome, LocalEvaluator(cfg, genome), [hist.append])
+    result = drive(cfg, genome, LocalEvaluator(cfg, genome), [hist.append])
     steps = hist[1:]
     assert [h["surrogate_nan"] for h in steps] == [0, 1, 1, 2, 2]
     assert [h["alpha"] for h in steps] == [0.5, 1.0, 0.5, 1.0, 0.5]
@@ -364,7 +365,7 @@ def test_a_killed_guided_driver_resumes_through_the_cli_and_ends_with_the_uninte
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the driver's threads are part of the numbers (its surrogate gradient), as in BPTT
     try:
-        reference = run_guided(cfg, genome, LocalEvaluator(cfg, genome))
+        reference = drive(cfg, genome, LocalEvaluator(cfg, genome))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(genomes["final"], reference.final) and torch.equal(genomes["best"], reference.best)

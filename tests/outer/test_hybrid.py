@@ -7,7 +7,10 @@ import torch
 from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.genome import build_genome
-from es_l2l.outer.hybrid import HybridStep, run_hybrid
+from es_l2l.context import RunContext
+from es_l2l.outer import OUTER_LOOPS
+from es_l2l.outer.driver import drive
+from es_l2l.outer.shell import inputs_of
 from es_l2l.families.teacher.tasks import n_inputs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -26,7 +29,7 @@ def test_each_side_updates_only_its_blocks():
          "hybrid.es_blocks=[tau_m, b0]", "bptt.train=[w_out, b_out]"],
     )
     genome = build_genome(cfg, n_inputs(cfg.task))
-    hybrid = HybridStep(cfg, genome, LocalEvaluator(cfg, genome))
+    hybrid = OUTER_LOOPS["hybrid"].start(cfg.hybrid, RunContext.of(cfg), inputs_of(cfg, genome, LocalEvaluator(cfg, genome)))
     v0 = hybrid.vector
     hybrid.es_step(1)  # evotorch's first step only samples and evaluates; updates start at the second
     assert changed(genome, v0, hybrid.vector) == set()
@@ -45,7 +48,7 @@ def test_hybrid_run_emits_both_sides_metrics_and_improves():
     cfg = load_config(CONFIGS / "smoke_hybrid.yaml", ["run.workers=0", "run.generations=12", "run.validate_every=12", "bptt.lr=0.01"])
     genome = build_genome(cfg, n_inputs(cfg.task))
     seen = []
-    run_hybrid(cfg, genome, LocalEvaluator(cfg, genome), [seen.append])
+    drive(cfg, genome, LocalEvaluator(cfg, genome), [seen.append])
     assert {"fitness_mean", "stdev", "bptt_train_mse", "grad_norm", "neuron_steps"} <= set(seen[-1])
     assert seen[-1]["val_mse_late"] < 0.8 * seen[0]["val_mse_late"]
     per_gen = seen[2]["neuron_steps"] - seen[1]["neuron_steps"]

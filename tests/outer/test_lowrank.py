@@ -13,7 +13,8 @@ from es_l2l.checkpoint import load_resume, save_resume
 from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
-from es_l2l.outer.es import ESConfig, run_es
+from es_l2l.outer.driver import drive
+from es_l2l.outer.es import ESConfig
 from es_l2l.outer.lowrank import LowRankRecipe, LowRankSearch, Piece, shared_population
 from es_l2l.seeds import generator
 
@@ -76,7 +77,7 @@ def test_same_numbers_with_zero_and_two_ray_workers_and_either_traffic(forward, 
         evaluator = LocalEvaluator(cfg, genome) if workers == 0 else RayEvaluator(cfg, workers)
         try:
             hist = []
-            result = run_es(cfg, genome, evaluator, [hist.append])
+            result = drive(cfg, genome, evaluator, [hist.append])
         finally:
             evaluator.close()
         runs[traffic, workers] = ([h.get("fitness_mean") for h in hist], result.final)
@@ -89,7 +90,7 @@ def test_same_numbers_with_zero_and_two_ray_workers_and_either_traffic(forward, 
 def test_the_shared_forward_scores_members_as_their_explicit_matrices_and_steps_aside_for_masks():
     cfg = tiny("run.workers=0", "es.lowrank_forward=shared", "es.stdev_init=0.2")
     genome = build_genome(cfg)
-    recipe = LowRankSearch.for_run(cfg, genome).ask(1)
+    recipe = LowRankSearch.for_run(cfg.es, cfg.run.seed, genome).ask(1)
     keys = (0, 2, 1)
     shared, rows = recipe.evaluate(cfg, genome, 0, 32, keys)
     assert shared_population(genome, recipe, 0, 32, rows) is not None  # dense connectivity: the shared forward ran
@@ -101,7 +102,7 @@ def test_the_shared_forward_scores_members_as_their_explicit_matrices_and_steps_
     assert torch.equal(part.fitness, shared.fitness[5:13])
     masked = tiny("run.workers=0", "model.p_rec=0.5")  # a sparse W_rec: members are no longer centre + a b^T
     genome = build_genome(masked)
-    recipe = LowRankSearch.for_run(masked, genome).ask(1)
+    recipe = LowRankSearch.for_run(masked.es, masked.run.seed, genome).ask(1)
     assert shared_population(genome, recipe, 0, 32, recipe.rows()) is None
 
 
@@ -111,10 +112,10 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(optimizer, 
                "task.batch_size=4", "run.validation_tasks=16", f"es.optimizer={optimizer}", "es.center_lr=0.05")
     genome = build_genome(cfg)
     states = {}
-    full = run_es(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
+    full = drive(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
     state = load_resume(save_resume(tmp_path / "resume2.pt", cfg, states[2]))  # through the file: tensors + JSON
     seen = []
-    resumed = run_es(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=state)
+    resumed = drive(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=state)
     assert [s["generation"] for s in seen] == [3, 4, 5]
     assert torch.equal(resumed.final, full.final) and torch.equal(resumed.best, full.best)
     assert [s["fitness_mean"] for s in seen] == [h["fitness_mean"] for h in full.history[3:]]
@@ -125,7 +126,7 @@ def test_lowrank_es_improves_the_held_out_error(forward):
     cfg = tiny("run.workers=0", "run.generations=30", "run.validate_every=30", "es.popsize=32", f"es.lowrank_forward={forward}")
     genome = build_genome(cfg)
     history = []
-    run_es(cfg, genome, LocalEvaluator(cfg, genome), [history.append])
+    drive(cfg, genome, LocalEvaluator(cfg, genome), [history.append])
     start, end = history[0]["val_mse"], history[-1]["val_mse"]
     assert end < 0.9 * start, (start, end)
 
@@ -154,7 +155,7 @@ def test_members_keep_connectivity_masks_and_mirror_tying_and_the_maze_runs():
     cfg = load_config(maze, ["run.workers=0", "run.generations=1", "run.validate_every=1", "es.perturbation=lowrank",
                              "es.rank=1", "genome.mirror=true", "model.p_rec=0.5", "es.lowrank_forward=shared"])
     genome = build_genome(cfg)
-    recipe = LowRankSearch.for_run(cfg, genome).ask(1)
+    recipe = LowRankSearch.for_run(cfg.es, cfg.run.seed, genome).ask(1)
     params = genome.params(recipe.rows())
     absent = genome.base["mask_rec"] <= 0  # connections the centre's mask removes
     assert absent.sum() > 10 and (params.w_rec[:, absent] == 0).all()
@@ -162,5 +163,5 @@ def test_members_keep_connectivity_masks_and_mirror_tying_and_the_maze_runs():
     assert torch.equal(params.w_rec[:, hidden][:, :, hidden], params.w_rec)  # mirror-symmetric members
     assert not torch.equal(params.w_rec[0], params.w_rec[1])  # and they differ
     seen = []
-    result = run_es(cfg, genome, LocalEvaluator(cfg, genome), [seen.append])  # closed loop: explicit members
+    result = drive(cfg, genome, LocalEvaluator(cfg, genome), [seen.append])  # closed loop: explicit members
     assert [s["generation"] for s in seen] == [0, 1] and not torch.equal(result.final, result.initial)

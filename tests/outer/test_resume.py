@@ -16,7 +16,7 @@ from es_l2l.checkpoint import load_checkpoint, load_resume, save_resume
 from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator
 from es_l2l.genome import build_genome
-from es_l2l.outer.es import run_es
+from es_l2l.outer.driver import drive
 from es_l2l.families.teacher.tasks import n_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm
                               *([f"es.optimizer={optimizer}"] if optimizer else [])])
     genome = build_genome(cfg, n_inputs(cfg.task))
     states = {}
-    full = run_es(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
+    full = drive(cfg, genome, LocalEvaluator(cfg, genome), [lambda s: states.update({s["generation"]: s.get("resume_state")})])
     saved = {g: s for g, s in states.items() if s is not None}
     assert sorted(saved) == [2, 4, 6]
     # Generation 4 carries the best genome found at the validation of generation 3.
@@ -39,7 +39,7 @@ def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(algorithm
         seen = []
         # through the file: tensors + JSON, loaded with weights_only (no pickle)
         state = load_resume(save_resume(tmp_path / f"resume{gen}.pt", cfg, saved[gen]))
-        resumed = run_es(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=state)
+        resumed = drive(cfg, genome, LocalEvaluator(cfg, genome), [seen.append], resume=state)
         assert [s["generation"] for s in seen] == list(range(gen + 1, 8))
         assert torch.equal(resumed.final, full.final) and torch.equal(resumed.best, full.best)
         assert resumed.best_generation == full.best_generation
@@ -92,6 +92,6 @@ def test_a_killed_driver_resumes_and_ends_with_the_uninterrupted_genome(tmp_path
     assert steps == set(range(1, 101))  # one MLflow run, every generation logged
     path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path))
     cfg, genome, genomes, _ = load_checkpoint(path)
-    reference = run_es(cfg, genome, LocalEvaluator(cfg, genome))
+    reference = drive(cfg, genome, LocalEvaluator(cfg, genome))
     assert torch.equal(genomes["final"], reference.final)
     assert torch.equal(genomes["best"], reference.best)

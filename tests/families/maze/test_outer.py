@@ -7,8 +7,7 @@ import torch
 from es_l2l.config import load_config
 from es_l2l.distributed import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
-from es_l2l.outer.bptt import run_bptt
-from es_l2l.outer.es import run_es
+from es_l2l.outer.driver import drive
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 # A 2 x 3 maze (every corner cell is a candidate goal), 20 moves, few neurons: learnable in seconds.
@@ -27,7 +26,7 @@ def test_es_improves_the_reward():
     )
     genome = build_genome(cfg)
     history = []
-    run_es(cfg, genome, LocalEvaluator(cfg, genome), [history.append])
+    drive(cfg, genome, LocalEvaluator(cfg, genome), [history.append])
     # Validation reward per episode (64 fixed mazes) rises by at least 0.5 (measured: -0.32 -> 0.23).
     # The search curriculum is off: this checks ES on the family itself.
     start, best = improvement(history)
@@ -38,7 +37,7 @@ def test_es_improves_the_reward():
 def test_a2c_improves_the_reward():
     cfg = load_config(CONFIGS / "smoke_maze_a2c.yaml", [*TINY, "run.generations=40", "run.validate_every=10", "task.search_curriculum=0"])
     history = []
-    result = run_bptt(cfg, build_genome(cfg), [history.append])
+    result = drive(cfg, build_genome(cfg), None, [history.append])
     # Measured: -0.32 -> 0.20 in 40 steps, the search curriculum off.
     start, best = improvement(history)
     assert best > start + 0.3, (start, best)
@@ -49,10 +48,10 @@ def test_a2c_improves_the_reward():
 def test_es_numbers_do_not_depend_on_the_worker_count(ray_local):
     cfg = load_config(CONFIGS / "smoke_maze.yaml", [*TINY, "run.generations=2", "run.validate_every=2"])
     genome = build_genome(cfg)
-    local = run_es(cfg, genome, LocalEvaluator(cfg, genome))
+    local = drive(cfg, genome, LocalEvaluator(cfg, genome))
     pool = RayEvaluator(cfg, 2)
     try:
-        remote = run_es(cfg, genome, pool)
+        remote = drive(cfg, genome, pool)
     finally:
         pool.close()
     assert torch.equal(local.final, remote.final)
@@ -64,7 +63,7 @@ def test_both_outer_loops_train_the_mirror_tied_network():
     sets = [*TINY, "genome.mirror=true", "run.generations=3", "run.validate_every=3"]
     for cfg in (load_config(CONFIGS / "smoke_maze.yaml", [*sets, "run.workers=0"]), load_config(CONFIGS / "smoke_maze_a2c.yaml", sets)):
         genome = build_genome(cfg)
-        result = run_es(cfg, genome, LocalEvaluator(cfg, genome)) if cfg.outer == "es" else run_bptt(cfg, genome)
+        result = drive(cfg, genome, LocalEvaluator(cfg, genome)) if cfg.outer == "es" else drive(cfg, genome)
         assert not torch.equal(result.final, result.initial), cfg.outer
         params, perms = genome.params(result.final.unsqueeze(0)), genome.block_perms()
         hidden, perm_out = perms["w_rec"][0], perms["w_out"][1]
@@ -79,7 +78,7 @@ def test_search_curriculum_changes_only_the_early_training_mazes():
     for n in (0, 1):
         cfg = load_config(CONFIGS / "smoke_maze.yaml", [*base, f"task.search_curriculum={n}"])
         genome = build_genome(cfg)
-        runs[n] = run_es(cfg, genome, LocalEvaluator(cfg, genome)).history
+        runs[n] = drive(cfg, genome, LocalEvaluator(cfg, genome)).history
     # Generation 0 validates the initial centre; training generations count from 1.
     assert [h.get("search_curriculum") for h in runs[1]] == [None, 1.0, 0.0]
     assert "search_curriculum" not in runs[0][1]

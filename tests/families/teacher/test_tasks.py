@@ -124,14 +124,14 @@ def test_analog_encoding_is_the_spike_probability_itself():
 def test_analog_inputs_get_the_kernel_gradient_autograd_gets():
     from es_l2l.config import build_config
     from es_l2l.genome import build_genome
-    from es_l2l.outer.bptt import GradientTrainer
+    from es_l2l.outer.shell import gradient_trainer
 
     grads = []
     for backend in ("kernel", "autograd"):
         cfg = build_config(None, ["outer=bptt", "task.encoding=analog", "task.n_trials=3", "task.trial_ms=8",
                                   "task.readout_ms=3", f"bptt.backend={backend}", "bptt.batch_size=2"])
         genome = build_genome(cfg)
-        trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+        trainer = gradient_trainer(cfg, genome)
         loss, _, _ = trainer.loss_and_eval((0, 2, 1))
         loss.backward()
         grads.append(torch.cat([leaf.grad.flatten() for leaf in trainer.leaves.values()]))

@@ -84,7 +84,7 @@ def searcher_state(searcher: Any) -> dict:
             continue
         if not _plain(value):
             raise TypeError(
-                f"cannot save {type(searcher).__name__}.{name} ({type(value).__name__}): es_l2l.search_state does not "
+                f"cannot save {type(searcher).__name__}.{name} ({type(value).__name__}): es_l2l.outer.evo.state does not "
                 "know this evotorch attribute; teach it (and the resume tests) about it"
             )
         attrs[name] = _tensor_copy(value) if isinstance(value, torch.Tensor) else value
@@ -169,3 +169,52 @@ def restore_searcher(searcher: Any, state: dict) -> None:
     problem._generator.set_state(state["problem"]["generator"])
     problem._rng_state = state["problem"]["rng_state"]
     problem.seed_keys = tuple(state["problem"]["seed_keys"])
+
+
+def state_problem(searcher: dict, dim: int, popsize: int) -> str | None:
+    """What in a loaded evotorch searcher state (:func:`searcher_state`, read back from a file) cannot be
+    true of a search over ``dim`` coordinates with ``popsize`` members, naming the field; None when it fits."""
+    dist = searcher.get("distribution") or {}
+    params = dist.get("parameters") if isinstance(dist, dict) else None
+    if dist and not isinstance(params, dict):
+        return "searcher.distribution.parameters is not a mapping"
+    for key, value in (params or {}).items():
+        if isinstance(value, torch.Tensor):
+            if tuple(value.shape) != (dim,) or not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+                return f"searcher.distribution.parameters.{key} has shape {tuple(value.shape)}, expected ({dim},) finite floats"
+            if key == "sigma" and not bool((value > 0).all()):
+                return f"searcher.distribution.parameters.sigma has {int((value <= 0).sum())} value(s) <= 0; a step size is positive"
+    attrs = searcher.get("attrs")
+    if not isinstance(attrs, dict):
+        return "searcher.attrs is not a mapping"
+    for key, value in attrs.items():
+        number = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value)) if isinstance(value, (int, float)) else None
+        if number is not None and not bool(torch.isfinite(number).all()):
+            return f"searcher.attrs.{key} is not finite"
+        if key in ("sigma", "_popsize") and number is not None and not bool((number > 0).all()):
+            return f"searcher.attrs.{key} is {_short(value)}; it must be positive"
+    if isinstance(attrs.get("_popsize"), int) and attrs["_popsize"] != popsize:
+        return f"searcher.attrs._popsize is {attrs['_popsize']}, but es.popsize is {popsize}"
+    pop = searcher.get("population")
+    if pop is not None:
+        values, evals = (pop.get("values"), pop.get("evals")) if isinstance(pop, dict) else (None, None)
+        if not isinstance(values, torch.Tensor) or values.ndim != 2 or values.shape[1] != dim or values.shape[0] > 4 * popsize:
+            return f"searcher.population.values is not a (members <= {4 * popsize}, {dim}) tensor"
+        if not isinstance(evals, torch.Tensor) or evals.shape[:1] != values.shape[:1]:
+            return "searcher.population.evals does not have one row per member"
+    generator = (searcher.get("problem") or {}).get("generator") if isinstance(searcher.get("problem"), dict) else None
+    expected = torch.Generator().get_state()
+    if not isinstance(generator, torch.Tensor) or generator.dtype != expected.dtype or generator.shape != expected.shape:
+        return "searcher.problem.generator is not a torch CPU generator state"
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxdict = 6
+    short.maxlevel = 2
+    return short.repr(value)
