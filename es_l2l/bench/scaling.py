@@ -76,6 +76,9 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("evotorch").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray runs its workers 15 nice levels below the raylet: on a shared machine the actors would then wait for
+    # every other process while the driver does not; timed here at the driver's priority (a Ray started later)
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _start_ray(cpus: float) -> bool:
@@ -86,6 +89,18 @@ def _start_ray(cpus: float) -> bool:
     ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR)
     return True
+
+
+def _cpu(procs) -> list[float]:
+    """User + system CPU seconds of each process so far (0 for one that is gone)."""
+    out = []
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out.append(t.user + t.system)
+        except Exception:  # noqa: BLE001  (psutil.Error: gone)
+            out.append(0.0)
+    return out
 
 
 class _Timer:
@@ -140,6 +155,9 @@ class _Pool:
         resume = {"initial": v, "status0": {"generation": 0}, "best": v, "best_generation": 0, "best_val": 0.0,
                   "generation": 0, "neuron_steps": 0}  # no validation at generation 0: timed on its own
         self.driver = Driver(cfg, genome, v, [self.tracking.wrap(self.tracker)], resume=resume)
+        import psutil
+
+        self.procs = [psutil.Process(pid) for pid in self.evaluator.pids()]  # the actors (the same machine)
 
     def generation(self, gen: int) -> dict:
         from es_l2l.outer.evo import center_of
@@ -152,10 +170,12 @@ class _Pool:
         ev.busy_seconds()  # reset
         ev.eval_seconds = 0.0
         load = _load()
+        cpu0, drv0 = _cpu(self.procs), time.process_time()
         t0 = time.perf_counter()
         pr.start_generation((self.cfg.run.seed, STREAM_TRAIN, gen))
         s.step()
         wall = time.perf_counter() - t0
+        drv, cpu = time.process_time() - drv0, [b - a for a, b in zip(cpu0, _cpu(self.procs))]
         e = pr.last_eval
         t1 = time.perf_counter()
         self.driver.record(gen, wall, e.neuron_steps, {"fitness_mean": float(e.fitness.mean()), "fitness_best": float(e.fitness.max()),
@@ -167,7 +187,11 @@ class _Pool:
         return {"generation": gen, "load_1min": load, "wall_s": wall, "evaluation_s": ev.eval_seconds, "simulation_s": sim,
                 "regen_s": regen, "traffic_s": ev.eval_seconds - sim - regen, "driver_s": wall - ev.eval_seconds,
                 "sample_s": sample, "rank_s": self.rank.s, "update_s": self.update.s, "record_s": record,
-                "tracking_s": self.tracking.s, "bytes_back": None, "fitness": e.fitness.clone()}
+                "tracking_s": self.tracking.s, "fitness": e.fitness.clone(),
+                # CPU seconds (what a busy machine does not distort the way it distorts wall time): the driver
+                # process (its Ray threads included) and the busiest actor, during the step
+                "driver_cpu_s": drv, "worker_cpu_max_s": max(cpu), "worker_cpu_sum_s": sum(cpu),
+                "cpu_critical_s": drv + max(cpu)}
 
     def close(self) -> None:
         self.evaluator.close()
@@ -241,8 +265,12 @@ def es_split(family: str, config: Path | None, pops, workers, repeats: int, warm
         cell["parallel_efficiency_step"] = one["wall_s"] / (nw * two["wall_s"])
         cell["parallel_efficiency_generation"] = one["generation_s"] / (nw * two["generation_s"])
         cell["parallel_efficiency_simulation"] = one["simulation_s"] / (nw * two["simulation_s"])
+        # on CPU seconds: driver + busiest worker, as if each process had a core of its own (pessimistic: no overlap)
+        cell["parallel_efficiency_cpu"] = one["cpu_critical_s"] / (nw * two["cpu_critical_s"])
+        cell["extra_cpu_share"] = (two["driver_cpu_s"] + two["worker_cpu_sum_s"]) / (one["driver_cpu_s"] + one["worker_cpu_sum_s"]) - 1
         log(f"  {family} P={p}: " + ", ".join(f"W={r['workers']} {r['median']['wall_s']:.3f} s" for r in cell["runs"])
-            + f"; efficiency {cell['parallel_efficiency_step']:.1%} (load {one['load_1min']:.1f})")
+            + f"; efficiency {cell['parallel_efficiency_step']:.1%}, on CPU seconds {cell['parallel_efficiency_cpu']:.1%} "
+            f"(load {one['load_1min']:.1f})")
         out["cells"].append(cell)
     return out
 
@@ -348,15 +376,17 @@ def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: flo
                 ev.eval_seconds = 0.0
                 gen += 1
                 load = _load()
+                drv0 = time.process_time()
                 t0 = time.perf_counter()
                 problem.start_generation((cfg.run.seed, STREAM_TRAIN, gen))
                 searcher.step()
                 wall = time.perf_counter() - t0
+                drv = time.process_time() - drv0
                 busy = ev.busy_seconds()
                 sim, regen = max(busy, key=sum)
                 if rep:
                     rows[(w, n)].append({"load_1min": load, "wall_s": wall, "evaluation_s": ev.eval_seconds, "busiest_compute_s": sim + regen,
-                                         "coordination_s": ev.eval_seconds - sim - regen})
+                                         "coordination_s": ev.eval_seconds - sim - regen, "driver_cpu_s": drv})
     finally:
         ev.actors, ev.target = pool, actors
         ev.close()
@@ -371,12 +401,14 @@ def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: flo
                   "form": "coordination_s = a + b * W" + (" + c * nodes" if len(coef) > 2 else "")}
     for c in out["cells"]:
         c["fit_s"] = coef[0] + coef[1] * c["workers"] + (coef[2] * c["nodes"] if len(coef) > 2 else 0.0)
+    cpu = fit_linear(xs, [c["driver_cpu_s"] for c in out["cells"]])  # the driver's CPU seconds a generation
+    out["fit_driver_cpu"] = {"a_s": cpu[0], "b_per_actor_s": cpu[1], "c_per_node_s": cpu[2] if len(cpu) > 2 else None}
     log(f"  coordination, {actors} actors on {len(order)} node(s): a = {coef[0] * 1e3:.2f} ms, b = {coef[1] * 1e3:.3f} ms/actor"
         + (f", c = {coef[2] * 1e3:.2f} ms/node" if len(coef) > 2 else ""))
     return out
 
 
-def coordination_cluster(nodes: int = 4, cpus: int = 8, actors: int = 32, popsize: int = 64, repeats: int = 5, log=print) -> dict:
+def coordination_cluster(nodes: int = 2, cpus: int = 16, actors: int = 32, popsize: int = 64, repeats: int = 5, log=print) -> dict:
     """:func:`coordination` on a loopback cluster (a head without CPUs and ``nodes`` worker nodes of ``cpus``),
     driven from a child process attached to it (this process may hold a local Ray)."""
     from es_l2l.bench.loopback import LoopbackCluster
@@ -391,7 +423,7 @@ def coordination_cluster(nodes: int = 4, cpus: int = 8, actors: int = 32, popsiz
         log(f"  loopback cluster: head + {nodes} nodes of {cpus} CPUs in {started:.0f} s")
         pgids = {name: cluster.nodes[name].pgid for name in names}
         per = actors // nodes
-        cells = [(w, n) for n in (1, 2, nodes) for w in (1, 2, 4, 8, 16, 32) if n <= w <= per * n]
+        cells = [(w, n) for n in sorted({1, 2, nodes}) for w in (1, 2, 4, 8, 16, 32) if n <= w <= per * n]
         cells = sorted(set(cells), key=lambda c: (c[1], c[0]))
         args = json.dumps({"cells": cells, "actors": actors, "cpus_per_worker": nodes * cpus / actors, "popsize": popsize,
                            "repeats": repeats, "pgids": pgids})
@@ -469,6 +501,17 @@ def model(res: dict) -> dict:
                 row["validation_w2"] = {"predicted_s": pred, "measured_s": measured, "error": pred / measured - 1,
                                         "predicted_step_s": k.step_s(2), "measured_step_s": two["median"]["wall_s"],
                                         "step_error": k.step_s(2) / two["median"]["wall_s"] - 1}
+            one = next(r for r in cell["runs"] if r["workers"] == 1)["median"]
+            if two is not None and "cpu_critical_s" in one:
+                # the same formula on CPU seconds (driver process + busiest worker): the machine's load out of it
+                kc = ESConstants(popsize=k.popsize, driver_s=one["driver_cpu_s"], validation_s=0.0, validate_every=1, tracking_s=0.0,
+                                 regen_s=one["regen_s"], sim_per_member_s=max(one["worker_cpu_max_s"] - one["regen_s"], 0.0) / k.popsize,
+                                 traffic_s=0.0, coord_per_actor_s=max(res["coordination"].get("fit_driver_cpu", {}).get("b_per_actor_s", 0.0), 0.0),
+                                 bytes_out=k.bytes_out, bytes_back=k.bytes_back)
+                row["validation_w2_cpu"] = {"predicted_s": kc.generation_s(2), "measured_s": two["median"]["cpu_critical_s"],
+                                            "error": kc.generation_s(2) / two["median"]["cpu_critical_s"] - 1,
+                                            "efficiency_predicted": kc.generation_s(1) / (2 * kc.generation_s(2)),
+                                            "efficiency_measured": cell.get("parallel_efficiency_cpu")}
             # beyond W = P a worker has at most one member: the curve is flat
             row["speedup_cap"] = k.generation_s(1) / k.generation_s(k.popsize)
             out["es"].append(row)
