@@ -10,8 +10,16 @@ import math
 import pytest
 
 from es_l2l.bench import main
-from es_l2l.bench.scaling_model import (BANDWIDTH_BPS, LATENCY_S, BPTTConstants, ESConstants, crossover, fit_linear,
-                                        network_s, ring_allreduce_s)
+from es_l2l.bench.scaling_model import (
+    BANDWIDTH_BPS,
+    LATENCY_S,
+    BPTTConstants,
+    ESConstants,
+    crossover,
+    fit_linear,
+    network_s,
+    ring_allreduce_s,
+)
 
 
 def test_fit_recovers_the_coefficients_of_exact_data():
@@ -34,13 +42,14 @@ def test_network_terms_on_hand_values():
 
 
 def test_model_formulas():
-    k = ESConstants(popsize=64, driver_s=0.01, validation_s=1.0, validate_every=50, tracking_s=0.004, regen_s=0.002,
+    k = ESConstants(popsize=64, driver_s=0.01, validation_s=1.0, validate_every=50, tracking_s=0.004, worker_fixed_s=0.002,
                     sim_per_member_s=0.003, traffic_s=0.005, coord_per_actor_s=0.0002, bytes_out=20_000, bytes_back=4_000)
     serial = 0.01 + 1.0 / 50 + 0.004
     assert k.generation_s(1) == pytest.approx(serial + 0.002 + 0.003 * 64 + 0.005)
     assert k.generation_s(3) == pytest.approx(serial + 0.002 + 0.003 * 22 + 0.005 + 0.0002 * 2)  # ceil(64 / 3) = 22
-    assert k.generation_s(1000, network=True) == pytest.approx(
-        serial + 0.002 + 0.003 * 1 + 0.005 + 0.0002 * 999 + network_s(1000, 20_000, 4_000))
+    assert k.generation_s(64, network=True) == pytest.approx(
+        serial + 0.002 + 0.003 * 1 + 0.005 + 0.0002 * 63 + network_s(64, 20_000, 4_000))
+    assert k.generation_s(1000, network=True) == k.generation_s(64, network=True)  # no share for W > P
     b = BPTTConstants(batch=64, gradient_floats=2000, compute_per_task_s=0.002, fixed_s=0.01, coord_base_s=0.003,
                       coord_per_actor_s=0.0002)
     assert b.step_s(1) == pytest.approx(0.002 * 64 + 0.01)
@@ -76,9 +85,11 @@ def test_quick_scaling_section_end_to_end(tmp_path, ray_local):
     (es,) = blob["model"]["es"]
     k = es["constants"]
     assert all(math.isfinite(v) for v in k.values())
-    assert k["coord_per_actor_s"] == max(fit["b_per_actor_s"], 0.0)
+    cpu = coord["fit_driver_cpu"]  # the model's per-actor cost: the driver's CPU seconds per actor
+    assert math.isfinite(cpu["a_s"]) and math.isfinite(cpu["b_per_actor_s"])
+    assert k["coord_per_actor_s"] == max(cpu["b_per_actor_s"], 0.0)
     # the prediction for the measured W = 2 is the formula's value of the W = 1 constants
-    by_hand = (k["driver_s"] + k["validation_s"] / k["validate_every"] + k["tracking_s"] + k["regen_s"]
+    by_hand = (k["driver_s"] + k["validation_s"] / k["validate_every"] + k["tracking_s"] + k["worker_fixed_s"]
                + k["sim_per_member_s"] * math.ceil(k["popsize"] / 2) + k["traffic_s"] + k["coord_per_actor_s"])
     v = es["validation_w2"]
     assert v["predicted_s"] == pytest.approx(by_hand)

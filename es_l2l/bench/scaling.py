@@ -26,9 +26,9 @@ Four measurements, each with the load average beside it (the machine is shared):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -41,8 +41,15 @@ import torch
 
 from es_l2l.bench.common import median
 from es_l2l.bench.es_gen import _timed_evaluator
-from es_l2l.bench.scaling_model import (BANDWIDTH_BPS, LATENCY_S, BPTTConstants, ESConstants, crossover, fit_linear,
-                                        network_s, ring_allreduce_s)
+from es_l2l.bench.scaling_model import (
+    BANDWIDTH_BPS,
+    LATENCY_S,
+    BPTTConstants,
+    ESConstants,
+    crossover,
+    fit_linear,
+    ring_allreduce_s,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,10 +202,8 @@ class _Pool:
 
     def close(self) -> None:
         self.evaluator.close()
-        try:
+        with contextlib.suppress(Exception):  # a scratch store
             self.tracker.client.set_terminated(self.tracker.run_id)
-        except Exception:  # noqa: BLE001  (a scratch store)
-            pass
 
 
 def es_split(family: str, config: Path | None, pops, workers, repeats: int, warmup: int, overrides=(), log=print,
@@ -296,12 +301,12 @@ def bptt_split(config: Path, overrides=(), steps: int = 8, warmup: int = 2, data
         for step in range(1, total + 1):
             keys = (cfg.run.seed, STREAM_TRAIN, step)
             r = {"step": step, "load_1min": _load()}
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             one.step(keys, total)
-            r["w1_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            r["w1_s"], r["w1_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+            c0, t0 = time.process_time(), time.perf_counter()
             onehalf.step(keys, total)
-            r["w1_half_batch_s"] = time.perf_counter() - t0
+            r["w1_half_batch_s"], r["w1_half_batch_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
             if two is not None:
                 t0 = time.perf_counter()
                 m = two.step(keys, total)
@@ -315,9 +320,11 @@ def bptt_split(config: Path, overrides=(), steps: int = 8, warmup: int = 2, data
             two.close()
     med = {k: median([r[k] for r in rows]) for k in rows[0] if k != "step"}
     per_task = (med["w1_s"] - med["w1_half_batch_s"]) / (batch - batch // 2)
+    per_task_cpu = (med["w1_cpu_s"] - med["w1_half_batch_cpu_s"]) / (batch - batch // 2)
     out = {"config": str(config.relative_to(ROOT)), "overrides": list(overrides), "tasks_per_step": batch,
            "gradient_floats": int(sum(p.numel() for p in one.leaves.values())), "median": med,
-           "compute_per_task_s": per_task, "fixed_s": med["w1_s"] - per_task * batch, "steps": rows}
+           "compute_per_task_s": per_task, "fixed_s": med["w1_s"] - per_task * batch,
+           "compute_per_task_cpu_s": per_task_cpu, "fixed_cpu_s": med["w1_cpu_s"] - per_task_cpu * batch, "steps": rows}
     if two is not None:
         out["speedup_w2"] = med["w1_s"] / med["w2_s"]
         out["parallel_efficiency"] = med["w1_s"] / (2 * med["w2_s"])
@@ -429,7 +436,7 @@ def coordination_cluster(nodes: int = 2, cpus: int = 16, actors: int = 32, popsi
                            "repeats": repeats, "pgids": pgids})
         env = {**cluster.env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.run([sys.executable, "-m", "es_l2l.bench.scaling", "coordination", cluster.address, args],
-                              env=env, capture_output=True, text=True, timeout=1800)
+                              env=env, capture_output=True, text=True, timeout=1800, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"the coordination run on the loopback cluster failed:\n{proc.stderr[-3000:]}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -470,44 +477,71 @@ def _child_coordination(address: str, args: dict) -> None:
 
 # ----- the model -----
 
-def es_constants(cell: dict, validation: dict, coord_slope: float) -> ESConstants:
-    """The model's constants from one ES cell's W = 1 run and the coordination slope."""
-    one = next(r for r in cell["runs"] if r["workers"] == 1)["median"]
-    return ESConstants(
-        popsize=cell["popsize"], driver_s=one["driver_s"], validation_s=validation["seconds_median"],
-        validate_every=validation["validate_every"], tracking_s=one["record_s"], regen_s=one["regen_s"],
-        sim_per_member_s=one["simulation_s"] / cell["popsize"], traffic_s=one["traffic_s"], coord_per_actor_s=coord_slope,
-        bytes_out=one["bytes_out"], bytes_back=one["bytes_back"])
+def worker_line(fam: dict, cpu: bool = False) -> dict[int, tuple[float, float]]:
+    """Per P: a worker's (fixed, per-member) seconds at W = 1, from a line through the family's W = 1 cells
+    (worker time = fixed + per_member * P); with one P, the fixed part is the regeneration alone. ``cpu``: on the
+    busiest actor's CPU seconds (regeneration scaled to CPU by the actor's CPU share of its wall time)."""
+    pts = []
+    for cell in fam["cells"]:
+        one = next(r for r in cell["runs"] if r["workers"] == 1)["median"]
+        if cpu:
+            share = one["worker_cpu_max_s"] / max(one["simulation_s"] + one["regen_s"], 1e-12)
+            pts.append((cell["popsize"], one["worker_cpu_max_s"], one["regen_s"] * share))
+        else:
+            pts.append((cell["popsize"], one["simulation_s"] + one["regen_s"], one["regen_s"]))
+    if len(pts) > 1:
+        fixed, per = fit_linear([[p] for p, _, _ in pts], [t for _, t, _ in pts])
+        if fixed >= 0 and per > 0:
+            return {p: (fixed, per) for p, _, _ in pts}
+    return {p: (regen, (t - regen) / p) for p, t, regen in pts}
 
 
 def model(res: dict) -> dict:
     """Constants, the W = 2 validation, predictions to W = 1,000 and the time-to-target table."""
     coord = res["coordination"]["fit"]
-    b = max(coord["b_per_actor_s"], 0.0)
+    # the per-actor cost: the driver's CPU seconds per actor (its serial work: submitting, waiting, receiving); the
+    # wall-time slope on one loaded machine adds the actors' wait for a core, which a cluster does not have
+    cpu_fit = res["coordination"].get("fit_driver_cpu")
+    b = max((cpu_fit or coord)["b_per_actor_s"], 0.0)
     out = {"network": {"latency_s": LATENCY_S, "bandwidth_bytes_per_s": BANDWIDTH_BPS,
                        "assumed": "in-datacenter: 0.1 ms one way, 10 Gb/s; the driver's link carries every worker's "
-                                  "recipe; Ray's own per-actor cost (b) as measured on loopback"},
+                                  "recipe; Ray's per-actor cost b: the driver's CPU seconds per actor, measured"},
+           "per_actor_s": b,
            "es": [], "bptt": [], "time_to_target": []}
     for fam in res["es"]:
+        line, line_cpu = worker_line(fam), (worker_line(fam, cpu=True) if "worker_cpu_max_s" in fam["cells"][0]["runs"][0]["median"] else None)
         for cell in fam["cells"]:
-            k = es_constants(cell, fam["validation"], b)
+            one = next(r for r in cell["runs"] if r["workers"] == 1)["median"]
+            fixed, per = line[cell["popsize"]]
+            k = ESConstants(popsize=cell["popsize"], driver_s=one["driver_s"], validation_s=fam["validation"]["seconds_median"],
+                            validate_every=fam["validation"]["validate_every"], tracking_s=one["record_s"], worker_fixed_s=fixed,
+                            sim_per_member_s=per, traffic_s=one["traffic_s"], coord_per_actor_s=b,
+                            bytes_out=one["bytes_out"], bytes_back=one["bytes_back"])
             two = next((r for r in cell["runs"] if r["workers"] == 2), None)
             row = {"family": fam["family"], "popsize": cell["popsize"], "constants": k.as_dict(),
                    "predicted": {str(w): k.generation_s(w, network=True) for w in MODEL_WORKERS},
-                   "serial_share_s": k.serial_s() + k.regen_s + k.traffic_s}
+                   "serial_share_s": k.serial_s() + k.worker_fixed_s + k.traffic_s}
             if two is not None:
                 measured = two["median"]["generation_s"]
                 pred = k.generation_s(2)
                 row["validation_w2"] = {"predicted_s": pred, "measured_s": measured, "error": pred / measured - 1,
                                         "predicted_step_s": k.step_s(2), "measured_step_s": two["median"]["wall_s"],
                                         "step_error": k.step_s(2) / two["median"]["wall_s"] - 1}
-            one = next(r for r in cell["runs"] if r["workers"] == 1)["median"]
-            if two is not None and "cpu_critical_s" in one:
-                # the same formula on CPU seconds (driver process + busiest worker): the machine's load out of it
+            if two is not None and line_cpu is not None:
+                # the same formula on CPU seconds (driver process + busiest actor): the machine's load out of it
+                cf, cp = line_cpu[cell["popsize"]]
                 kc = ESConstants(popsize=k.popsize, driver_s=one["driver_cpu_s"], validation_s=0.0, validate_every=1, tracking_s=0.0,
-                                 regen_s=one["regen_s"], sim_per_member_s=max(one["worker_cpu_max_s"] - one["regen_s"], 0.0) / k.popsize,
-                                 traffic_s=0.0, coord_per_actor_s=max(res["coordination"].get("fit_driver_cpu", {}).get("b_per_actor_s", 0.0), 0.0),
+                                 worker_fixed_s=cf, sim_per_member_s=cp, traffic_s=0.0,
+                                 coord_per_actor_s=b,
                                  bytes_out=k.bytes_out, bytes_back=k.bytes_back)
+                row["constants_cpu"] = kc.as_dict()
+                # validation and the MLflow record were timed in wall seconds: scaled by the actors' CPU share of
+                # their wall time at W = 1 (the machine's load on our processes)
+                share = one["worker_cpu_max_s"] / max(one["simulation_s"] + one["regen_s"], 1e-12)
+                extra = share * (k.validation_s / k.validate_every + k.tracking_s)
+                row["serial_extra_cpu_s"] = extra
+                row["predicted_cpu"] = {str(w): kc.generation_s(w, network=True) + extra for w in MODEL_WORKERS}
+                row["speedup_cap_cpu"] = (kc.generation_s(1) + extra) / (kc.generation_s(k.popsize) + extra)
                 row["validation_w2_cpu"] = {"predicted_s": kc.generation_s(2), "measured_s": two["median"]["cpu_critical_s"],
                                             "error": kc.generation_s(2) / two["median"]["cpu_critical_s"] - 1,
                                             "efficiency_predicted": kc.generation_s(1) / (2 * kc.generation_s(2)),
@@ -518,9 +552,14 @@ def model(res: dict) -> dict:
     for fam in res["bptt"]:
         k = BPTTConstants(batch=fam["tasks_per_step"], gradient_floats=fam["gradient_floats"],
                           compute_per_task_s=fam["compute_per_task_s"], fixed_s=fam["fixed_s"],
-                          coord_base_s=max(coord["a_s"], 0.0), coord_per_actor_s=b)
+                          coord_base_s=max((cpu_fit or coord)["a_s"], 0.0), coord_per_actor_s=b)
         row = {"config": fam["config"], "constants": k.as_dict(),
                "predicted": {str(w): k.step_s(w, network=True) for w in MODEL_WORKERS if w <= k.batch}}
+        if "compute_per_task_cpu_s" in fam:
+            kc = BPTTConstants(batch=k.batch, gradient_floats=k.gradient_floats, compute_per_task_s=fam["compute_per_task_cpu_s"],
+                               fixed_s=fam["fixed_cpu_s"], coord_base_s=k.coord_base_s, coord_per_actor_s=b)
+            row["constants_cpu"] = kc.as_dict()
+            row["predicted_cpu"] = {str(w): kc.step_s(w, network=True) for w in MODEL_WORKERS if w <= k.batch}
         if "w2_s" in fam["median"]:
             row["validation_w2"] = {"predicted_s": k.step_s(2), "measured_s": fam["median"]["w2_s"],
                                     "error": k.step_s(2) / fam["median"]["w2_s"] - 1}
@@ -531,9 +570,14 @@ def model(res: dict) -> dict:
         bp = next((r for r in out["bptt"] if Path(r["config"]).name == Path(prog["bptt_config"]).name), None)
         if es is None or bp is None:
             continue
-        ek, bk = ESConstants(**es["constants"]), BPTTConstants(**bp["constants"])
-        ws = [w for w in MODEL_WORKERS]
-        es_t = {w: prog["es_generations"] * ek.generation_s(w, network=w > 2) for w in ws}
+        ek, bk = ESConstants(**es["constants"]), BPTTConstants(**bp.get("constants_cpu", bp["constants"]))
+        ws = list(MODEL_WORKERS)
+        if "predicted_cpu" in es:  # the CPU-seconds constants: a machine without other load
+            extra = es["serial_extra_cpu_s"]
+            ek = ESConstants(**es["constants_cpu"])
+            es_t = {w: prog["es_generations"] * (ek.generation_s(w, network=w > 2) + extra) for w in ws}
+        else:
+            es_t = {w: prog["es_generations"] * ek.generation_s(w, network=w > 2) for w in ws}
         bp_t = {w: prog["bptt_steps"] * bk.step_s(min(w, bk.batch), network=w > 2) for w in ws}
         out["time_to_target"].append({
             "family": name, "target": prog["target"], "source": prog["source"], "es_generations": prog["es_generations"],
@@ -541,8 +585,9 @@ def model(res: dict) -> dict:
             "bptt_data_parallel_supported": prog["bptt_data_parallel"],
             "es_s": {str(w): v for w, v in es_t.items()}, "bptt_s": {str(w): v for w, v in bp_t.items()},
             "es_at_or_below_bptt_from_w": crossover(es_t, bp_t),
+            "constants": "CPU seconds" if "predicted_cpu" in es else "wall seconds",
             "es_cap": f"flat beyond W = P = {ek.popsize} (at most one member a worker); serial share "
-                      f"{ek.serial_s() + ek.regen_s + ek.traffic_s:.4f} s a generation",
+                      f"{ek.serial_s() + ek.worker_fixed_s + ek.traffic_s:.4f} s a generation",
             "bptt_cap": f"flat beyond W = B = {bk.batch} tasks a step; fixed part {bk.fixed_s:.4f} s a step",
         })
     return out
@@ -577,8 +622,19 @@ def run(quick: bool, log=print, workers=(1, 2), pops=None, cluster: bool | None 
             if started:
                 ray.shutdown()
                 started = False
-            out["coordination"] = (coordination_cluster(log=log) if cluster is not False
-                                   else coordination([(w, 1) for w in (1, 2, 4, 8, 16, 32)], 32, have / 32, 64, 5, log=log))
+            note = None
+            if cluster is not False:
+                try:
+                    out["coordination"] = coordination_cluster(log=log)
+                except RuntimeError as exc:  # a raylet misses Ray's 30 s registration deadline on a loaded machine
+                    note = f"the loopback multi-node cluster did not start ({str(exc).splitlines()[0]}); measured on one node"
+                    log(f"  {note}")
+            if "coordination" not in out:
+                _start_ray(2)
+                started = True
+                have = float(ray.cluster_resources().get("CPU", 0.0))
+                out["coordination"] = coordination([(w, 1) for w in (1, 2, 4, 8, 16, 32)], 32, have / 32, 64, 5, log=log)
+                out["coordination"]["note"] = note or "one node (the local Ray)"
     finally:
         if started:
             ray.shutdown()

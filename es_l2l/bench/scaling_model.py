@@ -5,9 +5,12 @@ Pure functions of plain numbers (the measurement is :mod:`es_l2l.bench.scaling`)
 ES generation at population P on W workers (contiguous shares, ``ceil(P / W)`` members on the busiest):
 
     t_es(W) = driver + validation / validate_every + tracking          (the driver's serial share)
-            + regen                                                   (each worker regenerates the P x D sample)
+            + worker_fixed                                            (each worker's share of work that does not shrink
+                                                                       with its members: regenerating the P x D sample,
+                                                                       a closed-loop family's per-step overhead)
             + sim_per_member * ceil(P / W)                            (the busiest worker's simulation)
             + traffic_1 + coord_per_actor * (W - 1)                   (Ray's send / wait / receive, measured)
+            (W taken as min(W, P): beyond W = P the extra workers get no share)
             + network(W)                                              (beyond one machine, modelled)
     network(W) = 2 * latency + (W * bytes_out + bytes_back) / bandwidth
                  (one round trip, fan-out in parallel; the driver's link carries every worker's recipe)
@@ -76,8 +79,8 @@ class ESConstants:
     validation_s: float  # one validation of the centre
     validate_every: int
     tracking_s: float  # the status dict to MLflow (and the driver's record), per generation
-    regen_s: float  # one worker regenerating the population from the seed recipe
-    sim_per_member_s: float  # simulation seconds per member on one worker
+    worker_fixed_s: float  # a worker's seconds that do not shrink with its share (regenerating the population, per-call costs)
+    sim_per_member_s: float  # a worker's seconds per member
     traffic_s: float  # send, wait, receive at W = 1
     coord_per_actor_s: float  # the coordination fit's slope (per actor)
     bytes_out: float  # recipe bytes sent to each worker
@@ -88,11 +91,13 @@ class ESConstants:
 
     def generation_s(self, workers: int, network: bool = False, latency: float = LATENCY_S,
                      bandwidth: float = BANDWIDTH_BPS) -> float:
-        """Predicted seconds of one generation (driver's share, validation and tracking included)."""
-        t = (self.serial_s() + self.regen_s + self.sim_per_member_s * math.ceil(self.popsize / workers)
-             + self.traffic_s + self.coord_per_actor_s * (workers - 1))
+        """Predicted seconds of one generation (driver's share, validation and tracking included). Beyond W = P the
+        extra workers get no share (the pool sends none to them): the time stays at W = P's."""
+        w = min(workers, self.popsize)
+        t = (self.serial_s() + self.worker_fixed_s + self.sim_per_member_s * math.ceil(self.popsize / w)
+             + self.traffic_s + self.coord_per_actor_s * (w - 1))
         if network:
-            t += network_s(workers, self.bytes_out, self.bytes_back, latency, bandwidth)
+            t += network_s(w, self.bytes_out, self.bytes_back, latency, bandwidth)
         return t
 
     def step_s(self, workers: int) -> float:
