@@ -680,13 +680,20 @@ def report(res: dict) -> str:
     lines.append(f"Model (network beyond this machine: {mod['network']['assumed']})")
     for r in mod["es"]:
         v = r.get("validation_w2")
-        lines.append(f"  ES {r['family']} P={r['popsize']}: " + ", ".join(f"W={w} {r['predicted'][str(w)]:.3f}"
-                                                                        for w in (1, 2, 16, 64, 256, 1000))
+        pred = r.get("predicted_cpu", r["predicted"])
+        lines.append(f"  ES {r['family']} P={r['popsize']}" + (" (CPU seconds)" if "predicted_cpu" in r else "") + ": "
+                     + ", ".join(f"W={w} {pred[str(w)]:.3f}" for w in (1, 2, 16, 64, 256, 1000))
                      + (f" s; W=2 predicted {v['predicted_s']:.4f} vs measured {v['measured_s']:.4f} ({v['error']:+.1%})" if v else ""))
     for r in mod["bptt"]:
         v = r.get("validation_w2")
-        lines.append(f"  BPTT {r['config']}: " + ", ".join(f"W={w} {s:.4f}" for w, s in r["predicted"].items())
+        lines.append(f"  BPTT {r['config']}" + (" (CPU seconds)" if "predicted_cpu" in r else "") + ": "
+                     + ", ".join(f"W={w} {s:.4f}" for w, s in r.get("predicted_cpu", r["predicted"]).items())
                      + (f" s; W=2 predicted {v['predicted_s']:.4f} vs measured {v['measured_s']:.4f} ({v['error']:+.1%})" if v else ""))
+    for r in mod["es"]:
+        if "validation_w2_cpu" in r:
+            v = r["validation_w2_cpu"]
+            lines.append(f"  ES {r['family']} P={r['popsize']}, CPU seconds: W=2 predicted {v['predicted_s']:.4f} vs measured "
+                         f"{v['measured_s']:.4f} ({v['error']:+.1%})")
     for t in mod["time_to_target"]:
         lines.append(f"  time to {t['target']} ({t['family']}): " + ", ".join(
             f"W={w} ES {t['es_s'][str(w)]:.0f} s / BPTT {t['bptt_s'][str(w)]:.0f} s" for w in (1, 2, 16, 64, 256, 1000))
