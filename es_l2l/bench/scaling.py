@@ -3,8 +3,8 @@ coordination cost of many actors, and the scaling model fitted to them (:mod:`es
 
 Four measurements, each with the load average beside it (the machine is shared):
 
-- **ES generation split** at the shipped sizes (``configs/teacher_es.yaml``, ``configs/maze_es.yaml``) for
-  P = 64, 256, 1024 on W = 1 and 2 Ray workers, the two pools alive side by side and stepped in turn,
+- **ES generation split** at the shipped sizes (``benchmarks/scaling.yaml`` lists the configs and populations,
+  P = 64 .. 1024) on W = 1 and 2 Ray workers, the two pools alive side by side and stepped in turn,
   generation by generation (the same generations, so the same numbers: the fitnesses are compared
   bit for bit). Per generation: the searcher's step (``wall``) split into evaluation (send to results
   back), the busiest worker's simulation and regeneration of the members, traffic (evaluation minus
@@ -12,7 +12,7 @@ Four measurements, each with the load average beside it (the machine is shared):
   update, bookkeeping; the driver's sampling runs while the workers evaluate and is timed on its own);
   then the driver's record (status dict and MLflow, on a SQLite store: tracking) and, per family, a
   validation of the centre (amortised over ``run.validate_every``).
-- **BPTT step** (``configs/teacher_bptt.yaml``; the maze's A2C step on one process only: its family cannot
+- **BPTT step** (the configs in ``benchmarks/scaling.yaml``; on one process only where the family cannot
   split a batch) on one process at B and B/2 tasks (the per-task compute and the fixed part) and on
   two data-parallel replicas (compute and the gloo all-reduce), interleaved.
 - **Coordination** with many actors and a trivial evaluation (a 4-neuron network on one 2-trial task):
@@ -53,25 +53,15 @@ from es_l2l.bench.scaling_model import (
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Progress recorded on the results pages, to a target each family's runs reached (generations or steps
-# of the shipped configs on seed 0; deterministic: they do not depend on the machine).
-PROGRESS = {
-    "teacher": {
-        "target": "validation MSE 0.1065 (ES's best in the 330 s comparison)",
-        "source": "docs/results/teacher.md, the ES vs BPTT vs hybrid table (2026-11-28, 985609f): ES 716 generations "
-                  "in 330 s reached it at 323 s, BPTT 575 steps in 330 s at 134 s",
-        "es_popsize": 64, "es_generations": round(716 * 323 / 330), "es_config": "configs/teacher_es.yaml",
-        "bptt_steps": round(575 * 134 / 330), "bptt_config": "configs/teacher_bptt.yaml", "bptt_data_parallel": True,
-    },
-    "maze": {
-        "target": "validation reward 5.32 (halfway from the random agent to the explorer)",
-        "source": "docs/results/maze.md: the shipped ES run crossed it between its validations at generation 150 "
-                  "(-2.94) and 200 (8.96); tuned A2C (trial 11, tune-2026-11-30) was at 15.5 after its 2,017 steps "
-                  "of 150 s: both upper bounds",
-        "es_popsize": 256, "es_generations": 200, "es_config": "configs/maze_es.yaml",
-        "bptt_steps": 2017, "bptt_config": "configs/maze_a2c.yaml", "bptt_data_parallel": False,
-    },
-}
+SPEC = ROOT / "benchmarks" / "scaling.yaml"  # the shipped sizes measured and the recorded progress to each target
+
+
+def spec() -> dict:
+    import yaml
+
+    return yaml.safe_load(SPEC.read_text())
+
+
 MODEL_WORKERS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
 
 
@@ -565,7 +555,8 @@ def model(res: dict) -> dict:
                                     "error": k.step_s(2) / fam["median"]["w2_s"] - 1}
         row["allreduce_1000_s"] = ring_allreduce_s(1000, k.gradient_floats)
         out["bptt"].append(row)
-    for name, prog in PROGRESS.items():
+    for prog in spec()["progress"]:
+        name = prog["name"]
         es = next((r for r in out["es"] if r["family"] == name and r["popsize"] == prog["es_popsize"]), None)
         bp = next((r for r in out["bptt"] if Path(r["config"]).name == Path(prog["bptt_config"]).name), None)
         if es is None or bp is None:
@@ -605,20 +596,20 @@ def run(quick: bool, log=print, workers=(1, 2), pops=None, cluster: bool | None 
     cpw = min(1.0, have / need)
     out = {"quick": quick, "load_1min_start": _load(), "es": [], "bptt": []}
     try:
+        sp = spec()
         if quick:
             tiny = ["model.n_lif=4", "model.n_alif=4", "task.n_trials=4", "task.trial_ms=4", "task.readout_ms=2",
                     "task.batch_size=2", "run.validation_tasks=4", "run.validate_every=5"]
-            out["es"].append(es_split("teacher", ROOT / "configs" / "teacher_es.yaml", pops or (8,), workers, 2, 1, tiny, log, cpw))
-            out["bptt"].append(bptt_split(ROOT / "configs" / "teacher_bptt.yaml",
-                                          ["model.n_lif=4", "model.n_alif=4", "task.n_trials=4", "task.trial_ms=4",
-                                           "task.readout_ms=2", "bptt.batch_size=4"], steps=2, warmup=1, log=log))
+            q = sp["quick"]
+            out["es"].append(es_split(q["es"]["name"], ROOT / q["es"]["config"], pops or (8,), workers, 2, 1, tiny, log, cpw))
+            out["bptt"].append(bptt_split(ROOT / q["bptt"], ["model.n_lif=4", "model.n_alif=4", "task.n_trials=4", "task.trial_ms=4",
+                                                         "task.readout_ms=2", "bptt.batch_size=4"], steps=2, warmup=1, log=log))
             out["coordination"] = coordination([(1, 1), (2, 1), (4, 1)], 4, min(0.5, have / 4), 8, 2, log=log)
         else:
-            out["es"].append(es_split("teacher", ROOT / "configs" / "teacher_es.yaml", pops or (64, 256, 1024), workers, 5, 1,
-                                      (), log, cpw))
-            out["es"].append(es_split("maze", ROOT / "configs" / "maze_es.yaml", pops or (64, 256), workers, 5, 1, (), log, cpw))
-            out["bptt"].append(bptt_split(ROOT / "configs" / "teacher_bptt.yaml", log=log))
-            out["bptt"].append(bptt_split(ROOT / "configs" / "maze_a2c.yaml", data_parallel=False, log=log))
+            for e in sp["es"]:
+                out["es"].append(es_split(e["name"], ROOT / e["config"], pops or tuple(e["popsizes"]), workers, 5, 1, (), log, cpw))
+            for b in sp["bptt"]:
+                out["bptt"].append(bptt_split(ROOT / b["config"], data_parallel=b["data_parallel"], log=log))
             if started:
                 ray.shutdown()
                 started = False
