@@ -56,6 +56,7 @@ def test_model_formulas():
     assert b.step_s(2) == pytest.approx(0.002 * 32 + 0.01 + 0.003 + 0.0004)
 
 
+@pytest.mark.slow  # 245 s on the shared 2-core machine at load 19 (nine Ray actors start); select with -m slow
 def test_quick_scaling_section_end_to_end(tmp_path, ray_local):
     assert main(quick=True, out=str(tmp_path), only=("scaling",)) == 0
     blob = json.loads((tmp_path / "scaling-quick.json").read_text())
