@@ -17,6 +17,8 @@ shapes, and printing a table:
 - ``guided``: one guided-ES generation against one plain ES generation plus one BPTT step (the shipped configs of ``benchmarks/guided.yaml``).
 - ``lowrank``: one ES generation's forward, full-rank members against low-rank ones (r = 1, 4, 16) and pure
   batch inference, P x N grid (:mod:`es_l2l.bench.lowrank`).
+- ``scaling``: ES generation and BPTT step against workers split into their parts, coordination with up to 32 actors
+  on a loopback multi-node cluster, and the scaling model fitted to them (:mod:`es_l2l.bench.scaling`, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from es_l2l.bench.common import machine, reference_params, write  # noqa: F401  (re-exported)
 
-SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused", "outer_steps", "guided", "lowrank")
+SECTIONS = ("sim", "norse", "es", "bptt", "bptt_fused", "outer_steps", "guided", "lowrank", "scaling")
 
 
 def main(quick: bool = False, out: str = "benchmarks/results", console=None, only=None, pops=None, neurons=None,
@@ -109,5 +111,12 @@ def main(quick: bool = False, out: str = "benchmarks/results", console=None, onl
         res = lowrank.run(quick, pops=pops, neurons=neurons, repeats=repeats, log=say)
         path = write(out, "lowrank", quick, res)
         say(lowrank.report(res))
+        say(f"  written: {path}")
+    if "scaling" in only:
+        from es_l2l.bench import scaling
+
+        res = scaling.run(quick, log=say, workers=tuple(workers))
+        path = write(out, "scaling", quick, res)
+        say(scaling.report(res))
         say(f"  written: {path}")
     return 0
