@@ -15,7 +15,17 @@ if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
 
 
-LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"  # the report's predictor names
+# The report's predictor keys (its metric slugs, lsnn_meta_trained -> test/model/...); what the report
+# shows names the model kind that was trained instead of "LSNN" (model_name, HeldOutReport.label).
+LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
+
+
+def model_name(cfg: "ExperimentConfig") -> str:
+    """What the trained network is, in words: ``LSTM``, ``LIF network`` (an LSNN kind with no adaptive
+    neuron) or ``LSNN``."""
+    if cfg.model.kind == "lstm":
+        return "LSTM"
+    return "LIF network" if cfg.model.kind == "lsnn" and cfg.model.n_alif == 0 else "LSNN"
 
 # The validation metric that picks the best genome: MSE over the second half of each episode.
 OBJECTIVE = Objective("val_mse_late", maximize=False, label="val MSE(late)", digits=4)
