@@ -43,6 +43,26 @@ def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
     return sorted(out, key=lambda r: (names.index(r["name"]), r["seed"]))
 
 
+def plot(args, rows: list[dict]) -> None:
+    from es_l2l.plots import pyplot, save_figure
+
+    plt = pyplot()
+    con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    color = {a: f"C{i}" for i, a in enumerate(args.arm)}
+    for r in rows:
+        uuid = con.execute("select run_uuid from runs where run_uuid like ?", (r["run_id"] + "%",)).fetchone()[0]
+        pts = con.execute("select step, value from metrics where run_uuid=? and key=? order by step", (uuid, args.curve)).fetchall()
+        first = r is next(x for x in rows if x["name"] == r["name"])
+        ax.plot([p[0] for p in pts], [p[1] * args.scale for p in pts], color=color[r["name"]], lw=1.2,
+                label=r["name"] if first else None)
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel(args.curve + (" (%)" if args.scale == 100 else ""))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, args.plot)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", required=True)
@@ -50,8 +70,12 @@ def main() -> None:
     ap.add_argument("--test", default="test/model/recall_error")
     ap.add_argument("--val", default="val/best_recall_error")
     ap.add_argument("--scale", type=float, default=100.0, help="multiply values (100: percent)")
+    ap.add_argument("--plot", help="also plot each run's validation curve (--curve) against steps into this PNG")
+    ap.add_argument("--curve", default="val/recall_error")
     args = ap.parse_args()
     rows = runs(args.db, args.arm, args.test, args.val)
+    if args.plot:
+        plot(args, rows)
     s = args.scale
     print("| arm | seed | run | steps | training s | neuron-steps | best val | test | test, delays >= 1 s |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
