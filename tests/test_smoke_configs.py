@@ -91,3 +91,8 @@ def test_smoke_config_runs_to_the_end(tmp_path, config, kind, extra):
     assert re.search(r"^MLflow run id: [0-9a-f]{32}$", proc.stdout, re.M), out
     if kind == "lstm":
         assert "LSTM of" in words, out
+    if family(config) == "teacher":  # the report names the model kind it trained
+        trained = "LSTM meta-trained" if kind == "lstm" else "LSNN meta-trained"
+        assert trained in words and f"the meta-trained {trained.split()[0]} beats" in words, out
+        if kind == "lstm":
+            assert "LSNN" not in words, out

@@ -68,7 +68,7 @@ def baseline_rows(report) -> list[dict[str, Any]]:
     for name, m in report.metrics.items():
         if name == LSNN_TRAINED:
             continue
-        label = "LSNN generation 0" if name == LSNN_UNTRAINED else name
+        label = report.label(name)
         rows.append({"name": label, "outer": "baseline", **{k: m[k] for k in ("test_mse_late", "test_mse_first", "test_mse_last")}})
     return rows
 

@@ -15,7 +15,18 @@ if TYPE_CHECKING:
     from es_l2l.families.teacher.config import TeacherConfig
 
 
-LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"  # the report's predictor names
+# The report's predictor keys (its metric slugs, lsnn_meta_trained -> test/model/...); what the report
+# shows names the model kind that was trained instead of "LSNN" (model_name, HeldOutReport.label).
+LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
+
+
+def model_name(ctx: RunContext) -> str:
+    """What the trained network is, in words: the kind's name for a model without spikes (``LSTM``),
+    ``LIF network`` (spiking, no adaptive neuron) or ``LSNN``."""
+    if not ctx.model.spiking:
+        return ctx.model.name.upper()
+    return "LIF network" if getattr(ctx.model_cfg, "n_alif", 1) == 0 else "LSNN"
+
 
 # The validation metric that picks the best genome: MSE over the second half of each episode.
 OBJECTIVE = Objective("val_mse_late", maximize=False, label="val MSE(late)", digits=4)

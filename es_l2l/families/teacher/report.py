@@ -1,4 +1,4 @@
-"""Held-out test report: the meta-trained LSNN beside the untrained one and every baseline.
+"""Held-out test report: the meta-trained network (LSNN, LIF network or LSTM) beside the untrained one and every baseline.
 
 All predictors are scored on the same fixed test tasks (a stream separate from the training
 and validation tasks, so model selection never sees them). With ``task.frequent_targets`` the
@@ -29,6 +29,7 @@ from es_l2l.families.teacher.evaluate import (
     OBJECTIVE,
     episode_metrics,
     evaluate_params,
+    model_name,
     task_batch,
     window,
 )
@@ -55,9 +56,14 @@ class HeldOutReport:
     paired: dict[str, float] = field(default_factory=dict)
     episode: dict | None = None  # the trained network on test episode 0 (episode_plot.episode_trace)
     groups: GroupSplit | None = None  # with task.frequent_targets: frequent vs fresh target networks
+    model: str = "LSNN"  # the trained model kind in words (evaluate.model_name): what the report shows
+
+    def label(self, name: str) -> str:
+        """A predictor's shown name: the trained and untrained network named by the model kind."""
+        return self.model + name.removeprefix("LSNN") if name in (LSNN_TRAINED, LSNN_UNTRAINED) else name
 
     def beaten(self) -> dict[str, bool]:
-        """Baseline name -> whether the meta-trained LSNN has lower MSE over the late trials."""
+        """Baseline key -> whether the meta-trained network has lower MSE over the late trials."""
         mine = self.metrics[LSNN_TRAINED]["test_mse_late"]
         return {k: mine < m["test_mse_late"] for k, m in self.metrics.items() if k != LSNN_TRAINED}
 
@@ -70,7 +76,7 @@ class HeldOutReport:
 
     def to_csv(self) -> str:
         """MSE per trial index, one column per predictor."""
-        return curves_csv(self.curves)
+        return curves_csv({self.label(k): v for k, v in self.curves.items()})
 
     def test_metrics(self) -> dict[str, float]:
         """The MLflow keys: ``test/<predictor>/<metric>`` per predictor, the paired difference to the
@@ -144,7 +150,9 @@ def held_out_report(task: TeacherConfig, ctx: RunContext, genome: Decoder, initi
     if task.frequent_targets:  # the frequent-targets experiment: frequent vs fresh networks
         lsnn = {LSNN_TRAINED: ev.predictions[1].cpu(), LSNN_UNTRAINED: ev.predictions[0].cpu()}
         groups = group_split(task, ctx, genome, initial, trained, tasks, baselines | lsnn)
-    return HeldOutReport(curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch, paired, episode, groups)
+    return HeldOutReport(
+        curves, metrics, within_share(tasks), linear_share(tasks), tasks.batch, paired, episode, groups, model_name(ctx)
+    )
 
 
 def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Path:
@@ -154,7 +162,7 @@ def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Pat
     baseline_colors = iter(["C0", "C1", "C2", "C4", "C5", "C6"])
     for name, curve in report.curves.items():
         style = styles.get(name) or dict(color=next(baseline_colors), lw=1.2, ls="--")
-        ax.plot(range(1, len(curve) + 1), curve.numpy(), label=name, **style)
+        ax.plot(range(1, len(curve) + 1), curve.numpy(), label=report.label(name), **style)
     ax.set_xlabel("trial index within the episode")
     ax.set_ylabel(f"MSE on {report.n_tasks} held-out tasks")
     ax.set_yscale("log")
@@ -165,14 +173,14 @@ def plot_curves(report: HeldOutReport, path: str | Path, title: str = "") -> Pat
 
 
 def verdict(report: HeldOutReport) -> str:
-    """One plain sentence on which baselines the meta-trained LSNN beats."""
+    """One plain sentence on which baselines the meta-trained network beats."""
     beats = report.beaten()
-    won = [k for k, v in beats.items() if v]
-    lost = [k for k, v in beats.items() if not v]
+    won = [report.label(k) for k, v in beats.items() if v]
+    lost = [report.label(k) for k, v in beats.items() if not v]
     m = report.metrics[LSNN_TRAINED]
     learns = m["test_mse_last"] < m["test_mse_first"]
     parts = [
-        f"Over the second half of each episode the meta-trained LSNN beats: {', '.join(won) or 'none'}",
+        f"Over the second half of each episode the meta-trained {report.model} beats: {', '.join(won) or 'none'}",
         f"it does not beat: {', '.join(lost) or 'none'}.",
     ]
     parts.append(
@@ -187,11 +195,11 @@ def verdict(report: HeldOutReport) -> str:
     else:
         parts.append("Beating the running mean means it learns more of each function than its offset.")
     out = "; ".join(parts[:2]) + " " + " ".join(parts[2:])
-    out += " " + paired_sentence(report.paired) if report.paired else ""
+    out += " " + paired_sentence(report.paired, report.model) if report.paired else ""
     return out + (" " + report.groups.verdict() if report.groups is not None else "")
 
 
-def paired_sentence(p: dict[str, float]) -> str:
+def paired_sentence(p: dict[str, float], model: str = "LSNN") -> str:
     """The paired comparison with the running mean, in words."""
     if p["hi"] < 0:
         how = "below the running mean, outside the 95% CI"
@@ -200,7 +208,7 @@ def paired_sentence(p: dict[str, float]) -> str:
     else:
         how = "not distinguishable from the running mean at 95%"
     return (
-        f"Per-episode MSE over the second half, LSNN minus running mean: {p['mean']:+.4f} "
+        f"Per-episode MSE over the second half, {model} minus running mean: {p['mean']:+.4f} "
         f"(95% CI {p['lo']:+.4f} to {p['hi']:+.4f}, {int(p['n'])} episodes): {how}."
     )
 
@@ -217,7 +225,7 @@ def summary_table(report: HeldOutReport, k_window: int | None = None):
     for name, m in report.metrics.items():
         style = "bold" if name == LSNN_TRAINED else None
         table.add_row(
-            name,
+            report.label(name),
             *(f"{m[key]:.4f}" for key in ("test_mse", "test_mse_late", "test_mse_first", "test_mse_last")),
             style=style,
         )

@@ -48,3 +48,29 @@ def test_verdict_carries_the_paired_interval():
     # second half of each episode: trials 2 and 3 of 4
     pred, y = torch.tensor([[0.0, 0.0, 1.0, 3.0]]), torch.zeros(1, 4)
     assert late_per_episode(pred, y).tolist() == [5.0]
+
+
+def test_the_report_names_the_model_kind_it_trained():
+    from es_l2l.config import build_config
+    from es_l2l.families.teacher.evaluate import model_name
+    from es_l2l.families.teacher.report import paired_sentence
+
+    base = {"name": "t", "outer": "bptt"}
+    from es_l2l.context import RunContext
+
+    def named(model):
+        return model_name(RunContext.of(build_config({**base, "model": model})))
+
+    assert named({"kind": "lstm", "lstm_units": 4}) == "LSTM"
+    assert named({"n_lif": 8, "n_alif": 0}) == "LIF network"
+    assert named({"n_lif": 8, "n_alif": 4}) == "LSNN"
+    r = report_with([0.35, 0.3, 0.2, 0.15, 0.14, 0.13])
+    r.model = "LSTM"
+    r.paired = {"mean": -0.02, "lo": -0.03, "hi": -0.01, "n": 128.0}
+    text = verdict(r)
+    assert "the meta-trained LSTM beats: LSTM generation 0, family mean; it does not beat: running mean" in text
+    assert "LSTM minus running mean: -0.0200" in text and "LSNN" not in text
+    assert r.to_csv().splitlines()[0] == "trial,LSTM meta-trained,LSTM generation 0,family mean,running mean,oracle linear"
+    # the metric keys stay the kind-free ones (test/model/... in MLflow), whatever the label
+    assert "lsnn_meta_trained.test_mse_late" in r.flat_metrics()
+    assert paired_sentence(r.paired).startswith("Per-episode MSE over the second half, LSNN minus")
