@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from es_l2l.families import default_family, get_family
 from es_l2l.models import MODELS, default_model, get_model
-from es_l2l.outer import OUTER_LOOPS, get_loop
+from es_l2l.outer import OUTER_LOOPS, default_loop, get_loop
 from es_l2l.schema import BLOCKS, MAX_DEPTH, ConfigError, Strict, TaskSection, allowed_keys, check_tree, parse_yaml
 
 MAX_TASKS = 100_000  # held-out tasks (validation, evaluate --tasks): each is simulated every validation
@@ -143,7 +143,7 @@ class _Root(Strict):
     """The experiment: the sections every run has; each outer loop adds its own (see :data:`ExperimentConfig`)."""
 
     name: str = Field(None, min_length=1, max_length=MAX_NAME, description="run name (default: FAMILY-OUTER, e.g. the default config's)")  # type: ignore[assignment]
-    outer: str = Field("es", description="outer loop: " + ", ".join(OUTER_LOOPS) + ", or package.module:attribute")
+    outer: str = Field(default_factory=default_loop, description="outer loop: " + ", ".join(OUTER_LOOPS) + ", or package.module:attribute")
     model: ModelConfig = Field(default_factory=lambda: get_model(default_model()).config())
     task: SerializeAsAny[TaskSection] = Field(default_factory=lambda: get_family(default_family()).config())
     genome: GenomeConfig = Field(default_factory=GenomeConfig)

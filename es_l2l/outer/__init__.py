@@ -19,6 +19,11 @@ from es_l2l.outer.hybrid import Hybrid
 OUTER_LOOPS: dict[str, OuterLoop] = {"es": ES(), "bptt": BPTT(), "hybrid": Hybrid(), "guided": Guided()}
 
 
+def default_loop() -> str:
+    """The outer loop of a config that names none: the registry's first (ES)."""
+    return next(iter(OUTER_LOOPS))
+
+
 def get_loop(name: str) -> OuterLoop:
     """The loop registered as ``name``, or importable as ``module:attribute``; ValueError otherwise."""
     if name in OUTER_LOOPS:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from es_l2l.config import ExperimentConfig
     from es_l2l.genome import Genome
     from es_l2l.outer.base import LoopSetting
-    from es_l2l.outer.es import ESConfig
+    from es_l2l.outer.es_config import ESConfig
 
 MATRIX_BLOCKS = ("w_in", "w_rec", "w_out")
 FORMAT = 1

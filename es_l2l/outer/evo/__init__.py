@@ -31,7 +31,7 @@ from es_l2l.traffic import Evaluator, SampleRecipe, checksums
 
 if TYPE_CHECKING:
     from es_l2l.families.base import Evaluation
-    from es_l2l.outer.es import ESConfig
+    from es_l2l.outer.es_config import ESConfig
 
 
 logging.getLogger("evotorch").setLevel(logging.WARNING)  # it logs INFO for every problem it builds
