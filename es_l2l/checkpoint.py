@@ -169,7 +169,9 @@ def fetch_run(run_id: str, uri: str, error: type[Exception] = RuntimeError,
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from es_l2l.guard import PreflightError, probe_tracking
+    from es_l2l.errors import PreflightError
+
+    from es_l2l.tracking.preflight import probe_tracking
     from es_l2l.redact import redact_text, redact_uri
 
     try:

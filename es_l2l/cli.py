@@ -131,7 +131,7 @@ def cmd_run(args, console: Console) -> int:
         console.print(safe_yaml(cfg))  # tracking.uri without credentials
         return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from es_l2l.guard import local_ray_token
+    from es_l2l.cluster.preflight import local_ray_token
 
     local_ray_token(cfg)  # before ray is imported: a local Ray's open ports need a random token
     from es_l2l.distributed import ClusterError
@@ -171,10 +171,10 @@ def cmd_compare(args, console: Console) -> int:
         raise ConfigError("--target-mse is now --target (in the task family's objective: its validation metric and direction)")
     plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target, args.seeds)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from es_l2l.guard import local_ray_token
+    from es_l2l.cluster.preflight import local_ray_token
     from es_l2l.lifecycle import sigterm_as_interrupt
 
-    from es_l2l.guard import needs_ray
+    from es_l2l.cluster.preflight import needs_ray
 
     local_ray_token(next((c for c in plan.configs if needs_ray(c)), plan.configs[0]))
 
@@ -196,7 +196,7 @@ def cmd_tune(args, console: Console) -> int:
 
     plan = resolve_tune(args.config, args.overrides, args.trials, args.budget_seconds, args.budget_neuron_steps, args.out, args.searcher)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from es_l2l.guard import local_ray_token
+    from es_l2l.cluster.preflight import local_ray_token
 
     local_ray_token(plan.trial, always=True)  # the trials run on a local Ray: a random token, none left in ~/.ray
     from es_l2l.distributed import ClusterError
@@ -262,7 +262,8 @@ def _evaluate_load(args, folder: str):
 
     if args.checkpoint.startswith(("runs:/", "models:/")):  # a run's checkpoint or a (registered) model
         from es_l2l.checkpoint import fetch_run
-        from es_l2l.guard import PreflightError, probe_tracking
+        from es_l2l.errors import PreflightError
+        from es_l2l.tracking.preflight import probe_tracking
         from es_l2l.mlflow_model import checkpoint_from_uri
         from es_l2l.redact import redact_text, redact_uri
 

@@ -122,7 +122,7 @@ def compare(plan: Plan, console: Console) -> int:
     from es_l2l.distributed import ClusterError
     from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
     from es_l2l.families import family_of
-    from es_l2l.guard import probe_tracking, tracking_uri
+    from es_l2l.tracking.preflight import probe_tracking, tracking_uri
     from es_l2l.lifecycle import final_state
     from es_l2l.redact import safe_yaml
     from es_l2l.reporting import log_comparison, print_comparison

@@ -55,7 +55,7 @@ def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
 
     if ray.is_initialized():
         return
-    from es_l2l.guard import attach_address, captured_stderr_fd, ray_init_error
+    from es_l2l.cluster.preflight import attach_address, captured_stderr_fd, ray_init_error
 
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     address = attach_address(cfg)  # run.address, else RAY_ADDRESS (set by `ray job submit`), else None
@@ -76,7 +76,7 @@ def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
             print(replay, end="", file=sys.stderr)
         return
     # A local Ray is sized for the actors' reservation (oversubscribing a small machine on purpose);
-    # an attached cluster is not, and guard.check_cpus says so when it is too small.
+    # an attached cluster is not, and es_l2l.cluster.preflight.check_cpus says so when it is too small.
     cpus = max(int(np.ceil(max(cfg.run.workers * cfg.run.cpus_per_worker, min_cpus))), os.cpu_count() or 1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     _ray_init(
@@ -322,7 +322,7 @@ class RayEvaluator:
         why = gpu_shortfall(cfg)
         if why:
             raise ClusterError(why)
-        from es_l2l.guard import check_cpus
+        from es_l2l.cluster.preflight import check_cpus
 
         check_cpus(cfg, n_workers)  # too few CPUs would leave actors pending forever: one sentence instead
         self._cpus, self._gpus = cfg.run.cpus_per_worker, (cfg.run.gpus_per_worker if cfg.run.device == "cuda" else 0.0)

@@ -8,3 +8,7 @@ class ClusterError(RuntimeError):
 class CapacityError(ClusterError):
     """The attached cluster cannot give what the run asks for (more CPUs or GPUs than it has): bad
     input, said before any run exists, exit 2 like a config error."""
+
+
+class PreflightError(ClusterError):
+    """The run cannot work as configured; said in one sentence before anything starts."""

@@ -71,7 +71,7 @@ def run_experiment(
     from es_l2l.outer.data_parallel import make_data_parallel
     from es_l2l.families import family_of
     from es_l2l.genome import build_genome
-    from es_l2l.guard import preflight
+    from es_l2l.preflight import preflight
     from es_l2l.lifecycle import final_state
     from es_l2l.outer.driver import drive
     from es_l2l.outer.shell import loop_of
@@ -98,7 +98,7 @@ def run_experiment(
     # Ray errors: no MLflow run yet. Data-parallel BPTT's replicas (bptt.workers > 1) stand in for the evaluator.
     evaluator = make_evaluator(cfg, genome) if loop.uses_evaluator else make_data_parallel(cfg, genome)
     if hasattr(evaluator, "wait_ready"):  # wait for the actors to start, so that start-up is not charged to the training clock
-        from es_l2l.guard import attach_address
+        from es_l2l.cluster.preflight import attach_address
 
         evaluator.wait_ready(lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
                              address=attach_address(cfg))

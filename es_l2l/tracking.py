@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from es_l2l.config import ExperimentConfig
-from es_l2l.guard import tracking_uri  # noqa: F401  (re-exported: where a run logs)
+from es_l2l.tracking.preflight import tracking_uri# noqa: F401  (re-exported: where a run logs)
 from es_l2l.metric_keys import report_key, status_key
 from es_l2l.redact import has_credentials, redact_uri
 
@@ -48,7 +48,7 @@ class MlflowRun:
         log_config: bool = True,
         run_id: str | None = None,
     ):
-        from es_l2l.guard import get_or_create_experiment, open_client
+        from es_l2l.tracking.preflight import get_or_create_experiment, open_client
         from es_l2l.redact import safe_flat, safe_yaml
         from es_l2l.spool import Spool
 

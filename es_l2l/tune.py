@@ -229,7 +229,7 @@ def tune(plan: TunePlan, console: Console) -> int:
     from es_l2l.distributed import init_ray
     from es_l2l.experiment import quiet_libraries
     from es_l2l.families import family_of
-    from es_l2l.guard import probe_tracking, tracking_uri
+    from es_l2l.tracking.preflight import probe_tracking, tracking_uri
     from es_l2l.lifecycle import final_state
     from es_l2l.tracking import MlflowRun, ui_command
 

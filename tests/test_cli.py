@@ -141,7 +141,7 @@ def test_gpu_request_without_gpus_is_a_clear_error(tmp_path):
 
 
 def test_an_experiment_made_by_an_older_version_is_tagged_once_and_a_users_kind_is_kept(tmp_path):
-    from es_l2l.guard import get_or_create_experiment
+    from es_l2l.tracking.preflight import get_or_create_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import os, subprocess, sys
 from es_l2l.config import load_config
-from es_l2l.guard import local_ray_token
+from es_l2l.cluster.preflight import local_ray_token
 cfg = load_config(sys.argv[1], ["run.workers=1"])
 assert local_ray_token(cfg)
 from es_l2l.distributed import init_ray

@@ -253,7 +253,8 @@ def test_bad_guided_input_is_one_sentence_naming_the_key():
         _sum_config(NAN_NAME, "genome.search=[mask_in, mask_rec]")
     with pytest.raises(ConfigError, match="guided.popsize must be even"):
         _sum_config(NAN_NAME, "guided.popsize=7")
-    from es_l2l.guard import PreflightError, check_memory, estimate_bytes
+    from es_l2l.errors import PreflightError
+    from es_l2l.preflight import check_memory, estimate_bytes
 
     cfg = tiny()  # the memory check before a run counts the surrogate's graph and names guided's own key
     assert estimate_bytes(cfg, 2113)["surrogate gradient's graph (B x T x N x 8 floats)"] == 4 * 100 * 32 * 8 * 4

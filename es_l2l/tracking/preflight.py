@@ -1,13 +1,9 @@
-"""Fail before work, in one line: checks that run before Ray starts or an MLflow run exists.
+"""Checks of the tracking store before any run exists, in one line each.
 
 * :func:`probe_tracking`: the tracking store answers within a few seconds (an HTTP GET on a
   server's ``/health``; a SQLite file's folder exists and the database is initialised once, under
   a file lock, so that two first runs in a fresh folder both succeed).
-* :func:`check_memory`: the run's largest allocations fit in the memory available.
-* :func:`check_cpus`: the Ray cluster has the CPUs the actors reserve (otherwise Ray leaves them
-  pending forever, without a word).
-* :func:`attach_address` / :func:`ray_init_error`: ``RAY_ADDRESS`` (set by ``ray job submit``)
-  attaches to that cluster; a missing or wrong Ray token is named as such.
+* :func:`get_or_create_experiment`: the run's experiment, declared a model-training experiment.
 * :func:`job_tracking_uri`: inside a Ray job on an attached cluster, a run without a tracking
   server URI is refused (its SQLite file would vanish with the job's temporary working folder).
 """
@@ -19,20 +15,19 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from es_l2l.config import ExperimentConfig
-from es_l2l.models import get_model
-from es_l2l.errors import ClusterError
+from es_l2l.errors import PreflightError
+
+if TYPE_CHECKING:
+    from es_l2l.config import ExperimentConfig
+from es_l2l.cluster.preflight import in_ray_job
 
 PROBE_TIMEOUT_S = 5.0
 # MLflow's HTTP client retries for minutes by default; these make an outage show within seconds
 # (es_l2l.spool then keeps the metrics until the server is back). The user's own values win.
 HTTP_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-
-
-class PreflightError(ClusterError):
-    """The run cannot work as configured; said in one sentence before anything starts."""
 
 
 def is_http(uri: str) -> bool:
@@ -200,171 +195,6 @@ def tracking_uri(cfg: ExperimentConfig) -> str:
 
 # --- memory -----------------------------------------------------------------------------------
 
-FLOAT = 4  # bytes
-
-
-def episode_steps(cfg: ExperimentConfig) -> int:
-    from es_l2l.families import family_of
-
-    return family_of(cfg.task).episode_steps(cfg.task)
-
-
-def estimate_bytes(cfg: ExperimentConfig, dim: int) -> dict[str, int]:
-    """The run's largest allocations (bytes), by what holds them: the outer loop's (its population,
-    its gradient graphs) and the validation's."""
-    from es_l2l.outer.shell import loop_of, setting_of
-
-    setting = setting_of(cfg)
-    out = dict(loop_of(cfg).memory(setting, dim))
-    out["validation state (tasks x N x 8 floats)"] = cfg.run.validation_tasks * setting.neurons() * 8 * FLOAT
-    return out
-
-
-def available_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        return None
-
-
-def _gib(b: float) -> str:
-    return f"{b / 2**30:.1f} GiB"
-
-
-def check_memory(cfg: ExperimentConfig, dim: int, available: int | None = None) -> None:
-    """Raise :class:`PreflightError` with the numbers when the estimate exceeds the memory available."""
-    if cfg.run.device == "cuda":
-        return  # the big arrays live on the GPUs; Ray and torch report those shortfalls themselves
-    available = available_bytes() if available is None else available
-    if not available:
-        return
-    parts = estimate_bytes(cfg, dim)
-    total = sum(parts.values())
-    if total <= available:
-        return
-    biggest = max(parts, key=parts.get)
-    from es_l2l.outer.shell import loop_of, setting_of
-
-    loop, setting = loop_of(cfg), setting_of(cfg)
-    popsize = loop.popsize(setting)
-    members = f"P={popsize}, " if popsize else ""
-    lower = f"{loop.popsize_key}, " if popsize and loop.popsize_key else ""
-    raise PreflightError(
-        f"this run needs about {_gib(total)} of memory but {_gib(available)} is available (largest: {biggest} = "
-        f"{_gib(parts[biggest])}, with {members}D={dim}, "
-        f"B={cfg.task.batch_size}, N={setting.neurons()}, T={episode_steps(cfg)}); lower {lower}"
-        "task.batch_size or the network size"
-    )
-
-
-# --- Ray ----------------------------------------------------------------------------------------
-
-
-def attach_address(cfg: ExperimentConfig) -> str | None:
-    """Where to attach: ``run.address``, else ``RAY_ADDRESS`` (``ray job submit`` sets it), else None (local)."""
-    return cfg.run.address or os.environ.get("RAY_ADDRESS") or None
-
-
-AUTH_HINTS = ("authentication", "unauthenticated", "invalidauthtoken", "auth token", "auth_token", "invalid token",
-              "token is missing")
-
-
-@contextlib.contextmanager
-def captured_stderr_fd():
-    """Redirect file descriptor 2 (where Ray's C++ core logs, bypassing Python) to a temporary file;
-    yields a function returning what was written so far. Restored (and not replayed) on exit."""
-    import sys
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-
-        def read() -> str:
-            tmp.flush()
-            tmp.seek(0)
-            return tmp.read().decode("utf-8", "replace")
-
-        try:
-            yield read
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def ray_init_error(address: str, exc: BaseException, logged: str = "") -> ClusterError | None:
-    """A :class:`ClusterError` naming a missing or wrong Ray token, when that is what ``ray.init``
-    raised or what Ray's core logged while it tried (``logged``)."""
-    text = f"{type(exc).__name__}: {exc}\n{logged}".lower()
-    if type(exc).__name__ == "AuthenticationError" or any(h in text for h in AUTH_HINTS):
-        return ClusterError(
-            f"the Ray cluster at '{address}' requires an authentication token and this process has none or a wrong one; "
-            "set RAY_AUTH_TOKEN (or put the cluster's token in ~/.ray/auth_token) and RAY_AUTH_MODE=token"
-        )
-    return None
-
-
-def local_ray_token(cfg: ExperimentConfig, always: bool = False) -> bool:
-    """Token authentication for the local Ray this run will start (unless the user configured Ray auth).
-
-    Ray 2.60 advertises the node IP we give it (127.0.0.1) but several of its servers (GCS, raylet,
-    core workers, dashboard agent) still listen on all interfaces, on random ports (docs/failures.md).
-    With ``RAY_AUTH_MODE=token`` and a random ``RAY_AUTH_TOKEN`` (inherited by Ray's processes), nobody
-    without the token can use them. Ray reads these when it is imported, so this runs before any
-    import of ray (the CLI calls it first); returns whether it set them. ``always``: whatever the config
-    (``es-l2l tune`` runs every trial on Ray). Without a token Ray 2.60 turns token authentication on
-    by itself, with a token it writes to ``~/.ray/auth_token`` and leaves there.
-    """
-    import sys
-
-    if attach_address(cfg) or not always and not needs_ray(cfg):
-        return False
-    if "ray" in sys.modules or any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
-        return False
-    import secrets
-
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    return True
-
-
-def needs_ray(cfg: ExperimentConfig) -> bool:
-    """Whether a run of ``cfg`` starts Ray (its outer loop's evaluation actors or workers)."""
-    from es_l2l.outer.shell import loop_of, setting_of
-
-    return loop_of(cfg).needs_ray(setting_of(cfg))
-
-
-def check_cpus(cfg: ExperimentConfig, n_workers: int) -> None:
-    """More CPUs asked for than the cluster has in all (not merely free now): :class:`CapacityError`,
-    one line with the numbers, before any MLflow run exists (exit 2)."""
-    import ray
-
-    from es_l2l.errors import CapacityError
-
-    need = n_workers * cfg.run.cpus_per_worker
-    have = float(ray.cluster_resources().get("CPU", 0.0))
-    if need > have + 1e-9:
-        where = f"the Ray cluster at '{attach_address(cfg)}'" if attach_address(cfg) else "the local Ray"
-        raise CapacityError(
-            f"{n_workers} worker(s) x run.cpus_per_worker={cfg.run.cpus_per_worker:g} need {need:g} CPUs but {where} has "
-            f"{have:g}, so the actors would wait forever; lower --workers or run.cpus_per_worker, or add nodes"
-        )
-
-
-def in_ray_job() -> bool:
-    return bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
-
 
 def job_tracking_uri(cfg: ExperimentConfig) -> None:
     """Inside a Ray job with neither ``tracking.uri`` nor ``MLFLOW_TRACKING_URI``: refuse.
@@ -381,10 +211,3 @@ def job_tracking_uri(cfg: ExperimentConfig) -> None:
         f"the job's temporary working folder ({Path.cwd()}), which Ray deletes; pass --set tracking.uri=http://HOST:5000 "
         "(a tracking server the cluster can reach) or --runtime-env-json '{\"env_vars\": {\"MLFLOW_TRACKING_URI\": ...}}'"
     )
-
-
-def preflight(cfg: ExperimentConfig, dim: int) -> None:
-    """Every check that needs no Ray: tracking store, memory, Ray-job tracking. Raises :class:`PreflightError`."""
-    job_tracking_uri(cfg)
-    check_memory(cfg, dim)
-    probe_tracking(tracking_uri(cfg))
