@@ -132,13 +132,13 @@ def ray_workers(driver_pid: int) -> list[Proc]:
 
 
 def metric_history(client, run_id: str, key: str) -> list:
-    from es_l2l.metric_keys import history
+    from es_l2l.tracking.metric_keys import history
 
     return history(client, run_id, key)
 
 
 def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    from es_l2l.metric_keys import grouped
+    from es_l2l.tracking.metric_keys import grouped
 
     run = client.get_run(run_id)
     return {
@@ -166,7 +166,7 @@ def chaos(root: Path, generations: int = 300, seed: int = 0, say=print) -> dict:
     import torch
     from mlflow.tracking import MlflowClient
 
-    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.tracking.checkpoint import load_checkpoint
 
     rng = random.Random(seed)
     server = Server(root / "server")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from es_l2l.metric_keys import grouped
-from es_l2l.metric_keys import history as metric_history
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.tracking.metric_keys import grouped
+from es_l2l.tracking.metric_keys import history as metric_history
+from es_l2l.reporting.plots import pyplot, save_figure
 
 
 def latest_runs(client: MlflowClient) -> dict[str, object]:

@@ -3,7 +3,7 @@
 Reads the store directly (SQLite, read-only): per finished run its name, seed, outer loop, steps,
 training seconds, neuron-steps, best validation value and held-out test value; per arm (run name,
 or the name with a prefix stripped) the mean and 95% t-interval over seeds; per pair of arms the
-paired difference over the seeds both have (es_l2l.stats, what ``es-l2l compare --seeds`` uses).
+paired difference over the seeds both have (es_l2l.reporting.stats, what ``es-l2l compare --seeds`` uses).
 Arms of different ``es-l2l compare`` invocations pair as well, which is how arms of equal steps
 but unequal neuron-steps per step (an LSTM's units against an LSNN's neurons) are compared.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 
-from es_l2l.stats import mean_ci, paired_difference
+from es_l2l.reporting.stats import mean_ci, paired_difference
 
 
 def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
@@ -44,7 +44,7 @@ def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
 
 
 def plot(args, rows: list[dict]) -> None:
-    from es_l2l.plots import pyplot, save_figure
+    from es_l2l.reporting.plots import pyplot, save_figure
 
     plt = pyplot()
     con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from es_l2l.checkpoint import load_checkpoint
+from es_l2l.tracking.checkpoint import load_checkpoint
 from es_l2l.families.teacher.baselines import family_mean, predict_target_backprop
 from es_l2l.context import RunContext
 from es_l2l.families.teacher.evaluate import evaluate_params, task_batch
 from es_l2l.families.teacher.groups import episode_scores
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TARGETS_FRESH
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST
-from es_l2l.stats import normal_band, normal_interval, welch_normal_interval
+from es_l2l.reporting.stats import normal_band, normal_interval, welch_normal_interval
 
 GROUPS = (("fresh", TARGETS_FRESH), ("frequent", TARGETS_FREQUENT))
 

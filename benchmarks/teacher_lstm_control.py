@@ -37,7 +37,7 @@ from es_l2l.families.teacher import tasks as teacher
 from es_l2l.families.teacher.baselines import family_mean, predict_running_mean
 from es_l2l.models.lstm import init_lstm, lstm_rollout
 from es_l2l.seeds import STREAM_INIT, STREAM_TEST, STREAM_TRAIN, STREAM_VALIDATION, generator
-from es_l2l.stats import paired_normal_interval
+from es_l2l.reporting.stats import paired_normal_interval
 
 
 def lstm_inputs(cfg, tasks: teacher.TeacherTasks, kind: str) -> torch.Tensor:

@@ -9,7 +9,7 @@ Each ``--runs`` entry is an MLflow tracking URI holding one finished ``es-l2l ru
 validation step: the best genome so far), scored here by the same held-out report a run ends with. A run's seed fixes its 128 held-out test tasks, so the baselines differ
 between seeds; the within-run interval is the paired difference to the running mean over those
 episodes (the run's ``test/model_minus_running_mean`` metrics), and the spread across runs is the
-mean and Student-t 95% interval over the runs of each number (``es_l2l.stats.t_interval``).
+mean and Student-t 95% interval over the runs of each number (``es_l2l.reporting.stats.t_interval``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from es_l2l.stats import t_interval
+from es_l2l.reporting.stats import t_interval
 
 COLUMNS = {
     "steps": "train/neuron_steps",  # replaced by the step count below
@@ -54,7 +54,7 @@ def read_run(uri: str) -> dict:
 
 
 def read_checkpoint(path: str) -> dict:
-    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.tracking.checkpoint import load_checkpoint
     from es_l2l.families.teacher.baselines import BACKPROP, RUNNING_MEAN
     from es_l2l.context import RunContext
     from es_l2l.families.teacher.report import LSNN_TRAINED, held_out_report

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from es_l2l.bench.meter import Meter  # noqa: E402
 from es_l2l.config import load_config  # noqa: E402
-from es_l2l.distributed import LocalEvaluator, RayEvaluator  # noqa: E402
+from es_l2l.cluster.evaluators import LocalEvaluator, RayEvaluator  # noqa: E402
 from es_l2l.genome import build_genome  # noqa: E402
 from es_l2l.outer.evo import MetaProblem, make_searcher  # noqa: E402
 from es_l2l.seeds import STREAM_TRAIN  # noqa: E402

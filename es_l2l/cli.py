@@ -102,9 +102,9 @@ def _error(message) -> None:
 
 def _resume_state(args, cfg: ExperimentConfig) -> tuple[ExperimentConfig, dict]:
     """The stored config (plus this command's overrides) and driver state of run ``args.resume``."""
-    from es_l2l.checkpoint import fetch_resume
+    from es_l2l.tracking.checkpoint import fetch_resume
     from es_l2l.config import build_config, stored_model
-    from es_l2l.tracking import tracking_uri
+    from es_l2l.tracking.run import tracking_uri
 
     state = fetch_resume(args.resume, tracking_uri(cfg), force=args.force)  # ResumeError: one line
     stored = stored_model(state.pop("config"))  # an older es-l2l wrote one model section for every kind
@@ -118,7 +118,7 @@ def cmd_run(args, console: Console) -> int:
     cfg = _resolve(args)  # ConfigError -> exit 2 before anything starts
     resume = None
     if args.resume:
-        from es_l2l.checkpoint import ResumeError
+        from es_l2l.tracking.checkpoint import ResumeError
 
         try:
             cfg, resume = _resume_state(args, cfg)
@@ -126,7 +126,7 @@ def cmd_run(args, console: Console) -> int:
             _error(exc)
             return EXIT_RUNTIME
     if args.print_config:
-        from es_l2l.redact import safe_yaml
+        from es_l2l.tracking.redact import safe_yaml
 
         console.print(safe_yaml(cfg))  # tracking.uri without credentials
         return 0
@@ -134,12 +134,12 @@ def cmd_run(args, console: Console) -> int:
     from es_l2l.cluster.preflight import local_ray_token
 
     local_ray_token(cfg)  # before ray is imported: a local Ray's open ports need a random token
-    from es_l2l.distributed import ClusterError
+    from es_l2l.cluster.evaluators import ClusterError
     from es_l2l.errors import CapacityError
     from es_l2l.experiment import RunFailed, run_experiment
 
-    from es_l2l.checkpoint import ResumeError
-    from es_l2l.lifecycle import sigterm_as_interrupt
+    from es_l2l.tracking.checkpoint import ResumeError
+    from es_l2l.tracking.end_state import sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: marked KILLED, checkpoints kept
@@ -157,8 +157,8 @@ def cmd_run(args, console: Console) -> int:
 
 
 def _print_summary(console: Console, report, result, run_id: str, uri: str) -> None:
-    from es_l2l.reporting import print_held_out
-    from es_l2l.tracking import ui_command
+    from es_l2l.reporting.held_out import print_held_out
+    from es_l2l.tracking.run import ui_command
 
     print_held_out(console, report, result)
     console.print(f"MLflow run id: {run_id}\nbrowse it:     {ui_command(uri)}")
@@ -172,14 +172,14 @@ def cmd_compare(args, console: Console) -> int:
     plan = resolve_plan(args.configs, args.overrides, args.budget_seconds, args.budget_neuron_steps, args.target, args.seeds)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from es_l2l.cluster.preflight import local_ray_token
-    from es_l2l.lifecycle import sigterm_as_interrupt
+    from es_l2l.tracking.end_state import sigterm_as_interrupt
 
     from es_l2l.cluster.preflight import needs_ray
 
     local_ray_token(next((c for c in plan.configs if needs_ray(c)), plan.configs[0]))
 
     from es_l2l.errors import ClusterError
-    from es_l2l.lifecycle import RunFailed
+    from es_l2l.tracking.end_state import RunFailed
 
     try:
         with sigterm_as_interrupt():
@@ -199,8 +199,8 @@ def cmd_tune(args, console: Console) -> int:
     from es_l2l.cluster.preflight import local_ray_token
 
     local_ray_token(plan.trial, always=True)  # the trials run on a local Ray: a random token, none left in ~/.ray
-    from es_l2l.distributed import ClusterError
-    from es_l2l.lifecycle import RunFailed, sigterm_as_interrupt
+    from es_l2l.cluster.evaluators import ClusterError
+    from es_l2l.tracking.end_state import RunFailed, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # SIGTERM stops the search like Ctrl-C: parent and trials KILLED
@@ -215,8 +215,8 @@ def cmd_tune(args, console: Console) -> int:
 def _stopped(console: Console, exc: KeyboardInterrupt, runs_keep: str, also: str = "") -> None:
     """After Ctrl-C or SIGTERM (the runs already marked KILLED): one line, then exit 130 or 143 with
     Ray shut down and no slow native teardown."""
-    from es_l2l.lifecycle import EXIT_SIGINT, EXIT_SIGTERM, exit_now
-    from es_l2l.lifecycle import terminated as by_sigterm
+    from es_l2l.tracking.end_state import EXIT_SIGINT, EXIT_SIGTERM, exit_now
+    from es_l2l.tracking.end_state import terminated as by_sigterm
 
     terminated = by_sigterm(exc)
     how = "terminated" if terminated else "interrupted"
@@ -250,7 +250,7 @@ def cmd_evaluate(args, console: Console) -> int:
 
     report = family_of(cfg.task).report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes[args.genome])
     console.print(f"{cfg.name}: '{args.genome}' genome from generation {meta.get('best_generation') if args.genome == 'best' else meta.get('generations')}")
-    from es_l2l.reporting import print_held_out
+    from es_l2l.reporting.held_out import print_held_out
 
     print_held_out(console, report, None)
     return 0
@@ -258,14 +258,14 @@ def cmd_evaluate(args, console: Console) -> int:
 
 def _evaluate_load(args, folder: str):
     """The checkpoint ``args.checkpoint`` names, loaded (data only); None after printing one line."""
-    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.tracking.checkpoint import load_checkpoint
 
     if args.checkpoint.startswith(("runs:/", "models:/")):  # a run's checkpoint or a (registered) model
-        from es_l2l.checkpoint import fetch_run
+        from es_l2l.tracking.checkpoint import fetch_run
         from es_l2l.errors import PreflightError
         from es_l2l.tracking.preflight import probe_tracking
-        from es_l2l.mlflow_model import checkpoint_from_uri
-        from es_l2l.redact import redact_text, redact_uri
+        from es_l2l.tracking.network_model import checkpoint_from_uri
+        from es_l2l.tracking.redact import redact_text, redact_uri
 
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # as mlflow resolves runs:/
         try:
@@ -313,8 +313,8 @@ def _task_variant(cfg, overrides: list[str]):
 
 def cmd_submit(args, console: Console) -> int:
     cfg = load_config(args.config, args.overrides)  # ConfigError -> exit 2 before anything is submitted
-    from es_l2l.distributed import ClusterError
-    from es_l2l.submit import submit
+    from es_l2l.cluster.evaluators import ClusterError
+    from es_l2l.cluster.submit import submit
 
     try:
         return submit(cfg, args.address, args.follow, say=lambda *a, **k: print(*a, **k, flush=True))
@@ -324,7 +324,7 @@ def cmd_submit(args, console: Console) -> int:
 
 
 def cmd_sync(args, console: Console) -> int:
-    from es_l2l.spool import is_outage, sync
+    from es_l2l.tracking.spool import is_outage, sync
 
     try:
         run_id, sent = sync(args.spool, args.tracking_uri)
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow 3 sends usage telemetry unless told not to; off unless the user opts in
     # (MLFLOW_DISABLE_TELEMETRY=false). Read when mlflow is imported, which happens below.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from es_l2l.redact import redact_logs
+    from es_l2l.tracking.redact import redact_logs
 
     redact_logs()  # MLflow's own log lines (an outage's failing URL) without credentials
     console = Console()

@@ -17,11 +17,11 @@ from typing import Any
 from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
-from es_l2l.metric_keys import key_name
+from es_l2l.tracking.metric_keys import key_name
 from es_l2l.models import get_model
 from es_l2l.schema import BLOCKS
-from es_l2l.stats import paired_t_interval, paired_verdict, t_interval
-from es_l2l.tables import csv_table, markdown_table, rich_table
+from es_l2l.reporting.stats import paired_t_interval, paired_verdict, t_interval
+from es_l2l.reporting.tables import csv_table, markdown_table, rich_table
 
 
 class CompareError(RuntimeError):
@@ -119,15 +119,15 @@ class Child:
 
 def compare(plan: Plan, console: Console) -> int:
     """Run every child under the plan's budget, then log the comparison to the parent run."""
-    from es_l2l.distributed import ClusterError
+    from es_l2l.cluster.evaluators import ClusterError
     from es_l2l.experiment import RunFailed, quiet_libraries, run_experiment
     from es_l2l.families import family_of
     from es_l2l.tracking.preflight import probe_tracking, tracking_uri
-    from es_l2l.lifecycle import final_state
-    from es_l2l.redact import safe_yaml
-    from es_l2l.reporting import log_comparison, print_comparison
+    from es_l2l.tracking.end_state import final_state
+    from es_l2l.tracking.redact import safe_yaml
+    from es_l2l.reporting.comparison import log_comparison, print_comparison
     from es_l2l.reporting.comparison import comparison_markdown
-    from es_l2l.tracking import MlflowRun, ui_command
+    from es_l2l.tracking.run import MlflowRun, ui_command
 
     first = plan.configs[0]
     names = [c.name for c in plan.configs]

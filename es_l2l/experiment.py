@@ -13,7 +13,7 @@ from rich.console import Console
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.context import RunContext
-from es_l2l.lifecycle import RunFailed  # noqa: F401  (raised by run_experiment; defined with the run's end states)
+from es_l2l.tracking.end_state import RunFailed  # noqa: F401  (raised by run_experiment; defined with the run's end states)
 
 
 @dataclass
@@ -66,20 +66,20 @@ def run_experiment(
     are short and ``run.gpu_fallback`` is false), and :class:`RunFailed` (after marking the MLflow
     run FAILED) when the run stops on an error.
     """
-    from es_l2l.checkpoint import Checkpointer
-    from es_l2l.distributed import make_evaluator, settle_device
+    from es_l2l.tracking.checkpoint import Checkpointer
+    from es_l2l.cluster.evaluators import make_evaluator, settle_device
     from es_l2l.outer.data_parallel import make_data_parallel
     from es_l2l.families import family_of
     from es_l2l.genome import build_genome
     from es_l2l.preflight import preflight
-    from es_l2l.lifecycle import final_state
+    from es_l2l.tracking.end_state import final_state
     from es_l2l.outer.driver import drive
     from es_l2l.outer.shell import loop_of
-    from es_l2l.progress import ProgressDisplay
-    from es_l2l.redact import redact_uri
-    from es_l2l.reporting import log_held_out
-    from es_l2l.submit import JOB_ID_ENV
-    from es_l2l.tracking import MlflowRun
+    from es_l2l.reporting.progress import ProgressDisplay
+    from es_l2l.tracking.redact import redact_uri
+    from es_l2l.reporting.held_out import log_held_out
+    from es_l2l.cluster.submit import JOB_ID_ENV
+    from es_l2l.tracking.run import MlflowRun
 
     quiet_libraries()
     if cfg.run.threads is not None:
@@ -171,8 +171,8 @@ def stop_monitor(monitor, interrupted: bool, wait: float = 1.0) -> None:
 def log_summary(tracker, cfg: ExperimentConfig, report, result, summary: str) -> None:
     """What the run page should say: the description (summary, held-out table and verdict, markdown),
     the held-out results as an MLflow table (``held_out.json``), and the trained network as a pyfunc model."""
-    from es_l2l.checkpoint import save_checkpoint
-    from es_l2l.mlflow_model import log_model
+    from es_l2l.tracking.checkpoint import save_checkpoint
+    from es_l2l.tracking.network_model import log_model
     from es_l2l.reporting.held_out import log_summary_table
 
     log_summary_table(tracker, report, summary)

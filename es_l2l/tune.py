@@ -23,8 +23,8 @@ from typing import Any
 from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config
-from es_l2l.metric_keys import comparison_key
-from es_l2l.tables import csv_table, markdown_table, rich_table
+from es_l2l.tracking.metric_keys import comparison_key
+from es_l2l.reporting.tables import csv_table, markdown_table, rich_table
 
 KINDS = {"uniform": "[low, high]", "loguniform": "[low, high], low > 0", "randint": "[low, high], both included",
          "choice": "[value, ...]"}
@@ -127,7 +127,7 @@ def resolve_tune(path: str, overrides: list[str], trials: int | None = None, bud
     """The tuning plan of a tuning file (command-line values win); ConfigError before anything starts."""
     from es_l2l.compare import apply_budget
     from es_l2l.plan_files import read_tune_file
-    from es_l2l.tracking import tracking_uri
+    from es_l2l.tracking.run import tracking_uri
 
     src = Path(path)
     file = read_tune_file(src)  # typed: one line naming the key (es_l2l.plan_files)
@@ -226,12 +226,12 @@ def tune(plan: TunePlan, console: Console) -> int:
     from ray import tune as rtune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from es_l2l.distributed import init_ray
+    from es_l2l.cluster.evaluators import init_ray
     from es_l2l.experiment import quiet_libraries
     from es_l2l.families import family_of
     from es_l2l.tracking.preflight import probe_tracking, tracking_uri
-    from es_l2l.lifecycle import final_state
-    from es_l2l.tracking import MlflowRun, ui_command
+    from es_l2l.tracking.end_state import final_state
+    from es_l2l.tracking.run import MlflowRun, ui_command
 
     cfg = plan.trial
     objective = family_of(cfg.task).objective
@@ -331,7 +331,7 @@ def stopping_trials(parent):
     except KeyboardInterrupt as exc:
         import sys
 
-        from es_l2l.lifecycle import _safely, terminated
+        from es_l2l.tracking.end_state import _safely, terminated
 
         if "ray" in sys.modules:
             import ray

@@ -242,3 +242,13 @@ def test_the_signature_check_finds_the_root_config(tmp_path):
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_readme_layout_names_every_top_level_module_and_package():
+    """The README's layout is the map a newcomer reads first: every module and package at the top
+    of es_l2l/ is named there."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## ", readme.index("## Layout") + 3)]
+    names = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    names += [f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()]
+    assert [n for n in sorted(names) if n not in layout] == []

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from es_l2l.checkpoint import load_checkpoint
+from es_l2l.tracking.checkpoint import load_checkpoint
 from es_l2l.context import RunContext
 from es_l2l.families.teacher.report import LSNN_TRAINED, held_out_report
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from es_l2l.config import load_config
 from es_l2l.genome import build_genome
 from es_l2l.outer.driver import drive
-from es_l2l.distributed import LocalEvaluator
+from es_l2l.cluster.evaluators import LocalEvaluator
 from es_l2l.families.teacher.tasks import n_inputs
 from es_l2l.genome import build_genome
 from es_l2l.outer import OUTER_LOOPS
@@ -116,7 +116,7 @@ def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
     scores = {}
     for r in children:
         scores.setdefault(r.data.params["name"], []).append(r.data.metrics["test/model/mse_late"])
-    from es_l2l.stats import t_interval
+    from es_l2l.reporting.stats import t_interval
 
     es = t_interval(scores["teacher-es-smoke"])
     m = parent.data.metrics

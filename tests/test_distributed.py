@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from es_l2l.config import ConfigError, load_config
-from es_l2l.distributed import ClusterError, settle_device
-from es_l2l.traffic import SampleRecipe, regenerate
+from es_l2l.cluster.evaluators import ClusterError, settle_device
+from es_l2l.cluster.seed_traffic import SampleRecipe, regenerate
 from es_l2l.genome import build_genome
 from es_l2l.outer.evo import MetaProblem, make_searcher
 from es_l2l.families.teacher.tasks import n_inputs
@@ -58,7 +58,7 @@ def test_a_recipe_regenerates_evotorchs_sample_bit_for_bit(algorithm):
 
         def evaluate_recipe(self, recipe, vectors, keys):
             seen.append((recipe, vectors))
-            from es_l2l.distributed import LocalEvaluator
+            from es_l2l.cluster.evaluators import LocalEvaluator
 
             return LocalEvaluator(cfg, genome)(vectors, keys)
 
@@ -78,8 +78,8 @@ def test_work_is_sent_before_evotorch_samples_and_the_lean_recipe_regenerates_it
     """With an evaluator that can submit_recipe, the recipe leaves when evotorch asks for the
     generator, after its distribution update: every generation's recipe (not only the first,
     whose distribution was never updated) must regenerate exactly the members then evaluated."""
-    from es_l2l.distributed import LocalEvaluator
-    from es_l2l.traffic import lean, pack, unpack
+    from es_l2l.cluster.evaluators import LocalEvaluator
+    from es_l2l.cluster.seed_traffic import lean, pack, unpack
 
     cfg = load_config(SMOKE, ["run.workers=0", f"es.algorithm={algorithm}"])
     genome = build_genome(cfg, n_inputs(cfg.task))

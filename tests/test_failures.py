@@ -494,7 +494,7 @@ def test_resume_of_a_run_not_in_the_store_says_so_in_one_line(tmp_path):
 
 def test_a_running_run_is_not_resumed_twice_and_a_killed_one_by_one_resumer_only(tmp_path):
     """Two --resume of the same run used to both proceed and log every step twice."""
-    from es_l2l.checkpoint import load_resume
+    from es_l2l.tracking.checkpoint import load_resume
 
     driver = subprocess.Popen(cli("run", str(SMOKE), *store(tmp_path), *LONG, "--workers", "0"), cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

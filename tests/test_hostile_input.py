@@ -106,10 +106,10 @@ SMALL = ["run.workers=0", "run.generations=3", "run.checkpoint_every=2", "run.va
 
 def _checkpoint(tmp: Path, edit) -> Path:
     """A real checkpoint.pt of the smoke config (what a run logs), then ``edit(blob)`` on its contents."""
-    from es_l2l.checkpoint import FORMAT, save_checkpoint
+    from es_l2l.tracking.checkpoint import FORMAT, save_checkpoint
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
-    from es_l2l.safe_io import load_blob, save_blob
+    from es_l2l.tracking.tensor_files import load_blob, save_blob
 
     cfg = load_config(SMOKE, SMALL)
     vec = build_genome(cfg).initial_vector()
@@ -162,7 +162,7 @@ def _deep(depth: int) -> list:
 def resume_state():
     """A real resume state: two generations of ES on the smoke config, as the driver checkpoints them."""
     from es_l2l.config import load_config
-    from es_l2l.distributed import LocalEvaluator
+    from es_l2l.cluster.evaluators import LocalEvaluator
     from es_l2l.genome import build_genome
     from es_l2l.outer.driver import drive
 
@@ -214,7 +214,7 @@ def test_a_crafted_resume_file_is_refused_in_one_line_naming_the_field_and_the_r
     from mlflow.tracking import MlflowClient
     from safetensors.torch import save_file
 
-    from es_l2l.checkpoint import RESUME_FORMAT, save_resume
+    from es_l2l.tracking.checkpoint import RESUME_FORMAT, save_resume
 
     cfg, state = resume_state
     path = tmp_path / "resume.pt"
@@ -233,7 +233,7 @@ def test_a_crafted_resume_file_is_refused_in_one_line_naming_the_field_and_the_r
 
 
 def test_an_untouched_resume_state_passes_the_checks(tmp_path, resume_state):
-    from es_l2l.checkpoint import load_resume, save_resume
+    from es_l2l.tracking.checkpoint import load_resume, save_resume
 
     cfg, state = resume_state
     loaded = load_resume(save_resume(tmp_path / "resume.pt", cfg, state))

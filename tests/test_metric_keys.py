@@ -9,8 +9,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from es_l2l.config import load_config
-from es_l2l.metric_keys import GROUPS, comparison_key, grouped, history, pick, predictor, report_key, status_key
-from es_l2l.tracking import MlflowRun
+from es_l2l.tracking.metric_keys import GROUPS, comparison_key, grouped, history, pick, predictor, report_key, status_key
+from es_l2l.tracking.run import MlflowRun
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from es_l2l.checkpoint import load_checkpoint
+from es_l2l.tracking.checkpoint import load_checkpoint
 from es_l2l.context import RunContext
 from es_l2l.snn import rollout
 from tests.test_cli import es_l2l, store

@@ -59,7 +59,7 @@ def the_run(tmp: Path):
 
 def numbers(tmp: Path) -> dict:
     """What a run computed: its final and best genomes and every metric's history, clocks left out."""
-    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.tracking.checkpoint import load_checkpoint
 
     client, run = the_run(tmp)
     genomes = load_checkpoint(client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp)))[2]

@@ -15,7 +15,7 @@ from es_l2l.config import load_config
 from es_l2l.cluster.preflight import local_ray_token
 cfg = load_config(sys.argv[1], ["run.workers=1"])
 assert local_ray_token(cfg)
-from es_l2l.distributed import init_ray
+from es_l2l.cluster.evaluators import init_ray
 init_ray(cfg)
 import ray
 assert ray.get(ray.remote(lambda: 7).remote()) == 7

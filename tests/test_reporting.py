@@ -20,7 +20,7 @@ from rich.console import Console
 
 from es_l2l.families import FAMILIES
 from es_l2l.families.base import HeldOut
-from es_l2l.reporting import log_held_out, print_held_out
+from es_l2l.reporting.held_out import log_held_out, print_held_out
 from es_l2l.reporting.held_out import log_summary_table
 
 
@@ -65,7 +65,7 @@ class Result:
 
 def test_the_shell_logs_a_held_out_report_to_a_real_store(tmp_path, monkeypatch):
     from es_l2l.config import load_config
-    from es_l2l.tracking import MlflowRun
+    from es_l2l.tracking.run import MlflowRun
 
     monkeypatch.setenv("ES_L2L_SPOOL", str(tmp_path / "spool"))
     cfg = load_config(ROOT / "configs" / "smoke.yaml", [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from es_l2l.checkpoint import load_checkpoint, load_resume
-from es_l2l.safe_io import UnsafeFile, load_blob, save_blob
+from es_l2l.tracking.checkpoint import load_checkpoint, load_resume
+from es_l2l.tracking.tensor_files import UnsafeFile, load_blob, save_blob
 
 
 class _Boom:
@@ -82,7 +82,7 @@ def _legacy_save_blob(path: Path, fmt: str, obj) -> Path:
     the JSON tree and the tensor table. Kept here only to prove that such files still load."""
     import json
 
-    from es_l2l.safe_io import to_tree
+    from es_l2l.tracking.tensor_files import to_tree
 
     tree, tensors = to_tree(obj)
     torch.save({"format": fmt, "json": json.dumps(tree, allow_nan=True), "tensors": tensors}, path)
@@ -97,7 +97,7 @@ def _bits(t: torch.Tensor) -> bytes:
 def resume_state():
     """A real resume state (ES on the smoke config, two generations), as the driver checkpoints it."""
     from es_l2l.config import load_config
-    from es_l2l.distributed import LocalEvaluator
+    from es_l2l.cluster.evaluators import LocalEvaluator
     from es_l2l.genome import build_genome
     from es_l2l.outer.es import run_es
 
@@ -138,8 +138,8 @@ def test_a_file_is_safetensors_with_the_tree_in_its_metadata_and_reads_back_to_t
 
 
 def test_a_resume_state_reads_back_to_the_bit_from_today_s_file_and_from_the_former_torch_file(tmp_path, resume_state):
-    from es_l2l.checkpoint import LEGACY_RESUME_FORMAT, save_resume
-    from es_l2l.redact import safe_config
+    from es_l2l.tracking.checkpoint import LEGACY_RESUME_FORMAT, save_resume
+    from es_l2l.tracking.redact import safe_config
 
     cfg, state = resume_state
     expected = {"config": safe_config(cfg), **state}
@@ -152,9 +152,9 @@ def test_a_resume_state_reads_back_to_the_bit_from_today_s_file_and_from_the_for
 
 
 def test_a_checkpoint_reads_back_to_the_bit_from_today_s_file_and_from_the_former_torch_file(tmp_path, resume_state):
-    from es_l2l.checkpoint import LEGACY_FORMAT, save_checkpoint
+    from es_l2l.tracking.checkpoint import LEGACY_FORMAT, save_checkpoint
     from es_l2l.genome import build_genome
-    from es_l2l.redact import safe_config
+    from es_l2l.tracking.redact import safe_config
 
     cfg, _ = resume_state
     vec = build_genome(cfg).initial_vector()
@@ -170,7 +170,7 @@ def test_a_checkpoint_reads_back_to_the_bit_from_today_s_file_and_from_the_forme
 
 
 def test_a_former_torch_file_still_holding_an_object_or_too_deep_json_is_refused_in_one_line(tmp_path):
-    from es_l2l.checkpoint import LEGACY_RESUME_FORMAT
+    from es_l2l.tracking.checkpoint import LEGACY_RESUME_FORMAT
 
     path = tmp_path / "resume.pt"
     torch.save({"format": LEGACY_RESUME_FORMAT, "json": "[" * 100_000 + "]" * 100_000, "tensors": {}}, path)

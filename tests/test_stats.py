@@ -1,4 +1,4 @@
-"""Every interval of es_l2l.stats, on hand-made numbers: over seeds (Student t) and over episodes
+"""Every interval of es_l2l.reporting.stats, on hand-made numbers: over seeds (Student t) and over episodes
 (normal approximation), each under the name of the statistic it computes."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from es_l2l.stats import (
+from es_l2l.reporting.stats import (
     normal_band,
     normal_interval,
     paired_normal_interval,

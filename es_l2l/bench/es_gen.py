@@ -64,7 +64,7 @@ def run(quick: bool, workers=(1, 2), popsize: int = 256, generations: int = 3, w
     import ray
 
     from es_l2l.config import load_config
-    from es_l2l.distributed import RayEvaluator
+    from es_l2l.cluster.evaluators import RayEvaluator
     from es_l2l.genome import build_genome
     from es_l2l.outer.evo import MetaProblem, make_searcher
     from es_l2l.seeds import STREAM_TRAIN

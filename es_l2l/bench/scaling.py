@@ -133,11 +133,11 @@ class _Pool:
     """One W: evaluator, searcher, driver with an MLflow subscriber, stepped a generation at a time."""
 
     def __init__(self, cfg, genome, workers: int, store: Path):
-        from es_l2l.distributed import RayEvaluator
+        from es_l2l.cluster.evaluators import RayEvaluator
         from es_l2l.outer.driver import Driver
         from es_l2l.outer.evo import initial_stdev, make_searcher
         from es_l2l.seeds import STREAM_SEARCH, derive_seed
-        from es_l2l.tracking import MlflowRun
+        from es_l2l.tracking.run import MlflowRun
 
         self.cfg, self.workers = cfg, workers
         self.evaluator = _timed_evaluator(RayEvaluator)(cfg, workers)
@@ -334,7 +334,7 @@ def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: flo
     """Generations of a trivial evaluation sent to W of a pool of ``actors``, on n nodes, for each (W, n) of ``cells``,
     round-robin over the cells ``repeats`` times. ``node_of(pids) -> node index per actor`` (None: one node)."""
     from es_l2l.config import load_config
-    from es_l2l.distributed import RayEvaluator
+    from es_l2l.cluster.evaluators import RayEvaluator
     from es_l2l.genome import build_genome
     from es_l2l.outer.evo import make_searcher
     from es_l2l.seeds import STREAM_TRAIN

@@ -23,7 +23,7 @@ What a family provides:
   a contiguous share of the step's tasks, for data-parallel BPTT (``bptt.workers``).
 * :meth:`TaskFamily.report`: the held-out test report, as data (a :class:`HeldOut`).
 * :meth:`TaskFamily.summarise_comparison`: what ``es-l2l compare`` shows for the family, as data
-  (a :class:`es_l2l.tables.Comparison`).
+  (a :class:`es_l2l.reporting.tables.Comparison`).
 
 A family does no I/O: it neither prints nor logs; the shell (:mod:`es_l2l.reporting`) does both
 for every family alike.
@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
-from es_l2l.tables import Comparison, generic_comparison
+from es_l2l.reporting.tables import Comparison, generic_comparison
 
 if TYPE_CHECKING:  # type names only: families never import the root config
     from es_l2l.context import RunContext
@@ -117,7 +117,7 @@ class HeldOut:
 
     ``rows`` are the held-out table (``held_out.json``, the run's description): predictor (its
     printed name) -> {metric: value}. ``metrics`` are the MLflow keys, already grouped
-    (``test/<predictor>/<metric>``, :mod:`es_l2l.metric_keys`). ``beats`` name the ``beats.<name>``
+    (``test/<predictor>/<metric>``, :mod:`es_l2l.tracking.metric_keys`). ``beats`` name the ``beats.<name>``
     tags. ``figures`` draw into the path they are given; they get the run's status history
     (``None`` when ``es-l2l evaluate`` scores a checkpoint). ``printed`` go to the terminal before
     the verdict (the first is the summary table), ``notes`` after it; ``closing(result)`` is the
@@ -187,7 +187,7 @@ class TaskFamily:
 
     def summarise_comparison(self, plan, children: list) -> Comparison:
         """Columns, rows, verdict, figures and metrics of a comparison, as data (``es-l2l compare``
-        logs and prints them; see :func:`es_l2l.tables.generic_comparison`, which every family may reuse)."""
+        logs and prints them; see :func:`es_l2l.reporting.tables.generic_comparison`, which every family may reuse)."""
         return generic_comparison(self.objective, plan, children)
 
     def status_extras(self, task, generation: int) -> dict[str, float]:

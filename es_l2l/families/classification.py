@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from es_l2l.families.base import HeldOut, Objective, TaskFamily
-from es_l2l.metric_keys import TRAINED as TRAINED_KEY
-from es_l2l.metric_keys import test_key
+from es_l2l.tracking.metric_keys import TRAINED as TRAINED_KEY
+from es_l2l.tracking.metric_keys import test_key
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
@@ -111,7 +111,7 @@ def network_raster(ctx: RunContext, genome: Decoder, vector: torch.Tensor, x: to
                    marks: list[tuple[float, str]], readout_from: int = 0) -> Path:
     """The network ``vector`` on one input sequence ``x`` (1, T, n_in): inputs, spikes, ALIF thresholds and
     the softmax readout (classes from ``readout_from`` on)."""
-    from es_l2l.plots import raster_figure
+    from es_l2l.reporting.plots import raster_figure
     from es_l2l.snn import threshold_trace
 
     params = genome.params(vector.unsqueeze(0).to(ctx.device, torch.float32))

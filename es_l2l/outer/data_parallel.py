@@ -138,7 +138,7 @@ class DataParallelTrainer:
     def __init__(self, cfg: ExperimentConfig, genome: Genome):
         import ray
 
-        from es_l2l.distributed import init_ray
+        from es_l2l.cluster.evaluators import init_ray
 
         workers = cfg.bptt.workers
         self.batch = cfg.bptt.batch_size or cfg.task.batch_size

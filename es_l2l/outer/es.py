@@ -81,7 +81,7 @@ class LowRankES(Search):
 
     def step(self, generation: int) -> dict:
         from es_l2l.outer.evo import finite_fitness
-        from es_l2l.traffic import checksums
+        from es_l2l.cluster.seed_traffic import checksums
 
         evaluator, search = self.evaluator, self.search
         keys = (self.seed, STREAM_TRAIN, generation)

@@ -53,7 +53,7 @@ from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, SeedKey, generator
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
     from es_l2l.genome import Genome
-    from es_l2l.traffic import Evaluator
+    from es_l2l.cluster.seed_traffic import Evaluator
 
 
 class GuidedConfig(Strict):
@@ -269,7 +269,7 @@ def surrogate_gradient(loss_fn: GradientLoss, genome: Genome, centre: torch.Tens
 def evaluate_population(evaluator: Evaluator, recipe: GuidedRecipe, seed_keys: tuple[int, ...]):
     """The population's (P, D) members and their evaluation: Ray workers regenerate their rows from the
     recipe while the driver draws the same directions; else the members go to the evaluator."""
-    from es_l2l.traffic import checksums
+    from es_l2l.cluster.seed_traffic import checksums
 
     pairs = range(recipe.popsize // 2)
     refs = evaluator.submit_rows(recipe, seed_keys) if hasattr(evaluator, "submit_rows") else None

@@ -32,7 +32,7 @@ from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, derive_seed
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
     from es_l2l.genome import Genome
-    from es_l2l.traffic import Evaluator
+    from es_l2l.cluster.seed_traffic import Evaluator
 
 
 class HybridConfig(Strict):

@@ -1,8 +1,8 @@
-"""The shell's presentation and I/O: what a family's report and comparison hand back as data
-(:class:`es_l2l.families.base.HeldOut`, :class:`es_l2l.tables.Comparison`) is printed and logged
-here, the same way for every family. No family module prints or talks to MLflow."""
+"""Reporting: what the shell prints and logs, the same way for every family.
 
-from es_l2l.reporting.comparison import log_comparison, print_comparison
-from es_l2l.reporting.held_out import description, log_held_out, log_table, print_held_out
-
-__all__ = ["description", "log_comparison", "log_held_out", "log_table", "print_comparison", "print_held_out"]
+``held_out`` and ``comparison`` print and log what a family's report and comparison hand back as
+data (:class:`es_l2l.families.base.HeldOut`, :class:`es_l2l.reporting.tables.Comparison`); no
+family module prints or talks to MLflow. ``tables`` (comparison rows, targets), ``plots``
+(matplotlib without a display, rasters), ``stats`` (every interval under its statistic's name) and
+``progress`` (the terminal's progress bar, a status-dict subscriber) serve them and the families.
+"""

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from es_l2l.reporting.held_out import VERDICT_CHARS
-from es_l2l.tables import csv_table, markdown_table, rich_table
+from es_l2l.reporting.tables import csv_table, markdown_table, rich_table
 
 
 def comparison_markdown(comparison) -> str:

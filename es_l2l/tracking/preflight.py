@@ -25,7 +25,7 @@ from es_l2l.cluster.preflight import in_ray_job
 
 PROBE_TIMEOUT_S = 5.0
 # MLflow's HTTP client retries for minutes by default; these make an outage show within seconds
-# (es_l2l.spool then keeps the metrics until the server is back). The user's own values win.
+# (es_l2l.tracking.spool then keeps the metrics until the server is back). The user's own values win.
 HTTP_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
@@ -62,7 +62,7 @@ def store_lock(uri: str):
 
 def probe_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Raise :class:`PreflightError` (one line, credentials redacted) when the store does not answer."""
-    from es_l2l.redact import redact_uri
+    from es_l2l.tracking.redact import redact_uri
 
     shown = redact_uri(uri)
     if is_http(uri):

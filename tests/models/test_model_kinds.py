@@ -85,7 +85,7 @@ def test_es_and_bptt_train_an_lstm_through_the_cli(tmp_path, outer):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FINISHED" and run.data.params["model.kind"] == "lstm"
-    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.tracking.checkpoint import load_checkpoint
 
     path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path))
     _, genome, genomes, _ = load_checkpoint(path)
@@ -108,7 +108,7 @@ def test_each_kind_owns_its_section():
 def test_a_stored_config_with_every_kinds_model_keys_still_loads():
     """Before each kind owned its section, es-l2l stored one ``model:`` with every kind's keys
     (checkpoints, resume files): they load as the same config, the other kind's keys dropped."""
-    from es_l2l.checkpoint import renamed_values
+    from es_l2l.tracking.checkpoint import renamed_values
 
     lsnn, lstm = build_config(None), lstm_cfg()
     old_lsnn = {**lsnn.model_dump(), "model": {**lsnn.model.model_dump(), "lstm_units": 16, "lstm_forget_bias": 1.0}}

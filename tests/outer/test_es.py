@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from es_l2l.config import load_config
-from es_l2l.distributed import LocalEvaluator, RayEvaluator
+from es_l2l.cluster.evaluators import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.evo import MetaProblem, NonFiniteFitness
 from es_l2l.outer.driver import drive
@@ -72,8 +72,8 @@ def test_same_numbers_with_zero_one_and_two_workers_and_either_traffic(ray_local
 
 def _a_wrong_regeneration_is_an_error(cfg, genome, pool):
     """The checksums catch workers that regenerate other members than the driver evaluated."""
-    from es_l2l.distributed import ClusterError
-    from es_l2l.traffic import SampleRecipe
+    from es_l2l.cluster.evaluators import ClusterError
+    from es_l2l.cluster.seed_traffic import SampleRecipe
     from es_l2l.outer.evo import make_searcher
 
     problem = MetaProblem(genome.dim, pool, seed=5)
@@ -183,7 +183,7 @@ class _KillEveryGeneration(RayEvaluator):
 
 @pytest.mark.slow  # deselected by make test, run by .ci/run; a lost actor replaced stays in the default run (test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_change)
 def test_losing_more_actors_than_the_pool_replaces_is_one_line(ray_local, capfd):
-    from es_l2l.distributed import ClusterError
+    from es_l2l.cluster.evaluators import ClusterError
 
     cfg = tiny("run.generations=8", "run.validate_every=8")
     genome = build_genome(cfg, n_inputs(cfg.task))

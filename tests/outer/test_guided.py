@@ -17,9 +17,9 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from es_l2l.checkpoint import load_resume, save_resume
+from es_l2l.tracking.checkpoint import load_resume, save_resume
 from es_l2l.config import load_config
-from es_l2l.distributed import ClusterError, LocalEvaluator, RayEvaluator
+from es_l2l.cluster.evaluators import ClusterError, LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.driver import drive
 from es_l2l.outer.guided import GuidedConfig, GuidedSearch, subspace
@@ -335,7 +335,7 @@ def test_a_killed_guided_driver_resumes_through_the_cli_and_ends_with_the_uninte
     import signal
     import time
 
-    from es_l2l.checkpoint import load_checkpoint
+    from es_l2l.tracking.checkpoint import load_checkpoint
 
     sets = ["--set=run.workers=0", "--set=run.generations=40", "--set=run.checkpoint_every=5", "--set=run.validate_every=40",
             "--set=task.batch_size=4", "--set=run.validation_tasks=16", "--set=guided.popsize=8", "--set=run.threads=1"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from es_l2l.config import load_config
-from es_l2l.distributed import LocalEvaluator
+from es_l2l.cluster.evaluators import LocalEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.context import RunContext
 from es_l2l.outer import OUTER_LOOPS

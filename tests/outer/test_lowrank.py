@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from es_l2l.checkpoint import load_resume, save_resume
+from es_l2l.tracking.checkpoint import load_resume, save_resume
 from es_l2l.config import load_config
-from es_l2l.distributed import LocalEvaluator, RayEvaluator
+from es_l2l.cluster.evaluators import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.driver import drive
 from es_l2l.outer.es import ESConfig

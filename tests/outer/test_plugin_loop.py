@@ -90,7 +90,7 @@ def es_l2l(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_loop_steps_through_the_driver_and_resumes_exactly():
     from es_l2l.config import build_config
-    from es_l2l.distributed import LocalEvaluator
+    from es_l2l.cluster.evaluators import LocalEvaluator
     from es_l2l.genome import build_genome
     from es_l2l.outer.driver import drive
 

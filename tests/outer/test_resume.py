@@ -12,9 +12,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from es_l2l.checkpoint import load_checkpoint, load_resume, save_resume
+from es_l2l.tracking.checkpoint import load_checkpoint, load_resume, save_resume
 from es_l2l.config import load_config
-from es_l2l.distributed import LocalEvaluator
+from es_l2l.cluster.evaluators import LocalEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.driver import drive
 from es_l2l.families.teacher.tasks import n_inputs

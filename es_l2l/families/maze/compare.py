@@ -9,10 +9,10 @@ from typing import Any
 from es_l2l.families.maze.evaluate import OBJECTIVE
 from es_l2l.families.maze.report import LSNN_TRAINED
 from es_l2l.families.maze.report import baseline_rows as maze_baselines
-from es_l2l.metric_keys import comparison_key, key_name, predictor
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.tracking.metric_keys import comparison_key, key_name, predictor
+from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION
-from es_l2l.tables import NOT_REACHED, Comparison, comparison_title, default_target, plot_validation, row_head
+from es_l2l.reporting.tables import NOT_REACHED, Comparison, comparison_title, default_target, plot_validation, row_head
 
 MAZE_COLUMNS = [
     ("name", "config"),

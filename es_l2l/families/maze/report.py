@@ -25,10 +25,10 @@ from es_l2l.families.base import HeldOut
 from es_l2l.families.maze.baselines import episode_means, play_baselines
 from es_l2l.families.maze.env import move
 from es_l2l.families.maze.evaluate import OBJECTIVE, maze_batch, play_params
-from es_l2l.metric_keys import test_key
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.tracking.metric_keys import test_key
+from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, SeedKey, generator
-from es_l2l.stats import standard_error
+from es_l2l.reporting.stats import standard_error
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext

@@ -14,7 +14,7 @@ from es_l2l.families.base import HeldOut
 from es_l2l.families.classification import CHANCE, TRAINED, UNTRAINED, classification_held_out, network_raster
 from es_l2l.families.smnist import task as sm
 from es_l2l.families.smnist.evaluate import OBJECTIVE, evaluate_batch, split
-from es_l2l.metric_keys import TRAINED as TRAINED_KEY
+from es_l2l.tracking.metric_keys import TRAINED as TRAINED_KEY
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext

@@ -18,7 +18,7 @@ from es_l2l.families.base import HeldOut
 from es_l2l.families.classification import CHANCE, TRAINED, UNTRAINED, classification_held_out, network_raster, pct
 from es_l2l.families.store_recall import task as sr
 from es_l2l.families.store_recall.evaluate import OBJECTIVE, evaluate_batch
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, generator
 
 if TYPE_CHECKING:

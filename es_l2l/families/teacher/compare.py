@@ -9,10 +9,10 @@ from typing import Any
 from es_l2l.families.teacher.baselines import baseline_mse_per_trial
 from es_l2l.families.teacher.evaluate import OBJECTIVE, episode_metrics, task_batch
 from es_l2l.families.teacher.report import LSNN_TRAINED, LSNN_UNTRAINED, curves_csv
-from es_l2l.metric_keys import comparison_key, key_name, predictor
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.tracking.metric_keys import comparison_key, key_name, predictor
+from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_VALIDATION, SeedKey
-from es_l2l.tables import (
+from es_l2l.reporting.tables import (
     Comparison,
     comparison_title,
     default_target,

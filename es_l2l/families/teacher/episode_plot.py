@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from es_l2l.families.teacher import tasks as teacher
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.reporting.plots import pyplot, save_figure
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext

@@ -34,10 +34,10 @@ from es_l2l.families.teacher.baselines import (
 )
 from es_l2l.families.teacher.evaluate import LSNN_TRAINED, LSNN_UNTRAINED, evaluate_params, task_batch
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TeacherTasks
-from es_l2l.metric_keys import test_key
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.tracking.metric_keys import test_key
+from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, SeedKey
-from es_l2l.stats import normal_band, normal_interval, welch_normal_interval
+from es_l2l.reporting.stats import normal_band, normal_interval, welch_normal_interval
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext

@@ -34,10 +34,10 @@ from es_l2l.families.teacher.evaluate import (
     window,
 )
 from es_l2l.families.teacher.groups import GroupSplit, group_split, plot_groups
-from es_l2l.metric_keys import test_key
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.tracking.metric_keys import test_key
+from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, SeedKey
-from es_l2l.stats import paired_normal_interval
+from es_l2l.reporting.stats import paired_normal_interval
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext

@@ -27,7 +27,7 @@ with warnings.catch_warnings():  # evotorch calls torch.jit.script at import tim
     from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from es_l2l.outer.base import NonFiniteFitness
-from es_l2l.traffic import Evaluator, SampleRecipe, checksums
+from es_l2l.cluster.seed_traffic import Evaluator, SampleRecipe, checksums
 
 if TYPE_CHECKING:
     from es_l2l.families.base import Evaluation

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from es_l2l.checkpoint import load_checkpoint
+from es_l2l.tracking.checkpoint import load_checkpoint
 from es_l2l.context import RunContext
 from es_l2l.families.maze.report import LSNN_TRAINED, maze_report
 from tests.test_cli import es_l2l, runs_in, store

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from es_l2l.config import load_config
-from es_l2l.distributed import LocalEvaluator, RayEvaluator
+from es_l2l.cluster.evaluators import LocalEvaluator, RayEvaluator
 from es_l2l.genome import build_genome
 from es_l2l.outer.driver import drive
 

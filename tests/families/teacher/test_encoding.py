@@ -106,9 +106,9 @@ def test_a_steps_budgeted_shape_run_stops_at_its_step_count(tmp_path):
 
 
 def test_a_checkpoint_written_with_the_old_name_loads_as_analog(tmp_path):
-    from es_l2l.checkpoint import LEGACY_FORMAT, load_checkpoint
+    from es_l2l.tracking.checkpoint import LEGACY_FORMAT, load_checkpoint
     from es_l2l.genome import build_genome
-    from es_l2l.redact import safe_config
+    from es_l2l.tracking.redact import safe_config
 
     cfg = build_config(None, ["task.encoding=analog", "model.n_lif=3", "model.n_alif=2"])
     genome = build_genome(cfg)

@@ -20,7 +20,7 @@ from es_l2l.families.teacher.groups import (
     episode_scores,
     plot_groups,
 )
-from es_l2l.stats import normal_band
+from es_l2l.reporting.stats import normal_band
 
 ROOT = Path(__file__).resolve().parents[3]
 HALF = 1.96 * math.sqrt(2.5) / math.sqrt(5)  # 1.96 sd / sqrt(n) of 1, 2, 3, 4, 5

@@ -6,7 +6,7 @@
 * :func:`sigterm_as_interrupt` turns SIGTERM into :class:`Terminated` (a ``KeyboardInterrupt``) in
   the main thread, so ``kill PID``, ``ray job stop`` and schedulers stop a run the way Ctrl-C does.
   ``ray.init`` installs its own SIGTERM handler (``sys.exit``); :func:`reinstall` puts ours back,
-  and :func:`es_l2l.distributed.init_ray` calls it right after ``ray.init``.
+  and :func:`es_l2l.cluster.evaluators.init_ray` calls it right after ``ray.init``.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def exit_now(code: int):
 
 def describe_error(exc: BaseException) -> str:
     """One line: the exception's type and first line, credentials redacted."""
-    from es_l2l.redact import redact_text
+    from es_l2l.tracking.redact import redact_text
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:1000]

@@ -3,6 +3,6 @@ loading the model imports es-l2l's class instead of unpickling one (no code from
 
 import mlflow.models
 
-from es_l2l.mlflow_model import LSNNModel
+from es_l2l.tracking.network_model import NetworkPyfunc
 
-mlflow.models.set_model(LSNNModel())
+mlflow.models.set_model(NetworkPyfunc())

@@ -6,7 +6,7 @@
 * ``records.jsonl``: tags, artifacts (copied into ``files/``) and the run's final status;
 * ``meta.json``: the run id, and the tracking URI with its credentials redacted.
 
-:class:`es_l2l.tracking.MlflowRun` sends through :meth:`Spool.send`: when the store answers, the
+:class:`es_l2l.tracking.run.MlflowRun` sends through :meth:`Spool.send`: when the store answers, the
 spool is flushed first (in order, so metric histories stay in step order), then the call goes
 out; when it does not, the call is spooled and the store is tried again after ``retry_s``.
 Replays carry the original timestamps, so a batch sent twice is stored once (MLflow
@@ -50,7 +50,7 @@ def spool_root() -> Path:
 
 class Spool:
     def __init__(self, run_id: str, uri: str, root: Path | None = None, retry_s: float = RETRY_S):
-        from es_l2l.redact import redact_uri
+        from es_l2l.tracking.redact import redact_uri
 
         self.run_id, self.uri = run_id, uri
         self.dir = (root or spool_root()) / run_id
@@ -244,8 +244,8 @@ def sync(folder: str | Path, uri: str | None = None) -> tuple[str, int]:
     line) and the spool is kept."""
     from mlflow.tracking import MlflowClient
 
-    from es_l2l.checkpoint import fetch_run
-    from es_l2l.redact import redact_text
+    from es_l2l.tracking.checkpoint import fetch_run
+    from es_l2l.tracking.redact import redact_text
 
     folder = Path(folder)
     meta_file = folder / "meta.json"

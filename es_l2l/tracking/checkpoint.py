@@ -8,11 +8,11 @@ import torch
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, short_repr, stored_model
 from es_l2l.genome import Genome, build_genome
-from es_l2l.redact import safe_config
-from es_l2l.safe_io import UnsafeFile, is_raw_pickle, legacy_tree, load_blob, save_blob
+from es_l2l.tracking.redact import safe_config
+from es_l2l.tracking.tensor_files import UnsafeFile, is_raw_pickle, legacy_tree, load_blob, save_blob
 from es_l2l.schema import check_tree
 
-# safetensors files (es_l2l.safe_io) under the artifact names runs have always logged, which users'
+# safetensors files (es_l2l.tracking.tensor_files) under the artifact names runs have always logged, which users'
 # commands (`es-l2l evaluate .../checkpoint.pt`, `runs:/ID`) and scripts already name
 FORMAT = "es-l2l/checkpoint/2"
 RESUME_FORMAT = "es-l2l/resume/3"
@@ -23,7 +23,7 @@ LEGACY_RESUME_ARTIFACT = "resume.pkl"  # a pickle (es-l2l before resume/2): refu
 
 
 def save_checkpoint(path: str | Path, cfg: ExperimentConfig, genomes: dict[str, torch.Tensor], **meta) -> Path:
-    """``checkpoint.pt``: the genomes as safetensors tensors, the config and ``meta`` as JSON (es_l2l.safe_io)."""
+    """``checkpoint.pt``: the genomes as safetensors tensors, the config and ``meta`` as JSON (es_l2l.tracking.tensor_files)."""
     return save_blob(path, FORMAT, {"config": safe_config(cfg), "genomes": dict(genomes), "meta": meta})
 
 
@@ -107,7 +107,7 @@ class Checkpointer:
 
 
 def save_resume(path: str | Path, cfg: ExperimentConfig, state: dict) -> Path:
-    """The driver's resumable state (see :func:`es_l2l.outer.driver.drive`) with the config: safetensors tensors plus JSON (es_l2l.safe_io)."""
+    """The driver's resumable state (see :func:`es_l2l.outer.driver.drive`) with the config: safetensors tensors plus JSON (es_l2l.tracking.tensor_files)."""
     return save_blob(path, RESUME_FORMAT, {"config": safe_config(cfg), **state})
 
 
@@ -172,7 +172,7 @@ def fetch_run(run_id: str, uri: str, error: type[Exception] = RuntimeError,
     from es_l2l.errors import PreflightError
 
     from es_l2l.tracking.preflight import probe_tracking
-    from es_l2l.redact import redact_text, redact_uri
+    from es_l2l.tracking.redact import redact_text, redact_uri
 
     try:
         probe_tracking(uri)

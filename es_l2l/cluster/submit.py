@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 
 from es_l2l.config import ExperimentConfig
-from es_l2l.distributed import ClusterError
-from es_l2l.redact import redact_uri, safe_config
-from es_l2l.tracking import tracking_uri
+from es_l2l.cluster.evaluators import ClusterError
+from es_l2l.tracking.redact import redact_uri, safe_config
+from es_l2l.tracking.run import tracking_uri
 
 JOB_ID_ENV = "ES_L2L_RAY_JOB_ID"  # the driver tags its MLflow run with it
 ENTRYPOINT = "python -m es_l2l.cli run config.yaml --address auto"

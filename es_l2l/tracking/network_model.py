@@ -4,7 +4,7 @@ Each run logs its best genome (with the config that built it) as a ``pyfunc`` mo
 artifact path ``model``; ``predict`` takes task episodes (input spikes) and returns the
 network's readout at every step, so the network can be used, or scored on new tasks, without
 es-l2l's training code (es-l2l itself must be installed: the model's ``python_model`` is
-:class:`LSNNModel`). ``es-l2l evaluate`` accepts ``runs:/ID`` and ``models:/NAME/VERSION`` URIs
+:class:`NetworkPyfunc`). ``es-l2l evaluate`` accepts ``runs:/ID`` and ``models:/NAME/VERSION`` URIs
 as well as checkpoint files.
 """
 
@@ -21,13 +21,13 @@ MODEL_PATH = "model"  # artifact path of the model in its run
 CHECKPOINT = "checkpoint"  # the model's artifact key: the checkpoint file
 
 
-class LSNNModel(mlflow.pyfunc.PythonModel):
+class NetworkPyfunc(mlflow.pyfunc.PythonModel):
     """``predict(episodes)``: episodes (B, T, n_in) of input spikes (0/1; a numpy array, a tensor, or
     a dict with ``inputs`` and an optional ``genome``: best, final or initial) -> readouts
     (B, T, n_out) as a numpy array. Models that are not spiking networks answer the same way."""
 
     def load_context(self, context) -> None:
-        from es_l2l.checkpoint import load_checkpoint
+        from es_l2l.tracking.checkpoint import load_checkpoint
 
         self.cfg, self.genome, self.genomes, self.meta = load_checkpoint(context.artifacts[CHECKPOINT])
 
@@ -84,3 +84,8 @@ def checkpoint_from_uri(uri: str, folder: str | Path) -> Path:
     if not found:
         raise FileNotFoundError(f"'{uri}' holds no es-l2l checkpoint; pass runs:/RUN_ID or a model logged by es-l2l")
     return found[0]
+
+
+# The name models logged by es-l2l before the top level was grouped import (their stored entry file
+# says ``from es_l2l.mlflow_model import LSNNModel``; es_l2l.moved_modules maps the module path).
+LSNNModel = NetworkPyfunc

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from es_l2l.plots import pyplot, save_figure
+from es_l2l.reporting.plots import pyplot, save_figure
 
 NOT_REACHED = float("nan")
 

@@ -1,7 +1,7 @@
 """MLflow metric keys: the status dict's and the held-out reports' names, grouped by prefix.
 
 The outer loops and the progress display keep the status dict's short, readable names
-(``fitness_mean``, ``val_mse_late``: the *internal* names); :class:`es_l2l.tracking.MlflowRun` maps
+(``fitness_mean``, ``val_mse_late``: the *internal* names); :class:`es_l2l.tracking.run.MlflowRun` maps
 them here, in one place, to the keys MLflow stores. The families' held-out reports emit the stored
 keys themselves (:func:`test_key`). Every key's first segment is a group, so that the MLflow UI
 (a chart section per key up to its last ``/``) shows the groups apart:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.tracking.preflight import tracking_uri# noqa: F401  (re-exported: where a run logs)
-from es_l2l.metric_keys import report_key, status_key
-from es_l2l.redact import has_credentials, redact_uri
+from es_l2l.tracking.metric_keys import report_key, status_key
+from es_l2l.tracking.redact import has_credentials, redact_uri
 
 
 def ui_command(uri: str) -> str:
@@ -30,11 +30,11 @@ class MlflowRun:
     """Owns one MLflow run; call it with a status dict to log that generation's metrics in one batch.
 
     Creating (or reopening) the run needs the store; after that, an outage does not stop training:
-    metrics, tags, artifacts and the final status wait in a local spool (es_l2l.spool) and go out
+    metrics, tags, artifacts and the final status wait in a local spool (es_l2l.tracking.spool) and go out
     when the store is back, or with ``es-l2l sync``. A reopened run (``run_id``) skips the
     generations it already holds, so a resumed run logs every step once.
 
-    Metric keys are grouped here, and only here (:mod:`es_l2l.metric_keys`): the status dict's
+    Metric keys are grouped here, and only here (:mod:`es_l2l.tracking.metric_keys`): the status dict's
     ``fitness_mean`` is logged as ``train/fitness_mean``, ``val_mse_late`` as ``val/mse_late``, a
     report's ``running_mean.test_mse_late`` as ``test/running_mean/mse_late``. A reopened run that
     was begun under the flat names of older versions keeps logging those, so its charts stay whole.
@@ -49,8 +49,8 @@ class MlflowRun:
         run_id: str | None = None,
     ):
         from es_l2l.tracking.preflight import get_or_create_experiment, open_client
-        from es_l2l.redact import safe_flat, safe_yaml
-        from es_l2l.spool import Spool
+        from es_l2l.tracking.redact import safe_flat, safe_yaml
+        from es_l2l.tracking.spool import Spool
 
         self.uri = tracking_uri(cfg)
         if has_credentials(self.uri):  # MLflow prints "View run ... at: <uri>" with the URI as given
@@ -58,7 +58,7 @@ class MlflowRun:
         self.client = open_client(self.uri)  # a new SQLite store is created under a file lock
         self.logged_through = -1  # generations up to this one are in the run already (resume)
         self.flat = False  # True: a reopened run that logged the flat names of older versions keeps them
-        from es_l2l.checkpoint import DRIVER_TAG, ResumeError, driver_lock
+        from es_l2l.tracking.checkpoint import DRIVER_TAG, ResumeError, driver_lock
 
         self.driver = f"{socket.gethostname()} {os.getpid()}"
         if run_id is not None:  # reopen a run to continue it (es-l2l run --resume)
@@ -145,7 +145,7 @@ class MlflowRun:
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run ended; when the store is still down, say (one line) how to upload the spool later."""
-        from es_l2l.checkpoint import release_driver_lock
+        from es_l2l.tracking.checkpoint import release_driver_lock
 
         self.spool.send(self.client, "status", status=status)
         release_driver_lock(self.run_id, self.lock)

@@ -4,7 +4,7 @@ Each :class:`EvalWorker` rebuilds the genome layout from the config (a pure func
 and evaluates its contiguous share of the population in one vectorised call. Since an
 evaluation is a pure function of (genome, task seed), a restarted actor repeats a lost
 evaluation with the same result, and the number of workers never changes the numbers. What
-travels to and from the actors (members or seeds, packed results) is :mod:`es_l2l.traffic`.
+travels to and from the actors (members or seeds, packed results) is :mod:`es_l2l.cluster.seed_traffic`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from es_l2l.errors import ClusterError  # noqa: F401  (raised here; re-exported 
 from es_l2l.families.base import Evaluation
 from es_l2l.fitness import concat, evaluate, light
 from es_l2l.genome import Genome, build_genome
-from es_l2l.traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, recipe_bytes, rows, unpack
+from es_l2l.cluster.seed_traffic import INLINE_BYTES, Evaluator, SampleRecipe, checksums, lean, pack, recipe_bytes, rows, unpack
 
 
 class LocalEvaluator:
@@ -95,9 +95,8 @@ def init_ray(cfg: ExperimentConfig, min_cpus: float = 0) -> None:
 def _ray_init(ray, **kwargs) -> None:
     """``ray.init``, then our SIGTERM handler back. A SIGTERM during it meets Ray's own handler
     (``sys.exit(15)``, in whatever Ray was doing): whatever Ray had started by then is stopped, and it
-    comes out as :class:`~es_l2l.lifecycle.Terminated` (one line, exit 143) where the CLI stops on SIGTERM."""
-    from es_l2l import lifecycle
-
+    comes out as :class:`~es_l2l.tracking.end_state.Terminated` (one line, exit 143) where the CLI stops on SIGTERM."""
+    from es_l2l.tracking import end_state as lifecycle
     before = _descendants()
     try:
         ray.init(**kwargs)
