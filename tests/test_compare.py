@@ -10,8 +10,6 @@ from es_l2l.genome import build_genome
 from es_l2l.outer.driver import drive
 from es_l2l.cluster.evaluators import LocalEvaluator
 from es_l2l.families.teacher.tasks import n_inputs
-from es_l2l.genome import build_genome
-from es_l2l.outer import OUTER_LOOPS
 from tests.test_cli import es_l2l, runs_in, store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pytest
 import yaml
 from annotated_types import Ge, Gt
 

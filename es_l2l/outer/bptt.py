@@ -20,7 +20,7 @@ from es_l2l.outer import deep_r
 from es_l2l.outer.base import FLOAT, GradientLoss, LoopInputs, LoopSetting, OuterLoop, Search, centre_problem
 from es_l2l.outer.deep_r import DeepRConfig
 from es_l2l.schema import DIFFERENTIABLE, Strict
-from es_l2l.seeds import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, SeedKey, generator
+from es_l2l.seeds import STREAM_INIT, STREAM_REWIRE, STREAM_TRAIN, generator
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext

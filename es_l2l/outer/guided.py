@@ -48,7 +48,7 @@ from es_l2l.outer.base import (
     population_memory,
 )
 from es_l2l.schema import DIFFERENTIABLE, Strict
-from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, SeedKey, generator
+from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, generator
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
