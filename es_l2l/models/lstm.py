@@ -151,7 +151,7 @@ class _TorchLSTM(torch.autograd.Function):
 
     Over long sequences (sMNIST's 800 steps) the gradients carried back through the forget gates
     decay into the subnormal range, where x86 arithmetic is 10-100x slower: the LSTM backward of
-    smnist_lstm_bptt.yaml took 3.0-3.2 CPU seconds a step with subnormals and 0.22-0.24 s flushed
+    the sequential-MNIST LSTM config took 3.0-3.2 CPU seconds a step with subnormals and 0.22-0.24 s flushed
     (docs/benchmarks.md). Flushing changes gradients by less than 1e-38 per entry. The setting
     is the calling thread's (CPU backward runs there) and is restored after the backward.
     """
