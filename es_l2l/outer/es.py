@@ -22,6 +22,19 @@ if TYPE_CHECKING:
 from es_l2l.outer.es_config import ALGORITHMS, ESConfig  # noqa: F401  (the section, and where users import it from)
 
 
+def searcher_metrics(ev, stdev) -> dict:
+    """One generation's own metrics of an evotorch search: the population's fitness, the family's
+    ``train_*`` summary, the search's stdev and the neuron-steps simulated."""
+    return {
+        "fitness_mean": float(ev.fitness.mean()),
+        "fitness_best": float(ev.fitness.max()),
+        "fitness_std": float(ev.fitness.std()),
+        **ev.summary(),
+        "stdev": stdev,
+        "neuron_steps": ev.neuron_steps,
+    }
+
+
 class EvotorchSearch(Search):
     """An evotorch searcher over the flat genome; its state is plain data (es_l2l.outer.evo.state)."""
 
@@ -39,15 +52,7 @@ class EvotorchSearch(Search):
 
         self.problem.start_generation((self.seed, STREAM_TRAIN, generation))  # with seed traffic, this sends the work
         self.searcher.step()
-        ev = self.problem.last_eval
-        return {
-            "fitness_mean": float(ev.fitness.mean()),
-            "fitness_best": float(ev.fitness.max()),
-            "fitness_std": float(ev.fitness.std()),
-            **ev.summary(),
-            "stdev": stdev_of(self.searcher),
-            "neuron_steps": ev.neuron_steps,
-        }
+        return searcher_metrics(self.problem.last_eval, stdev_of(self.searcher))
 
     def centre(self) -> torch.Tensor:
         from es_l2l.outer.evo import center_of

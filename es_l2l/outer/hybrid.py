@@ -25,7 +25,7 @@ from pydantic import Field
 
 from es_l2l.outer.base import LoopInputs, LoopSetting, OuterLoop, Search, centre_problem
 from es_l2l.outer.bptt import GradientTrainer, check_gradient_blocks, graph_memory
-from es_l2l.outer.es import es_memory
+from es_l2l.outer.es import es_memory, searcher_metrics
 from es_l2l.schema import BLOCKS, Strict
 from es_l2l.seeds import STREAM_SEARCH, STREAM_TRAIN, derive_seed
 
@@ -120,15 +120,7 @@ class HybridStep(Search):
         full = self.trainer.vector.clone()
         full[self.index] = center_of(self.searcher).to(full.dtype)
         self.trainer.set_vector(full)
-        ev = self.problem.last_eval
-        return {
-            "fitness_mean": float(ev.fitness.mean()),
-            "fitness_best": float(ev.fitness.max()),
-            "fitness_std": float(ev.fitness.std()),
-            **ev.summary(),
-            "stdev": stdev_of(self.searcher),
-            "neuron_steps": ev.neuron_steps,
-        }
+        return searcher_metrics(self.problem.last_eval, stdev_of(self.searcher))
 
     def gradient_steps(self, gen: int) -> dict:
         """``hybrid.bptt_steps`` Adam steps on ``bptt.train`` at the current ES centre."""

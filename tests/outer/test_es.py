@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from es_l2l.config import load_config
 from es_l2l.cluster.evaluators import LocalEvaluator, RayEvaluator
-from es_l2l.genome import build_genome
-from es_l2l.outer.evo import MetaProblem, NonFiniteFitness
-from es_l2l.outer.driver import drive
+from es_l2l.config import load_config
 from es_l2l.families.teacher.tasks import n_inputs
+from es_l2l.genome import build_genome
+from es_l2l.outer.driver import drive
+from es_l2l.outer.evo import MetaProblem, NonFiniteFitness
+from es_l2l.seeds import STREAM_TRAIN
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 
@@ -208,6 +209,7 @@ def test_stdev_blocks_widen_the_search_on_their_blocks_only(algorithm):
     assert stdev[out].eq(0.4).all() and stdev[: out.start].eq(0.02).all() and stdev[out.stop :].eq(0.02).all()
     problem = MetaProblem(genome.dim, LocalEvaluator(cfg, genome), seed=0)
     searcher = make_searcher(cfg.es, problem, genome.initial_vector(), stdev)
+    problem.start_generation((0, STREAM_TRAIN, 1))  # the tasks of generation 1, as the driver names them
     searcher.step()
     spread = (searcher.population.values - genome.initial_vector()).std(0)
     assert spread[out].mean().item() == pytest.approx(0.4, rel=0.15)
