@@ -114,56 +114,41 @@ class _Timer:
         return timed
 
 
-def _problem_class():
-    from es_l2l.outer.evo import MetaProblem
-
-    class Problem(MetaProblem):
-        """Records when evotorch hands over the sampled population (the driver's sampling ends there)."""
-
-        entered = 0.0
-
-        def _evaluate_batch(self, batch):
-            self.entered = time.perf_counter()
-            super()._evaluate_batch(batch)
-
-    return Problem
-
-
 class _Pool:
     """One W: evaluator, searcher, driver with an MLflow subscriber, stepped a generation at a time."""
 
     def __init__(self, cfg, genome, workers: int, store: Path):
         from es_l2l.cluster.evaluators import RayEvaluator
         from es_l2l.outer.driver import Driver
-        from es_l2l.outer.evo import initial_stdev, make_searcher
+        from es_l2l.outer.evo import MetaProblem, initial_stdev, make_searcher
+        from es_l2l.outer.shell import driver_services
         from es_l2l.seeds import STREAM_SEARCH, derive_seed
         from es_l2l.tracking.run import MlflowRun
 
         self.cfg, self.workers = cfg, workers
         self.evaluator = _timed_evaluator(RayEvaluator)(cfg, workers)
-        self.problem = _problem_class()(genome.dim, self.evaluator, seed=derive_seed(cfg.run.seed, STREAM_SEARCH) % 2**31)
+        self.problem = MetaProblem(genome.dim, self.evaluator, seed=derive_seed(cfg.run.seed, STREAM_SEARCH) % 2**31)
         self.searcher = make_searcher(cfg.es, self.problem, genome.initial_vector(), initial_stdev(cfg.es, genome))
         self.rank, self.update, self.tracking = _Timer(), _Timer(), _Timer()
-        self.searcher._update_distribution = self.update.wrap(self.searcher._update_distribution)
         tcfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
             "uri": f"sqlite:///{store / 'mlflow.db'}", "artifact_root": str(store / 'mlruns'), "experiment": "scaling-bench"})})
         self.tracker = MlflowRun(tcfg, run_name=f"{cfg.name}-P{cfg.es.popsize}-W{workers}", log_config=False)
         v = genome.initial_vector()
         resume = {"initial": v, "status0": {"generation": 0}, "best": v, "best_generation": 0, "best_val": 0.0,
                   "generation": 0, "neuron_steps": 0}  # no validation at generation 0: timed on its own
-        self.driver = Driver(cfg, genome, v, [self.tracking.wrap(self.tracker)], resume=resume)
+        validate, extras, objective = driver_services(cfg, genome)
+        self.driver = Driver(cfg.run, validate, extras, objective, v, [self.tracking.wrap(self.tracker)], resume=resume)
         import psutil
 
         self.procs = [psutil.Process(pid) for pid in self.evaluator.pids()]  # the actors (the same machine)
 
     def generation(self, gen: int) -> dict:
-        from es_l2l.outer.evo import center_of
+        from es_l2l.outer.evo import center_of, time_update_and_ranking
         from es_l2l.seeds import STREAM_TRAIN
 
         ev, pr, s = self.evaluator, self.problem, self.searcher
         self.rank.s = self.update.s = self.tracking.s = 0.0
-        dist = s._distribution
-        dist.compute_gradients = self.rank.wrap(dist.compute_gradients)  # this generation's distribution only
+        time_update_and_ranking(s, self.update.wrap, self.rank.wrap)  # this generation's distribution
         ev.busy_seconds()  # reset
         ev.eval_seconds = 0.0
         load = _load()
@@ -180,7 +165,7 @@ class _Pool:
         record = time.perf_counter() - t1
         busy = ev.busy_seconds()
         sim, regen = max(busy, key=sum)
-        sample = max(pr.entered - ev._sent, 0.0)
+        sample = max(pr.handed_over - ev._sent, 0.0)
         return {"generation": gen, "load_1min": load, "wall_s": wall, "evaluation_s": ev.eval_seconds, "simulation_s": sim,
                 "regen_s": regen, "traffic_s": ev.eval_seconds - sim - regen, "driver_s": wall - ev.eval_seconds,
                 "sample_s": sample, "rank_s": self.rank.s, "update_s": self.update.s, "record_s": record,
@@ -336,7 +321,7 @@ def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: flo
     from es_l2l.config import load_config
     from es_l2l.cluster.evaluators import RayEvaluator
     from es_l2l.genome import build_genome
-    from es_l2l.outer.evo import make_searcher
+    from es_l2l.outer.evo import MetaProblem, make_searcher
     from es_l2l.seeds import STREAM_TRAIN
 
     cfg = load_config(None, [*TRIVIAL, f"es.popsize={popsize}", f"run.cpus_per_worker={cpus_per_worker}", f"run.workers={actors}"])
@@ -351,7 +336,7 @@ def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: flo
     for a, n in zip(pool, nodes):
         by_node.setdefault(n, []).append(a)
     order = sorted(by_node)
-    problem = _problem_class()(genome.dim, ev, seed=1)
+    problem = MetaProblem(genome.dim, ev, seed=1)
     searcher = make_searcher(cfg.es, problem, genome.initial_vector())
     rows = {c: [] for c in cells}
     gen = 0

@@ -14,6 +14,8 @@ version, and where they are missing seed traffic falls back to sending the membe
 
 from __future__ import annotations
 
+import time
+
 import logging
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -108,6 +110,7 @@ class MetaProblem(Problem):
         return recipe
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
+        self.handed_over = time.perf_counter()  # evotorch has sampled the population (what a benchmark times)
         values = batch.values.detach().clone()
         pending, self._pending = getattr(self, "_pending", None), None  # valid for one sample only
         if pending is not None and pending[0].popsize == len(values):
@@ -211,6 +214,17 @@ def _searcher(cfg: ESConfig, problem: MetaProblem, center: torch.Tensor, stdev: 
     if cfg.algorithm == "cmaes":
         return CMAES(problem, popsize=cfg.popsize, stdev_init=stdev, center_init=center, separable=cfg.separable)
     raise ValueError(f"unknown es.algorithm '{cfg.algorithm}'")  # unreachable: the config validates it
+
+
+def time_update_and_ranking(searcher: SearchAlgorithm, update, ranking) -> None:
+    """For benchmarks (es_l2l.bench.scaling): route the searcher's distribution update through
+    ``update(fn) -> fn`` and this generation's ranking (its distribution's gradient estimate) through
+    ``ranking(fn) -> fn``, e.g. timers. Call again each generation: the distribution is replaced."""
+    if not getattr(searcher, "_timed_update", False):
+        searcher._update_distribution = update(searcher._update_distribution)
+        searcher._timed_update = True
+    dist = searcher._distribution
+    dist.compute_gradients = ranking(dist.compute_gradients)
 
 
 def center_of(searcher: SearchAlgorithm) -> torch.Tensor:

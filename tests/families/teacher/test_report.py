@@ -72,5 +72,5 @@ def test_the_report_names_the_model_kind_it_trained():
     assert "LSTM minus running mean: -0.0200" in text and "LSNN" not in text
     assert r.to_csv().splitlines()[0] == "trial,LSTM meta-trained,LSTM generation 0,family mean,running mean,oracle linear"
     # the metric keys stay the kind-free ones (test/model/... in MLflow), whatever the label
-    assert "lsnn_meta_trained.test_mse_late" in r.flat_metrics()
+    assert "test/model/mse_late" in r.test_metrics()
     assert paired_sentence(r.paired).startswith("Per-episode MSE over the second half, LSNN minus")
