@@ -70,9 +70,10 @@ class LoopSetting:
     workers: int  # run.workers: Ray evaluation workers (0: in the driver)
     validation_tasks: int
     model_blocks: Callable[[], tuple] = field(default=tuple, compare=False)  # the model kind's blocks for this task
+    units: int = 0  # the model kind's units (an LSNN's neurons, an LSTM's cells): what memory estimates multiply
 
     def neurons(self) -> int:
-        return self.model.n_lif + self.model.n_alif
+        return self.units
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def setting_of(cfg: ExperimentConfig) -> LoopSetting:
 
     return LoopSetting(sections=sections_of(cfg), genome=cfg.genome, task=cfg.task, family=family, model=cfg.model,
                        spiking=model.spiking, workers=cfg.run.workers, validation_tasks=cfg.run.validation_tasks,
-                       model_blocks=model_blocks)
+                       model_blocks=model_blocks, units=model.units(cfg.model))
 
 
 def check_config(cfg: ExperimentConfig) -> None:
