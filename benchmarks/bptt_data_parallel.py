@@ -39,7 +39,7 @@ def main() -> None:
 
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
-    from es_l2l.outer.bptt import GradientTrainer
+    from es_l2l.outer.shell import gradient_trainer
     from es_l2l.outer.data_parallel import make_data_parallel
     from es_l2l.seeds import STREAM_TRAIN
 
@@ -48,7 +48,7 @@ def main() -> None:
     cfg1 = load_config(CONFIG, ["run.threads=1", *args.set])
     cfg2 = load_config(CONFIG, ["run.threads=1", *args.set, "bptt.workers=2"])
     genome = build_genome(cfg1)
-    one = GradientTrainer(cfg1, genome, genome.initial_vector(), cfg1.bptt.train)
+    one = gradient_trainer(cfg1, genome)
     two = make_data_parallel(cfg2, genome)
     total = args.warmup + args.steps
     t1, t2, reduce_s = [], [], []

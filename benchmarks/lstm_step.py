@@ -30,7 +30,7 @@ from es_l2l.config import load_config
 from es_l2l.families import family_of
 from es_l2l.genome import build_genome
 from es_l2l.models.lstm import LSTMParams, cell_lstm_hidden, init_lstm, torch_lstm_hidden
-from es_l2l.outer.bptt import GradientTrainer
+from es_l2l.outer.shell import gradient_trainer
 from es_l2l.seeds import STREAM_TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def cell_rollout(params, x, readout_steps=None):
 def bptt_steps(config: str, repeats: int) -> dict:
     cfg = load_config(ROOT / "configs" / config, ["run.threads=1"])
     genome = build_genome(cfg)
-    trainer = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
+    trainer = gradient_trainer(cfg, genome)
     keys = (cfg.run.seed, STREAM_TRAIN, 0)
     family_of(cfg.task).gradient_loss  # noqa: B018 (the family is imported before timing)
     times: dict[str, list[float]] = {"cell": [], "cell_flush": [], "torch": []}

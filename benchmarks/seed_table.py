@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 
-from es_l2l.reporting.stats import mean_ci, paired_difference
+from es_l2l.reporting.stats import paired_t_interval, t_interval
 
 
 def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
@@ -88,13 +88,13 @@ def main() -> None:
     print("| --- | ---: | ---: | --- |")
     for a, v in by.items():
         if v:
-            ci = mean_ci(list(v.values()))
+            ci = t_interval(list(v.values()))
             print(f"| {a} | {ci.n} | {ci.mean:.2f} | {ci.low:.2f} to {ci.high:.2f} |")
     for i, a in enumerate(args.arm):
         for b in args.arm[i + 1:]:
             common = sorted(set(by[a]) & set(by[b]))
             if len(common) >= 2:
-                d = paired_difference([by[a][k] for k in common], [by[b][k] for k in common])
+                d = paired_t_interval([by[a][k] for k in common], [by[b][k] for k in common])
                 print(f"| {a} minus {b} (paired) | {d.n} | {d.mean:+.2f} | {d.low:+.2f} to {d.high:+.2f} |")
 
 

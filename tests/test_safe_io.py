@@ -99,15 +99,15 @@ def resume_state():
     from es_l2l.config import load_config
     from es_l2l.cluster.evaluators import LocalEvaluator
     from es_l2l.genome import build_genome
-    from es_l2l.outer.es import run_es
+    from es_l2l.outer.driver import drive
 
     root = Path(__file__).resolve().parent.parent
     cfg = load_config(root / "configs" / "smoke.yaml", ["run.workers=0", "run.generations=3", "run.checkpoint_every=2",
                                                         "run.validate_every=2", "task.batch_size=2", "run.validation_tasks=4",
                                                         "es.popsize=4"])
     states = {}
-    run_es(cfg, build_genome(cfg), LocalEvaluator(cfg, build_genome(cfg)),
-           [lambda s: states.update({s["generation"]: s.get("resume_state")})])
+    drive(cfg, build_genome(cfg), LocalEvaluator(cfg, build_genome(cfg)),
+          [lambda s: states.update({s["generation"]: s.get("resume_state")})])
     return cfg, states[2]
 
 

@@ -187,7 +187,7 @@ def es_split(family: str, config: Path | None, pops, workers, repeats: int, warm
     from es_l2l.bench.meter import Meter
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
-    from es_l2l.outer.driver import validation_metrics
+    from es_l2l.outer.shell import validation_metrics
 
     out = {"family": family, "config": str(config.relative_to(ROOT)) if config else None, "overrides": list(overrides), "cells": []}
     store = Path(tempfile.mkdtemp(prefix="esl2l-scaling-"))
@@ -259,7 +259,7 @@ def bptt_split(config: Path, overrides=(), steps: int = 8, warmup: int = 2, data
     """One BPTT step on one process at B and B/2 tasks, and (``data_parallel``) on two replicas, interleaved."""
     from es_l2l.config import load_config
     from es_l2l.genome import build_genome
-    from es_l2l.outer.bptt import GradientTrainer
+    from es_l2l.outer.shell import gradient_trainer
     from es_l2l.outer.data_parallel import make_data_parallel
     from es_l2l.seeds import STREAM_TRAIN
 
@@ -267,8 +267,8 @@ def bptt_split(config: Path, overrides=(), steps: int = 8, warmup: int = 2, data
     batch = cfg.bptt.batch_size or cfg.task.batch_size
     half = load_config(config, ["run.threads=1", *overrides, f"bptt.batch_size={batch // 2}"])
     genome = build_genome(cfg)
-    one = GradientTrainer(cfg, genome, genome.initial_vector(), cfg.bptt.train)
-    onehalf = GradientTrainer(half, genome, genome.initial_vector(), half.bptt.train)
+    one = gradient_trainer(cfg, genome)
+    onehalf = gradient_trainer(half, genome)
     two = make_data_parallel(load_config(config, ["run.threads=1", *overrides, "bptt.workers=2"]), genome) if data_parallel else None
     rows = []
     total = warmup + steps
