@@ -19,6 +19,8 @@ difference of differences: the LSNN's frequent-vs-fresh gap net of the networks'
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +34,7 @@ from es_l2l.families.teacher.baselines import (
     predict_running_mean,
     predict_target_backprop,
 )
-from es_l2l.families.teacher.evaluate import LSNN_TRAINED, LSNN_UNTRAINED, evaluate_params, task_batch
+from es_l2l.families.teacher.evaluate import LSNN_TRAINED, LSNN_UNTRAINED, evaluate_params, model_name, task_batch
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TeacherTasks
 from es_l2l.tracking.metric_keys import test_key
 from es_l2l.reporting.plots import pyplot, save_figure
@@ -79,6 +81,11 @@ class GroupSplit:
     which: torch.Tensor  # (B,) the frequent group's network per episode
     n_networks: int  # K
     share: float  # task.frequent_share of the training episodes
+    model: str = "LSNN"  # the trained model kind in words (evaluate.model_name): what tables and sentences call it
+
+    def named(self, text: str) -> str:
+        """``text`` with the trained network called by its model kind (the keys stay kind-free)."""
+        return re.sub(r"\bLSNN\b", self.model, text)
 
     def scores(self, group: str, predictor: str) -> dict[str, torch.Tensor]:
         """Per-episode scores (B,) of a predictor (or a :data:`CONTRASTS` name) on a group."""
@@ -131,12 +138,12 @@ class GroupSplit:
             for p in PREDICTORS:
                 e = self.sq_err[g][p]
                 mean, lo, hi = normal_band(e)
-                lines += [f"{g},{p},{i + 1},{float(mean[i]):.6g},{float(lo[i]):.6g},{float(hi[i]):.6g},{e.shape[0]}"
+                lines += [f"{g},{self.named(p)},{i + 1},{float(mean[i]):.6g},{float(lo[i]):.6g},{float(hi[i]):.6g},{e.shape[0]}"
                           for i in range(len(mean))]
         return "\n".join(lines) + "\n"
 
     def verdict(self) -> str:
-        return group_verdict(self)
+        return self.named(group_verdict(self))
 
     def table(self):
         from rich.table import Table
@@ -153,10 +160,10 @@ class GroupSplit:
         for p in PREDICTORS:
             for g in GROUPS:
                 style = "bold" if p == LSNN_TRAINED else None
-                table.add_row(p, g, *(fmt(summary[g][p][k]) for k in SCORES[1:]), style=style)
-            table.add_row(p, "frequent - fresh", *(fmt(diffs[p][k]) for k in SCORES[1:]))
+                table.add_row(self.named(p), g, *(fmt(summary[g][p][k]) for k in SCORES[1:]), style=style)
+            table.add_row(self.named(p), "frequent - fresh", *(fmt(diffs[p][k]) for k in SCORES[1:]))
         for c in CONTRASTS:
-            table.add_row(c, "frequent - fresh", *(fmt(diffs[c][k]) for k in SCORES[1:]))
+            table.add_row(self.named(c), "frequent - fresh", *(fmt(diffs[c][k]) for k in SCORES[1:]))
         return table
 
 
@@ -184,7 +191,7 @@ def group_split(
         RUNNING_MEAN: predict_running_mean(tasks.y, prior),
     }
     errors = {GROUP_FRESH: squared_errors(fresh_preds, fresh.y), GROUP_FREQUENT: squared_errors(preds, tasks.y)}
-    return GroupSplit(errors, tasks.which, task.frequent_targets, task.frequent_share)
+    return GroupSplit(errors, tasks.which, task.frequent_targets, task.frequent_share, model_name(ctx))
 
 
 def difference_words(d: dict[str, float]) -> str:
@@ -254,8 +261,8 @@ def plot_groups(split: GroupSplit, path: str | Path, title: str = "") -> Path:
             ax.fill_between(trials, lo.clamp(min=floor).numpy(), hi.numpy(), color=colors[g], alpha=0.2, lw=0)
             if p == LSNN_TRAINED:  # the untrained network beside it: what the networks' difficulty alone does
                 ax.plot(trials, split.sq_err[g][LSNN_UNTRAINED].mean(dim=0).numpy(), color=colors[g], lw=1, ls=":",
-                        label=f"{g}, {LSNN_UNTRAINED}")
-        ax.set_title(p)
+                        label=f"{g}, {split.named(LSNN_UNTRAINED)}")
+        ax.set_title(split.named(p))
         ax.set_xlabel("trial index within the episode")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
