@@ -131,6 +131,7 @@ def es_l2l(*args, env=None, timeout=600, cwd=None):
                           timeout=timeout, env=env, cwd=cwd)
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_submit_reaches_succeeded_and_its_mlflow_run_is_found(ray_head, mlflow_server, tmp_path):
     proc = es_l2l("submit", str(SMOKE), "--address", ray_head["dashboard"], "--set", f"tracking.uri={mlflow_server}",
                   "--set", "run.generations=2", "--set", "run.validate_every=1", "--set", "run.checkpoint_every=1",
@@ -159,6 +160,7 @@ def test_submit_without_the_token_is_one_clear_line(ray_head, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_run_attaches_a_driver_to_the_running_cluster(ray_head, tmp_path):
     proc = es_l2l("run", str(SMOKE), "--address", ray_head["gcs"], "--set", "run.generations=2",
                   f"--set=tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"--set=tracking.artifact_root={tmp_path / 'mlruns'}",

@@ -164,6 +164,7 @@ def test_terms_name_what_differs_between_arms_and_what_is_the_same(tmp_path):
     assert any(t.startswith("cores differ") for t in teacher)  # 2 Ray workers against 1 driver thread
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_config_names_holding_a_path_never_become_paths_and_the_parent_ends(tmp_path):
     """A name with '/' used to crash the comparison (FileNotFoundError, parent left RUNNING); one with '../' wrote
     a file outside the artifact folder (next to the temporary folder). Names become safe file names and key parts."""

@@ -492,6 +492,7 @@ def test_resume_of_a_run_not_in_the_store_says_so_in_one_line(tmp_path):
 # --- one driver per run -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_a_running_run_is_not_resumed_twice_and_a_killed_one_by_one_resumer_only(tmp_path):
     """Two --resume of the same run used to both proceed and log every step twice."""
     from es_l2l.tracking.checkpoint import load_resume
@@ -540,6 +541,7 @@ def test_a_run_running_on_another_machine_needs_force_to_resume(tmp_path):
     assert forced.returncode == 1 and "has no resume.pt yet" in forced.stderr, forced.stderr  # past the check
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_evaluate_leaves_no_temporary_folder(tmp_path):
     proc = es_l2l(tmp_path, "run", str(SMOKE), "--workers", "0", "--set=run.generations=1", "--set=task.batch_size=2",
                   "--set=run.validation_tasks=4", "--set=es.popsize=4", timeout=300)

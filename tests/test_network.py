@@ -1,6 +1,7 @@
 """Network exposure of a local run: Ray's servers listen on every interface (Ray 2.60 offers no way
 to bind them to loopback), so es-l2l guards a local Ray with a random token (docs/failures.md)."""
 
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_a_local_ray_refuses_a_process_without_its_token(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT)

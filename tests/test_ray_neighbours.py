@@ -76,6 +76,7 @@ def group_gone(pgid: int, timeout: float = 20) -> bool:
 # --- a cluster recorded on the machine ------------------------------------------------------------
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_a_run_without_address_starts_its_own_ray_beside_a_live_ray_start_head(ray_tmp, tmp_path):
     with head_node(str(ray_tmp / "ray"), num_cpus=1, dashboard=False, env=run_env(ray_tmp)) as head:
         # what a bare ray.init() would attach to (and then refuse num_cpus)

@@ -8,6 +8,7 @@ readout must give the total spike count of both groups (scaled). The baseline pr
 
 from __future__ import annotations
 
+import pytest
 import os
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_
         assert run.data.params["task.family"] == NAME
 
 
+@pytest.mark.slow  # 25-50 s through real services; .ci/run runs it
 def test_compare_runs_the_family_with_its_generic_summary(tmp_path):
     (tmp_path / "cmp.yaml").write_text(yaml.safe_dump({"configs": [str(config("es", tmp_path)), str(config("bptt", tmp_path))],
                                                        "budget_neuron_steps": 2e6}))
