@@ -8,7 +8,7 @@ from es_l2l.bench import SECTIONS, main
 from es_l2l.bench.norse_peer import VENV
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; a bench cell stays in the default run (tests/outer/test_guided.py::test_the_bench_cell_times_guided_es_beside_es_and_bptt)
+@pytest.mark.slow  # run by .ci/run; a bench cell stays in the default run (tests/outer/test_guided.py::test_the_bench_cell_times_guided_es_beside_es_and_bptt)
 def test_quick_suite_writes_json_for_every_section(tmp_path, ray_local):
     # Norse's venv takes minutes to build: use it when `es-l2l bench` has built it, else the
     # section must say why it skipped.

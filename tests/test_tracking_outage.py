@@ -117,7 +117,7 @@ def test_a_server_down_at_the_end_leaves_a_spool_that_es_l2l_sync_uploads(server
     assert "test/model/mse_late" in run.data.metrics
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; the outage's spool and sync stay in the default run (test_a_server_down_at_the_end_leaves_a_spool_that_es_l2l_sync_uploads)
+@pytest.mark.slow  # run by .ci/run; the outage's spool and sync stay in the default run (test_a_server_down_at_the_end_leaves_a_spool_that_es_l2l_sync_uploads)
 def test_a_server_that_comes_back_mid_run_gets_everything_without_a_sync(server, tmp_path):
     proc = subprocess.Popen(  # 30 s of training, however fast the machine: the server is back well before the end
         cli("run", str(SMOKE), "--workers", "0", f"--set=tracking.uri={server.uri}", "--set=run.generations=1000000",
@@ -145,7 +145,7 @@ def test_a_server_that_comes_back_mid_run_gets_everything_without_a_sync(server,
     assert {"checkpoint.pt", "config.yaml", "mse_per_trial.png"} <= {a.path for a in client.list_artifacts(run_id)}
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; redaction stays in the default run (tests/test_failures.py, tests/test_network.py)
+@pytest.mark.slow  # run by .ci/run; redaction stays in the default run (tests/test_failures.py, tests/test_network.py)
 def test_a_password_with_an_at_sign_stays_off_the_console_in_an_outage_a_sync_and_evaluate(server, tmp_path):
     """The password holds '@' (it used to be cut at the first '@': 'http://***@SS-...' as the param); MLflow's own
     lines (its system-metrics warning during the outage, sync's "View run ... at URL") and evaluate's error line

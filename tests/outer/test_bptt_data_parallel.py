@@ -138,7 +138,7 @@ def test_bad_bptt_workers_exits_2_through_the_cli_with_no_run(tmp_path, sets, me
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; data-parallel BPTT stays in the default run in-process (test_one_and_two_workers_give_the_same_loss_curve_and_parameters)
+@pytest.mark.slow  # run by .ci/run; data-parallel BPTT stays in the default run in-process (test_one_and_two_workers_give_the_same_loss_curve_and_parameters)
 def test_the_cli_runs_two_workers_and_the_driver_logs_every_step_to_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
 

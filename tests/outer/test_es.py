@@ -182,7 +182,7 @@ class _KillEveryGeneration(RayEvaluator):
         return work
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; a lost actor replaced stays in the default run (test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_change)
+@pytest.mark.slow  # run by .ci/run; a lost actor replaced stays in the default run (test_a_worker_killed_mid_generation_is_restarted_and_the_numbers_do_not_change)
 def test_losing_more_actors_than_the_pool_replaces_is_one_line(ray_local, capfd):
     from es_l2l.cluster.evaluators import ClusterError
 

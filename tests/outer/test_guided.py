@@ -293,7 +293,7 @@ def test_bad_guided_input_exits_2_through_the_cli_with_no_run(tmp_path, case, me
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; guided ES stays in the default run in-process and its bad input through the CLI
+@pytest.mark.slow  # run by .ci/run; guided ES stays in the default run in-process and its bad input through the CLI
 def test_the_cli_runs_guided_es_and_compares_it_with_plain_es(tmp_path):
     proc = _cli(tmp_path, "run", str(SMOKE), *_store(tmp_path), "--set=run.threads=1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -330,7 +330,7 @@ def test_the_bench_cell_times_guided_es_beside_es_and_bptt():
     assert "guided / (ES + BPTT)" in guided_gen.report(res)
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; guided resume stays in the default run (test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run)
+@pytest.mark.slow  # run by .ci/run; guided resume stays in the default run (test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run)
 def test_a_killed_guided_driver_resumes_through_the_cli_and_ends_with_the_uninterrupted_genome(tmp_path):
     import signal
     import time

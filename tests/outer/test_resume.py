@@ -61,7 +61,7 @@ def _wait_for(path_glob, root: Path, timeout: float, proc) -> Path:
     raise TimeoutError(path_glob)
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; resume stays in the default run (test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run, and a killed driver resumed in tests/test_failures.py)
+@pytest.mark.slow  # run by .ci/run; resume stays in the default run (test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run, and a killed driver resumed in tests/test_failures.py)
 def test_a_killed_driver_resumes_and_ends_with_the_uninterrupted_genome(tmp_path):
     store = [f"--set=tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"--set=tracking.artifact_root={tmp_path / 'mlruns'}"]
     sets = ["--set=run.workers=0", "--set=run.generations=100", "--set=run.checkpoint_every=10",

@@ -53,7 +53,7 @@ def test_unknown_task_family_is_one_sentence_and_no_run(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; compare stays in the default run (tests/test_compare.py), the maze through the CLI too
+@pytest.mark.slow  # run by .ci/run; compare stays in the default run (tests/test_compare.py), the maze through the CLI too
 def test_compare_es_against_a2c_on_mazes(tmp_path):
     proc = es_l2l(tmp_path, "compare", str(ROOT / "configs" / "compare_maze_smoke.yaml"), *store(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -86,7 +86,7 @@ def test_the_lif_configs_differ_from_the_lsnn_ones_only_in_the_neuron_split():
         assert b["model.n_alif"] == 0 and b["model.n_lif"] == a["model.n_lif"] + a["model.n_alif"]
 
 
-@pytest.mark.slow  # deselected by make test, run by .ci/run; compare stays in the default run (tests/test_compare.py), store-recall through the CLI too
+@pytest.mark.slow  # run by .ci/run; compare stays in the default run (tests/test_compare.py), store-recall through the CLI too
 def test_compare_accepts_lsnn_vs_lif_vs_lstm(tmp_path):
     proc = es_l2l(tmp_path, "compare", str(CONFIGS / "compare_store_recall_smoke.yaml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
