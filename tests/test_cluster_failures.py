@@ -48,7 +48,7 @@ def _ray_job(ray_head, wd: Path, runtime_env: str | None, *args: str) -> subproc
     return subprocess.run(cmd, cwd=wd, env=ray_head["env"], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow  # run by .ci/run; es-l2l submit stays in the default run (tests/test_cluster.py)
+@pytest.mark.slow  # run by .ci/run, beside es-l2l submit's own test (tests/test_cluster.py, also slow)
 def test_plain_ray_job_submit_attaches_through_ray_address(ray_head, mlflow_server, tmp_path):
     wd = _working_dir(tmp_path)
     proc = _ray_job(ray_head, wd, '{"env_vars": {"MLFLOW_TRACKING_URI": "%s"}}' % mlflow_server,

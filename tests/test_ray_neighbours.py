@@ -155,7 +155,7 @@ time.sleep(600)
 """
 
 
-@pytest.mark.slow  # run by .ci/run; a run beside a live Ray stays in the default run (test_a_run_without_address_starts_its_own_ray_beside_a_live_ray_start_head)
+@pytest.mark.slow  # run by .ci/run; a run beside other Ray state stays in the default run (test_a_run_without_address_ignores_a_stale_cluster_record)
 def test_an_attached_run_says_in_one_line_that_another_job_holds_the_cpus_and_starts_when_freed(ray_tmp, tmp_path):
     with head_node(str(ray_tmp / "ray"), num_cpus=1, dashboard=False, env=run_env(ray_tmp)) as head:
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, head["gcs"]], env=head["env"], stdout=subprocess.PIPE,

@@ -145,7 +145,7 @@ def test_a_server_that_comes_back_mid_run_gets_everything_without_a_sync(server,
     assert {"checkpoint.pt", "config.yaml", "mse_per_trial.png"} <= {a.path for a in client.list_artifacts(run_id)}
 
 
-@pytest.mark.slow  # run by .ci/run; redaction stays in the default run (tests/test_failures.py, tests/test_network.py)
+@pytest.mark.slow  # run by .ci/run; redaction stays in the default run (tests/test_failures.py)
 def test_a_password_with_an_at_sign_stays_off_the_console_in_an_outage_a_sync_and_evaluate(server, tmp_path):
     """The password holds '@' (it used to be cut at the first '@': 'http://***@SS-...' as the param); MLflow's own
     lines (its system-metrics warning during the outage, sync's "View run ... at URL") and evaluate's error line
