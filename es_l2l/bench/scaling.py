@@ -315,9 +315,10 @@ TRIVIAL = ["model.n_lif=2", "model.n_alif=2", "task.n_trials=2", "task.trial_ms=
 
 
 def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: float, popsize: int, repeats: int,
-                 node_of=None, log=print) -> dict:
+                 by_node: bool = False, log=print) -> dict:
     """Generations of a trivial evaluation sent to W of a pool of ``actors``, on n nodes, for each (W, n) of ``cells``,
-    round-robin over the cells ``repeats`` times. ``node_of(pids) -> node index per actor`` (None: one node)."""
+    round-robin over the cells ``repeats`` times. ``by_node``: the actors are grouped by the Ray node each
+    runs on (its node id); otherwise they count as one node."""
     from es_l2l.config import load_config
     from es_l2l.cluster.evaluators import RayEvaluator
     from es_l2l.genome import build_genome
@@ -330,7 +331,12 @@ def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: flo
     ev = _timed_evaluator(RayEvaluator)(cfg, actors)
     pids = ev.pids()
     start_s = time.perf_counter() - t0
-    nodes = node_of(pids) if node_of else [0] * len(pids)
+    if by_node:
+        ids = ev.node_ids()
+        first = list(dict.fromkeys(ids))  # node index: order of first appearance
+        nodes = [first.index(i) for i in ids]
+    else:
+        nodes = [0] * len(pids)
     pool = list(ev.actors)
     by_node: dict[int, list] = {}
     for a, n in zip(pool, nodes):
@@ -403,12 +409,11 @@ def coordination_cluster(nodes: int = 2, cpus: int = 16, actors: int = 32, popsi
         cluster.add_nodes(*names, cpus=cpus)
         started = time.perf_counter() - t0
         log(f"  loopback cluster: head + {nodes} nodes of {cpus} CPUs in {started:.0f} s")
-        pgids = {name: cluster.nodes[name].pgid for name in names}
         per = actors // nodes
         cells = [(w, n) for n in sorted({1, 2, nodes}) for w in (1, 2, 4, 8, 16, 32) if n <= w <= per * n]
         cells = sorted(set(cells), key=lambda c: (c[1], c[0]))
         args = json.dumps({"cells": cells, "actors": actors, "cpus_per_worker": nodes * cpus / actors, "popsize": popsize,
-                           "repeats": repeats, "pgids": pgids})
+                           "repeats": repeats})
         env = {**cluster.env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.run([sys.executable, "-m", "es_l2l.bench.scaling", "coordination", cluster.address, args],
                               env=env, capture_output=True, text=True, timeout=1800, check=False)
@@ -432,20 +437,8 @@ def _child_coordination(address: str, args: dict) -> None:
     _quiet()
     torch.set_num_threads(1)
     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    names = list(args["pgids"])
-
-    def node_of(pids):
-        out = []
-        for pid in pids:
-            try:
-                g = os.getpgid(pid)
-            except ProcessLookupError:
-                g = None
-            out.append(next((i for i, n in enumerate(names) if args["pgids"][n] == g), len(names)))
-        return out
-
     res = coordination([tuple(c) for c in args["cells"]], args["actors"], args["cpus_per_worker"], args["popsize"],
-                       args["repeats"], node_of=node_of, log=lambda s: print(s, file=sys.stderr))
+                       args["repeats"], by_node=True, log=lambda s: print(s, file=sys.stderr))
     ray.shutdown()
     print(json.dumps(res))
 

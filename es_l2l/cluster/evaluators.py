@@ -281,6 +281,12 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The id of the Ray node this actor runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
 
 class _Work(NamedTuple):
     """One generation's evaluation in flight: its shares (``issue(actor) -> reference``, in member
@@ -566,6 +572,10 @@ class RayEvaluator:
             self._ray.wait(list(self._starting), num_returns=len(self._starting), timeout=1.0)
             self._grow()
         return self._ray.get([a.pid.remote() for a in self.actors])
+
+    def node_ids(self) -> list[str]:
+        """The Ray node id of each actor (call :meth:`pids` first to wait for the pool)."""
+        return self._ray.get([a.node_id.remote() for a in self.actors])
 
     def wait_ready(self, say, patience: float = 5.0, address: str | None = None) -> list[int]:
         """Wait for every actor to start (their pids). Actors still pending after ``patience`` seconds

@@ -38,6 +38,7 @@ def test_es_improves_fitness_on_real_ray_with_two_actors(ray_local):
     pool = RayEvaluator(cfg, 2)
     try:
         assert len(set(pool.pids())) == 2  # two real actor processes
+        assert pool.node_ids() == [ray_local.get_runtime_context().get_node_id()] * 2  # both on this one node
         history = []
         drive(cfg, genome, pool, [history.append])
     finally:
