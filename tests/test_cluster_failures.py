@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from tests.test_cluster import BIN, ROOT, SMOKE, es_l2l, mlflow_server, ray_head  # noqa: F401  (fixtures)
 
 
+@pytest.mark.slow  # run by .ci/run; the other attach refusals on this head stay in the default run
 def test_run_without_the_ray_token_says_the_token_is_missing(ray_head, tmp_path):
     env = {k: v for k, v in ray_head["env"].items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
     env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-such-token")

@@ -74,7 +74,7 @@ def group_gone(pgid: int, timeout: float = 20) -> bool:
 # --- 1. every run ends in a final state -------------------------------------------------------
 
 
-@pytest.mark.parametrize("how, workers", [("SIGTERM", "0"), ("SIGTERM", "1"), ("Ctrl-C", "1")])
+@pytest.mark.parametrize("how, workers", [("SIGTERM", "0"), pytest.param("SIGTERM", "1", marks=pytest.mark.slow), ("Ctrl-C", "1")])  # SIGTERM with a worker: .ci/run
 def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_down(tmp_path, how, workers):
     # as from a terminal: SIGINT at its default (a parent running Ray may ignore it, and exec keeps SIG_IGN)
     terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
@@ -103,6 +103,7 @@ def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_
     assert group_gone(proc.pid), "Ray processes outlived the driver"
 
 
+@pytest.mark.slow  # run by .ci/run; SIGTERM of a run stays in the default run (test_sigterm_or_ctrl_c_marks_the_run_killed...[SIGTERM-0])
 def test_sigterm_ends_the_run_within_the_deadline_even_when_its_tracking_store_is_locked(tmp_path):
     """Another process holds the SQLite store locked (as a busy machine's other writer can, for
     seconds): every MLflow write then waits up to 20 s, and the orderly stop took a minute. The run
@@ -133,6 +134,7 @@ def test_sigterm_ends_the_run_within_the_deadline_even_when_its_tracking_store_i
     assert group_gone(proc.pid, timeout=5)
 
 
+@pytest.mark.slow  # run by .ci/run; Ctrl-C of a run stays in the default run (test_sigterm_or_ctrl_c_marks_the_run_killed...[Ctrl-C-1])
 def test_ctrl_c_in_compare_is_one_line_and_marks_the_parent_and_the_running_child_killed(tmp_path):
     terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     args = ["compare", str(ROOT / "configs" / "compare_smoke.yaml"), "--budget-seconds", "120", *store(tmp_path), *LONG]
@@ -314,6 +316,7 @@ def test_a_resume_pt_holding_code_is_refused_and_not_executed(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # run by .ci/run; a race of two processes on one store, 20-30 s
 def test_two_first_runs_at_once_in_a_fresh_folder_both_succeed(tmp_path):
     """Both create mlflow.db, its tables and the experiment at the same moment (a file lock serialises them)."""
     args = ["run", str(SMOKE), "--workers", "0", "--set=run.generations=1", "--set=task.batch_size=2",
@@ -413,7 +416,7 @@ def foreign_http(tmp_path):
 
 
 # the silent server waits out its timeouts: deselected by make test, run by .ci/run (dead and not-mlflow stay)
-@pytest.mark.parametrize("server", ["dead", pytest.param("silent", marks=pytest.mark.slow), "not-mlflow"])
+@pytest.mark.parametrize("server", ["dead", pytest.param("silent", marks=pytest.mark.slow), pytest.param("not-mlflow", marks=pytest.mark.slow)])  # dead: the default run's case
 def test_evaluate_resume_and_sync_name_a_dead_silent_or_foreign_server_in_one_line_within_seconds(tmp_path, server, request):
     """They used to take 249 s on a dead server (and hang past 900 s on a silent one; --resume then said "no MLflow
     run"), and a server that is not MLflow passed the probe and ended in a 50-line traceback."""
@@ -458,6 +461,7 @@ def test_evaluate_resume_and_sync_name_a_dead_silent_or_foreign_server_in_one_li
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow  # run by .ci/run; the default run keeps sync's dead-server case (test_evaluate_resume_and_sync_name_a_dead_...[dead])
 def test_sync_into_a_store_without_the_run_or_of_a_damaged_spool_is_one_line_and_keeps_the_spool(tmp_path):
     """Both used to print a 34-line traceback."""
     client = client_of(tmp_path)
