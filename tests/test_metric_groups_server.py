@@ -36,6 +36,11 @@ def test_a_run_against_a_real_server_logs_only_grouped_metric_keys(server, tmp_p
     assert keys and all(k.startswith(GROUPS) for k in keys), sorted(k for k in keys if not k.startswith(GROUPS))
     for group in GROUPS:
         assert any(k.startswith(group) for k in keys), (group, sorted(keys))
+    # the run page's "Model metrics" tab: one chart section per key up to its last "/", in the order of the
+    # sorted keys (system/ has its own tab); the learning curves lead, the held-out report follows
+    sections = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in sorted(keys) if not k.startswith("system/")))
+    assert sections[:2] == ["train", "val"] and len(sections) > 2, sections
+    assert all(s.startswith("withheld/") for s in sections[2:]), sections
     assert {"train/fitness_mean", "train/elapsed_s", "val/mse_late", "val/best_mse_late", "withheld/model/mse_late",
             "withheld/untrained/mse_late", "withheld/running_mean/mse_late"} <= keys
 

@@ -86,6 +86,30 @@ def test_an_old_held_out_key_a_user_names_fails_in_one_line_naming_the_new_key(t
         history(client, run_id, "test/model/mse_late")
 
 
+def test_a_script_given_an_old_held_out_key_exits_2_with_one_line_and_reads_old_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = [sys.executable, str(ROOT / "benchmarks" / "seed_table.py"), "--arm", "a", "--db"]
+    proc = subprocess.run([*script, str(tmp_path / "none.db"), "--test", "test/model/recall_error"], capture_output=True, text=True, check=False,
+                          timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr == ("seed_table: --test 'test/model/recall_error' names the old held-out group 'test/', now 'withheld/': "
+                           "use 'withheld/model/recall_error'\n")
+    # a store logged before the rename: today's key finds the run's test/... value
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'old.db'}")
+    run_id = client.create_run(client.create_experiment("old", (tmp_path / "a").as_uri()), run_name="a").info.run_id
+    client.log_param(run_id, "run.seed", "3")
+    client.log_batch(run_id, metrics=[Metric("test/model/recall_error", 0.25, 0, 2), Metric("train/elapsed_s", 9.0, 0, 2),
+                                      Metric("train/neuron_steps", 1e6, 0, 2), Metric("val/best_recall_error", 0.3, 0, 2)])
+    client.set_terminated(run_id)
+    proc = subprocess.run([*script, str(tmp_path / "old.db")], capture_output=True, text=True, check=False, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "| a | 3 | " in proc.stdout and "| 30.0 | 25.0 |" in proc.stdout, proc.stdout
+
+
 def test_no_held_out_key_is_spelled_out_in_the_package():
     """Every producer names the held-out group through metric_keys (HELD_OUT, withheld(), withheld_key()):
     no "test/..." key of the old name, and no "withheld/..." literal beside the constant."""
