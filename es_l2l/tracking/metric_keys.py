@@ -3,7 +3,7 @@
 The outer loops and the progress display keep the status dict's short, readable names
 (``fitness_mean``, ``val_mse_late``: the *internal* names); :class:`es_l2l.tracking.run.MlflowRun` maps
 them here, in one place, to the keys MLflow stores. The families' held-out reports emit the stored
-keys themselves (:func:`test_key`). Every key's first segment is a group, so that the MLflow UI
+keys themselves (:func:`withheld_key`, :func:`withheld`). Every key's first segment is a group, so that the MLflow UI
 (a chart section per key up to its last ``/``) shows the groups apart:
 
 * ``train/<name>``: per-generation training (``train/fitness_mean``, ``train/grad_norm``,
@@ -17,7 +17,7 @@ keys themselves (:func:`test_key`). Every key's first segment is a group, so tha
 * ``system/<name>``: CPU, memory, disk and network, logged by MLflow's own system-metrics monitor.
 
 The held-out group's name (:data:`HELD_OUT`) sorts after ``train`` and ``val``: the MLflow run page
-orders its chart sections alphabetically, so the learning curves come first. It was ``test`` before
+orders its chart sections by sorting the keys, so the learning curves come first. It was ``test`` before
 (:data:`OLD_HELD_OUT`); :func:`renamed` gives an old key's new name, :func:`refuse_old` the one-line
 refusal of an old key a user names.
 
