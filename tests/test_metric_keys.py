@@ -191,6 +191,18 @@ def test_the_tracker_groups_status_and_report_keys_and_resumes_after_the_last_st
     assert [(m.step, m.value) for m in reopened.client.get_metric_history(run.run_id, "train/fitness_mean")] == [(1, -1.0), (2, -0.5)]
 
 
+def test_a_resumed_run_whose_killed_driver_logged_the_old_held_out_keys_does_not_log_them_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("ES_L2L_SPOOL", str(tmp_path / "spool"))
+    cfg = _cfg(tmp_path)
+    run = MlflowRun(cfg, log_config=False)
+    run({"generation": 2, "elapsed_s": 2.0, "fitness_mean": -0.5})
+    run.client.log_batch(run.run_id, metrics=[Metric("test/model/mse_late", 0.3, 0, 2)])  # an older driver's held-out key
+    reopened = MlflowRun(cfg, run_id=run.run_id)
+    reopened.log_metrics({"lsnn_meta_trained.test_mse_late": 0.3, "running_mean.test_mse_late": 0.4}, step=2)
+    metrics = reopened.client.get_run(run.run_id).data.metrics
+    assert {k for k in metrics if k.startswith(("test/", "withheld/"))} == {"test/model/mse_late", "withheld/running_mean/mse_late"}
+
+
 def test_a_resumed_run_begun_under_the_flat_names_keeps_them(tmp_path, monkeypatch):
     monkeypatch.setenv("ES_L2L_SPOOL", str(tmp_path / "spool"))
     cfg = _cfg(tmp_path)
