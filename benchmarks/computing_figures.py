@@ -8,9 +8,10 @@ Store-recall: recall error against delay of every store-recall run (trained netw
 run's spike raster and writes ``store_recall_summary.json`` / ``smnist_summary.json`` (the test
 metrics of the latest run of each name, over every ``--db`` given); a figure and summary are written
 only for a family whose runs are in the stores.
-Reads stores of either naming: runs logged with today's grouped keys (``val/accuracy``,
-``test/model/recall_error``) and older runs with flat names (``val_accuracy``, ``test_recall_error``);
-``summary.json`` uses today's keys for both.
+Reads stores of every naming: runs logged with today's grouped keys (``val/accuracy``,
+``withheld/model/recall_error``), runs with the held-out group's name before (``test/model/recall_error``)
+and older runs with flat names (``val_accuracy``, ``test_recall_error``); ``summary.json`` uses today's
+keys for all (the summaries committed before the rename hold ``test/...`` keys).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from es_l2l.tracking.metric_keys import grouped
+from es_l2l.tracking.metric_keys import HELD_OUT, grouped, withheld
 from es_l2l.tracking.metric_keys import history as metric_history
 from es_l2l.reporting.plots import pyplot, save_figure
 
@@ -58,10 +59,10 @@ def main() -> None:
     for i, (name, r) in enumerate(sorted(runs.items())):
         client = clients[name]
         m = {grouped(k): v for k, v in r.data.metrics.items()}  # an older run's flat names as today's keys
-        hist_key = "val/recall_error" if "test/model/recall_error" in m else "val/accuracy"
+        hist_key = "val/recall_error" if withheld("model", "recall_error") in m else "val/accuracy"
         history = metric_history(client, r.info.run_id, hist_key)
         elapsed = {h.step: h.value for h in metric_history(client, r.info.run_id, "train/elapsed_s")}
-        summary[name] = {k: v for k, v in m.items() if k.startswith("test/")}
+        summary[name] = {k: v for k, v in m.items() if k.startswith(HELD_OUT + "/")}
         summary[name].update(run_id=r.info.run_id, outer=r.data.params.get("outer"), kind=r.data.params.get("model.kind"),
                              steps=int(max(h.step for h in history)), train_s=max(elapsed.values()) if elapsed else None,
                              best_val=(min if hist_key == "val/recall_error" else max)(h.value for h in history))
@@ -81,8 +82,8 @@ def main() -> None:
         if hist_key == "val/accuracy":
             ax2.plot([elapsed.get(h.step, float("nan")) / 60 for h in history], [h.value for h in history], marker=".",
                      color=f"C{i}", label=name)
-    families = {"store_recall": [n for n, v in summary.items() if "test/model/recall_error" in v],
-                "smnist": [n for n, v in summary.items() if "test/model/accuracy" in v]}
+    families = {"store_recall": [n for n, v in summary.items() if withheld("model", "recall_error") in v],
+                "smnist": [n for n, v in summary.items() if withheld("model", "accuracy") in v]}
     if families["store_recall"]:
         ax.set_xlabel("store-to-recall delay (s)")
         ax.set_ylabel("recall error, 1,000 held-out sequences")

@@ -7,16 +7,21 @@ paired difference over the seeds both have (es_l2l.reporting.stats, what ``es-l2
 Arms of different ``es-l2l compare`` invocations pair as well, which is how arms of equal steps
 but unequal neuron-steps per step (an LSTM's units against an LSNN's neurons) are compared.
 
-    PYTHONPATH=. python benchmarks/seed_table.py --db res/mlflow.db --test test/model/recall_error \
+    PYTHONPATH=. python benchmarks/seed_table.py --db res/mlflow.db --test withheld/model/recall_error \
         --val val/best_recall_error --arm store-recall-lsnn-bptt --arm store-recall-lstm-bptt
+
+``--test`` is today's key; a run logged before the held-out group's rename is read under its old
+``test/...`` name; ``--test test/...`` fails in one line naming the new key.
 """
 
 from __future__ import annotations
 
 import argparse
 import sqlite3
+import sys
 
 from es_l2l.reporting.stats import paired_t_interval, t_interval
+from es_l2l.tracking.metric_keys import old_name, refuse_old
 
 
 def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
@@ -24,9 +29,12 @@ def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
     out = []
     q = "select run_uuid, name, start_time from runs where status='FINISHED' and name in ({})".format(",".join("?" * len(names)))
     for uuid, name, start in con.execute(q, names):
-        def metric(key, how="max"):
-            row = con.execute(f"select {how}(value) from metrics where run_uuid=? and key=?", (uuid, key)).fetchone()
-            return row[0]
+        def metric(key, how="max"):  # under today's key, else its name before the held-out group's rename
+            for name in filter(None, (key, old_name(key))):
+                row = con.execute(f"select {how}(value) from metrics where run_uuid=? and key=?", (uuid, name)).fetchone()
+                if row[0] is not None:
+                    return row[0]
+            return None
 
         def param(key):
             row = con.execute("select value from params where run_uuid=? and key=?", (uuid, key)).fetchone()
@@ -67,12 +75,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", required=True)
     ap.add_argument("--arm", action="append", required=True, help="a run name (repeat)")
-    ap.add_argument("--test", default="test/model/recall_error")
+    ap.add_argument("--test", default="withheld/model/recall_error")
     ap.add_argument("--val", default="val/best_recall_error")
     ap.add_argument("--scale", type=float, default=100.0, help="multiply values (100: percent)")
     ap.add_argument("--plot", help="also plot each run's validation curve (--curve) against steps into this PNG")
     ap.add_argument("--curve", default="val/recall_error")
     args = ap.parse_args()
+    try:
+        for flag, key in (("--test", args.test), ("--val", args.val), ("--curve", args.curve)):
+            refuse_old(key, flag)
+    except ValueError as exc:
+        print(f"seed_table: {exc}", file=sys.stderr)
+        sys.exit(2)
     rows = runs(args.db, args.arm, args.test, args.val)
     if args.plot:
         plot(args, rows)

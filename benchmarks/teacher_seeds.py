@@ -8,7 +8,7 @@ Each ``--runs`` entry is an MLflow tracking URI holding one finished ``es-l2l ru
 (the last run in it is read); each ``--checkpoints`` entry is a checkpoint (e.g. one a run logged at a
 validation step: the best genome so far), scored here by the same held-out report a run ends with. A run's seed fixes its 128 held-out test tasks, so the baselines differ
 between seeds; the within-run interval is the paired difference to the running mean over those
-episodes (the run's ``test/model_minus_running_mean`` metrics), and the spread across runs is the
+episodes (the run's ``withheld/model_minus_running_mean`` metrics), and the spread across runs is the
 mean and Student-t 95% interval over the runs of each number (``es_l2l.reporting.stats.t_interval``).
 """
 
@@ -21,20 +21,21 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from es_l2l.reporting.stats import t_interval
+from es_l2l.tracking.metric_keys import pick
 
 COLUMNS = {
     "steps": "train/neuron_steps",  # replaced by the step count below
-    "lsnn_late": "test/model/mse_late",
-    "lsnn_first5": "test/model/mse_first",
-    "running_mean_late": "test/running_mean/mse_late",
-    "running_mean_first5": "test/running_mean/mse_first",
-    "least_squares_late": "test/online_least_squares/mse_late",
-    "least_squares_first5": "test/online_least_squares/mse_first",
-    "backprop_late": "test/target_architecture_backprop/mse_late",
-    "backprop_first5": "test/target_architecture_backprop/mse_first",
-    "minus_running_mean": "test/model_minus_running_mean/mean",
-    "minus_running_mean_lo": "test/model_minus_running_mean/lo",
-    "minus_running_mean_hi": "test/model_minus_running_mean/hi",
+    "lsnn_late": "withheld/model/mse_late",
+    "lsnn_first5": "withheld/model/mse_first",
+    "running_mean_late": "withheld/running_mean/mse_late",
+    "running_mean_first5": "withheld/running_mean/mse_first",
+    "least_squares_late": "withheld/online_least_squares/mse_late",
+    "least_squares_first5": "withheld/online_least_squares/mse_first",
+    "backprop_late": "withheld/target_architecture_backprop/mse_late",
+    "backprop_first5": "withheld/target_architecture_backprop/mse_first",
+    "minus_running_mean": "withheld/model_minus_running_mean/mean",
+    "minus_running_mean_lo": "withheld/model_minus_running_mean/lo",
+    "minus_running_mean_hi": "withheld/model_minus_running_mean/hi",
     "best_val": "val/best_mse_late",
     "best_val_step": "val/best_generation",
     "train_s": "train/elapsed_s",
@@ -46,7 +47,7 @@ def read_run(uri: str) -> dict:
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["attributes.start_time DESC"])
     run = runs[0]
     m = run.data.metrics
-    row = {key: m.get(metric) for key, metric in COLUMNS.items()}
+    row = {key: pick(m, metric) for key, metric in COLUMNS.items()}  # a run before a key's rename: its old name
     row["steps"] = max(x.step for x in client.get_metric_history(run.info.run_id, "train/grad_norm"))  # steps count from 1
     row.update(run_id=run.info.run_id, seed=int(run.data.params.get("run.seed", -1)), uri=uri,
                status=run.info.status)

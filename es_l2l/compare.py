@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config, read_yaml
-from es_l2l.tracking.metric_keys import key_name
+from es_l2l.tracking.metric_keys import key_name, withheld
 from es_l2l.models import get_model
 from es_l2l.schema import BLOCKS
 from es_l2l.reporting.stats import paired_t_interval, paired_verdict, t_interval
@@ -177,7 +177,7 @@ def compare(plan: Plan, console: Console) -> int:
         if seed_rows:
             parent.log_text(seeds_md, "seeds.md")
             parent.log_text(csv_table(seed_rows, SEED_COLUMNS), "seeds.csv")
-            parent.log_metrics({f"test/{key_name(r['name'])}/seed_{k}": r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
+            parent.log_metrics({withheld(key_name(r["name"]), f"seed_{k}"): r[k] for r in seed_rows for k in ("mean", "ci_low", "ci_high") if r[k] == r[k]})
             parent.set_tags({"verdict_seeds": seed_text[:5000]})
         held_out_md = comparison_markdown(summary)
         parent.set_tags({"mlflow.note.content": description(plan, seeds, terms, held_out_md, seeds_md)})

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from es_l2l.config import ConfigError, ExperimentConfig, build_config, load_config
-from es_l2l.tracking.metric_keys import comparison_key
+from es_l2l.tracking.metric_keys import comparison_key, withheld
 from es_l2l.reporting.tables import csv_table, markdown_table, rich_table
 
 KINDS = {"uniform": "[low, high]", "loguniform": "[low, high], low > 0", "randint": "[low, high], both included",
@@ -304,7 +304,7 @@ def tune(plan: TunePlan, console: Console) -> int:
         best_cfg = with_values(plan.base, values)
         parent.client.log_batch(parent.run_id, params=[Param(f"best.{k}", str(v)) for k, v in values.items()])
         parent.log_metrics({comparison_key("best_trial", metric): best["best_val"],
-                            **({"test/best_trial/score": best["test_score"]} if best["test_score"] != "" else {})})
+                            **({withheld("best_trial", "score"): best["test_score"]} if best["test_score"] != "" else {})})
         parent.set_tags({"best_run_id": best["run_id"] or "", "best_trial": best["name"]})
         text = (f"# es-l2l tune: the best of {len(rows)} trial(s) of {plan.source} ({plan.budget_text} each): {best['name']}, "
                 f"{metric} {objective.fmt(best['best_val'])}\n# MLflow parent run {parent.run_id}, trial run {best['run_id']}; "

@@ -54,11 +54,11 @@ def test_run_logs_params_metrics_checkpoint_and_plot(finished_run):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mse_late")] == [0, 3, 6]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoint.pt", "mse_per_trial.png", "mse_per_trial.csv", "config.yaml"} <= names
-    for key in ("test/model/mse_late", "test/untrained/mse_late", "test/running_mean/mse_late", "test/oracle_linear/mse_late",
-                "test/family_mean/mse_late", "test/online_least_squares/mse_late", "test/family/linear_fit_share",
+    for key in ("withheld/model/mse_late", "withheld/untrained/mse_late", "withheld/running_mean/mse_late", "withheld/oracle_linear/mse_late",
+                "withheld/family_mean/mse_late", "withheld/online_least_squares/mse_late", "withheld/family/linear_fit_share",
                 "val/best_mse_late", "val/best_generation", "train/elapsed_s", "train/neuron_steps", "train/stdev"):
         assert key in run.data.metrics, key
-    assert all(k.split("/")[0] in ("train", "val", "test", "system") for k in run.data.metrics), sorted(run.data.metrics)
+    assert all(k.split("/")[0] in ("train", "val", "withheld", "system") for k in run.data.metrics), sorted(run.data.metrics)
     assert run.info.run_id in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
     assert "beats" in proc.stdout and "running mean" in proc.stdout
 
@@ -71,7 +71,7 @@ def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
     cfg, genome, genomes, meta = load_checkpoint(path)
     assert cfg.run.seed == 3 and set(genomes) == {"best", "final", "initial"}
     report = held_out_report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes["best"])
-    logged = run.data.metrics["test/model/mse_late"]
+    logged = run.data.metrics["withheld/model/mse_late"]
     assert report.metrics[LSNN_TRAINED]["test_mse_late"] == pytest.approx(logged, rel=1e-6)
     proc = es_l2l(tmp, "evaluate", path)
     assert proc.returncode == 0, proc.stderr
@@ -80,7 +80,7 @@ def test_checkpoint_reloads_and_reproduces_the_logged_test_mse(finished_run):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     episode = Path(client.download_artifacts(run.info.run_id, "typical_episode.png", str(tmp)))
     assert episode.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "test/model_minus_running_mean/lo" in run.data.metrics
+    assert "withheld/model_minus_running_mean/lo" in run.data.metrics
 
 
 def test_evaluate_scores_a_variant_of_the_runs_tasks_and_refuses_what_the_network_cannot_take(finished_run):
@@ -104,7 +104,7 @@ def test_same_config_and_seed_give_the_same_numbers(finished_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     _, (a,) = runs_in(tmp)
     _, (b,) = runs_in(tmp_path)
-    assert a.data.metrics["test/model/mse_late"] == b.data.metrics["test/model/mse_late"]
+    assert a.data.metrics["withheld/model/mse_late"] == b.data.metrics["withheld/model/mse_late"]
     assert a.data.metrics["train/fitness_mean"] == b.data.metrics["train/fitness_mean"]
 
 

@@ -43,12 +43,12 @@ def test_parent_run_has_one_finished_child_per_outer_loop(comparison):
     assert "At equal budget (3 s of training each)" in table
     for child in children:
         name = child.data.tags["mlflow.runName"]
-        assert parent.data.metrics[f"test/{name}/mse_late"] == child.data.metrics["test/model/mse_late"]
+        assert parent.data.metrics[f"withheld/{name}/mse_late"] == child.data.metrics["withheld/model/mse_late"]
         assert parent.data.metrics[f"val/{name}/best_mse_late"] == pytest.approx(min(
             m.value for m in client.get_metric_history(child.info.run_id, "val/mse_late")))
     # The baselines in the parent are those of every child: the same held-out tasks.
     for child in children:
-        assert child.data.metrics["test/running_mean/mse_late"] == parent.data.metrics["test/baseline/running_mean/mse_late"]
+        assert child.data.metrics["withheld/running_mean/mse_late"] == parent.data.metrics["withheld/baseline/running_mean/mse_late"]
     assert parent.info.run_id in proc.stdout and "At equal budget" in proc.stdout
     page = parent.data.tags["mlflow.note.content"]  # the run page says what happened: terms, table, verdict
     assert "- same network: 16+16 neurons" in page
@@ -113,12 +113,12 @@ def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
         ("0", "bptt"), ("0", "es"), ("1", "bptt"), ("1", "es")]
     scores = {}
     for r in children:
-        scores.setdefault(r.data.params["name"], []).append(r.data.metrics["test/model/mse_late"])
+        scores.setdefault(r.data.params["name"], []).append(r.data.metrics["withheld/model/mse_late"])
     from es_l2l.reporting.stats import t_interval
 
     es = t_interval(scores["teacher-es-smoke"])
     m = parent.data.metrics
-    assert m["test/teacher-es-smoke/seed_mean"] == pytest.approx(es.mean) and m["test/teacher-es-smoke/seed_ci_low"] == pytest.approx(es.low)
+    assert m["withheld/teacher-es-smoke/seed_mean"] == pytest.approx(es.mean) and m["withheld/teacher-es-smoke/seed_ci_low"] == pytest.approx(es.low)
     assert "paired difference" in parent.data.tags["verdict_seeds"]
     page = parent.data.tags["mlflow.note.content"]
     assert "Over seeds [0, 1] (95% CI):" in page and "| teacher-es-smoke - teacher-bptt-smoke |" in page
@@ -187,4 +187,4 @@ def test_config_names_holding_a_path_never_become_paths_and_the_parent_ends(tmp_
     assert {r.data.params["name"] for r in runs if r.data.tags.get("es_l2l.compare") == "child"} == set(names.values())
     files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"arm_es.yaml", f"{escaped}.yaml"} <= files and not any("/" in f or ".." in f for f in files)
-    assert "test/arm_es/mse_late" in parent.data.metrics and f"test/_{escaped}/mse_late" in parent.data.metrics
+    assert "withheld/arm_es/mse_late" in parent.data.metrics and f"withheld/_{escaped}/mse_late" in parent.data.metrics

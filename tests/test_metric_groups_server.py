@@ -1,5 +1,5 @@
 """A real `mlflow server` on loopback, a tiny `es-l2l run` against it, and the server's REST API read
-with plain urllib: every metric key of the run is grouped (train/, val/, test/, system/)."""
+with plain urllib: every metric key of the run is grouped (train/, val/, withheld/, system/)."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import urllib.request
 
 from tests.test_tracking_outage import SMOKE, cli, server  # noqa: F401  (server: the fixture)
 
-GROUPS = ("train/", "val/", "test/", "system/")
+GROUPS = ("train/", "val/", "withheld/", "system/")
 
 
 def rest(base: str, path: str, params: dict | None = None, body: dict | None = None) -> dict:
@@ -36,8 +36,13 @@ def test_a_run_against_a_real_server_logs_only_grouped_metric_keys(server, tmp_p
     assert keys and all(k.startswith(GROUPS) for k in keys), sorted(k for k in keys if not k.startswith(GROUPS))
     for group in GROUPS:
         assert any(k.startswith(group) for k in keys), (group, sorted(keys))
-    assert {"train/fitness_mean", "train/elapsed_s", "val/mse_late", "val/best_mse_late", "test/model/mse_late",
-            "test/untrained/mse_late", "test/running_mean/mse_late"} <= keys
+    # the run page's "Model metrics" tab: one chart section per key up to its last "/", in the order of the
+    # sorted keys (system/ has its own tab); the learning curves lead, the held-out report follows
+    sections = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in sorted(keys) if not k.startswith("system/")))
+    assert sections[:2] == ["train", "val"] and len(sections) > 2, sections
+    assert all(s.startswith("withheld/") for s in sections[2:]), sections
+    assert {"train/fitness_mean", "train/elapsed_s", "val/mse_late", "val/best_mse_late", "withheld/model/mse_late",
+            "withheld/untrained/mse_late", "withheld/running_mean/mse_late"} <= keys
 
     def steps(key: str) -> list[int]:
         found = rest(server.uri, "metrics/get-history", {"run_id": run["info"]["run_id"], "metric_key": key})
@@ -45,4 +50,4 @@ def test_a_run_against_a_real_server_logs_only_grouped_metric_keys(server, tmp_p
 
     assert steps("train/fitness_mean") == [1, 2, 3, 4]
     assert steps("val/mse_late") == [0, 2, 4]
-    assert steps("test/model/mse_late") == [4]  # the held-out report, at the last generation's step
+    assert steps("withheld/model/mse_late") == [4]  # the held-out report, at the last generation's step

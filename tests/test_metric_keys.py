@@ -1,4 +1,4 @@
-"""Metric keys grouped by prefix (train/, val/, test/<predictor>/, system/): the mapping, its table in
+"""Metric keys grouped by prefix (train/, val/, withheld/<predictor>/, system/): the mapping, its table in
 docs/tracking.md, readers of old stores, and a resumed run that keeps the flat names it began with."""
 
 import re
@@ -9,7 +9,20 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from es_l2l.config import load_config
-from es_l2l.tracking.metric_keys import GROUPS, comparison_key, grouped, history, pick, predictor, report_key, status_key
+from es_l2l.tracking.metric_keys import (
+    GROUPS,
+    HELD_OUT,
+    comparison_key,
+    grouped,
+    history,
+    old_name,
+    pick,
+    predictor,
+    refuse_old,
+    renamed,
+    report_key,
+    status_key,
+)
 from es_l2l.tracking.run import MlflowRun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,33 +41,95 @@ def test_status_dict_keys_go_to_train_or_val(key, expected):
 
 
 @pytest.mark.parametrize("key, expected", [
-    ("lsnn_meta_trained.test_mse_late", "test/model/mse_late"), ("lsnn_generation_0.test_mse", "test/untrained/mse"),
-    ("running_mean.test_mse_late", "test/running_mean/mse_late"), ("minus_running_mean.hi", "test/model_minus_running_mean/hi"),
-    ("family_within_task_share", "test/family/within_task_share"), ("test_accuracy", "test/model/accuracy"),
-    ("test_accuracy_digit_7", "test/model/accuracy_digit_7"), ("chance.test_accuracy", "test/chance/accuracy"),
-    ("lsnn_meta_trained.test_reward_greedy", "test/model/reward_greedy"),
-    ("test_halfway_random_explorer", "test/halfway_random_explorer/reward"),
-    ("last_bit_seen.test_recall_error_long", "test/last_bit_seen/recall_error_long"),
-    ("some_statistic", "test/some_statistic"),  # a plugin family's extra scalar stays in the report's group
-    ("test/already/grouped", "test/already/grouped"), ("val/target", "val/target"),
-    ("group.frequent.lsnn_meta_trained.test_mse_late", "test/model/frequent_mse_late"),
+    ("lsnn_meta_trained.test_mse_late", "withheld/model/mse_late"), ("lsnn_generation_0.test_mse", "withheld/untrained/mse"),
+    ("running_mean.test_mse_late", "withheld/running_mean/mse_late"), ("minus_running_mean.hi", "withheld/model_minus_running_mean/hi"),
+    ("family_within_task_share", "withheld/family/within_task_share"), ("test_accuracy", "withheld/model/accuracy"),
+    ("test_accuracy_digit_7", "withheld/model/accuracy_digit_7"), ("chance.test_accuracy", "withheld/chance/accuracy"),
+    ("lsnn_meta_trained.test_reward_greedy", "withheld/model/reward_greedy"),
+    ("test_halfway_random_explorer", "withheld/halfway_random_explorer/reward"),
+    ("last_bit_seen.test_recall_error_long", "withheld/last_bit_seen/recall_error_long"),
+    ("some_statistic", "withheld/some_statistic"),  # a plugin family's extra scalar stays in the report's group
+    ("withheld/already/grouped", "withheld/already/grouped"), ("val/target", "val/target"),
+    ("group.frequent.lsnn_meta_trained.test_mse_late", "withheld/model/frequent_mse_late"),
     ("group.frequent_minus_fresh.target_architecture_backprop.test_mse_first5.lo",
-     "test/target_architecture_backprop/frequent_minus_fresh_mse_first5.lo"),
-    ("group.frequent.network_2.lsnn_meta_trained.test_mse_late", "test/model/frequent_network_2_mse_late"),
-    ("group.episodes", "test/groups/episodes"),
+     "withheld/target_architecture_backprop/frequent_minus_fresh_mse_first5.lo"),
+    ("group.frequent.network_2.lsnn_meta_trained.test_mse_late", "withheld/model/frequent_network_2_mse_late"),
+    ("group.episodes", "withheld/groups/episodes"),
+    # the held-out group's keys logged before its rename (test/ sorted before train/ and val/ in the run page)
+    ("test/model/mse_late", "withheld/model/mse_late"), ("test/baseline/running_mean/mse_late", "withheld/baseline/running_mean/mse_late"),
 ])
-def test_report_keys_go_to_test_by_predictor(key, expected):
+def test_report_keys_go_to_withheld_by_predictor(key, expected):
     assert report_key(key) == expected
 
 
+def test_the_held_out_group_sorts_after_train_and_val():
+    """The MLflow run page orders its chart sections by sorting the keys: the learning curves lead."""
+    assert HELD_OUT == "withheld" and sorted(["train", "val", HELD_OUT]) == ["train", "val", HELD_OUT]
+    keys = [status_key("fitness_mean"), status_key("val_mse_late"), report_key("running_mean.test_mse_late"),
+            report_key("family_within_task_share"), report_key("group.episodes"), comparison_key("arm", "test_mse_late")]
+    assert [k.split("/")[0] for k in sorted(keys)] == ["train", "val", "withheld", "withheld", "withheld", "withheld"]
+
+
+def test_an_old_held_out_key_a_user_names_fails_in_one_line_naming_the_new_key(tmp_path):
+    assert renamed("test/model/mse_late") == "withheld/model/mse_late" and renamed("val/mse_late") is None
+    assert old_name("withheld/model/mse_late") == "test/model/mse_late" and old_name("train/lr") is None
+    assert refuse_old("withheld/model/mse_late") == "withheld/model/mse_late"
+    with pytest.raises(ValueError) as err:
+        refuse_old("test/running_mean/mse_late", "--test")
+    assert str(err.value) == ("--test 'test/running_mean/mse_late' names the old held-out group 'test/', now 'withheld/': "
+                              "use 'withheld/running_mean/mse_late'")
+    with pytest.raises(ValueError, match="use 'withheld/model/mse_late'"):
+        pick({"test/model/mse_late": 0.3}, "test/model/mse_late")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'old.db'}")
+    run_id = client.create_run(client.create_experiment("old", (tmp_path / "a").as_uri())).info.run_id
+    with pytest.raises(ValueError, match="use 'withheld/model/mse_late'"):
+        history(client, run_id, "test/model/mse_late")
+
+
+def test_a_script_given_an_old_held_out_key_exits_2_with_one_line_and_reads_old_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = [sys.executable, str(ROOT / "benchmarks" / "seed_table.py"), "--arm", "a", "--db"]
+    proc = subprocess.run([*script, str(tmp_path / "none.db"), "--test", "test/model/recall_error"], capture_output=True, text=True, check=False,
+                          timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr == ("seed_table: --test 'test/model/recall_error' names the old held-out group 'test/', now 'withheld/': "
+                           "use 'withheld/model/recall_error'\n")
+    # a store logged before the rename: today's key finds the run's test/... value
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'old.db'}")
+    run_id = client.create_run(client.create_experiment("old", (tmp_path / "a").as_uri()), run_name="a").info.run_id
+    client.log_param(run_id, "run.seed", "3")
+    client.log_batch(run_id, metrics=[Metric("test/model/recall_error", 0.25, 0, 2), Metric("train/elapsed_s", 9.0, 0, 2),
+                                      Metric("train/neuron_steps", 1e6, 0, 2), Metric("val/best_recall_error", 0.3, 0, 2)])
+    client.set_terminated(run_id)
+    proc = subprocess.run([*script, str(tmp_path / "old.db")], capture_output=True, text=True, check=False, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "| a | 3 | " in proc.stdout and "| 30.0 | 25.0 |" in proc.stdout, proc.stdout
+
+
+def test_no_held_out_key_is_spelled_out_in_the_package():
+    """Every producer names the held-out group through metric_keys (HELD_OUT, withheld(), withheld_key()):
+    no "test/..." key of the old name, and no "withheld/..." literal beside the constant."""
+    found = []
+    for path in sorted((ROOT / "es_l2l").rglob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"""["'](test|withheld)/""", line) or re.search(r"""["']withheld["']""", line):
+                found.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    (constant,) = found  # the one place the group is named
+    assert constant.startswith('es_l2l/tracking/metric_keys.py: HELD_OUT = "withheld"'), found
+
+
 def test_parent_run_keys():
-    assert comparison_key("teacher-es", "test_mse_late") == "test/teacher-es/mse_late"
+    assert comparison_key("teacher-es", "test_mse_late") == "withheld/teacher-es/mse_late"
     assert comparison_key("teacher-es", "best_val_mse_late") == "val/teacher-es/best_mse_late"
     assert comparison_key("teacher-es", "final_val_reward") == "val/teacher-es/final_reward"
     assert comparison_key("teacher-es", "train_s") == "train/teacher-es/elapsed_s"
     assert comparison_key("teacher-es", "neuron_steps") == "train/teacher-es/neuron_steps"
-    assert comparison_key(f"baseline/{predictor('LSNN meta-trained')}", "test_mse_late") == "test/baseline/model/mse_late"
-    assert comparison_key(f"baseline/{predictor('online least squares')}", "test_mse_late") == "test/baseline/online_least_squares/mse_late"
+    assert comparison_key(f"baseline/{predictor('LSNN meta-trained')}", "test_mse_late") == "withheld/baseline/model/mse_late"
+    assert comparison_key(f"baseline/{predictor('online least squares')}", "test_mse_late") == "withheld/baseline/online_least_squares/mse_late"
     assert comparison_key("best_trial", "best_val_accuracy") == "val/best_trial/best_accuracy"
 
 
@@ -85,11 +160,13 @@ def test_the_documented_rename_table_is_what_the_code_does():
 def test_readers_of_old_stores_find_a_value_under_either_name(tmp_path):
     assert pick({"val_accuracy": 0.5}, "val/accuracy") == 0.5
     assert pick({"val/accuracy": 0.7, "val_accuracy": 0.5}, "val/accuracy") == 0.7
-    assert pick({"test_recall_error": 0.2}, "test/model/recall_error") == 0.2 and pick({}, "val/x", 1) == 1
+    assert pick({"test_recall_error": 0.2}, "withheld/model/recall_error") == 0.2 and pick({}, "val/x", 1) == 1
+    assert pick({"test/model/recall_error": 0.3}, "withheld/model/recall_error") == 0.3  # before the held-out group's rename
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'old.db'}")
     run_id = client.create_run(client.create_experiment("old", (tmp_path / "a").as_uri())).info.run_id
-    client.log_batch(run_id, metrics=[Metric("elapsed_s", float(s), 0, s) for s in range(3)])
+    client.log_batch(run_id, metrics=[Metric("elapsed_s", float(s), 0, s) for s in range(3)] + [Metric("test/model/mse", 0.4, 0, 2)])
     assert [m.step for m in history(client, run_id, "train/elapsed_s")] == [0, 1, 2]
+    assert [(m.step, m.value) for m in history(client, run_id, "withheld/model/mse")] == [(2, 0.4)]
     assert history(client, run_id, "train/wall_s") == []
 
 
@@ -110,8 +187,20 @@ def test_the_tracker_groups_status_and_report_keys_and_resumes_after_the_last_st
     reopened.log_metrics({"lsnn_meta_trained.test_mse_late": 0.3, "running_mean.test_mse_late": 0.4}, step=2)
     metrics = reopened.client.get_run(run.run_id).data.metrics
     assert set(metrics) == {"train/elapsed_s", "train/neuron_steps", "val/mse_late", "val/best_mse_late",
-                            "train/fitness_mean", "train/mse_mean", "test/model/mse_late", "test/running_mean/mse_late"}
+                            "train/fitness_mean", "train/mse_mean", "withheld/model/mse_late", "withheld/running_mean/mse_late"}
     assert [(m.step, m.value) for m in reopened.client.get_metric_history(run.run_id, "train/fitness_mean")] == [(1, -1.0), (2, -0.5)]
+
+
+def test_a_resumed_run_whose_killed_driver_logged_the_old_held_out_keys_does_not_log_them_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("ES_L2L_SPOOL", str(tmp_path / "spool"))
+    cfg = _cfg(tmp_path)
+    run = MlflowRun(cfg, log_config=False)
+    run({"generation": 2, "elapsed_s": 2.0, "fitness_mean": -0.5})
+    run.client.log_batch(run.run_id, metrics=[Metric("test/model/mse_late", 0.3, 0, 2)])  # an older driver's held-out key
+    reopened = MlflowRun(cfg, run_id=run.run_id)
+    reopened.log_metrics({"lsnn_meta_trained.test_mse_late": 0.3, "running_mean.test_mse_late": 0.4}, step=2)
+    metrics = reopened.client.get_run(run.run_id).data.metrics
+    assert {k for k in metrics if k.startswith(("test/", "withheld/"))} == {"test/model/mse_late", "withheld/running_mean/mse_late"}
 
 
 def test_a_resumed_run_begun_under_the_flat_names_keeps_them(tmp_path, monkeypatch):

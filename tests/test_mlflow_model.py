@@ -34,7 +34,7 @@ def test_description_and_table_say_what_happened(run, monkeypatch):
     assert "held_out.json" in r.data.tags.get("mlflow.loggedArtifacts", ""), r.data.tags
     table = client.load_table(r.info.experiment_id, "held_out.json", run_ids=[r.info.run_id])
     row = table[table["predictor"] == "LSNN meta-trained"].iloc[0]
-    assert row["test_mse_late"] == pytest.approx(r.data.metrics["test/model/mse_late"])
+    assert row["test_mse_late"] == pytest.approx(r.data.metrics["withheld/model/mse_late"])
 
 
 def test_the_trained_network_loads_as_a_pyfunc_model_and_evaluate_takes_run_uris(run, monkeypatch):

@@ -51,7 +51,7 @@ def smoke_config(family: str) -> Path:
 def held(verdict: str = "beats chance") -> HeldOut:
     return HeldOut(
         rows={"trained": {"error": 0.25, "error_long": 0.5}, "chance": {"error": 0.5, "error_long": 0.5}},
-        score=0.25, verdict=verdict, beats={"chance": True}, metrics={"test/model/error": 0.25, "test/chance/error": 0.5},
+        score=0.25, verdict=verdict, beats={"chance": True}, metrics={"withheld/model/error": 0.25, "withheld/chance/error": 0.5},
         tags={"exploits": "false"}, artifacts={"by_delay.csv": "delay,error\n1,0.25\n"},
         figures={"curve.png": lambda path, history: Path(path).write_bytes(b"png " + str(len(history)).encode())},
         printed=["TABLE"], notes=["a note"], closing=lambda result: None if result is None else f"{len(result.history)} validations",
@@ -77,8 +77,8 @@ def test_the_shell_logs_a_held_out_report_to_a_real_store(tmp_path, monkeypatch)
     run.end()
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     data = client.get_run(run.run_id).data
-    assert data.metrics == {"test/model/error": 0.25, "test/chance/error": 0.5}
-    assert [m.step for m in client.get_metric_history(run.run_id, "test/model/error")] == [1]
+    assert data.metrics == {"withheld/model/error": 0.25, "withheld/chance/error": 0.5}
+    assert [m.step for m in client.get_metric_history(run.run_id, "withheld/model/error")] == [1]
     assert data.tags["beats.chance"] == "true" and data.tags["exploits"] == "false" and data.tags["verdict"] == "x" * 5000
     note = data.tags["mlflow.note.content"]
     assert note.startswith("**one-line summary**\n\n| predictor | error | error_long |")
@@ -120,4 +120,4 @@ def test_every_family_run_logs_held_out_json_and_a_description(tmp_path, family)
     assert all(f"| {p} |" in note for p in predictors)
     assert " ".join(tags["verdict"].split()) in " ".join(proc.stdout.split())  # the verdict printed is the one logged
     assert any(k.startswith("beats.") for k in tags)
-    assert {k.split("/")[1] for k in metrics if k.startswith("test/")} >= {"model", "untrained"}
+    assert {k.split("/")[1] for k in metrics if k.startswith("withheld/")} >= {"model", "untrained"}

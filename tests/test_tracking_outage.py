@@ -114,7 +114,7 @@ def test_a_server_down_at_the_end_leaves_a_spool_that_es_l2l_sync_uploads(server
     assert steps(client, run_id) == list(range(1, gens + 1))  # every generation once, in order
     assert steps(client, run_id, "val/mse_late") == list(range(0, gens + 1, 10))
     assert {"checkpoint.pt", "mse_per_trial.png", "config.yaml"} <= {a.path for a in client.list_artifacts(run_id)}
-    assert "test/model/mse_late" in run.data.metrics
+    assert "withheld/model/mse_late" in run.data.metrics
 
 
 @pytest.mark.slow  # run by .ci/run; the outage's spool and sync stay in the default run (test_a_server_down_at_the_end_leaves_a_spool_that_es_l2l_sync_uploads)

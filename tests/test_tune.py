@@ -44,6 +44,9 @@ def test_tune_logs_one_parent_and_a_child_run_per_trial(tuned):
     assert parent.data.tags["best_run_id"] == best["run_id"]
     assert parent.data.params["best.es.popsize"] == best["es.popsize"]
     assert parent.data.metrics["val/best_trial/best_mse_late"] == pytest.approx(float(best["best_val"]))
+    if best["test_score"]:  # the best trial's held-out score, in the held-out group (after val/ on the run page)
+        assert parent.data.metrics["withheld/best_trial/score"] == pytest.approx(float(best["test_score"]))
+    assert {k.split("/")[0] for k in parent.data.metrics} <= {"train", "val", "withheld"}, sorted(parent.data.metrics)
     assert "best config: best.yaml" in proc.stdout and parent.info.run_id in proc.stdout
 
 

@@ -117,7 +117,7 @@ class HeldOut:
 
     ``rows`` are the held-out table (``held_out.json``, the run's description): predictor (its
     printed name) -> {metric: value}. ``metrics`` are the MLflow keys, already grouped
-    (``test/<predictor>/<metric>``, :mod:`es_l2l.tracking.metric_keys`). ``beats`` name the ``beats.<name>``
+    (``withheld/<predictor>/<metric>``, :mod:`es_l2l.tracking.metric_keys`). ``beats`` name the ``beats.<name>``
     tags. ``figures`` draw into the path they are given; they get the run's status history
     (``None`` when ``es-l2l evaluate`` scores a checkpoint). ``printed`` go to the terminal before
     the verdict (the first is the summary table), ``notes`` after it; ``closing(result)`` is the

@@ -17,7 +17,7 @@ import torch
 
 from es_l2l.families.base import HeldOut, Objective, TaskFamily
 from es_l2l.tracking.metric_keys import TRAINED as TRAINED_KEY
-from es_l2l.tracking.metric_keys import test_key
+from es_l2l.tracking.metric_keys import withheld, withheld_key
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
@@ -78,7 +78,7 @@ def classification_held_out(
     ``rows``: predictor -> {metric: value}, the trained network under :data:`TRAINED`; ``columns``:
     (metric, printed title) of the table titled ``title``; ``scored``: the trained network's result
     in words (the verdict's first clause, after the run's ``name``); ``what``: the objective's
-    metric in the closing line; ``trained_metrics``: further ``test/model/<metric>`` values;
+    metric in the closing line; ``trained_metrics``: further ``withheld/model/<metric>`` values;
     ``printed``: lines after the table.
     """
     from rich.table import Table
@@ -89,9 +89,9 @@ def classification_held_out(
     won = [k for k, v in beats.items() if v]
     lost = [k for k, v in beats.items() if not v]
     verdict = f"{name}: {scored}; beats: {', '.join(won) or 'none'}; does not beat: {', '.join(lost) or 'none'}."
-    metrics = {f"test/{TRAINED_KEY}/{k}": v for k, v in rows[TRAINED].items()}
+    metrics = {withheld(TRAINED_KEY, k): v for k, v in rows[TRAINED].items()}
     metrics.update(trained_metrics or {})
-    metrics.update({test_key(who, k): v for who, m in rows.items() if who != TRAINED for k, v in m.items()})
+    metrics.update({withheld_key(who, k): v for who, m in rows.items() if who != TRAINED for k, v in m.items()})
     table = Table(title=title)
     table.add_column("predictor")
     for _, header in columns:

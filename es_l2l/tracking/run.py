@@ -15,7 +15,7 @@ from pathlib import Path
 
 from es_l2l.config import ExperimentConfig
 from es_l2l.tracking.preflight import tracking_uri# noqa: F401  (re-exported: where a run logs)
-from es_l2l.tracking.metric_keys import report_key, status_key
+from es_l2l.tracking.metric_keys import old_name, report_key, status_key
 from es_l2l.tracking.redact import has_credentials, redact_uri
 
 
@@ -36,7 +36,7 @@ class MlflowRun:
 
     Metric keys are grouped here, and only here (:mod:`es_l2l.tracking.metric_keys`): the status dict's
     ``fitness_mean`` is logged as ``train/fitness_mean``, ``val_mse_late`` as ``val/mse_late``, a
-    report's ``running_mean.test_mse_late`` as ``test/running_mean/mse_late``. A reopened run that
+    report's ``running_mean.test_mse_late`` as ``withheld/running_mean/mse_late``. A reopened run that
     was begun under the flat names of older versions keeps logging those, so its charts stay whole.
     """
 
@@ -114,14 +114,15 @@ class MlflowRun:
         return key if self.flat else status_key(key)
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
-        """Log a held-out report's flat metrics (as ``test/<predictor>/<metric>``) or keys already grouped."""
+        """Log a held-out report's flat metrics (as ``withheld/<predictor>/<metric>``) or keys already grouped."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         key = (lambda k: k) if self.flat else report_key
         metrics = [Metric(key(k), float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
-        if step <= self.logged_through:  # a resumed run: the killed driver may have logged these already
-            metrics = [m for m in metrics if not self._has_step(m.key, step)]
+        if step <= self.logged_through:  # a resumed run: the killed driver may have logged these already (under
+            # today's key, or under its name before the held-out group's rename when that driver was older)
+            metrics = [m for m in metrics if not any(self._has_step(k, step) for k in (m.key, old_name(m.key)) if k)]
         self.spool.send(self.client, "metrics", metrics=metrics)
 
     def _has_step(self, key: str, step: int) -> bool:

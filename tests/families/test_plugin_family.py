@@ -85,7 +85,7 @@ class SumFamily(TaskFamily):
         verdict = f"spike-sum family: test MSE {mse:.4f} against the mean's {baseline:.4f}"
         # data only: the shell prints the verdict, logs the metrics, tags and held_out.json
         return HeldOut(rows={"network": {"mse": mse}, "mean": {"mse": baseline}}, score=mse, verdict=verdict,
-                       beats={"mean": mse < baseline}, metrics={"test/model/mse": mse, "test/mean/mse": baseline})
+                       beats={"mean": mse < baseline}, metrics={"withheld/model/mse": mse, "withheld/mean/mse": baseline})
 
 
 FAMILY = SumFamily()
@@ -124,10 +124,10 @@ def test_a_family_from_outside_the_package_runs_es_and_bptt_through_the_cli(tmp_
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val/mse")
         assert [m.step for m in history] == [0, 1, 2, 3]  # validated every generation / step
-        assert {"test/model/mse", "test/mean/mse"} <= set(run.data.metrics)
+        assert {"withheld/model/mse", "withheld/mean/mse"} <= set(run.data.metrics)
         assert run.data.tags["beats.mean"] in ("true", "false") and "spike-sum family" in run.data.tags["mlflow.note.content"]
         table = load_table(client, run)
-        assert list(table["predictor"]) == ["network", "mean"] and table["mse"][0] == run.data.metrics["test/model/mse"]
+        assert list(table["predictor"]) == ["network", "mean"] and table["mse"][0] == run.data.metrics["withheld/model/mse"]
         assert run.data.params["task.family"] == NAME
 
 

@@ -302,7 +302,7 @@ def test_the_cli_runs_guided_es_and_compares_it_with_plain_es(tmp_path):
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FINISHED" and run.data.params["guided.alpha"] == "0.5"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "train/subspace_dim")] == [1, 2, 2, 2, 2, 2]
-    assert {"train/surrogate_nan", "train/surrogate_loss", "test/model/mse_late"} <= set(run.data.metrics)
+    assert {"train/surrogate_nan", "train/surrogate_loss", "withheld/model/mse_late"} <= set(run.data.metrics)
 
     cmp_dir = tmp_path / "compare"
     cmp_dir.mkdir()

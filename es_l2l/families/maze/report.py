@@ -25,7 +25,7 @@ from es_l2l.families.base import HeldOut
 from es_l2l.families.maze.baselines import episode_means, play_baselines
 from es_l2l.families.maze.env import move
 from es_l2l.families.maze.evaluate import OBJECTIVE, maze_batch, play_params
-from es_l2l.tracking.metric_keys import test_key
+from es_l2l.tracking.metric_keys import withheld, withheld_key
 from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_BASELINE, STREAM_TEST, STREAM_VALIDATION, SeedKey, generator
 from es_l2l.reporting.stats import standard_error
@@ -67,13 +67,13 @@ class MazeReport:
         return {k: mine > m["reward"] for k, m in self.metrics.items() if k != LSNN_TRAINED}
 
     def test_metrics(self) -> dict[str, float]:
-        """The MLflow keys: ``test/<agent>/<metric>`` (finite values only), the trained agent under the
+        """The MLflow keys: ``withheld/<agent>/<metric>`` (finite values only), the trained agent under the
         other action rule and the halfway mark."""
-        out = {"test/halfway_random_explorer/reward": self.halfway}
+        out = {withheld("halfway_random_explorer", "reward"): self.halfway}
         if self.alt:
-            out[test_key(LSNN_TRAINED, f"reward_{self.alt['policy']}")] = self.alt["reward"]
+            out[withheld_key(LSNN_TRAINED, f"reward_{self.alt['policy']}")] = self.alt["reward"]
         for name, m in self.metrics.items():
-            out.update({test_key(name, k): v for k, v in m.items() if math.isfinite(v)})
+            out.update({withheld_key(name, k): v for k, v in m.items() if math.isfinite(v)})
         return out
 
     def score(self) -> float:

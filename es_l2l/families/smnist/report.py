@@ -15,6 +15,7 @@ from es_l2l.families.classification import CHANCE, TRAINED, UNTRAINED, classific
 from es_l2l.families.smnist import task as sm
 from es_l2l.families.smnist.evaluate import OBJECTIVE, evaluate_batch, split
 from es_l2l.tracking.metric_keys import TRAINED as TRAINED_KEY
+from es_l2l.tracking.metric_keys import withheld
 
 if TYPE_CHECKING:
     from es_l2l.context import RunContext
@@ -57,7 +58,7 @@ def held_out(task: SMNISTTaskConfig, ctx: RunContext, genome: Decoder, initial: 
     return classification_held_out(
         ctx.name, {who: {"accuracy": a} for who, a in acc.items()}, OBJECTIVE, [("accuracy", "accuracy")],
         title=f"Sequential MNIST: {n} held-out test digits", scored=f"test accuracy {acc[TRAINED]:.2%} on {n} held-out digits",
-        what="accuracy", trained_metrics={f"test/{TRAINED_KEY}/accuracy_digit_{d}": a for d, a in enumerate(per_class)},
+        what="accuracy", trained_metrics={withheld(TRAINED_KEY, f"accuracy_digit_{d}"): a for d, a in enumerate(per_class)},
         figures=figures,
     )
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from es_l2l.families.teacher.config import TeacherConfig
 
 
-# The report's predictor keys (its metric slugs, lsnn_meta_trained -> test/model/...); what the report
+# The report's predictor keys (its metric slugs, lsnn_meta_trained -> withheld/model/...); what the report
 # shows names the model kind that was trained instead of "LSNN" (model_name, HeldOutReport.label).
 LSNN_TRAINED, LSNN_UNTRAINED = "LSNN meta-trained", "LSNN generation 0"
 

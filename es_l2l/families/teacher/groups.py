@@ -36,7 +36,7 @@ from es_l2l.families.teacher.baselines import (
 )
 from es_l2l.families.teacher.evaluate import LSNN_TRAINED, LSNN_UNTRAINED, evaluate_params, model_name, task_batch
 from es_l2l.families.teacher.tasks import TARGETS_FREQUENT, TeacherTasks
-from es_l2l.tracking.metric_keys import test_key
+from es_l2l.tracking.metric_keys import withheld, withheld_key
 from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, SeedKey
 from es_l2l.reporting.stats import normal_band, normal_interval, welch_normal_interval
@@ -107,13 +107,13 @@ class GroupSplit:
         return out
 
     def test_metrics(self) -> dict[str, float]:
-        """The MLflow keys: ``test/<predictor>/<group>_<score>`` (``.lo``/``.hi``: its 95% CI) for groups
-        ``fresh``, ``frequent`` and ``frequent_minus_fresh``, ``test/<predictor>/frequent_network_<k>_mse_late``
-        (K <= 8), ``test/groups/episodes`` (per group) and ``test/groups/networks`` (K)."""
-        out = {"test/groups/episodes": float(self.which.numel()), "test/groups/networks": float(self.n_networks)}
+        """The MLflow keys: ``withheld/<predictor>/<group>_<score>`` (``.lo``/``.hi``: its 95% CI) for groups
+        ``fresh``, ``frequent`` and ``frequent_minus_fresh``, ``withheld/<predictor>/frequent_network_<k>_mse_late``
+        (K <= 8), ``withheld/groups/episodes`` (per group) and ``withheld/groups/networks`` (K)."""
+        out = {withheld("groups", "episodes"): float(self.which.numel()), withheld("groups", "networks"): float(self.n_networks)}
 
         def put(who: str, where: str, score: str, ci: dict[str, float]) -> None:
-            key = test_key(who, f"{where}_{score.removeprefix('test_')}")
+            key = withheld_key(who, f"{where}_{score.removeprefix('test_')}")
             out.update({key: ci["mean"], f"{key}.lo": ci["lo"], f"{key}.hi": ci["hi"]})
 
         for g, rows in self.summary().items():
@@ -128,7 +128,7 @@ class GroupSplit:
                 late = self.scores(GROUP_FREQUENT, p)[SCORES[1]]
                 for k in range(self.n_networks):
                     if bool((self.which == k).any()):
-                        out[test_key(p, f"frequent_network_{k}_mse_late")] = float(late[self.which == k].mean())
+                        out[withheld_key(p, f"frequent_network_{k}_mse_late")] = float(late[self.which == k].mean())
         return out
 
     def to_csv(self) -> str:

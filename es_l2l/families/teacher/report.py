@@ -34,7 +34,7 @@ from es_l2l.families.teacher.evaluate import (
     window,
 )
 from es_l2l.families.teacher.groups import GroupSplit, group_split, plot_groups
-from es_l2l.tracking.metric_keys import test_key
+from es_l2l.tracking.metric_keys import withheld, withheld_key
 from es_l2l.reporting.plots import pyplot, save_figure
 from es_l2l.seeds import STREAM_TEST, SeedKey
 from es_l2l.reporting.stats import paired_normal_interval
@@ -79,12 +79,12 @@ class HeldOutReport:
         return curves_csv({self.label(k): v for k, v in self.curves.items()})
 
     def test_metrics(self) -> dict[str, float]:
-        """The MLflow keys: ``test/<predictor>/<metric>`` per predictor, the paired difference to the
+        """The MLflow keys: ``withheld/<predictor>/<metric>`` per predictor, the paired difference to the
         running mean, the task family's statistics and, with frequent targets, the group split."""
-        out = {"test/family/within_task_share": self.within_share, "test/family/linear_fit_share": self.linear_share}
+        out = {withheld("family", "within_task_share"): self.within_share, withheld("family", "linear_fit_share"): self.linear_share}
         for name, m in self.metrics.items():
-            out.update({test_key(name, k.removeprefix("test_")): v for k, v in m.items()})
-        out.update({f"test/model_minus_running_mean/{k}": v for k, v in self.paired.items()})
+            out.update({withheld_key(name, k.removeprefix("test_")): v for k, v in m.items()})
+        out.update({withheld("model_minus_running_mean", k): v for k, v in self.paired.items()})
         if self.groups is not None:
             out.update(self.groups.test_metrics())
         return out

@@ -25,11 +25,11 @@ def test_maze_run_logs_report_pictures_and_reloads(tmp_path, config, outer):
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert PICTURES | {"maze_report.md", "checkpoint.pt", "config.yaml"} <= names
     for agent in ("model", "untrained", "random", "explorer", "oracle"):
-        assert f"test/{agent}/reward" in run.data.metrics, agent
+        assert f"withheld/{agent}/reward" in run.data.metrics, agent
     m = run.data.metrics
-    assert m["test/random/reward"] < m["test/explorer/reward"] <= m["test/oracle/reward"]
-    assert m["test/halfway_random_explorer/reward"] == pytest.approx((m["test/random/reward"] + m["test/explorer/reward"]) / 2)
-    assert all(k.split("/")[0] in ("train", "val", "test", "system") for k in m), sorted(m)
+    assert m["withheld/random/reward"] < m["withheld/explorer/reward"] <= m["withheld/oracle/reward"]
+    assert m["withheld/halfway_random_explorer/reward"] == pytest.approx((m["withheld/random/reward"] + m["withheld/explorer/reward"]) / 2)
+    assert all(k.split("/")[0] in ("train", "val", "withheld", "system") for k in m), sorted(m)
     assert run.data.tags["exploits"] in ("true", "false") and "halfway" in run.data.tags["verdict"]
     assert "explorer" in proc.stdout and "validation reward per episode" in proc.stdout
     for png in PICTURES:
@@ -38,9 +38,9 @@ def test_maze_run_logs_report_pictures_and_reloads(tmp_path, config, outer):
     path = client.download_artifacts(run.info.run_id, "checkpoint.pt", str(tmp_path))
     cfg, genome, genomes, _ = load_checkpoint(path)
     report = maze_report(cfg.task, RunContext.of(cfg), genome, genomes["initial"], genomes["best"])
-    assert report.metrics[LSNN_TRAINED]["reward"] == pytest.approx(m["test/model/reward"], rel=1e-6)
+    assert report.metrics[LSNN_TRAINED]["reward"] == pytest.approx(m["withheld/model/reward"], rel=1e-6)
     other = "greedy" if cfg.task.policy == "sample" else "sample"  # the other action rule is reported too
-    assert report.alt["policy"] == other and report.alt["reward"] == pytest.approx(m[f"test/model/reward_{other}"], rel=1e-6)
+    assert report.alt["policy"] == other and report.alt["reward"] == pytest.approx(m[f"withheld/model/reward_{other}"], rel=1e-6)
     assert f"with {other} actions (instead of {cfg.task.policy})" in proc.stdout
     ev = es_l2l(tmp_path, "evaluate", path)
     assert ev.returncode == 0 and "oracle" in ev.stdout and "halfway" in ev.stdout
@@ -64,8 +64,8 @@ def test_compare_es_against_a2c_on_mazes(tmp_path):
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison.png", "comparison.md", "comparison.csv"} <= names
-    for key in ("test/maze-es-smoke/reward", "test/maze-a2c-smoke/reward", "val/maze-es-smoke/best_reward",
-                "train/maze-a2c-smoke/elapsed_s", "test/baseline/explorer/reward", "test/baseline/untrained/reward", "val/target"):
+    for key in ("withheld/maze-es-smoke/reward", "withheld/maze-a2c-smoke/reward", "val/maze-es-smoke/best_reward",
+                "train/maze-a2c-smoke/elapsed_s", "withheld/baseline/explorer/reward", "withheld/baseline/untrained/reward", "val/target"):
         assert key in parent.data.metrics, key
     md = Path(client.download_artifacts(parent.info.run_id, "comparison.md", str(tmp_path))).read_text()
     assert "explorer" in md and "Reached halfway from random to explorer" in md

@@ -39,10 +39,10 @@ def test_bptt_and_es_run_through_the_cli_with_the_smoke_config(tmp_path):
     found = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted(r.data.params["outer"] for r in found) == ["bptt", "es"]
     for run in found:
-        assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test/model/accuracy"] <= 1
+        assert run.info.status == "FINISHED" and 0 <= run.data.metrics["withheld/model/accuracy"] <= 1
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")] == [0, 1, 2]
-        assert {"test/untrained/accuracy", "test/chance/accuracy", "test/nearest_class_mean/accuracy",
-                "test/model/accuracy_digit_0"} <= set(run.data.metrics)
+        assert {"withheld/untrained/accuracy", "withheld/chance/accuracy", "withheld/nearest_class_mean/accuracy",
+                "withheld/model/accuracy_digit_0"} <= set(run.data.metrics)
         assert "raster.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 

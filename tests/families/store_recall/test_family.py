@@ -51,8 +51,8 @@ def test_es_and_bptt_run_through_the_cli_with_the_smoke_config(tmp_path):
     for run in found:
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/recall_error")] == [0, 1, 2, 3]
-        assert 0 <= run.data.metrics["test/model/recall_error"] <= 1 and "test/last_bit_seen/recall_error" in run.data.metrics
-        assert {"test/model/recall_error_long", "test/untrained/recall_error", "test/chance/recall_error_long"} <= set(run.data.metrics)
+        assert 0 <= run.data.metrics["withheld/model/recall_error"] <= 1 and "withheld/last_bit_seen/recall_error" in run.data.metrics
+        assert {"withheld/model/recall_error_long", "withheld/untrained/recall_error", "withheld/chance/recall_error_long"} <= set(run.data.metrics)
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"raster.png", "recall_error_by_delay.png", "recall_error_by_delay.csv"} <= names
 

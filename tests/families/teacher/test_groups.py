@@ -60,12 +60,12 @@ def test_differences_metrics_and_verdict_when_only_the_lsnn_has_the_prior():
     assert d[BACKPROP]["test_mse_first5"]["mean"] == pytest.approx(0.0, abs=1e-12)
     assert d[LSNN_EXCESS]["test_mse_late"]["mean"] == pytest.approx(-0.5)
     m = split.test_metrics()  # the MLflow keys, as docs/tracking.md lists them
-    assert m["test/model/frequent_mse_late"] == pytest.approx(0.5)
-    assert m["test/target_architecture_backprop/fresh_mse_first5.lo"] == pytest.approx(1.0 - half / math.sqrt(2))
-    assert m["test/model/frequent_minus_fresh_mse_late.hi"] == pytest.approx(-0.5 + half)
-    assert m["test/lsnn_minus_backprop/frequent_minus_fresh_mse_late"] == pytest.approx(-0.5)
-    assert m["test/model/frequent_network_3_mse_late"] == pytest.approx(0.4)  # episodes 3, 7: -0.1
-    assert m["test/groups/episodes"] == 8 and m["test/groups/networks"] == 4
+    assert m["withheld/model/frequent_mse_late"] == pytest.approx(0.5)
+    assert m["withheld/target_architecture_backprop/fresh_mse_first5.lo"] == pytest.approx(1.0 - half / math.sqrt(2))
+    assert m["withheld/model/frequent_minus_fresh_mse_late.hi"] == pytest.approx(-0.5 + half)
+    assert m["withheld/lsnn_minus_backprop/frequent_minus_fresh_mse_late"] == pytest.approx(-0.5)
+    assert m["withheld/model/frequent_network_3_mse_late"] == pytest.approx(0.4)  # episodes 3, 7: -0.1
+    assert m["withheld/groups/episodes"] == 8 and m["withheld/groups/networks"] == 4
     text = split.verdict()
     assert "The meta-trained LSNN learns the frequent networks faster" in text
     assert "Backprop, which has no prior, shows no difference" in text and "differ in difficulty" not in text
@@ -105,17 +105,17 @@ def test_run_logs_the_group_split(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     metrics = run.data.metrics
-    for group in ("fresh", "frequent"):  # the split's keys, grouped as test/<predictor>/<group>_<score>
+    for group in ("fresh", "frequent"):  # the split's keys, grouped as withheld/<predictor>/<group>_<score>
         for p in ("model", "target_architecture_backprop", "running_mean"):
             for score in ("mse_late", "mse_first5"):
                 for end in ("", ".lo", ".hi"):
-                    assert f"test/{p}/{group}_{score}{end}" in metrics
+                    assert f"withheld/{p}/{group}_{score}{end}" in metrics
     for p in ("model", "target_architecture_backprop", "lsnn_minus_backprop"):
-        assert f"test/{p}/frequent_minus_fresh_mse_late.hi" in metrics
-    assert metrics["test/groups/episodes"] == 32 and metrics["test/groups/networks"] == 4
-    assert "test/model/frequent_network_3_mse_late" in metrics
+        assert f"withheld/{p}/frequent_minus_fresh_mse_late.hi" in metrics
+    assert metrics["withheld/groups/episodes"] == 32 and metrics["withheld/groups/networks"] == 4
+    assert "withheld/model/frequent_network_3_mse_late" in metrics
     # the fresh group is the ordinary held-out test set
-    assert metrics["test/model/fresh_mse_late"] == pytest.approx(metrics["test/model/mse_late"], rel=1e-5)
+    assert metrics["withheld/model/fresh_mse_late"] == pytest.approx(metrics["withheld/model/mse_late"], rel=1e-5)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"mse_per_trial_groups.png", "mse_per_trial_groups.csv", "mse_per_trial.png"} <= names
     csv = Path(client.download_artifacts(run.info.run_id, "mse_per_trial_groups.csv", str(tmp_path))).read_text()

@@ -44,7 +44,7 @@ def test_verdict_carries_the_paired_interval():
     assert "-0.0200 (95% CI -0.0300 to -0.0100, 128 episodes): below the running mean, outside the 95% CI" in verdict(r)
     assert "not distinguishable" in paired_sentence({"mean": 0.0, "lo": -0.01, "hi": 0.01, "n": 9.0})
     assert "above the running mean" in paired_sentence({"mean": 0.02, "lo": 0.01, "hi": 0.03, "n": 9.0})
-    assert r.test_metrics()["test/model_minus_running_mean/hi"] == -0.01
+    assert r.test_metrics()["withheld/model_minus_running_mean/hi"] == -0.01
     # second half of each episode: trials 2 and 3 of 4
     pred, y = torch.tensor([[0.0, 0.0, 1.0, 3.0]]), torch.zeros(1, 4)
     assert late_per_episode(pred, y).tolist() == [5.0]
@@ -71,6 +71,6 @@ def test_the_report_names_the_model_kind_it_trained():
     assert "the meta-trained LSTM beats: LSTM generation 0, family mean; it does not beat: running mean" in text
     assert "LSTM minus running mean: -0.0200" in text and "LSNN" not in text
     assert r.to_csv().splitlines()[0] == "trial,LSTM meta-trained,LSTM generation 0,family mean,running mean,oracle linear"
-    # the metric keys stay the kind-free ones (test/model/... in MLflow), whatever the label
-    assert "test/model/mse_late" in r.test_metrics()
+    # the metric keys stay the kind-free ones (withheld/model/... in MLflow), whatever the label
+    assert "withheld/model/mse_late" in r.test_metrics()
     assert paired_sentence(r.paired).startswith("Per-episode MSE over the second half, LSNN minus")
