@@ -315,9 +315,9 @@ TRIVIAL = ["model.n_lif=2", "model.n_alif=2", "task.n_trials=2", "task.trial_ms=
 
 
 def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: float, popsize: int, repeats: int,
-                 by_node: bool = False, log=print) -> dict:
+                 by_ray_node: bool = False, log=print) -> dict:
     """Generations of a trivial evaluation sent to W of a pool of ``actors``, on n nodes, for each (W, n) of ``cells``,
-    round-robin over the cells ``repeats`` times. ``by_node``: the actors are grouped by the Ray node each
+    round-robin over the cells ``repeats`` times. ``by_ray_node``: the actors are grouped by the Ray node each
     runs on (its node id); otherwise they count as one node."""
     from es_l2l.config import load_config
     from es_l2l.cluster.evaluators import RayEvaluator
@@ -331,7 +331,7 @@ def coordination(cells: list[tuple[int, int]], actors: int, cpus_per_worker: flo
     ev = _timed_evaluator(RayEvaluator)(cfg, actors)
     pids = ev.pids()
     start_s = time.perf_counter() - t0
-    if by_node:
+    if by_ray_node:
         ids = ev.node_ids()
         first = list(dict.fromkeys(ids))  # node index: order of first appearance
         nodes = [first.index(i) for i in ids]
@@ -438,7 +438,7 @@ def _child_coordination(address: str, args: dict) -> None:
     torch.set_num_threads(1)
     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     res = coordination([tuple(c) for c in args["cells"]], args["actors"], args["cpus_per_worker"], args["popsize"],
-                       args["repeats"], by_node=True, log=lambda s: print(s, file=sys.stderr))
+                       args["repeats"], by_ray_node=True, log=lambda s: print(s, file=sys.stderr))
     ray.shutdown()
     print(json.dumps(res))
 

@@ -87,8 +87,8 @@ def grouped(key: str, default: str = "train") -> str:
     dict, ``withheld`` for a held-out report's extra scalars."""
     if is_grouped(key):
         return key
-    if renamed(key) is not None:
-        return renamed(key)
+    if (new := renamed(key)) is not None:
+        return new
     if key in RENAMED:
         return RENAMED[key]
     if key.startswith("val_"):
