@@ -103,6 +103,48 @@ def test_sigterm_or_ctrl_c_marks_the_run_killed_keeps_checkpoints_and_shuts_ray_
     assert group_gone(proc.pid), "Ray processes outlived the driver"
 
 
+INTERRUPTED_WRITES = """
+import os, pathlib, random, signal, sys, threading, time
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from es_l2l.tracking.end_state import Terminated, sigterm_as_interrupt
+from es_l2l.tracking.spool import Spool
+
+tmp = pathlib.Path(sys.argv[1])
+uri = f"sqlite:///{tmp / 'm.db'}"
+client = MlflowClient(uri)
+run = client.create_run(client.create_experiment("e")).info.run_id
+spool, rng = Spool(run, uri, root=tmp / "spool"), random.Random(0)
+for i in range(40):
+    with sigterm_as_interrupt(deadline=3600):
+        timer = threading.Timer(rng.uniform(0.0, 0.03), os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            while True:  # writes back to back: the signal lands inside one
+                spool.send(client, "metrics", metrics=[Metric("x", 1.0, 0, i)])
+                spool.send(client, "tag", key="k", value=str(i))
+        except Terminated:
+            pass
+        timer.join()
+        t0 = time.monotonic()
+        reached = spool.send(client, "tag", key="stopped_by", value="SIGTERM")
+        took = time.monotonic() - t0
+        if not reached or took > 2:
+            sys.exit(f"after interrupt {i} the next write took {took:.1f} s (reached the store: {reached})")
+print("every write after an interrupt reached the store at once")
+"""
+
+
+def test_an_interrupt_inside_a_store_write_waits_for_the_write_so_the_killed_status_goes_out_at_once(tmp_path):
+    """SIGTERM raised inside SQLAlchemy's handling of a write orphans a connection that keeps SQLite
+    locked: the orderly stop's KILLED status then waited 20 s and failed ("database is locked"),
+    past the stop deadline. Without the hold, this fails at the first or one of the first ten
+    interrupts; with it, 40 interrupts each leave the next write immediate."""
+    proc = subprocess.run([sys.executable, "-c", INTERRUPTED_WRITES, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
+    assert "every write after an interrupt reached the store at once" in proc.stdout
+
+
 @pytest.mark.slow  # run by .ci/run; SIGTERM of a run stays in the default run (test_sigterm_or_ctrl_c_marks_the_run_killed...[SIGTERM-0])
 def test_sigterm_ends_the_run_within_the_deadline_even_when_its_tracking_store_is_locked(tmp_path):
     """Another process holds the SQLite store locked (as a busy machine's other writer can, for

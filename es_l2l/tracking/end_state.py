@@ -38,11 +38,51 @@ _installed = False
 _got_sigterm = False
 
 
+# Store writes in progress in the main thread, and the interrupt that arrived during one.
+_held = 0
+_deferred: KeyboardInterrupt | None = None
+
+
 def _on_sigterm(signum, frame):
     global _got_sigterm
     _got_sigterm = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-    raise Terminated("SIGTERM")
+    _interrupt(Terminated("SIGTERM"))
+
+
+def _on_sigint(signum, frame):
+    _interrupt(KeyboardInterrupt())
+
+
+def _interrupt(exc: KeyboardInterrupt) -> None:
+    global _deferred
+    if _held:  # inside a tracking-store write: raised when the write is done
+        _deferred = _deferred or exc
+        return
+    raise exc
+
+
+@contextmanager
+def uninterrupted():
+    """Hold SIGTERM and Ctrl-C (within :func:`sigterm_as_interrupt`) until the block is done.
+
+    For tracking-store calls: an interrupt raised inside SQLAlchemy's connection handling can orphan
+    a connection that still holds SQLite's lock, and the orderly stop's own writes (the KILLED
+    status) then wait 20 s for it and fail with "database is locked" (measured: a SIGTERM at a
+    random moment of a loop of MLflow writes leaves the store locked within a few hundred tries).
+    """
+    global _held, _deferred
+    if not _main_thread():
+        yield
+        return
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _deferred is not None:
+            exc, _deferred = _deferred, None
+            raise exc
 
 
 def terminated(exc: BaseException) -> bool:
@@ -82,13 +122,26 @@ def _deadline_watch(read_fd: int, deadline: float) -> None:
     code = EXIT_SIGTERM if signal.SIGTERM in signums else EXIT_SIGINT
     verb = "terminated" if code == EXIT_SIGTERM else "interrupted"
     try:
+        where = _dump_stacks()
         sys.stdout.write(f"{verb}; stopping took over {deadline:g} s, so the process ended without waiting "
-                         "(the MLflow run may still read RUNNING)\n")
+                         f"(the MLflow run may still read RUNNING; where it was stuck: {where})\n")
         sys.stdout.flush()
     except Exception:
         pass
     kill_descendants()
     os._exit(code)
+
+
+def _dump_stacks() -> str:
+    """Every thread's stack, into a file (not a pipe its reader may not drain): where the stop was stuck."""
+    import faulthandler
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"es-l2l-stop-{os.getpid()}.txt")
+    with open(path, "w") as f:
+        faulthandler.dump_traceback(file=f, all_threads=True)
+    return path
 
 
 def kill_descendants(grace: float = 1.0) -> None:
@@ -125,6 +178,9 @@ def sigterm_as_interrupt(deadline: float = STOP_DEADLINE_S):
 
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # Ctrl-C as Python's default, but held during store writes
+        signal.signal(signal.SIGINT, _on_sigint)
     _installed = True
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
@@ -139,6 +195,8 @@ def sigterm_as_interrupt(deadline: float = STOP_DEADLINE_S):
     finally:
         _installed = False
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
         if previous_fd is not None:
             signal.set_wakeup_fd(previous_fd)
             os.close(write_fd)  # the watcher reads EOF and ends, unless a signal came (then its deadline runs on)
@@ -153,6 +211,8 @@ def reinstall() -> None:
     """Put our SIGTERM handler back after a library (``ray.init``) replaced it."""
     if _installed and _main_thread() and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    if _installed and _main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
 
 
 def exit_now(code: int):

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from es_l2l.tracking.end_state import uninterrupted
+
 SPOOL_ROOT_ENV = "ES_L2L_SPOOL"  # where spools live (default ./.es_l2l_spool)
 RETRY_S = float(os.environ.get("ES_L2L_SPOOL_RETRY_S", "10"))  # seconds between tries while the store is down
 BATCH = 1000
@@ -112,10 +114,11 @@ class Spool:
             self._spool(kind, fields)
             return False
         try:
-            if self.pending:
-                flush(client, self.dir, self.run_id)
-                self._cleanup()
-            _apply(client, self.run_id, kind, fields)
+            with uninterrupted():  # Ctrl-C or SIGTERM mid-write could leave SQLite locked for the KILLED status
+                if self.pending:
+                    flush(client, self.dir, self.run_id)
+                    self._cleanup()
+                _apply(client, self.run_id, kind, fields)
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -150,7 +153,8 @@ class Spool:
         if not self.pending:
             return True
         try:
-            flush(client, self.dir, self.run_id)
+            with uninterrupted():
+                flush(client, self.dir, self.run_id)
             self._cleanup()
             self.down_since = None
             return True
