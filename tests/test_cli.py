@@ -136,7 +136,7 @@ def test_unreachable_cluster_is_a_clear_error_and_creates_no_run(tmp_path):
 def test_gpu_request_without_gpus_is_a_clear_error(tmp_path):
     proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), "--set", "run.device=cuda", timeout=120)
     assert proc.returncode == 1
-    assert "run.device=cuda asks for 2 GPU worker(s) but the Ray cluster has 0 GPU(s)" in proc.stderr
+    assert "run.device=cuda asks for 2 GPU worker(s) but this machine's local Ray has 0 GPU(s)" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
 
 

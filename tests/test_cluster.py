@@ -150,6 +150,7 @@ def test_submit_reaches_succeeded_and_its_mlflow_run_is_found(ray_head, mlflow_s
 
 
 
+@pytest.mark.slow  # run by .ci/run; an attach refusal on a real head stays in the default run (tests/test_cluster_failures.py)
 def test_submit_without_the_token_is_one_clear_line(ray_head, tmp_path):
     env = {k: v for k, v in ray_head["env"].items() if k != "RAY_AUTH_TOKEN"}
     env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-such-token")

@@ -61,6 +61,7 @@ def test_plain_ray_job_submit_attaches_through_ray_address(ray_head, mlflow_serv
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow  # run by .ci/run; an attach refusal on this head stays in the default run
 def test_a_ray_job_without_a_tracking_uri_is_refused_in_one_line(ray_head, tmp_path):
     wd = _working_dir(tmp_path)
     proc = _ray_job(ray_head, wd, None, "--set=run.generations=2")

@@ -101,6 +101,7 @@ def test_compare_needs_a_budget(tmp_path):
     assert "compare needs a budget: pass --budget-seconds S or --budget-neuron-steps N" in proc.stderr
 
 
+@pytest.mark.slow  # run by .ci/run; compare through the CLI stays in the default run (the module's comparison)
 def test_compare_with_seeds_reports_intervals_and_paired_differences(tmp_path):
     proc = es_l2l(tmp_path, "compare", str(CONFIGS / "smoke.yaml"), str(CONFIGS / "smoke_bptt.yaml"), "--seeds", "0", "1",
                   "--budget-neuron-steps", "3e6", "--set", "run.workers=0", *store(tmp_path), timeout=600)

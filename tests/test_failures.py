@@ -248,7 +248,8 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_numbers_before_any_
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "inf", "nan"])
+# three of five run by .ci/run only
+@pytest.mark.parametrize("value", [pytest.param(".inf", marks=pytest.mark.slow), pytest.param("-.inf", marks=pytest.mark.slow), ".nan", "inf", pytest.param("nan", marks=pytest.mark.slow)])
 def test_non_finite_floats_are_config_errors(tmp_path, value):
     proc = es_l2l(tmp_path, "run", str(SMOKE), *store(tmp_path), f"--set=es.stdev_init={value}", timeout=60)
     assert proc.returncode == 2 and one_line(proc), proc.stderr
@@ -259,8 +260,9 @@ def test_non_finite_floats_are_config_errors(tmp_path, value):
 # --- 7. small ones -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, message", [("empty", "is empty"), ("dir", "is a directory"), ("binary", "not a text file"),
-                                           ("nul", "binary file"), ("list", "must hold a mapping")])
+# three of five run by .ci/run only
+@pytest.mark.parametrize("kind, message", [("empty", "is empty"), pytest.param("dir", "is a directory", marks=pytest.mark.slow), ("binary", "not a text file"),
+                                           pytest.param("nul", "binary file", marks=pytest.mark.slow), pytest.param("list", "must hold a mapping", marks=pytest.mark.slow)])
 def test_bad_config_files_exit_2_with_one_line(tmp_path, kind, message):
     path = tmp_path / "c.yaml"
     if kind == "empty":
@@ -279,7 +281,8 @@ def test_bad_config_files_exit_2_with_one_line(tmp_path, kind, message):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("content", [b"random", b"text", b"pickle", b"dir"])
+# two of four run by .ci/run only
+@pytest.mark.parametrize("content", [b"random", pytest.param(b"text", marks=pytest.mark.slow), b"pickle", pytest.param(b"dir", marks=pytest.mark.slow)])
 def test_evaluate_on_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, content):
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
@@ -305,7 +308,7 @@ class _Exec:
         return (os.system, (self.cmd,))
 
 
-@pytest.mark.parametrize("tasks", ["0", "-5"])
+@pytest.mark.parametrize("tasks", ["0", pytest.param("-5", marks=pytest.mark.slow)])  # -5: run by .ci/run
 def test_evaluate_with_no_tasks_is_a_config_error(tmp_path, tasks):
     path = tmp_path / "checkpoint.pt"
     path.write_text("x")
@@ -329,6 +332,7 @@ def _es_run(tmp: Path, status: str, artifact: tuple[str, bytes] | None = None) -
     return run.info.run_id
 
 
+@pytest.mark.slow  # run by .ci/run; a refused resume stays in the default run (a resume.pt holding code)
 def test_resume_of_a_finished_run_is_refused_in_one_line(tmp_path):
     run_id = _es_run(tmp_path, "FINISHED")
     proc = es_l2l(tmp_path, "run", "--resume", run_id, *store(tmp_path), timeout=60)
@@ -336,6 +340,7 @@ def test_resume_of_a_finished_run_is_refused_in_one_line(tmp_path):
     assert f"MLflow run '{run_id}' is FINISHED" in proc.stderr
 
 
+@pytest.mark.slow  # run by .ci/run; a resume.pt holding code stays in the default run
 def test_resume_from_an_old_pickled_resume_file_is_refused_and_not_unpickled(tmp_path):
     marker = tmp_path / "pwned"
     run_id = _es_run(tmp_path, "KILLED", ("resume.pkl", pickle.dumps(_Exec(f"touch {marker}"))))
@@ -381,6 +386,7 @@ def test_submit_without_a_tracking_store_is_refused_before_anything_is_submitted
     assert "es-l2l submit needs a tracking store the cluster can reach" in proc.stderr
 
 
+@pytest.mark.slow  # run by .ci/run; SIGTERM of a run stays in the default run
 def test_sigterm_reaches_a_run_whose_parent_blocked_it(tmp_path):
     """A parent that blocked SIGINT/SIGTERM (as a process running Ray's core does) passes the blocked
     mask on through exec; the CLI unblocks them, so kill still stops the run and marks it KILLED."""
@@ -528,6 +534,7 @@ def test_sync_into_a_store_without_the_run_or_of_a_damaged_spool_is_one_line_and
         assert (folder / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow  # run by .ci/run; a refused resume stays in the default run (a resume.pt holding code)
 def test_resume_of_a_run_not_in_the_store_says_so_in_one_line(tmp_path):
     client_of(tmp_path).create_experiment("es-l2l")
     proc = es_l2l(tmp_path, "run", "--resume", "f" * 32, *store(tmp_path), timeout=120)
@@ -574,6 +581,7 @@ def test_a_running_run_is_not_resumed_twice_and_a_killed_one_by_one_resumer_only
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # run by .ci/run; resume through the CLI stays in the default run
 def test_a_run_running_on_another_machine_needs_force_to_resume(tmp_path):
     client = client_of(tmp_path)
     exp = client.create_experiment("es-l2l", artifact_location=(tmp_path / "mlruns").as_uri())

@@ -52,10 +52,10 @@ def billion_laughs() -> str:
 @pytest.mark.parametrize("kind, words", [
     ("alias bomb", ("expands its aliases", "more than 100,000 values", "without the alias chain")),
     ("deep nesting", ("nests more than 32 levels deep", "flatten it")),
-    ("deep aliases", ("expands its aliases", "levels deep")),
-    ("self alias", ("alias inside its own anchor",)),
-    ("long string", ("200,000-character value", "shorten it")),
-    ("long name", ("'name'", "at most 200 characters")),
+    pytest.param("deep aliases", ("expands its aliases", "levels deep"), marks=pytest.mark.slow),  # these four: run by .ci/run
+    pytest.param("self alias", ("alias inside its own anchor",), marks=pytest.mark.slow),
+    pytest.param("long string", ("200,000-character value", "shorten it"), marks=pytest.mark.slow),
+    pytest.param("long name", ("'name'", "at most 200 characters"), marks=pytest.mark.slow),
     ("huge file", ("characters long", "pass the right file")),
 ])
 def test_hostile_yaml_is_refused_in_one_line_before_anything_starts(tmp_path, kind, words):

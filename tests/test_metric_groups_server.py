@@ -7,6 +7,8 @@ import subprocess
 import urllib.parse
 import urllib.request
 
+import pytest
+
 from tests.test_tracking_outage import SMOKE, cli, server  # noqa: F401  (server: the fixture)
 
 GROUPS = ("train/", "val/", "withheld/", "system/")
@@ -20,6 +22,7 @@ def rest(base: str, path: str, params: dict | None = None, body: dict | None = N
         return json.loads(r.read())
 
 
+@pytest.mark.slow  # run by .ci/run; the grouped keys on a real store stay in the default run (tests/test_metric_keys.py)
 def test_a_run_against_a_real_server_logs_only_grouped_metric_keys(server, tmp_path):  # noqa: F811
     env = dict(os.environ, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.5")  # a sample within the short run
     proc = subprocess.run(

@@ -92,6 +92,7 @@ def test_a_run_without_address_starts_its_own_ray_beside_a_live_ray_start_head(r
         assert (ray_tmp / "ray" / "ray_current_cluster").read_text().strip() == head["gcs"]  # left as it was
 
 
+@pytest.mark.slow  # run by .ci/run; a run beside a live cluster stays in the default run
 def test_a_run_without_address_ignores_a_stale_cluster_record(ray_tmp, tmp_path):
     """A Ray process killed long ago left its record pointing at a dead address."""
     (ray_tmp / "ray").mkdir()

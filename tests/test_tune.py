@@ -93,7 +93,8 @@ def test_the_space_is_checked_against_the_config(tmp_path, space, message):
         resolve_tune(str(tmp_path / "t.yaml"), [])
 
 
-@pytest.mark.parametrize("how", ["Ctrl-C", pytest.param("SIGTERM", marks=pytest.mark.slow)])  # SIGTERM: run by .ci/run
+# both run by .ci/run; Ctrl-C and SIGTERM of a run stay in the default run (tests/test_failures.py)
+@pytest.mark.parametrize("how", [pytest.param("Ctrl-C", marks=pytest.mark.slow), pytest.param("SIGTERM", marks=pytest.mark.slow)])
 def test_interrupted_tuning_ends_killed_with_its_trials_and_writes_no_best_config(tmp_path, how):
     """Ray Tune's own Ctrl-C handler used to end the search as if it had finished (exit 0, parent FINISHED, a best
     config from one trial), and SIGTERM aborted in Ray's C++ core (exit -6) leaving the parent and trial RUNNING."""

@@ -192,13 +192,20 @@ def gpu_shortfall(cfg: ExperimentConfig) -> str | None:
             return None
     import ray
 
-    init_ray(cfg)
+    from es_l2l.cluster.preflight import attach_address
+
     need = cfg.run.workers * cfg.run.gpus_per_worker
-    have = ray.cluster_resources().get("GPU", 0.0)
+    where = "the Ray cluster"
+    if not ray.is_initialized() and attach_address(cfg) is None and torch.cuda.device_count() < need:
+        # a private local Ray's workers have this machine's torch: short without starting Ray
+        have, where = float(torch.cuda.device_count()), "this machine's local Ray"
+    else:
+        init_ray(cfg)
+        have = ray.cluster_resources().get("GPU", 0.0)
     if have >= need:
         return None
     return (
-        f"run.device=cuda asks for {cfg.run.workers} GPU worker(s) but the Ray cluster has {have:g} GPU(s) "
+        f"run.device=cuda asks for {cfg.run.workers} GPU worker(s) but {where} has {have:g} GPU(s) "
         f"({need:g} needed at run.gpus_per_worker={cfg.run.gpus_per_worker:g}); add GPU nodes, lower run.workers "
         "or run.gpus_per_worker, set run.device=cpu, or allow run.gpu_fallback=true"
     )

@@ -74,7 +74,8 @@ def es_l2l(tmp: Path, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("outer", ["es", "bptt"])
+# BPTT: run by .ci/run; the teacher LSTM through BPTT stays in the default run (tests/test_smoke_configs.py)
+@pytest.mark.parametrize("outer", ["es", pytest.param("bptt", marks=pytest.mark.slow)])
 def test_es_and_bptt_train_an_lstm_through_the_cli(tmp_path, outer):
     from mlflow.tracking import MlflowClient
 

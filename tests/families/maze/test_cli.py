@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[3]
 PICTURES = {"trajectories.png", "reward_curve.png", "spike_raster.png"}
 
 
-@pytest.mark.parametrize("config, outer", [("smoke_maze.yaml", "es"), ("smoke_maze_a2c.yaml", "bptt")])
+# A2C: run by .ci/run; A2C improves the reward in the default run (tests/families/maze/test_outer.py)
+@pytest.mark.parametrize("config, outer", [("smoke_maze.yaml", "es"), pytest.param("smoke_maze_a2c.yaml", "bptt", marks=pytest.mark.slow)])
 def test_maze_run_logs_report_pictures_and_reloads(tmp_path, config, outer):
     proc = es_l2l(tmp_path, "run", str(ROOT / "configs" / config), *store(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -92,6 +92,7 @@ def test_the_shape_recipes_are_spiking_and_budgeted_in_steps(name):
     assert cfg.run.max_seconds is None and cfg.run.max_neuron_steps is None and cfg.run.generations <= 10_000
 
 
+@pytest.mark.slow  # run by .ci/run; the shipped recipe's step budget is checked in the default run (its config test)
 def test_a_steps_budgeted_shape_run_stops_at_its_step_count(tmp_path):
     """The shipped recipe, shrunk: no wall-clock limit, so it makes exactly run.generations Adam steps."""
     small = ["--set=model.n_lif=4", "--set=model.n_alif=4", "--set=task.n_trials=4", "--set=task.trial_ms=6",

@@ -94,6 +94,7 @@ def test_csv_table_and_plot(tmp_path):
     assert "frequent - fresh" in text and LSNN_EXCESS in text
 
 
+@pytest.mark.slow  # run by .ci/run; the split's table and plot stay in the default run (test_csv_table_and_plot)
 def test_run_logs_the_group_split(tmp_path):
     """``es-l2l run`` of the frequent-targets smoke config: group metrics, CSV and plot in the MLflow run."""
     proc = subprocess.run(
