@@ -16,7 +16,6 @@ from pathlib import Path
 from es_l2l.config import ExperimentConfig
 from es_l2l.tracking.preflight import tracking_uri# noqa: F401  (re-exported: where a run logs)
 from es_l2l.tracking.metric_keys import old_name, report_key, status_key
-from es_l2l.tracking.end_state import uninterrupted
 from es_l2l.tracking.redact import has_credentials, redact_uri
 
 
@@ -128,7 +127,7 @@ class MlflowRun:
 
     def _has_step(self, key: str, step: int) -> bool:
         try:
-            with uninterrupted():
+            with self.spool.held():
                 return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
         except Exception:  # the store is down: log it (a duplicate beats a gap)
             return False

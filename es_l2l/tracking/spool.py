@@ -114,7 +114,7 @@ class Spool:
             self._spool(kind, fields)
             return False
         try:
-            with uninterrupted():  # Ctrl-C or SIGTERM mid-write could leave SQLite locked for the KILLED status
+            with self.held():  # Ctrl-C or SIGTERM mid-write could leave SQLite locked for the KILLED status
                 if self.pending:
                     flush(client, self.dir, self.run_id)
                     self._cleanup()
@@ -135,6 +135,12 @@ class Spool:
         self.down_since = None
         return True
 
+    def held(self):
+        """Hold Ctrl-C and SIGTERM during a write to a database store (an interrupt inside SQLAlchemy can leave
+        the database locked by an orphaned connection); not for a server, whose outage can make a call
+        wait: there the interrupt goes through at once."""
+        return contextlib.nullcontext() if self.uri.startswith(("http://", "https://", "databricks")) else uninterrupted()
+
     def _cleanup(self) -> None:
         """Remove the folder once everything in it is uploaded (the root too, when it is left empty)."""
         if self.dir.exists() and not self.pending:
@@ -153,7 +159,7 @@ class Spool:
         if not self.pending:
             return True
         try:
-            with uninterrupted():
+            with self.held():
                 flush(client, self.dir, self.run_id)
             self._cleanup()
             self.down_since = None
