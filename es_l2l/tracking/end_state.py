@@ -68,8 +68,8 @@ def uninterrupted():
 
     For tracking-store calls: an interrupt raised inside SQLAlchemy's connection handling can orphan
     a connection that still holds SQLite's lock, and the orderly stop's own writes (the KILLED
-    status) then wait 20 s for it and fail with "database is locked" (measured: a SIGTERM at a
-    random moment of a loop of MLflow writes leaves the store locked within a few hundred tries).
+    status) then wait 20 s for it and fail with "database is locked" (measured: SIGTERM at random
+    moments of a loop of MLflow writes left the store locked within the first ten interrupts).
     """
     global _held, _deferred
     if not _main_thread():
