@@ -22,6 +22,7 @@ from es_l2l.config import ExperimentConfig
 from es_l2l.cluster.evaluators import ClusterError
 from es_l2l.tracking.redact import redact_uri, safe_config
 from es_l2l.tracking.run import tracking_uri
+from es_l2l.tracking.preflight import is_server
 
 JOB_ID_ENV = "ES_L2L_RAY_JOB_ID"  # the driver tags its MLflow run with it
 ENTRYPOINT = "python -m es_l2l.cli run config.yaml --address auto"
@@ -35,7 +36,7 @@ def runtime_env(cfg: ExperimentConfig, folder: Path, job_id: str) -> dict:
     tree = safe_config(cfg)  # no credentials in the package Ray stores
     env = {JOB_ID_ENV: job_id, "RAY_USAGE_STATS_ENABLED": "0"}
     uri = tracking_uri(cfg)
-    if uri.startswith(("http://", "https://", "databricks")):
+    if is_server(uri):
         env["MLFLOW_TRACKING_URI"] = uri  # prefer MLFLOW_TRACKING_USERNAME/PASSWORD on the cluster to a URI with them
         tree["tracking"]["uri"] = None
     (folder / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))

@@ -34,6 +34,11 @@ def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server (MLflow's REST API, Databricks), not a store this process opens itself."""
+    return is_http(uri) or uri.startswith("databricks")
+
+
 def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None

@@ -139,9 +139,9 @@ class Spool:
         """Hold Ctrl-C and SIGTERM during a write to a database store (an interrupt inside SQLAlchemy can leave
         the database locked by an orphaned connection); not for a server, whose outage can make a call
         wait: there the interrupt goes through at once."""
-        from es_l2l.tracking.preflight import is_http
+        from es_l2l.tracking.preflight import is_server
 
-        return contextlib.nullcontext() if is_http(self.uri) or self.uri.startswith("databricks") else uninterrupted()
+        return contextlib.nullcontext() if is_server(self.uri) else uninterrupted()
 
     def _cleanup(self) -> None:
         """Remove the folder once everything in it is uploaded (the root too, when it is left empty)."""
