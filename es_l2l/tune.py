@@ -255,23 +255,9 @@ def tune(plan: TunePlan, console: Console) -> int:
 
         start = {k: _plain(v) for k, v in plan.base.flat().items() if k in plan.space}
         points = [start] if plan.include_config and all(_in_space(start[k], *plan.space[k]) for k in plan.space) else None
-        searcher = plan.searcher
-        if searcher == "optuna":
-            try:
-                import optuna
-            except ImportError:
-                console.print("[yellow]warning:[/] optuna is not installed (pip install optuna); searching at random instead")
-                searcher = "random"
+        searcher = _usable_searcher(plan.searcher)
         parent.set_tags({"es_l2l.tune.searcher": searcher})
-        if searcher == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            search = OptunaSearch(metric=metric, mode=mode, points_to_evaluate=points, seed=plan.seed)
-        else:
-            from ray.tune.search import BasicVariantGenerator
-
-            search = BasicVariantGenerator(points_to_evaluate=points, random_state=plan.seed)
+        search = search_algorithm(searcher, plan, metric, mode, points)
         scheduler = (ASHAScheduler(time_attr="validation_round", max_t=10**6, grace_period=plan.grace_period,
                                    reduction_factor=plan.reduction_factor) if plan.scheduler else FIFOScheduler())
         trainable = rtune.with_resources(
@@ -424,3 +410,32 @@ class _Say:
 def _fmt(value: Any) -> str:
     value = _plain(value)
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _usable_searcher(searcher: str) -> str:
+    """``optuna`` where it is installed, else ``random`` (with a warning)."""
+    if searcher == "optuna":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            console.print("[yellow]warning:[/] optuna is not installed (pip install optuna); searching at random instead")
+            return "random"
+    return searcher
+
+
+def search_algorithm(searcher: str, plan, metric: str, mode: str, points):
+    """Tune's search algorithm for ``searcher``, limited to ``plan.concurrent_trials`` trials at once.
+
+    Tune applies ``max_concurrent_trials`` to a ``Searcher`` (Optuna's) by wrapping it, but ignores it,
+    with only a log warning, for a ``BasicVariantGenerator`` handed in as ``search_alg``: the random
+    search must carry the limit itself, or its trials run as many at once as Ray has CPUs.
+    """
+    if searcher == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return OptunaSearch(metric=metric, mode=mode, points_to_evaluate=points, seed=plan.seed)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=plan.seed, max_concurrent=plan.concurrent_trials)

@@ -62,6 +62,32 @@ def test_the_best_config_is_the_tuned_config_with_the_best_values_and_runs(tuned
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_random_search_runs_one_trial_at_a_time_as_concurrent_trials_says(tmp_path):
+    """Tune ignored ``max_concurrent_trials`` for the random searcher (a ``BasicVariantGenerator`` passed in), so its
+    trials ran as many at once as Ray had CPUs and a budget in seconds bought each trial half the steps."""
+    proc = es_l2l(tmp_path, "tune", str(CONFIGS / "tune_smoke.yaml"), "--trials", "2", "--searcher", "random",
+                  "--budget-neuron-steps", "2e6", "--set", "run.workers=0", *store(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, runs = runs_in(tmp_path)
+    children = sorted((r for r in runs if r.data.tags.get("es_l2l.tune") == "trial"), key=lambda r: r.info.start_time)
+    assert len(children) == 2 and all(r.info.end_time for r in children)  # ASHA may stop one (KILLED)
+    assert children[0].info.end_time <= children[1].info.start_time, "the two trials overlapped in time"
+
+
+@pytest.mark.parametrize("searcher", ["random", "optuna"])
+def test_both_searchers_carry_the_concurrency_limit(searcher):
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+
+    from es_l2l.tune import search_algorithm
+
+    plan = resolve_tune(str(CONFIGS / "tune_smoke.yaml"), [])
+    alg = search_algorithm(searcher, plan, "best_mse_late", "min", None)
+    if isinstance(alg, BasicVariantGenerator):  # Tune does not limit this one for us
+        assert alg.max_concurrent == plan.concurrent_trials == 1
+    else:  # Tune wraps a Searcher in a ConcurrencyLimiter of max_concurrent_trials
+        assert isinstance(alg, Searcher) and not isinstance(alg, ConcurrencyLimiter)
+
+
 def test_an_unknown_key_in_the_space_is_one_line_and_exit_2(tmp_path):
     tree = yaml.safe_load((CONFIGS / "tune_smoke.yaml").read_text())
     tree["config"] = str(CONFIGS / "smoke.yaml")
