@@ -4,7 +4,7 @@ Reads the store directly (SQLite, read-only): per finished run its name, seed, o
 training seconds, neuron-steps, best validation value and held-out test value; per arm (run name,
 or the name with a prefix stripped) the mean and 95% t-interval over seeds; per pair of arms the
 paired difference over the seeds both have (es_l2l.reporting.stats, what ``es-l2l compare --seeds`` uses).
-Arms of different ``es-l2l compare`` invocations pair as well, which is how arms of equal steps
+Arms of different ``es-l2l compare`` invocations, and of several stores (``--db`` repeated), pair as well, which is how arms of equal steps
 but unequal neuron-steps per step (an LSTM's units against an LSNN's neurons) are compared.
 
     PYTHONPATH=. python benchmarks/seed_table.py --db res/mlflow.db --test withheld/model/recall_error \
@@ -24,7 +24,14 @@ from es_l2l.reporting.stats import paired_t_interval, t_interval
 from es_l2l.tracking.metric_keys import old_name, refuse_old
 
 
-def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
+def runs(dbs: list[str], names: list[str], test: str, val: str) -> list[dict]:
+    out = []
+    for db in dbs:
+        out += _runs(db, names, test, val)
+    return sorted(out, key=lambda r: (names.index(r["name"]), r["seed"]))
+
+
+def _runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     out = []
     q = "select run_uuid, name, start_time from runs where status='FINISHED' and name in ({})".format(",".join("?" * len(names)))
@@ -46,19 +53,19 @@ def runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
         out.append({
             "name": name, "seed": int(param("run.seed")), "outer": param("outer"), "run_id": uuid[:8], "steps": steps,
             "train_s": metric("train/elapsed_s"), "neuron_steps": metric("train/neuron_steps"),
-            "val": metric(val, "min"), "test": metric(test), "test_long": metric(test + "_long"), "start": start,
+            "val": metric(val, "min"), "test": metric(test), "test_long": metric(test + "_long"), "start": start, "db": db,
         })
-    return sorted(out, key=lambda r: (names.index(r["name"]), r["seed"]))
+    return out
 
 
 def plot(args, rows: list[dict]) -> None:
     from es_l2l.reporting.plots import pyplot, save_figure
 
     plt = pyplot()
-    con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     color = {a: f"C{i}" for i, a in enumerate(args.arm)}
     for r in rows:
+        con = sqlite3.connect(f"file:{r['db']}?mode=ro", uri=True)
         uuid = con.execute("select run_uuid from runs where run_uuid like ?", (r["run_id"] + "%",)).fetchone()[0]
         pts = con.execute("select step, value from metrics where run_uuid=? and key=? order by step", (uuid, args.curve)).fetchall()
         first = r is next(x for x in rows if x["name"] == r["name"])
@@ -73,7 +80,7 @@ def plot(args, rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", required=True)
+    ap.add_argument("--db", action="append", required=True, help="an MLflow SQLite store (repeat: arms of several stores)")
     ap.add_argument("--arm", action="append", required=True, help="a run name (repeat)")
     ap.add_argument("--test", default="withheld/model/recall_error")
     ap.add_argument("--val", default="val/best_recall_error")

@@ -108,6 +108,17 @@ def test_a_script_given_an_old_held_out_key_exits_2_with_one_line_and_reads_old_
     proc = subprocess.run([*script, str(tmp_path / "old.db")], capture_output=True, text=True, check=False, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "| a | 3 | " in proc.stdout and "| 30.0 | 25.0 |" in proc.stdout, proc.stdout
+    # arms from two stores in one table (--db repeated), each run read from its own store
+    other = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'new.db'}")
+    run_b = other.create_run(other.create_experiment("new", (tmp_path / "b").as_uri()), run_name="b").info.run_id
+    other.log_param(run_b, "run.seed", "3")
+    other.log_batch(run_b, metrics=[Metric("withheld/model/recall_error", 0.125, 0, 4), Metric("train/elapsed_s", 5.0, 0, 4),
+                                    Metric("train/neuron_steps", 2e6, 0, 4), Metric("val/best_recall_error", 0.5, 0, 4)])
+    other.set_terminated(run_b)
+    proc = subprocess.run([*script, str(tmp_path / "old.db"), "--db", str(tmp_path / "new.db"), "--arm", "b"], capture_output=True,
+                          text=True, check=False, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "| a | 3 | " in proc.stdout and "| b | 3 | " in proc.stdout and "| 4 | 5 | 2e+06 | 50.0 | 12.5 |" in proc.stdout, proc.stdout
 
 
 def test_no_held_out_key_is_spelled_out_in_the_package():
