@@ -68,10 +68,13 @@ def plot(args, rows: list[dict]) -> None:
         con = sqlite3.connect(f"file:{r['db']}?mode=ro", uri=True)
         uuid = con.execute("select run_uuid from runs where run_uuid like ?", (r["run_id"] + "%",)).fetchone()[0]
         pts = con.execute("select step, value from metrics where run_uuid=? and key=? order by step", (uuid, args.curve)).fetchall()
+        if args.against == "seconds":  # each point at the training time logged with its step
+            at = dict(con.execute("select step, value from metrics where run_uuid=? and key='train/elapsed_s'", (uuid,)).fetchall())
+            pts = [(at[k], v) for k, v in pts if k in at]
         first = r is next(x for x in rows if x["name"] == r["name"])
         ax.plot([p[0] for p in pts], [p[1] * args.scale for p in pts], color=color[r["name"]], lw=1.2,
                 label=r["name"] if first else None)
-    ax.set_xlabel("gradient steps")
+    ax.set_xlabel("gradient steps" if args.against == "steps" else "training seconds")
     ax.set_ylabel(args.curve + (" (%)" if args.scale == 100 else ""))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=100.0, help="multiply values (100: percent)")
     ap.add_argument("--plot", help="also plot each run's validation curve (--curve) against steps into this PNG")
     ap.add_argument("--curve", default="val/recall_error")
+    ap.add_argument("--against", choices=("steps", "seconds"), default="steps", help="the curves' x axis")
     args = ap.parse_args()
     try:
         for flag, key in (("--test", args.test), ("--val", args.val), ("--curve", args.curve)):
