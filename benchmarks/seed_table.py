@@ -24,14 +24,14 @@ from es_l2l.reporting.stats import paired_t_interval, t_interval
 from es_l2l.tracking.metric_keys import old_name, refuse_old
 
 
-def runs(dbs: list[str], names: list[str], test: str, val: str) -> list[dict]:
+def runs(dbs: list[str], names: list[str], test: str, val: str, best: str = "min") -> list[dict]:
     out = []
     for db in dbs:
-        out += _runs(db, names, test, val)
+        out += _runs(db, names, test, val, best)
     return sorted(out, key=lambda r: (names.index(r["name"]), r["seed"]))
 
 
-def _runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
+def _runs(db: str, names: list[str], test: str, val: str, best: str) -> list[dict]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     out = []
     q = "select run_uuid, name, start_time from runs where status='FINISHED' and name in ({})".format(",".join("?" * len(names)))
@@ -53,7 +53,7 @@ def _runs(db: str, names: list[str], test: str, val: str) -> list[dict]:
         out.append({
             "name": name, "seed": int(param("run.seed")), "outer": param("outer"), "run_id": uuid[:8], "steps": steps,
             "train_s": metric("train/elapsed_s"), "neuron_steps": metric("train/neuron_steps"),
-            "val": metric(val, "min"), "test": metric(test), "test_long": metric(test + "_long"), "start": start, "db": db,
+            "val": metric(val, best), "test": metric(test), "test_long": metric(test + "_long"), "start": start, "db": db,
         })
     return out
 
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--arm", action="append", required=True, help="a run name (repeat)")
     ap.add_argument("--test", default="withheld/model/recall_error")
     ap.add_argument("--val", default="val/best_recall_error")
+    ap.add_argument("--val-best", choices=("min", "max"), default="min", help="best validation is the run's min (an error) or max (an accuracy)")
     ap.add_argument("--scale", type=float, default=100.0, help="multiply values (100: percent)")
     ap.add_argument("--plot", help="also plot each run's validation curve (--curve) against steps into this PNG")
     ap.add_argument("--curve", default="val/recall_error")
@@ -98,7 +99,7 @@ def main() -> None:
     except ValueError as exc:
         print(f"seed_table: {exc}", file=sys.stderr)
         sys.exit(2)
-    rows = runs(args.db, args.arm, args.test, args.val)
+    rows = runs(args.db, args.arm, args.test, args.val, args.val_best)
     if args.plot:
         plot(args, rows)
     s = args.scale
