@@ -98,23 +98,21 @@ def test_a_script_given_an_old_held_out_key_exits_2_with_one_line_and_reads_old_
     assert proc.returncode == 2 and proc.stdout == "", proc
     assert proc.stderr == ("seed_table: --test 'test/model/recall_error' names the old held-out group 'test/', now 'withheld/': "
                            "use 'withheld/model/recall_error'\n")
+    def finished_run(db, name, test_key, test, elapsed, neuron_steps, val, step):  # one finished run, seed 3, in its own store
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / db}")
+        run_id = client.create_run(client.create_experiment(name, (tmp_path / name).as_uri()), run_name=name).info.run_id
+        client.log_param(run_id, "run.seed", "3")
+        client.log_batch(run_id, metrics=[Metric(test_key, test, 0, step), Metric("train/elapsed_s", elapsed, 0, step),
+                                          Metric("train/neuron_steps", neuron_steps, 0, step), Metric("val/best_recall_error", val, 0, step)])
+        client.set_terminated(run_id)
+
     # a store logged before the rename: today's key finds the run's test/... value
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'old.db'}")
-    run_id = client.create_run(client.create_experiment("old", (tmp_path / "a").as_uri()), run_name="a").info.run_id
-    client.log_param(run_id, "run.seed", "3")
-    client.log_batch(run_id, metrics=[Metric("test/model/recall_error", 0.25, 0, 2), Metric("train/elapsed_s", 9.0, 0, 2),
-                                      Metric("train/neuron_steps", 1e6, 0, 2), Metric("val/best_recall_error", 0.3, 0, 2)])
-    client.set_terminated(run_id)
+    finished_run("old.db", "a", "test/model/recall_error", 0.25, 9.0, 1e6, 0.3, 2)
     proc = subprocess.run([*script, str(tmp_path / "old.db")], capture_output=True, text=True, check=False, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "| a | 3 | " in proc.stdout and "| 30.0 | 25.0 |" in proc.stdout, proc.stdout
     # arms from two stores in one table (--db repeated), each run read from its own store
-    other = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'new.db'}")
-    run_b = other.create_run(other.create_experiment("new", (tmp_path / "b").as_uri()), run_name="b").info.run_id
-    other.log_param(run_b, "run.seed", "3")
-    other.log_batch(run_b, metrics=[Metric("withheld/model/recall_error", 0.125, 0, 4), Metric("train/elapsed_s", 5.0, 0, 4),
-                                    Metric("train/neuron_steps", 2e6, 0, 4), Metric("val/best_recall_error", 0.5, 0, 4)])
-    other.set_terminated(run_b)
+    finished_run("new.db", "b", "withheld/model/recall_error", 0.125, 5.0, 2e6, 0.5, 4)
     proc = subprocess.run([*script, str(tmp_path / "old.db"), "--db", str(tmp_path / "new.db"), "--arm", "b"], capture_output=True,
                           text=True, check=False, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
