@@ -255,7 +255,7 @@ def tune(plan: TunePlan, console: Console) -> int:
 
         start = {k: _plain(v) for k, v in plan.base.flat().items() if k in plan.space}
         points = [start] if plan.include_config and all(_in_space(start[k], *plan.space[k]) for k in plan.space) else None
-        searcher = _usable_searcher(plan.searcher)
+        searcher = usable_searcher(plan.searcher, console)
         parent.set_tags({"es_l2l.tune.searcher": searcher})
         search = search_algorithm(searcher, plan, metric, mode, points)
         scheduler = (ASHAScheduler(time_attr="validation_round", max_t=10**6, grace_period=plan.grace_period,
@@ -412,7 +412,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _usable_searcher(searcher: str) -> str:
+def usable_searcher(searcher: str, console: Console) -> str:
     """``optuna`` where it is installed, else ``random`` (with a warning)."""
     if searcher == "optuna":
         try:

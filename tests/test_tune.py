@@ -1,6 +1,7 @@
 """``es-l2l tune`` end to end on a real local Ray: one parent run, a child run per trial, the best config runs."""
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,20 @@ def test_both_searchers_carry_the_concurrency_limit(searcher):
         assert alg.max_concurrent == plan.concurrent_trials == 1
     else:  # Tune wraps a Searcher in a ConcurrencyLimiter of max_concurrent_trials
         assert isinstance(alg, Searcher) and not isinstance(alg, ConcurrencyLimiter)
+
+
+def test_without_optuna_the_search_falls_back_to_random_with_a_warning(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from es_l2l.tune import usable_searcher
+
+    out = io.StringIO()
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    assert usable_searcher("optuna", Console(file=out, width=200)) == "random"
+    assert "optuna is not installed (pip install optuna); searching at random instead" in out.getvalue()
+    assert usable_searcher("random", Console(file=out, width=200)) == "random"
 
 
 def test_an_unknown_key_in_the_space_is_one_line_and_exit_2(tmp_path):
